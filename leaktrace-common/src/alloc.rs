@@ -1,0 +1,56 @@
+//! Per-allocation and per-call state kept in BPF maps.
+
+/// One outstanding allocation, keyed by its address in the `ALLOCS` map.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct AllocInfo {
+    /// Bytes requested by the caller (not the allocator's rounded-up size).
+    pub size: u64,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the allocation returned.
+    pub timestamp_ns: u64,
+    /// Id in the `STACKS` map, or a negative errno when the capture failed.
+    pub stack_id: i32,
+    /// Process that owns the block.
+    pub tgid: u32,
+}
+
+/// Which allocator entry point a pending call came from; decides how its return is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum PendingKind {
+    /// The return value is the new block (malloc, calloc, memalign, …).
+    Plain = 0,
+    /// realloc/reallocarray: the old block was taken out at entry and is put back on failure.
+    Realloc = 1,
+    /// posix_memalign: the block is written through the out-pointer; 0 means success.
+    OutPointer = 2,
+}
+
+/// A traced allocator call between its entry and its return, keyed by thread id in `PENDING`.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct PendingCall {
+    /// Requested size.
+    pub size: u64,
+    /// Stack pointer at entry: a traced call made from inside this one has a lower one.
+    pub entry_sp: u64,
+    /// posix_memalign's out-pointer, or realloc's old block address.
+    pub aux_ptr: u64,
+    /// realloc's old block as it was recorded, restored if realloc fails.
+    pub old: AllocInfo,
+    /// How many traced calls are currently running inside this one (their returns are ignored).
+    pub nested: u32,
+    /// A `PendingKind` value.
+    pub kind: u32,
+    /// 1 when `old` holds a block that realloc's entry removed from `ALLOCS`.
+    pub has_old: u32,
+    /// Explicit padding so the type has no implicit holes (required for `Pod`).
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<AllocInfo>() == 24);
+const _: () = assert!(core::mem::size_of::<PendingCall>() == 64);
+
+#[cfg(feature = "user")]
+// SAFETY: plain old data: integers only, `#[repr(C)]`, no padding (asserted above).
+unsafe impl aya::Pod for AllocInfo {}

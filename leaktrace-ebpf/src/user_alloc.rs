@@ -1,0 +1,219 @@
+//! Uprobes on the C allocator: the bookkeeping state machine.
+//!
+//! Entry programs store the request in `PENDING` under the thread id; the shared return
+//! program turns it into an `ALLOCS` entry with the stack captured at return. The stack is
+//! taken at return, not at entry, because glibc's malloc does not set up a frame pointer:
+//! at entry the unwinder would start from the caller's caller and drop the direct caller.
+//! At return the instruction pointer is already inside the caller.
+
+use aya_ebpf::{
+    bindings::{pt_regs, BPF_F_USER_STACK},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
+    macros::{uprobe, uretprobe},
+    programs::{tracing::StackIdContext, ProbeContext, RetProbeContext},
+    EbpfContext,
+};
+use leaktrace_common::{AllocInfo, Counter, PendingCall, PendingKind};
+
+use crate::maps::{count, ALLOCS, MAX_SIZE, MIN_SIZE, PENDING, SELF_TGID, STACKS, TARGETS};
+
+const EEXIST: i32 = 17;
+
+/// The calling thread's (tgid, tid) if its process is traced.
+#[inline(always)]
+fn traced_thread() -> Option<(u32, u32)> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let tid = pid_tgid as u32;
+    if tgid == SELF_TGID.load() {
+        return None;
+    }
+    // SAFETY: the value is only tested for presence.
+    unsafe { TARGETS.get(tgid) }?;
+    Some((tgid, tid))
+}
+
+#[inline(always)]
+fn stack_pointer(ctx: &ProbeContext) -> u64 {
+    // SAFETY: a uprobe's context is the user register set saved by the kernel.
+    unsafe { (*(ctx.as_ptr() as *const pt_regs)).rsp }
+}
+
+/// Records a call's entry. A call made from inside another traced call of the same thread
+/// (glibc's reallocarray calls realloc, memalign variants share code) is counted as nested
+/// and ignored: overwriting the outer call's state would lose the outer block, which is how
+/// bcc's memleak loses large allocations.
+#[inline(always)]
+fn enter(ctx: &ProbeContext, size: u64, kind: PendingKind, aux_ptr: u64) {
+    let Some((_, tid)) = traced_thread() else { return };
+    let sp = stack_pointer(ctx);
+    if let Some(outer) = PENDING.get_ptr_mut(tid) {
+        // SAFETY: the entry belongs to this thread; only this thread's probes touch it.
+        let outer = unsafe { &mut *outer };
+        // Deeper means called from inside; equal means a tail call (glibc's reallocarray
+        // jumps into realloc), after which both return probes fire on the single return.
+        if sp <= outer.entry_sp {
+            outer.nested += 1;
+            count(Counter::NestedCalls);
+            return;
+        }
+        // The stack is shallower than the stored call's: that call never returned.
+        count(Counter::PendingStale);
+    }
+    let mut pending = PendingCall {
+        size,
+        entry_sp: sp,
+        aux_ptr,
+        old: AllocInfo::default(),
+        nested: 0,
+        kind: kind as u32,
+        has_old: 0,
+        _pad: 0,
+    };
+    if kind == PendingKind::Realloc && aux_ptr != 0 {
+        // Take the old block out now: once realloc frees it inside, another thread may get the
+        // same address and record it before our return runs. It is restored if realloc fails.
+        // SAFETY: copied out immediately.
+        if let Some(old) = unsafe { ALLOCS.get(aux_ptr) } {
+            pending.old = *old;
+            pending.has_old = 1;
+            let _ = ALLOCS.remove(aux_ptr);
+        } else {
+            count(Counter::FreeUnknown);
+        }
+    }
+    if PENDING.insert(tid, pending, 0).is_err() {
+        count(Counter::PendingMapFull);
+    }
+}
+
+#[uprobe]
+pub fn size_arg0_enter(ctx: ProbeContext) -> u32 {
+    let size: u64 = ctx.arg(0).unwrap_or(0);
+    enter(&ctx, size, PendingKind::Plain, 0);
+    0
+}
+
+#[uprobe]
+pub fn size_arg1_enter(ctx: ProbeContext) -> u32 {
+    let size: u64 = ctx.arg(1).unwrap_or(0);
+    enter(&ctx, size, PendingKind::Plain, 0);
+    0
+}
+
+#[uprobe]
+pub fn calloc_enter(ctx: ProbeContext) -> u32 {
+    let nmemb: u64 = ctx.arg(0).unwrap_or(0);
+    let size: u64 = ctx.arg(1).unwrap_or(0);
+    // An overflowing product makes calloc fail (NULL), which is counted, not recorded.
+    enter(&ctx, nmemb.wrapping_mul(size), PendingKind::Plain, 0);
+    0
+}
+
+#[uprobe]
+pub fn realloc_enter(ctx: ProbeContext) -> u32 {
+    let old: u64 = ctx.arg(0).unwrap_or(0);
+    let size: u64 = ctx.arg(1).unwrap_or(0);
+    enter(&ctx, size, PendingKind::Realloc, old);
+    0
+}
+
+#[uprobe]
+pub fn reallocarray_enter(ctx: ProbeContext) -> u32 {
+    let old: u64 = ctx.arg(0).unwrap_or(0);
+    let nmemb: u64 = ctx.arg(1).unwrap_or(0);
+    let size: u64 = ctx.arg(2).unwrap_or(0);
+    enter(&ctx, nmemb.wrapping_mul(size), PendingKind::Realloc, old);
+    0
+}
+
+#[uprobe]
+pub fn posix_memalign_enter(ctx: ProbeContext) -> u32 {
+    let out: u64 = ctx.arg(0).unwrap_or(0);
+    let size: u64 = ctx.arg(2).unwrap_or(0);
+    enter(&ctx, size, PendingKind::OutPointer, out);
+    0
+}
+
+#[uretprobe]
+pub fn alloc_return(ctx: RetProbeContext) -> u32 {
+    let Some((tgid, tid)) = traced_thread() else { return 0 };
+    let Some(pending) = PENDING.get_ptr_mut(tid) else {
+        count(Counter::ReturnWithoutEntry);
+        return 0;
+    };
+    // SAFETY: this thread's own entry; copied before the slot is removed.
+    let pending = unsafe { &mut *pending };
+    if pending.nested > 0 {
+        pending.nested -= 1;
+        return 0;
+    }
+    let call = *pending;
+    let _ = PENDING.remove(tid);
+
+    let ret: u64 = ctx.ret();
+    let addr = if call.kind == PendingKind::OutPointer as u32 {
+        if ret != 0 {
+            0 // posix_memalign returns an error number; nothing was allocated.
+        } else {
+            // SAFETY: reads user memory through the helper, which handles faults.
+            match unsafe { bpf_probe_read_user(call.aux_ptr as *const u64) } {
+                Ok(addr) => addr,
+                Err(_) => {
+                    count(Counter::OutPointerUnreadable);
+                    return 0;
+                }
+            }
+        }
+    } else {
+        ret
+    };
+
+    if addr == 0 {
+        if call.kind == PendingKind::Realloc as u32 && call.size == 0 {
+            // realloc(p, 0) freed p (already taken out at entry) and returned NULL.
+            return 0;
+        }
+        count(Counter::FailedAllocs);
+        if call.has_old != 0 {
+            // realloc failed: the old block is still valid and still outstanding.
+            let _ = ALLOCS.insert(call.aux_ptr, call.old, 0);
+        }
+        return 0;
+    }
+
+    if call.size < MIN_SIZE.load() || call.size > MAX_SIZE.load() {
+        // Filtered out by --min-size/--max-size (checked here so that realloc's entry still
+        // takes the old block out).
+        return 0;
+    }
+    count(Counter::AllocCalls);
+    let stack_id = match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
+        Ok(id) => id as i32,
+        Err(err) => {
+            count(if err == -EEXIST { Counter::StackCollision } else { Counter::StackLost });
+            err
+        }
+    };
+    let info = AllocInfo { size: call.size, timestamp_ns: unsafe { bpf_ktime_get_ns() }, stack_id, tgid };
+    // Overwrite (no BPF_NOEXIST): if an entry exists at this address its free was missed, and
+    // the newest allocation there is the live one.
+    if ALLOCS.insert(addr, info, 0).is_err() {
+        count(Counter::AllocsMapFull);
+    }
+    0
+}
+
+#[uprobe]
+pub fn free_enter(ctx: ProbeContext) -> u32 {
+    let Some(_) = traced_thread() else { return 0 };
+    let addr: u64 = ctx.arg(0).unwrap_or(0);
+    if addr == 0 {
+        return 0;
+    }
+    count(Counter::FreeCalls);
+    if ALLOCS.remove(addr).is_err() {
+        count(Counter::FreeUnknown);
+    }
+    0
+}

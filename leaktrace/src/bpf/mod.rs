@@ -1,0 +1,204 @@
+//! The only module that calls aya: loading the eBPF object, attaching probes and reading maps.
+//! Everything else in leaktrace works with plain Rust values.
+
+use std::{
+    collections::HashMap as StdHashMap,
+    num::NonZeroU32,
+    os::fd::{AsFd, AsRawFd},
+    path::Path,
+};
+
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray, StackTraceMap},
+    programs::{uprobe::UProbeScope, UProbe},
+    Ebpf, EbpfLoader,
+};
+use leaktrace_common::{names, AllocInfo, Counter};
+
+use crate::error::{Error, Result};
+
+/// The eBPF object, built by `build.rs`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/leaktrace"));
+
+/// Load-time settings of the eBPF programs.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// leaktrace's own process id, never traced.
+    pub self_tgid: u32,
+    /// Smallest recorded request.
+    pub min_size: u64,
+    /// Largest recorded request.
+    pub max_size: u64,
+    /// Capacity of the outstanding-allocation map.
+    pub max_allocs: u32,
+    /// Capacity of the stack map.
+    pub stack_storage: u32,
+}
+
+/// One outstanding allocation as read from the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outstanding {
+    /// Block address.
+    pub address: u64,
+    /// What the kernel recorded.
+    pub info: AllocInfo,
+}
+
+/// Loaded programs and their maps. Dropping it detaches every probe.
+pub struct Tracer {
+    ebpf: Ebpf,
+    loaded: Vec<String>,
+}
+
+fn is_permission_error(text: &str) -> bool {
+    text.contains("Operation not permitted") || text.contains("EPERM") || text.contains("os error 1)")
+}
+
+impl Tracer {
+    /// Loads the eBPF object with the given settings. Programs are loaded when first attached.
+    pub fn load(options: &LoadOptions) -> Result<Self> {
+        let ebpf = EbpfLoader::new()
+            .override_global(names::GLOBAL_SELF_TGID, &options.self_tgid, true)
+            .override_global(names::GLOBAL_MIN_SIZE, &options.min_size, true)
+            .override_global(names::GLOBAL_MAX_SIZE, &options.max_size, true)
+            .map_max_entries(names::ALLOCS, options.max_allocs)
+            .map_max_entries(names::STACKS, options.stack_storage)
+            .load(OBJECT)
+            .map_err(|e| {
+                let text = format!("{e:#}");
+                if is_permission_error(&text) {
+                    Error::NotPrivileged
+                } else {
+                    Error::Load(text)
+                }
+            })?;
+        Ok(Self { ebpf, loaded: Vec::new() })
+    }
+
+    /// Adds a process to the traced set.
+    pub fn add_target(&mut self, tgid: u32) -> Result<()> {
+        let map = self.ebpf.map_mut(names::TARGETS).ok_or_else(|| missing_map(names::TARGETS))?;
+        let mut targets: HashMap<_, u32, u8> =
+            HashMap::try_from(map).map_err(|e| map_error(names::TARGETS, e))?;
+        targets.insert(tgid, 1, 0).map_err(|e| map_error(names::TARGETS, e))
+    }
+
+    /// Attaches `program` at file offset `offset` of `path`, firing only in process `pid`.
+    pub fn attach_uprobe(
+        &mut self,
+        program: &str,
+        symbol: &str,
+        path: &Path,
+        offset: u64,
+        pid: u32,
+    ) -> Result<()> {
+        let attach_error = |reason: String| Error::Attach {
+            program: program.to_string(),
+            symbol: symbol.to_string(),
+            path: path.to_path_buf(),
+            reason,
+        };
+        let prog = self
+            .ebpf
+            .program_mut(program)
+            .ok_or_else(|| attach_error("program missing from the eBPF object".into()))?;
+        let uprobe: &mut UProbe = prog.try_into().map_err(|e| attach_error(format!("{e:#}")))?;
+        if !self.loaded.iter().any(|p| p == program) {
+            uprobe.load().map_err(|e| {
+                let text = format!("{e:#}");
+                if is_permission_error(&text) {
+                    Error::NotPrivileged
+                } else {
+                    Error::Load(format!("{program}: {text}"))
+                }
+            })?;
+            self.loaded.push(program.to_string());
+        }
+        let scope = NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
+        uprobe.attach(offset, path, scope).map_err(|e| attach_error(format!("{e:#}")))?;
+        Ok(())
+    }
+
+    /// Every outstanding allocation. Entries freed while the map is walked are skipped.
+    pub fn outstanding(&self) -> Result<Vec<Outstanding>> {
+        let map = self.ebpf.map(names::ALLOCS).ok_or_else(|| missing_map(names::ALLOCS))?;
+        let allocs: HashMap<_, u64, AllocInfo> =
+            HashMap::try_from(map).map_err(|e| map_error(names::ALLOCS, e))?;
+        // A key deleted between get_next_key and lookup shows up as an error: that
+        // allocation was freed meanwhile, so it is rightly absent.
+        Ok(allocs.iter().filter_map(|entry| entry.ok()).map(|(address, info)| Outstanding { address, info }).collect())
+    }
+
+    /// The user stacks with the given ids, innermost frame first. Ids no longer present are
+    /// left out of the result.
+    pub fn stacks(&self, ids: impl IntoIterator<Item = u32>) -> Result<StdHashMap<u32, Vec<u64>>> {
+        let map = self.ebpf.map(names::STACKS).ok_or_else(|| missing_map(names::STACKS))?;
+        let stacks: StackTraceMap<&MapData> =
+            StackTraceMap::try_from(map).map_err(|e| map_error(names::STACKS, e))?;
+        let mut out = StdHashMap::new();
+        for id in ids {
+            if let Ok(trace) = stacks.get(&id, 0) {
+                out.insert(id, trace.frames().iter().map(|f| f.ip).collect());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The counters, summed over CPUs, in `Counter` order.
+    pub fn counters(&self) -> Result<[u64; Counter::LEN as usize]> {
+        let map = self.ebpf.map(names::COUNTERS).ok_or_else(|| missing_map(names::COUNTERS))?;
+        let array: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(map).map_err(|e| map_error(names::COUNTERS, e))?;
+        let mut out = [0u64; Counter::LEN as usize];
+        for counter in Counter::ALL {
+            let values = array.get(&(counter as u32), 0).map_err(|e| map_error(names::COUNTERS, e))?;
+            out[counter as usize] = values.iter().sum();
+        }
+        Ok(out)
+    }
+
+    /// Times the kernel skipped one of our programs because another BPF program was already
+    /// running on that CPU (`recursion_misses` of each loaded program, summed).
+    pub fn probe_misses(&self) -> u64 {
+        self.ebpf
+            .programs()
+            .filter_map(|(_, prog)| prog.fd().ok())
+            .filter_map(|fd| recursion_misses(fd.as_fd()))
+            .sum()
+    }
+}
+
+/// Reads `recursion_misses` from `bpf_prog_info`, which aya 0.14's `ProgramInfo` does not expose.
+fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
+    #[repr(C)]
+    struct InfoByFd {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    // SAFETY: bpf_prog_info is plain data; all-zero is a valid value.
+    let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut attr = InfoByFd {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of_val(&info) as u32,
+        info: std::ptr::addr_of_mut!(info) as u64,
+    };
+    // SAFETY: BPF_OBJ_GET_INFO_BY_FD writes at most info_len bytes into `info`.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            aya_obj::generated::bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
+            std::ptr::addr_of_mut!(attr),
+            std::mem::size_of::<InfoByFd>() as libc::c_long,
+        )
+    };
+    (ret == 0).then_some(info.recursion_misses)
+}
+
+fn missing_map(name: &'static str) -> Error {
+    Error::Map { map: name, reason: "not found in the eBPF object".into() }
+}
+
+fn map_error(name: &'static str, e: impl std::fmt::Display) -> Error {
+    Error::Map { map: name, reason: e.to_string() }
+}

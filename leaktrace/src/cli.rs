@@ -1,0 +1,188 @@
+//! Command-line parsing: a clap definition turned into a validated [`Config`].
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::Parser;
+use leaktrace_common::names::{DEFAULT_MAX_ALLOCS, DEFAULT_STACK_STORAGE};
+
+use crate::{
+    config::{Config, Target},
+    error::{Error, Result},
+};
+
+const EXAMPLES: &str = "\
+Examples:
+  sudo leaktrace -p 1234                 top stacks every 5 s until Ctrl-C, then a final report
+  sudo leaktrace -p 1234 10 6            every 10 s, six times
+  sudo leaktrace -p 1234 --duration 60 --json leaks.json
+  sudo leaktrace -- ./server --port 8080 trace a command from its first allocation
+  sudo leaktrace -p 1234 -O /usr/lib/libjemalloc.so.2 --symbols-prefix je_";
+
+/// Find memory leaks in a running process with eBPF: outstanding allocations by call stack.
+#[derive(Debug, Parser)]
+#[command(name = "leaktrace", version, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Trace this running process.
+    #[arg(short = 'p', long = "pid", value_name = "PID", conflicts_with = "command")]
+    pub pid: Option<u32>,
+
+    /// Seconds between reports.
+    #[arg(value_name = "INTERVAL")]
+    pub interval: Option<f64>,
+
+    /// Number of reports before exiting.
+    #[arg(value_name = "COUNT")]
+    pub count: Option<u64>,
+
+    /// Stop tracing after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+
+    /// Show this many stacks per report.
+    #[arg(short = 'T', long = "top", value_name = "N", default_value_t = 10)]
+    pub top: usize,
+
+    /// While the target runs, only report allocations older than this many milliseconds.
+    #[arg(short = 'o', long = "older", value_name = "MS", default_value_t = 500)]
+    pub older_ms: u64,
+
+    /// Ignore allocations smaller than this many bytes.
+    #[arg(short = 'z', long = "min-size", value_name = "BYTES")]
+    pub min_size: Option<u64>,
+
+    /// Ignore allocations larger than this many bytes.
+    #[arg(short = 'Z', long = "max-size", value_name = "BYTES")]
+    pub max_size: Option<u64>,
+
+    /// List every outstanding allocation (address, size, age) under its stack.
+    #[arg(short = 'a', long = "show-allocs")]
+    pub show_allocs: bool,
+
+    /// Write the final report as JSON to FILE (see docs/json-report.md).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Library or executable that holds the allocator (default: the target's libc, or the
+    /// executable itself when it is statically linked).
+    #[arg(short = 'O', long = "obj", value_name = "PATH")]
+    pub object: Option<PathBuf>,
+
+    /// Prefix of the allocator's function names, e.g. `je_` for a prefixed jemalloc.
+    #[arg(long = "symbols-prefix", value_name = "PREFIX", default_value = "")]
+    pub symbols_prefix: String,
+
+    /// Most outstanding allocations kept; more are counted as lost.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_ALLOCS)]
+    pub max_allocs: u32,
+
+    /// Distinct stacks kept; more are counted as lost.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_STACK_STORAGE)]
+    pub stack_storage_size: u32,
+
+    /// Command to launch and trace from its first allocation.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+fn seconds(name: &str, value: f64) -> Result<Duration> {
+    if !(value.is_finite() && value > 0.0) {
+        return Err(Error::Usage(format!("{name} must be a positive number of seconds, got {value}")));
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+impl Cli {
+    /// Checks the combination of options and produces the run's configuration.
+    pub fn into_config(self) -> Result<Config> {
+        let target = match (self.pid, self.command.is_empty()) {
+            (Some(_), false) => {
+                return Err(Error::Usage("give either -p PID or -- COMMAND, not both".into()))
+            }
+            (Some(0), true) => return Err(Error::Usage("pid 0 is not a process".into())),
+            (Some(pid), true) => Target::Pid(pid),
+            (None, false) => {
+                let mut command = self.command.into_iter();
+                let program = command.next().unwrap_or_default();
+                Target::Launch { program, args: command.collect() }
+            }
+            (None, true) => {
+                return Err(Error::Usage(
+                    "nothing to trace: give -p PID or -- COMMAND [ARGS...] (see --help)".into(),
+                ))
+            }
+        };
+        let min_size = self.min_size.unwrap_or(0);
+        let max_size = self.max_size.unwrap_or(u64::MAX);
+        if min_size > max_size {
+            return Err(Error::Usage(format!(
+                "--min-size ({min_size}) is larger than --max-size ({max_size})"
+            )));
+        }
+        if self.top == 0 {
+            return Err(Error::Usage("--top must be at least 1".into()));
+        }
+        if self.max_allocs == 0 || self.stack_storage_size == 0 {
+            return Err(Error::Usage("--max-allocs and --stack-storage-size must be at least 1".into()));
+        }
+        let count = match (self.count, self.interval) {
+            (Some(0), _) => return Err(Error::Usage("COUNT must be at least 1".into())),
+            (Some(_), None) => unreachable!("clap fills INTERVAL before COUNT"),
+            (count, _) => count,
+        };
+        Ok(Config {
+            target,
+            // memleak prints every 5 s unless told otherwise; so do we.
+            interval: Some(seconds("INTERVAL", self.interval.unwrap_or(5.0))?),
+            count,
+            duration: self.duration.map(|s| seconds("--duration", s)).transpose()?,
+            top: self.top,
+            older_than: Duration::from_millis(self.older_ms),
+            min_size,
+            max_size,
+            show_allocs: self.show_allocs,
+            json: self.json,
+            object: self.object,
+            symbol_prefix: self.symbols_prefix,
+            max_allocs: self.max_allocs,
+            stack_storage: self.stack_storage_size,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config> {
+        let cli = Cli::try_parse_from(std::iter::once("leaktrace").chain(args.iter().copied()))
+            .map_err(|e| Error::Usage(e.to_string()))?;
+        cli.into_config()
+    }
+
+    #[test]
+    fn pid_with_interval_and_count() {
+        let config = parse(&["-p", "42", "2", "3"]).unwrap();
+        assert_eq!(config.target, Target::Pid(42));
+        assert_eq!(config.interval, Some(Duration::from_secs(2)));
+        assert_eq!(config.count, Some(3));
+    }
+
+    #[test]
+    fn launch_keeps_arguments_verbatim() {
+        let config = parse(&["--", "prog", "-p", "x"]).unwrap();
+        assert_eq!(
+            config.target,
+            Target::Launch { program: "prog".into(), args: vec!["-p".into(), "x".into()] }
+        );
+    }
+
+    #[test]
+    fn rejects_conflicts_and_nonsense() {
+        assert!(parse(&["-p", "1", "--", "ls"]).is_err());
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["-p", "1", "-z", "10", "-Z", "5"]).is_err());
+        assert!(parse(&["-p", "1", "0"]).is_err());
+        assert!(parse(&["-p", "0"]).is_err());
+        assert!(parse(&["-p", "1", "--duration", "-1"]).is_err());
+    }
+}

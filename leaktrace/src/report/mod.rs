@@ -1,0 +1,166 @@
+//! The report model: one value per report, rendered as text or JSON. The JSON form is the
+//! same structure (documented in docs/json-report.md), so a saved report can be rendered again.
+
+pub mod json;
+pub mod text;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::aggregate::Totals;
+use crate::target::TargetInfo;
+
+/// Version of the JSON layout; bumped on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A report of outstanding allocations at one moment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Layout version, [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// `"user"` for allocator tracing.
+    pub mode: String,
+    /// The traced process.
+    pub target: TargetInfo,
+    /// The library or executable whose allocator was probed.
+    pub allocator: String,
+    /// When tracing started (RFC 3339, local time zone).
+    pub started_at: String,
+    /// When this report was taken (RFC 3339, local time zone).
+    pub generated_at: String,
+    /// Seconds from the start of tracing to this report.
+    pub duration_s: f64,
+    /// `uname -r`.
+    pub kernel_release: String,
+    /// True when the target had exited: every block still outstanding is reported then,
+    /// whatever its age, since nothing can free it any more.
+    pub target_exited: bool,
+    /// Filters in force.
+    pub filters: Filters,
+    /// Every outstanding allocation tracked, before the age filter.
+    pub totals: Totals,
+    /// Outstanding allocations left out for being younger than `filters.older_than_ms`.
+    pub too_young: Totals,
+    /// Outstanding allocations whose stack could not be captured (counted in `totals`, not in
+    /// `stacks`).
+    pub without_stack: Totals,
+    /// Events the tracer lost; any non-zero value makes `incomplete` true.
+    pub lost: Lost,
+    /// Informational activity counters.
+    pub activity: Activity,
+    /// True when something was lost, so the figures may be incomplete.
+    pub incomplete: bool,
+    /// Stacks holding outstanding memory, most bytes first (all of them, not only the top N).
+    pub stacks: Vec<StackReport>,
+}
+
+/// Filters in force when the report was taken.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Filters {
+    /// Minimum age of a reported allocation in milliseconds (0 once the target has exited).
+    pub older_than_ms: u64,
+    /// Smallest recorded request.
+    pub min_size: u64,
+    /// Largest recorded request; absent when unlimited.
+    pub max_size: Option<u64>,
+    /// Stacks shown in the text report.
+    pub top: usize,
+}
+
+/// Everything the tracer could not see, by cause.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lost {
+    /// Allocations not recorded: the allocation map was full (raise --max-allocs).
+    pub allocs_map_full: u64,
+    /// Allocations recorded without a stack: the stack map was full or the walk failed.
+    pub stack_lost: u64,
+    /// Allocations recorded without a stack: hash collision in the stack map.
+    pub stack_collision: u64,
+    /// Allocation returns without a recorded entry: calls already running at attach, or
+    /// entries lost. Their blocks are not tracked.
+    pub return_without_entry: u64,
+    /// Allocation entries not recorded because too many threads were inside the allocator.
+    pub pending_map_full: u64,
+    /// Calls that never returned (longjmp out of an allocator, thread killed).
+    pub pending_stale: u64,
+    /// posix_memalign results that could not be read back.
+    pub out_pointer_unreadable: u64,
+    /// Probe hits the kernel skipped (another BPF program was running on that CPU).
+    pub probe_misses: u64,
+}
+
+impl Lost {
+    /// Sum of every loss.
+    pub fn total(&self) -> u64 {
+        self.allocs_map_full
+            + self.stack_lost
+            + self.stack_collision
+            + self.return_without_entry
+            + self.pending_map_full
+            + self.pending_stale
+            + self.out_pointer_unreadable
+            + self.probe_misses
+    }
+}
+
+/// Counters that explain the figures but are not losses.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activity {
+    /// Allocations recorded.
+    pub alloc_calls: u64,
+    /// free() calls with a non-NULL pointer.
+    pub free_calls: u64,
+    /// Frees of blocks not being tracked (most were allocated before tracing began).
+    pub free_unknown: u64,
+    /// Allocator calls made inside another traced call (accounted to the outer call).
+    pub nested_calls: u64,
+    /// Allocation calls that returned NULL.
+    pub failed_allocs: u64,
+    /// Stack frames whose module was never seen mapped (shown as bare addresses).
+    pub unsymbolized_frames: u64,
+}
+
+/// Outstanding memory held by one call stack.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StackReport {
+    /// Bytes outstanding.
+    pub bytes: u64,
+    /// Allocations outstanding.
+    pub count: u64,
+    /// Age of the oldest in milliseconds.
+    pub oldest_age_ms: u64,
+    /// Frames, innermost (the allocator's caller) first.
+    pub frames: Vec<Frame>,
+    /// Each allocation, with --show-allocs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allocations: Vec<Allocation>,
+}
+
+/// One stack frame. Inlined calls at the same address come first, marked `inlined`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frame {
+    /// Return address in the process.
+    pub address: u64,
+    /// Mapped file (executable or shared object), when known.
+    pub module: Option<String>,
+    /// Function name, demangled.
+    pub symbol: Option<String>,
+    /// Offset from the function's start, or from the module's start when there is no symbol.
+    pub offset: Option<u64>,
+    /// Source file, with debug info.
+    pub file: Option<String>,
+    /// Source line, with debug info.
+    pub line: Option<u32>,
+    /// True for a function inlined into the next frame.
+    pub inlined: bool,
+}
+
+/// One outstanding allocation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocation {
+    /// Block address.
+    pub address: u64,
+    /// Requested bytes.
+    pub size: u64,
+    /// Age in milliseconds.
+    pub age_ms: u64,
+}

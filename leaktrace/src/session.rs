@@ -1,0 +1,314 @@
+//! One tracing run: resolve the target, load and attach, report every interval, and produce
+//! the final report when the target exits, the time is up, or on Ctrl-C / SIGTERM.
+
+use std::{
+    collections::BTreeSet,
+    io::Write as _,
+    process::Child,
+    time::{Duration, Instant},
+};
+
+use leaktrace_common::{names, Counter};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::{
+    aggregate,
+    allocator::AllocatorObject,
+    bpf::{LoadOptions, Tracer},
+    config::{Config, Target},
+    error::{Error, Result},
+    privileges,
+    report::{self, Activity, Allocation, Filters, Lost, Report, StackReport},
+    symbolize::Symbolizer,
+    target::{self, launch, TargetInfo},
+};
+
+/// How often the target's mappings are re-read while it runs: often at first, when a
+/// launched program is still loading its libraries, then at a slower pace.
+const FAST_REFRESH: Duration = Duration::from_millis(20);
+const FAST_REFRESH_FOR: Duration = Duration::from_secs(2);
+const SLOW_REFRESH: Duration = Duration::from_millis(200);
+
+/// Why tracing ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The target exited.
+    TargetExited,
+    /// --duration elapsed.
+    Duration,
+    /// COUNT interval reports were printed.
+    Count,
+    /// SIGINT.
+    Interrupted,
+    /// SIGTERM.
+    Terminated,
+}
+
+/// What a finished run produced.
+pub struct Outcome {
+    /// The final report.
+    pub report: Report,
+    /// Why tracing ended.
+    pub stop: StopReason,
+}
+
+struct Session {
+    config: Config,
+    tracer: Tracer,
+    symbolizer: Symbolizer,
+    target: TargetInfo,
+    allocator: String,
+    started: Instant,
+    started_at: String,
+    kernel_release: String,
+    exited: bool,
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec; CLOCK_MONOTONIC is what bpf_ktime_get_ns reads.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn now_rfc3339() -> String {
+    chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+}
+
+fn attach_all(tracer: &mut Tracer, allocator: &AllocatorObject, pid: u32) -> Result<()> {
+    for f in &allocator.functions {
+        let result = tracer
+            .attach_uprobe(f.function.entry_program, &f.symbol, &allocator.path, f.file_offset, pid)
+            .and_then(|()| {
+                if f.function.returns_block {
+                    tracer.attach_uprobe(names::PROG_ALLOC_RETURN, &f.symbol, &allocator.path, f.file_offset, pid)
+                } else {
+                    Ok(())
+                }
+            });
+        match result {
+            Ok(()) => {}
+            Err(e) if !f.function.required && matches!(e, Error::Attach { .. }) => {
+                log::warn!("{e}; {} calls are not traced", f.symbol);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Runs a whole trace and prints its reports to stdout. Returns the final report.
+pub async fn run(config: Config) -> Result<Outcome> {
+    if let Some(path) = &config.json {
+        report::json::check_writable(path)?;
+    }
+    if !privileges::can_trace() {
+        return Err(Error::NotPrivileged);
+    }
+    let load_options = LoadOptions {
+        self_tgid: std::process::id(),
+        min_size: config.min_size,
+        max_size: config.max_size,
+        max_allocs: config.max_allocs,
+        stack_storage: config.stack_storage,
+    };
+    let prefix = config.symbol_prefix.clone();
+    let object = config.object.clone();
+    let mut child: Option<Child> = None;
+    let (tracer, target, allocator) = match &config.target {
+        Target::Pid(pid) => {
+            let pid = *pid;
+            let info = target::inspect_pid(pid)?;
+            let allocator = target::find_allocator(pid, object.as_deref(), &prefix)?;
+            let mut tracer = Tracer::load(&load_options)?;
+            tracer.add_target(pid)?;
+            attach_all(&mut tracer, &allocator, pid)?;
+            (tracer, info, allocator)
+        }
+        Target::Launch { program, args } => {
+            let path = which::which(program)
+                .map_err(|e| Error::Launch { program: program.clone(), reason: e.to_string() })?;
+            let allocator = target::find_allocator_for_program(&path, object.as_deref(), &prefix)?;
+            let mut tracer = Tracer::load(&load_options)?;
+            let held = launch::hold(program, args)?;
+            tracer.add_target(held.pid)?;
+            // On failure `held` is dropped, which closes the gate: the command never runs.
+            attach_all(&mut tracer, &allocator, held.pid)?;
+            let launched = held.release()?;
+            let pid = launched.id();
+            child = Some(launched);
+            let command = std::iter::once(program.clone()).chain(args.iter().cloned()).collect::<Vec<_>>().join(" ");
+            (tracer, TargetInfo { pid, command, exe: path.display().to_string() }, allocator)
+        }
+    };
+    let mut session = Session {
+        symbolizer: Symbolizer::new(target.pid),
+        allocator: allocator.path.display().to_string(),
+        target,
+        tracer,
+        started: Instant::now(),
+        started_at: now_rfc3339(),
+        kernel_release: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
+        exited: false,
+        config,
+    };
+    session.symbolizer.refresh();
+    eprintln!(
+        "Tracing pid {} ({}): {} allocator functions in {}{}. Ctrl-C to end.",
+        session.target.pid,
+        session.target.command,
+        allocator.functions.len(),
+        session.allocator,
+        if allocator.absent.is_empty() { String::new() } else { format!(" (absent: {})", allocator.absent.join(", ")) },
+    );
+    let stop = session.trace(&mut child).await?;
+    if let Some(child) = child.as_mut() {
+        if stop != StopReason::TargetExited {
+            // A command launched under tracing does not outlive the trace.
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        }
+        let _ = child.try_wait();
+    }
+    let report = session.report(true)?;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(
+        stdout,
+        "\nFinal report: pid {} ({}), traced {:.1} s, {}:",
+        session.target.pid,
+        session.target.command,
+        report.duration_s,
+        match stop {
+            StopReason::TargetExited => "target exited",
+            StopReason::Duration => "duration reached",
+            StopReason::Count => "report count reached",
+            StopReason::Interrupted => "interrupted",
+            StopReason::Terminated => "terminated",
+        }
+    );
+    let _ = stdout.write_all(report::text::render(&report).as_bytes());
+    let _ = stdout.flush();
+    if let Some(path) = &session.config.json {
+        report::json::write_atomic(&report, path)?;
+        eprintln!("JSON report written to {}", path.display());
+    }
+    Ok(Outcome { report, stop })
+}
+
+impl Session {
+    async fn trace(&mut self, child: &mut Option<Child>) -> Result<StopReason> {
+        let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| Error::io("installing a SIGINT handler", e))?;
+        let mut terminate = signal(SignalKind::terminate()).map_err(|e| Error::io("installing a SIGTERM handler", e))?;
+        let far = Duration::from_secs(365 * 24 * 3600);
+        let deadline = tokio::time::sleep(self.config.duration.unwrap_or(far));
+        tokio::pin!(deadline);
+        let interval = self.config.interval.unwrap_or(far);
+        let mut reports = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        let mut printed = 0u64;
+        loop {
+            let refresh_every = if self.started.elapsed() < FAST_REFRESH_FOR { FAST_REFRESH } else { SLOW_REFRESH };
+            tokio::select! {
+                _ = interrupt.recv() => return Ok(StopReason::Interrupted),
+                _ = terminate.recv() => return Ok(StopReason::Terminated),
+                () = &mut deadline => return Ok(StopReason::Duration),
+                _ = reports.tick() => {
+                    let report = self.report(false)?;
+                    let mut stdout = std::io::stdout().lock();
+                    let _ = stdout.write_all(report::text::render(&report).as_bytes());
+                    let _ = stdout.flush();
+                    printed += 1;
+                    if self.config.count.is_some_and(|count| printed >= count) {
+                        return Ok(StopReason::Count);
+                    }
+                }
+                () = tokio::time::sleep(refresh_every) => {
+                    let alive = match child.as_mut() {
+                        Some(c) => matches!(c.try_wait(), Ok(None)),
+                        None => target::is_alive(self.target.pid),
+                    };
+                    if !alive {
+                        self.exited = true;
+                        return Ok(StopReason::TargetExited);
+                    }
+                    self.symbolizer.refresh();
+                }
+            }
+        }
+    }
+
+    fn report(&mut self, symbolize_all: bool) -> Result<Report> {
+        let outstanding = self.tracer.outstanding()?;
+        let now = monotonic_ns();
+        let min_age = if self.exited { Duration::ZERO } else { self.config.older_than };
+        let grouped = aggregate::by_stack(&outstanding, now, min_age.as_nanos() as u64, self.config.show_allocs);
+        let wanted = if symbolize_all { grouped.groups.len() } else { grouped.groups.len().min(self.config.top) };
+        let groups = &grouped.groups[..wanted];
+        let stacks = self.tracer.stacks(groups.iter().map(|g| g.stack_id))?;
+        let addresses: Vec<u64> =
+            stacks.values().flatten().copied().collect::<BTreeSet<u64>>().into_iter().collect();
+        let frames = self.symbolizer.symbolize(&addresses);
+        let empty = Vec::new();
+        let stack_reports: Vec<StackReport> = groups
+            .iter()
+            .map(|g| StackReport {
+                bytes: g.totals.bytes,
+                count: g.totals.count,
+                oldest_age_ms: now.saturating_sub(g.oldest_ns) / 1_000_000,
+                frames: stacks
+                    .get(&g.stack_id)
+                    .unwrap_or(&empty)
+                    .iter()
+                    .flat_map(|a| frames.get(a).cloned().unwrap_or_default())
+                    .collect(),
+                allocations: g
+                    .allocations
+                    .iter()
+                    .map(|&(address, size, ts)| Allocation { address, size, age_ms: now.saturating_sub(ts) / 1_000_000 })
+                    .collect(),
+            })
+            .collect();
+        let unsymbolized = stack_reports.iter().flat_map(|s| &s.frames).filter(|f| f.module.is_none()).count() as u64;
+        let c = self.tracer.counters()?;
+        let lost = Lost {
+            allocs_map_full: c[Counter::AllocsMapFull as usize],
+            stack_lost: c[Counter::StackLost as usize],
+            stack_collision: c[Counter::StackCollision as usize],
+            return_without_entry: c[Counter::ReturnWithoutEntry as usize],
+            pending_map_full: c[Counter::PendingMapFull as usize],
+            pending_stale: c[Counter::PendingStale as usize],
+            out_pointer_unreadable: c[Counter::OutPointerUnreadable as usize],
+            probe_misses: self.tracer.probe_misses(),
+        };
+        let activity = Activity {
+            alloc_calls: c[Counter::AllocCalls as usize],
+            free_calls: c[Counter::FreeCalls as usize],
+            free_unknown: c[Counter::FreeUnknown as usize],
+            nested_calls: c[Counter::NestedCalls as usize],
+            failed_allocs: c[Counter::FailedAllocs as usize],
+            unsymbolized_frames: unsymbolized,
+        };
+        Ok(Report {
+            schema_version: report::SCHEMA_VERSION,
+            mode: "user".into(),
+            target: self.target.clone(),
+            allocator: self.allocator.clone(),
+            started_at: self.started_at.clone(),
+            generated_at: now_rfc3339(),
+            duration_s: (self.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            kernel_release: self.kernel_release.clone(),
+            target_exited: self.exited,
+            filters: Filters {
+                older_than_ms: min_age.as_millis() as u64,
+                min_size: self.config.min_size,
+                max_size: (self.config.max_size != u64::MAX).then_some(self.config.max_size),
+                top: self.config.top,
+            },
+            totals: grouped.outstanding,
+            too_young: grouped.too_young,
+            without_stack: grouped.without_stack,
+            incomplete: lost.total() > 0,
+            lost,
+            activity,
+            stacks: stack_reports,
+        })
+    }
+}

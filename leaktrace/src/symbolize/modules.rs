@@ -1,0 +1,133 @@
+//! The executable mappings of the traced process, kept usable after it exits.
+//!
+//! blazesym can symbolize a live process directly, but the final report is often written
+//! after the target has exited, when /proc/PID/maps is gone. So the mappings are snapshotted
+//! while the process runs, and each mapped file is held open through /proc/PID/map_files:
+//! that keeps deleted, replaced or container-only files readable until the report is done.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    path::PathBuf,
+};
+
+use procfs::process::{MMapPath, Process};
+
+/// A file mapped executable in the process.
+#[derive(Debug)]
+pub struct Module {
+    /// Path as the process sees it (what reports show).
+    pub name: String,
+    /// Path blazesym opens: the real path when it is the same file in our namespace,
+    /// otherwise /proc/self/fd/N of the held handle.
+    pub open_path: PathBuf,
+    _handle: Option<File>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Mapping {
+    start: u64,
+    end: u64,
+    file_offset: u64,
+    module: usize,
+}
+
+/// Executable mappings of one process, refreshed while it lives.
+#[derive(Debug, Default)]
+pub struct ProcessModules {
+    pid: u32,
+    modules: Vec<Module>,
+    by_file: HashMap<(u64, u64), usize>,
+    mappings: Vec<Mapping>,
+    snapshots: u64,
+}
+
+impl ProcessModules {
+    /// An empty map for `pid`; call [`refresh`](Self::refresh) to fill it.
+    pub fn new(pid: u32) -> Self {
+        Self { pid, ..Self::default() }
+    }
+
+    /// Number of successful snapshots so far.
+    pub fn snapshots(&self) -> u64 {
+        self.snapshots
+    }
+
+    /// Re-reads the mappings. Returns false (keeping the previous snapshot) when the process
+    /// is gone.
+    pub fn refresh(&mut self) -> bool {
+        let Ok(process) = Process::new(self.pid as i32) else { return false };
+        let Ok(maps) = process.maps() else { return false };
+        let mut mappings = Vec::new();
+        for map in maps {
+            if !map.perms.contains(procfs::process::MMPermissions::EXECUTE) {
+                continue;
+            }
+            let MMapPath::Path(path) = &map.pathname else { continue };
+            let (start, end) = map.address;
+            let device = libc::makedev(map.dev.0 as u32, map.dev.1 as u32);
+            let key = (device, map.inode);
+            let module = match self.by_file.get(&key) {
+                Some(&index) => index,
+                None => {
+                    let module = self.open_module(path, start, end, key);
+                    self.modules.push(module);
+                    self.by_file.insert(key, self.modules.len() - 1);
+                    self.modules.len() - 1
+                }
+            };
+            mappings.push(Mapping { start, end, file_offset: map.offset, module });
+        }
+        if mappings.is_empty() {
+            // A zombie has an empty map: keep what we saw while it was alive.
+            return false;
+        }
+        mappings.sort_by_key(|m| m.start);
+        self.mappings = mappings;
+        self.snapshots += 1;
+        true
+    }
+
+    fn open_module(&self, path: &std::path::Path, start: u64, end: u64, key: (u64, u64)) -> Module {
+        let name = path.display().to_string();
+        let name = name.strip_suffix(" (deleted)").unwrap_or(&name).to_string();
+        let same_file = std::fs::metadata(&name).is_ok_and(|m| (m.dev(), m.ino()) == key);
+        let handle = File::open(format!("/proc/{}/map_files/{start:x}-{end:x}", self.pid)).ok();
+        let open_path = match (&handle, same_file) {
+            (_, true) => PathBuf::from(&name),
+            (Some(file), false) => PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())),
+            (None, false) => PathBuf::from(format!("/proc/{}/root{name}", self.pid)),
+        };
+        Module { name, open_path, _handle: handle }
+    }
+
+    /// The module containing `address` and the address's offset in that file.
+    pub fn locate(&self, address: u64) -> Option<(usize, u64)> {
+        let index = self.mappings.partition_point(|m| m.start <= address).checked_sub(1)?;
+        let m = self.mappings[index];
+        (address < m.end).then(|| (m.module, address - m.start + m.file_offset))
+    }
+
+    /// A module by index.
+    pub fn module(&self, index: usize) -> &Module {
+        &self.modules[index]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locates_this_functions_code_in_the_test_binary() {
+        let mut modules = ProcessModules::new(std::process::id());
+        assert!(modules.refresh());
+        let here = locates_this_functions_code_in_the_test_binary as usize as u64;
+        let (index, offset) = modules.locate(here).expect("own code is mapped");
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(PathBuf::from(&modules.module(index).name), exe);
+        assert!(offset < std::fs::metadata(exe).unwrap().len());
+        assert!(modules.locate(0x10).is_none());
+    }
+}

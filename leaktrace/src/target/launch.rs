@@ -1,0 +1,85 @@
+//! Launching a command so that its very first allocation is traced.
+//!
+//! The child is forked by `std::process::Command` and held in `pre_exec` until the probes
+//! are attached to its pid; only then is it let through to `exec`. The uprobes are scoped to
+//! that pid and stay with it across exec, so the loader's and main's first mallocs are seen.
+//! `Command::spawn` blocks until exec succeeds, so it runs on its own thread while the main
+//! thread reads the child's pid from a pipe and attaches.
+
+use std::{
+    fs::File,
+    io::{Read, Write},
+    os::{fd::AsRawFd, unix::process::CommandExt},
+    process::{Child, Command},
+    thread::JoinHandle,
+};
+
+use nix::{fcntl::OFlag, unistd::pipe2};
+
+use crate::error::{Error, Result};
+
+/// A forked child waiting at the gate before exec.
+pub struct Held {
+    /// Its pid.
+    pub pid: u32,
+    program: String,
+    gate: File,
+    spawner: JoinHandle<std::io::Result<Child>>,
+}
+
+/// Forks `program args…`, stopping the child just before exec.
+pub fn hold(program: &str, args: &[String]) -> Result<Held> {
+    let pipe_error = |e: nix::Error| Error::io("creating a pipe", e.into());
+    let (ready_read, ready_write) = pipe2(OFlag::O_CLOEXEC).map_err(pipe_error)?;
+    let (gate_read, gate_write) = pipe2(OFlag::O_CLOEXEC).map_err(pipe_error)?;
+    let mut command = Command::new(program);
+    command.args(args);
+    let (ready_fd, gate_fd) = (ready_write.as_raw_fd(), gate_read.as_raw_fd());
+    // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
+    // functions (getpid, write, read); it allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            let pid = libc::getpid().to_ne_bytes();
+            if libc::write(ready_fd, pid.as_ptr().cast(), pid.len()) != pid.len() as isize {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut go = [0u8; 1];
+            // EOF (0) means leaktrace gave up (attach failed): do not run the command.
+            if libc::read(gate_fd, go.as_mut_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::other("leaktrace did not release the command"));
+            }
+            Ok(())
+        });
+    }
+    let spawner = std::thread::spawn(move || {
+        let child = command.spawn();
+        // Our copies of the child's ends: closing them lets the main thread see EOF if the
+        // child died before reporting its pid.
+        drop(ready_write);
+        drop(gate_read);
+        child
+    });
+    let mut ready = File::from(ready_read);
+    let mut pid = [0u8; 4];
+    if ready.read_exact(&mut pid).is_err() {
+        let reason = match spawner.join() {
+            Ok(Err(e)) => e.to_string(),
+            _ => "the child exited before it could be traced".into(),
+        };
+        return Err(Error::Launch { program: program.to_string(), reason });
+    }
+    Ok(Held { pid: i32::from_ne_bytes(pid) as u32, program: program.to_string(), gate: File::from(gate_write), spawner })
+}
+
+impl Held {
+    /// Lets the child exec. Returns once exec has succeeded.
+    pub fn release(mut self) -> Result<Child> {
+        let launch_error = |reason: String| Error::Launch { program: self.program.clone(), reason };
+        self.gate.write_all(&[1]).map_err(|e| launch_error(e.to_string()))?;
+        match self.spawner.join() {
+            Ok(Ok(child)) => Ok(child),
+            Ok(Err(e)) => Err(launch_error(e.to_string())),
+            Err(_) => Err(launch_error("the launcher thread panicked".into())),
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The traced process: validating a pid, launching a command, and finding its allocator.
+
+pub mod launch;
+
+use std::path::{Path, PathBuf};
+
+use procfs::process::{MMapPath, Process};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    allocator::{self, AllocatorObject},
+    error::{Error, Result},
+};
+
+/// `PF_KTHREAD` from include/linux/sched.h: set in /proc/PID/stat flags for kernel threads.
+const PF_KTHREAD: u32 = 0x0020_0000;
+
+/// What the report says about the traced process.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetInfo {
+    /// Process id.
+    pub pid: u32,
+    /// Command line, space-joined.
+    pub command: String,
+    /// Executable path.
+    pub exe: String,
+}
+
+fn open(pid: u32) -> Result<Process> {
+    let pid_i32 = i32::try_from(pid).map_err(|_| Error::NoSuchProcess { pid })?;
+    let process = Process::new(pid_i32).map_err(|_| Error::NoSuchProcess { pid })?;
+    // A zombie or a vanished process has no stat we can use either.
+    process.stat().map_err(|_| Error::NoSuchProcess { pid })?;
+    Ok(process)
+}
+
+/// Checks that `pid` is a user process other than leaktrace and describes it.
+pub fn inspect_pid(pid: u32) -> Result<TargetInfo> {
+    if pid == std::process::id() {
+        return Err(Error::SelfTarget { pid });
+    }
+    let process = open(pid)?;
+    let stat = process.stat().map_err(|_| Error::NoSuchProcess { pid })?;
+    if stat.flags & PF_KTHREAD != 0 {
+        return Err(Error::KernelThread { pid, comm: stat.comm });
+    }
+    if stat.state == 'Z' {
+        return Err(Error::NoSuchProcess { pid });
+    }
+    Ok(describe(pid, &process, &stat.comm))
+}
+
+/// Describes a live process for the report.
+pub fn describe(pid: u32, process: &Process, comm: &str) -> TargetInfo {
+    let command = process.cmdline().ok().filter(|c| !c.is_empty()).map_or_else(|| comm.to_string(), |c| c.join(" "));
+    let exe = process.exe().map(|p| p.display().to_string()).unwrap_or_default();
+    TargetInfo { pid, command, exe }
+}
+
+/// True while the process exists and has not become a zombie.
+pub fn is_alive(pid: u32) -> bool {
+    Process::new(pid as i32).and_then(|p| p.stat()).is_ok_and(|s| s.state != 'Z' && s.state != 'X')
+}
+
+/// Finds the allocator of a running process: an explicit `-O` object, else the executable
+/// when it defines malloc itself (static or interposing), else a malloc replacement library,
+/// else libc. Paths go through /proc/PID/root so a process in a container is probed in its
+/// own files.
+pub fn find_allocator(pid: u32, object: Option<&Path>, prefix: &str) -> Result<AllocatorObject> {
+    let process = open(pid)?;
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    if let Some(object) = object {
+        return from_explicit_object(object, Some((&process, &root)), prefix);
+    }
+    let exe = process.exe().map_err(|e| Error::io(format!("reading /proc/{pid}/exe"), std::io::Error::other(e)))?;
+    let exe_in_root = under_root(&root, &exe);
+    let exe_facts = allocator::inspect(&exe_in_root, prefix)?;
+    if exe_facts.defined.iter().any(|f| f.function.name == "malloc") {
+        return allocator::plan(&exe_in_root, exe_facts, prefix);
+    }
+    let maps = process.maps().map_err(|e| Error::io(format!("reading /proc/{pid}/maps"), std::io::Error::other(e)))?;
+    let mut libraries: Vec<PathBuf> = Vec::new();
+    for map in maps {
+        if let MMapPath::Path(path) = map.pathname {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if allocator::looks_like_allocator_library(name) && !libraries.contains(&path) {
+                libraries.push(path);
+            }
+        }
+    }
+    libraries.sort_by_key(|p| allocator::allocator_rank(p.file_name().and_then(|n| n.to_str()).unwrap_or("")));
+    let mut tried = Vec::new();
+    for library in &libraries {
+        let in_root = under_root(&root, library);
+        match allocator::inspect(&in_root, prefix).and_then(|facts| allocator::plan(&in_root, facts, prefix)) {
+            Ok(plan) => return Ok(plan),
+            Err(e) => tried.push(e.to_string()),
+        }
+    }
+    let detail = if libraries.is_empty() {
+        format!(
+            "the executable {} does not define {prefix}malloc and no C library is mapped{}",
+            exe.display(),
+            if exe_facts.dynamic { "" } else { " (statically linked and stripped?)" }
+        )
+    } else {
+        tried.join("; ")
+    };
+    Err(Error::NoAllocator { target: format!("pid {pid}"), detail })
+}
+
+/// Allocator for a command about to be launched: the executable itself when it defines malloc,
+/// otherwise the C library that leaktrace itself runs on (the launched command shares
+/// leaktrace's filesystem and dynamic loader configuration).
+pub fn find_allocator_for_program(program: &Path, object: Option<&Path>, prefix: &str) -> Result<AllocatorObject> {
+    if let Some(object) = object {
+        return from_explicit_object(object, None, prefix);
+    }
+    let is_script = std::fs::read(program).map(|d| d.starts_with(b"#!")).unwrap_or(false);
+    if !is_script {
+        let facts = allocator::inspect(program, prefix)?;
+        if facts.defined.iter().any(|f| f.function.name == "malloc") {
+            return allocator::plan(program, facts, prefix);
+        }
+        if !facts.dynamic {
+            return Err(Error::NoAllocator {
+                target: program.display().to_string(),
+                detail: format!("it is statically linked and defines no {prefix}malloc symbol (stripped?)"),
+            });
+        }
+    }
+    let own_libc = own_c_library()?;
+    let facts = allocator::inspect(&own_libc, prefix)?;
+    allocator::plan(&own_libc, facts, prefix)
+}
+
+fn from_explicit_object(object: &Path, process: Option<(&Process, &Path)>, prefix: &str) -> Result<AllocatorObject> {
+    let path = if object.exists() {
+        object.to_path_buf()
+    } else if let Some((process, root)) = process.filter(|_| object.components().count() == 1) {
+        // A bare name such as "libjemalloc.so.2": look for it among the target's mappings.
+        let wanted = object.as_os_str();
+        process
+            .maps()
+            .ok()
+            .into_iter()
+            .flatten()
+            .find_map(|m| match m.pathname {
+                MMapPath::Path(p) if p.file_name().is_some_and(|n| n == wanted || n.to_string_lossy().starts_with(&*wanted.to_string_lossy())) => Some(under_root(root, &p)),
+                _ => None,
+            })
+            .ok_or_else(|| Error::BadElf { path: object.to_path_buf(), reason: "no such file, and the target maps no library of that name".into() })?
+    } else {
+        return Err(Error::BadElf { path: object.to_path_buf(), reason: "no such file".into() });
+    };
+    let facts = allocator::inspect(&path, prefix)?;
+    allocator::plan(&path, facts, prefix)
+}
+
+fn under_root(root: &Path, path: &Path) -> PathBuf {
+    root.join(path.strip_prefix("/").unwrap_or(path))
+}
+
+fn own_c_library() -> Result<PathBuf> {
+    let me = Process::myself().map_err(|e| Error::io("reading /proc/self", std::io::Error::other(e)))?;
+    let maps = me.maps().map_err(|e| Error::io("reading /proc/self/maps", std::io::Error::other(e)))?;
+    maps.into_iter()
+        .find_map(|m| match m.pathname {
+            MMapPath::Path(p)
+                if p.file_name().and_then(|n| n.to_str()).is_some_and(|n| allocator::allocator_rank(n) == 1) =>
+            {
+                Some(p)
+            }
+            _ => None,
+        })
+        .ok_or_else(|| Error::NoAllocator {
+            target: "the launched command".into(),
+            detail: "leaktrace could not find the C library it runs on".into(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_self_and_absent_pids() {
+        assert!(matches!(inspect_pid(std::process::id()), Err(Error::SelfTarget { .. })));
+        // Above the kernel's maximum pid (4194304), so it cannot exist.
+        assert!(matches!(inspect_pid(4_194_305), Err(Error::NoSuchProcess { .. })));
+    }
+
+    #[test]
+    fn kthreadd_is_a_kernel_thread() {
+        match inspect_pid(2) {
+            Err(Error::KernelThread { comm, .. }) => assert_eq!(comm, "kthreadd"),
+            other => panic!("expected a kernel thread error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_dynamic_program_uses_the_shared_libc() {
+        let plan = find_allocator_for_program(Path::new("/bin/true"), None, "").unwrap();
+        assert!(plan.path.to_string_lossy().contains("libc"), "{}", plan.path.display());
+    }
+}

@@ -1,0 +1,147 @@
+//! Helpers for leaktrace's root integration tests: building the C fixture, running the real
+//! `leaktrace` binary, and reading its JSON report against the fixture's ground truth.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::OnceLock,
+};
+
+use serde_json::Value;
+
+/// The leaktrace binary under test (`cargo xtask test` sets LEAKTRACE_BIN).
+pub fn leaktrace_bin() -> PathBuf {
+    std::env::var_os("LEAKTRACE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/debug/leaktrace"))
+}
+
+/// The workspace's root directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Panics unless running as root: these tests load eBPF programs and must not pass vacuously.
+pub fn require_root() {
+    assert!(
+        nix_geteuid() == 0,
+        "the integration tests load eBPF programs and must run as root (cargo xtask test as root)"
+    );
+}
+
+fn nix_geteuid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:").map(|r| r.split_whitespace().nth(1).unwrap_or("1").parse().unwrap_or(1))))
+        .unwrap_or(1)
+}
+
+/// Compiles tests/fixtures/<source> with `flags` into the target directory, once per variant.
+pub fn build_fixture(source: &str, variant: &str, flags: &[&str]) -> PathBuf {
+    let out_dir = workspace_root().join("target/fixtures");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let out = out_dir.join(variant);
+    let status = Command::new("cc")
+        .args(flags)
+        .arg("-o")
+        .arg(&out)
+        .arg(workspace_root().join("tests/fixtures").join(source))
+        .status()
+        .expect("cc runs");
+    assert!(status.success(), "compiling {source} ({variant}) failed");
+    out
+}
+
+/// The ground-truth fixture with frame pointers and debug info (-O1 so it is realistic).
+pub fn leaky() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        build_fixture("leaky.c", "leaky", &["-O1", "-g", "-fno-omit-frame-pointer", "-fno-optimize-sibling-calls", "-pthread"])
+    })
+}
+
+/// One leak site's truth as the fixture prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Truth {
+    /// Function name.
+    pub site: String,
+    /// Bytes leaked.
+    pub bytes: u64,
+    /// Allocations leaked.
+    pub count: u64,
+}
+
+/// Parses the fixture's `TRUTH site bytes count` lines.
+pub fn parse_truth(stdout: &str) -> Vec<Truth> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("TRUTH "))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Truth { site: f[0].to_string(), bytes: f[1].parse().unwrap(), count: f[2].parse().unwrap() }
+        })
+        .collect()
+}
+
+/// Functions named in a stack's frames.
+pub fn stack_symbols(stack: &Value) -> Vec<&str> {
+    stack["frames"].as_array().unwrap().iter().filter_map(|f| f["symbol"].as_str()).collect()
+}
+
+/// Sum of bytes and counts of the report's stacks that contain `function`.
+pub fn totals_for(report: &Value, function: &str) -> (u64, u64) {
+    report["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| stack_symbols(s).contains(&function))
+        .fold((0, 0), |(b, c), s| (b + s["bytes"].as_u64().unwrap(), c + s["count"].as_u64().unwrap()))
+}
+
+/// Reads a JSON report.
+pub fn read_report(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_json::from_str(&text).expect("report is valid JSON")
+}
+
+/// Asserts the report matches the truth exactly for every site, and that the report is
+/// clean: no churn function outstanding, every fixture frame named, nothing lost.
+pub fn assert_matches_truth(report: &Value, truth: &[Truth], fixture: &Path) {
+    assert_eq!(truth.len(), 7, "the fixture prints seven leak sites");
+    for t in truth {
+        assert_eq!(totals_for(report, &t.site), (t.bytes, t.count), "site {} (bytes, count)", t.site);
+    }
+    let fixture_name = fixture.to_string_lossy();
+    for stack in report["stacks"].as_array().unwrap() {
+        for symbol in stack_symbols(stack) {
+            assert!(!symbol.starts_with("churn_"), "churn function {symbol} holds outstanding memory: {stack}");
+        }
+        for frame in stack["frames"].as_array().unwrap() {
+            if frame["module"].as_str() == Some(&*fixture_name) {
+                assert!(frame["symbol"].is_string(), "unnamed fixture frame {frame}");
+            }
+        }
+    }
+    assert_eq!(report["incomplete"], false, "losses: {}", report["lost"]);
+    let lost = report["lost"].as_object().unwrap();
+    assert!(lost.values().all(|v| v == 0), "losses: {lost:?}");
+    let sum: u64 = truth.iter().map(|t| t.bytes).sum();
+    assert!(report["totals"]["bytes"].as_u64().unwrap() >= sum);
+}
+
+/// Runs leaktrace with `args` to completion.
+pub fn run_leaktrace(args: &[&str]) -> Output {
+    Command::new(leaktrace_bin()).args(args).output().expect("leaktrace runs")
+}
+
+/// Asserts a failed run: non-zero exit, one `leaktrace: error:` line on stderr containing
+/// `needle`, and no panic.
+pub fn assert_one_line_error(output: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "expected failure, got {:?}; stderr: {stderr}", output.status);
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
+    assert!(lines[0].starts_with("leaktrace: error: "), "{stderr}");
+    assert!(lines[0].contains(needle), "expected {needle:?} in: {stderr}");
+}

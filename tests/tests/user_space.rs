@@ -1,0 +1,202 @@
+//! Root tests: leaktrace traces the ground-truth fixture through real uprobes and its JSON
+//! report must match the fixture's own accounting exactly.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use leaktrace_integration_tests::*;
+
+fn launch_and_check(fixture_args: &[&str]) {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let fixture = leaky();
+    let mut args = vec!["--json", json.to_str().unwrap(), "--"];
+    args.push(fixture.to_str().unwrap());
+    args.extend_from_slice(fixture_args);
+    let output = run_leaktrace(&args);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "leaktrace failed: {}\n{stdout}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("Final report"), "{stdout}");
+    assert!(stdout.contains("bytes in"), "{stdout}");
+    let report = read_report(&json);
+    assert_eq!(report["schema_version"], 1);
+    assert_eq!(report["mode"], "user");
+    assert_eq!(report["target_exited"], true);
+    assert_matches_truth(&report, &parse_truth(&stdout), fixture);
+    // reallocarray tail-calls realloc in glibc: the inner call must be seen as nested.
+    assert!(report["activity"]["nested_calls"].as_u64().unwrap() > 0);
+    // Every churn allocation was recorded and freed: 120,000+ per worker.
+    assert!(report["activity"]["alloc_calls"].as_u64().unwrap() >= 2 * 120_000);
+}
+
+#[test]
+fn launch_single_threaded_matches_truth() {
+    launch_and_check(&[]);
+}
+
+#[test]
+fn launch_multi_threaded_matches_truth() {
+    launch_and_check(&["--threads", "4"]);
+}
+
+/// A fixture waiting on stdin, with its stdout read line by line.
+struct WaitingFixture {
+    child: std::process::Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    seen: Vec<String>,
+}
+
+impl WaitingFixture {
+    fn start() -> Self {
+        let mut child = Command::new(leaky())
+            .arg("--wait")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        assert!(first.starts_with("ready "), "{first}");
+        WaitingFixture { child, lines, seen: Vec::new() }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Lets the fixture do its work and waits until it says "done".
+    fn work(&mut self) {
+        writeln!(self.child.stdin.as_mut().unwrap(), "go").unwrap();
+        for line in self.lines.by_ref() {
+            let line = line.unwrap();
+            if line == "done" {
+                return;
+            }
+            self.seen.push(line);
+        }
+        panic!("fixture ended before saying done");
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        drop(self.child.stdin.take());
+        self.child.wait().unwrap();
+        self.seen
+    }
+}
+
+/// Starts `leaktrace args…` and waits until it says it is tracing.
+fn start_tracing(args: &[String]) -> (std::process::Child, String) {
+    let mut tracer = Command::new(leaktrace_bin())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(tracer.stderr.take().unwrap());
+    let mut banner = String::new();
+    stderr.read_line(&mut banner).unwrap();
+    assert!(banner.starts_with("Tracing pid"), "leaktrace did not start: {banner}");
+    // Keep draining stderr so leaktrace never blocks on it.
+    let rest = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    std::mem::forget(rest);
+    (tracer, banner)
+}
+
+#[test]
+fn attach_to_running_process_sees_allocations_made_after_attach() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let mut fixture = WaitingFixture::start();
+    let (tracer, _) = start_tracing(&["-p".into(), fixture.pid().to_string(), "--json".into(), json.display().to_string()]);
+    fixture.work();
+    let seen = fixture.finish();
+    // The target exiting ends the trace normally: final report, exit 0.
+    let output = tracer.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("target exited"), "{stdout}");
+    let report = read_report(&json);
+    assert_eq!(report["target"]["pid"].as_u64(), Some(u64::from(fixture_pid_of(&report))));
+    assert_matches_truth(&report, &parse_truth(&seen.join("\n")), leaky());
+}
+
+fn fixture_pid_of(report: &serde_json::Value) -> u32 {
+    report["target"]["pid"].as_u64().unwrap() as u32
+}
+
+fn signal_ends_trace_with_final_report(signal: &str, reason: &str) {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let mut fixture = WaitingFixture::start();
+    let (tracer, _) = start_tracing(&[
+        "-p".into(),
+        fixture.pid().to_string(),
+        "--older".into(),
+        "0".into(),
+        "--json".into(),
+        json.display().to_string(),
+    ]);
+    fixture.work();
+    let truth = parse_truth(&fixture.seen.join("\n"));
+    assert!(Command::new("kill").args([signal, &tracer.id().to_string()]).status().unwrap().success());
+    let output = tracer.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains(reason), "{stdout}");
+    // The target is still alive and untouched after leaktrace detached.
+    let alive = fixture.pid();
+    assert!(std::path::Path::new(&format!("/proc/{alive}")).exists());
+    fixture.finish();
+    let report = read_report(&json);
+    assert_eq!(report["target_exited"], false);
+    assert_matches_truth(&report, &truth, leaky());
+}
+
+#[test]
+fn sigint_produces_the_final_report() {
+    signal_ends_trace_with_final_report("-INT", "interrupted");
+}
+
+#[test]
+fn sigterm_produces_the_final_report() {
+    signal_ends_trace_with_final_report("-TERM", "terminated");
+}
+
+#[test]
+fn duration_ends_the_trace_and_periodic_reports_appear() {
+    require_root();
+    let mut fixture = WaitingFixture::start();
+    let started = Instant::now();
+    let output = run_leaktrace(&["-p", &fixture.pid().to_string(), "--duration", "1.2", "0.5"]);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.matches("stacks with outstanding allocations").count() >= 3, "{stdout}");
+    assert!(stdout.contains("duration reached"), "{stdout}");
+    fixture.work();
+    fixture.finish();
+}
+
+#[test]
+fn statically_linked_executable_is_traced_through_its_own_allocator() {
+    require_root();
+    let fixture = build_fixture("leaky.c", "leaky-static", &["-O1", "-g", "-static", "-fno-omit-frame-pointer", "-fno-optimize-sibling-calls", "-pthread"]);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let output = run_leaktrace(&["--json", json.to_str().unwrap(), "--", fixture.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report = read_report(&json);
+    assert_eq!(report["allocator"].as_str(), fixture.to_str());
+    assert_matches_truth(&report, &parse_truth(&stdout), &fixture);
+}

@@ -1,0 +1,113 @@
+//! Project tasks: `cargo xtask setup | demo | test`.
+//!
+//! `setup` installs what building and testing need on a fresh machine; `demo` and `test`
+//! run it first, so each of them is one command on a new machine.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "leaktrace project tasks")]
+struct Args {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the eBPF toolchain pieces (rust-src, bpf-linker) and mount tracefs.
+    Setup,
+    /// Build leaktrace, run the bundled leaking demo under it, print and save the report.
+    Demo,
+    /// Run the unit tests and the root integration tests that load real eBPF programs.
+    Test {
+        /// Only run integration tests whose name contains this.
+        filter: Option<String>,
+    },
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let root = workspace_root();
+    match Args::parse().task {
+        Task::Setup => setup::run(&root),
+        Task::Demo => {
+            setup::run(&root)?;
+            demo(&root)
+        }
+        Task::Test { filter } => {
+            setup::run(&root)?;
+            test(&root, filter.as_deref())
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+/// Runs a command, failing with its command line when it does not succeed.
+pub fn exec(command: &mut Command) -> Result<()> {
+    let status = command.status().with_context(|| format!("failed to start {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed ({status})");
+    }
+    Ok(())
+}
+
+fn cargo(root: &Path) -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(root).env("PATH", setup::path_with_tools());
+    command
+}
+
+fn demo(root: &Path) -> Result<()> {
+    exec(cargo(root).args(["build", "--release", "--package", "leaktrace"]))?;
+    let out = root.join("target/demo");
+    std::fs::create_dir_all(&out)?;
+    let program = out.join("leaky-worker");
+    exec(Command::new("cc").args(["-O1", "-g", "-fno-omit-frame-pointer", "-o"]).arg(&program).arg(root.join("demo/leaky-worker.c")))?;
+    let json = out.join("report.json");
+    println!("Running the demo worker under leaktrace (reports every 2 s):\n");
+    exec(
+        Command::new(root.join("target/release/leaktrace"))
+            .args(["--top", "3", "--json"])
+            .arg(&json)
+            .arg("2")
+            .arg("--")
+            .arg(&program)
+            .arg("40"),
+    )?;
+    println!("\nJSON report: {}", json.display());
+    Ok(())
+}
+
+fn test(root: &Path, filter: Option<&str>) -> Result<()> {
+    // Unit tests of every host crate (the eBPF crate only builds for the BPF target).
+    exec(cargo(root).args(["test", "--workspace", "--exclude", "leaktrace-ebpf", "--exclude", "leaktrace-integration-tests"]))?;
+    // The root tests run the real binary; build it first so they test this tree.
+    exec(cargo(root).args(["build", "--package", "leaktrace"]))?;
+    let mut integration = cargo(root);
+    integration
+        .args(["test", "--package", "leaktrace-integration-tests", "--"])
+        // The kernel is shared state: one test at a time.
+        .arg("--test-threads=1")
+        .env("LEAKTRACE_BIN", root.join("target/debug/leaktrace"));
+    if let Some(filter) = filter {
+        integration.arg(filter);
+    }
+    exec(&mut integration)
+}

@@ -1,0 +1,135 @@
+//! Idempotent installation of what building and running leaktrace needs.
+//!
+//! - rust-src for the nightly toolchain (`-Z build-std=core` for the BPF target);
+//! - bpf-linker 0.13, built against the nightly toolchain's own libLLVM 22 (the default
+//!   `cargo install bpf-linker` wants LLVM 23, which this toolchain does not ship);
+//! - tracefs mounted at /sys/kernel/tracing;
+//! - a C compiler, for the test fixtures and the demo.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::exec;
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+fn cargo_home() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo"))
+}
+
+/// PATH with cargo's bin directory first, where bpf-linker is installed.
+pub fn path_with_tools() -> std::ffi::OsString {
+    let mut paths = vec![cargo_home().join("bin")];
+    if let Some(path) = std::env::var_os("PATH") {
+        paths.extend(std::env::split_paths(&path));
+    }
+    std::env::join_paths(paths).expect("PATH entries contain no separator")
+}
+
+fn output(command: &mut Command) -> Option<String> {
+    let out = command.stderr(Stdio::null()).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn nightly_sysroot() -> Result<PathBuf> {
+    output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
+        .map(PathBuf::from)
+        .context("no nightly Rust toolchain: the eBPF programs are built with nightly (install it with `rustup toolchain install nightly`)")
+}
+
+fn ensure_rust_src(root: &Path, sysroot: &Path) -> Result<()> {
+    let library = sysroot.join("lib/rustlib/src/rust/library");
+    if library.join("core").is_dir() {
+        return Ok(());
+    }
+    println!("setup: installing rust-src for the nightly toolchain");
+    if exec(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"])).is_ok()
+        && library.join("core").is_dir()
+    {
+        return Ok(());
+    }
+    // Offline fallback: the component archive of exactly this nightly, when shared beside the repo.
+    let version = output(Command::new("rustc").args(["+nightly", "--version"])).unwrap_or_default();
+    let date = version.split_whitespace().last().unwrap_or("").trim_end_matches(')');
+    let archive = root.join(format!("../shared/toolchain/rust-src-1.97.0-nightly-{date}.tar.xz"));
+    if archive.is_file() && version.starts_with("rustc 1.97.0-nightly") {
+        println!("setup: rustup could not fetch rust-src; unpacking {}", archive.display());
+        exec(Command::new("tar").arg("-xJf").arg(&archive).arg("-C").arg(sysroot.join("lib/rustlib")))?;
+        if library.join("core").is_dir() {
+            return Ok(());
+        }
+    }
+    bail!("rust-src for the nightly toolchain could not be installed (rustup component add rust-src --toolchain nightly failed)")
+}
+
+fn ensure_bpf_linker(sysroot: &Path) -> Result<()> {
+    let linker = cargo_home().join("bin/bpf-linker");
+    if output(Command::new(&linker).arg("--version")).is_some_and(|v| v.contains(BPF_LINKER_VERSION)) {
+        return Ok(());
+    }
+    println!("setup: building bpf-linker {BPF_LINKER_VERSION} against the nightly toolchain's LLVM (about a minute)");
+    let llvm = std::fs::read_dir(sysroot.join("lib"))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libLLVM.so.")))
+        .context("the nightly toolchain ships no libLLVM.so.*")?;
+    let major = llvm
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("libLLVM.so."))
+        .and_then(|v| v.split('.').next())
+        .context("cannot read the LLVM version from the library name")?
+        .to_string();
+    // bpf-linker's build looks for <prefix>/lib/libLLVM.so; the binary keeps <prefix>/lib as
+    // its library path, so the prefix must outlive the build (not under /tmp).
+    let prefix = cargo_home().join("leaktrace-llvm");
+    let lib = prefix.join("lib");
+    std::fs::create_dir_all(&lib)?;
+    for name in ["libLLVM.so".to_string(), llvm.file_name().unwrap().to_string_lossy().into_owned()] {
+        let link = lib.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&llvm, &link).with_context(|| format!("linking {}", link.display()))?;
+    }
+    exec(
+        Command::new("cargo")
+            .args(["+nightly", "install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked", "--no-default-features"])
+            .args(["--features", &format!("llvm-{major}")])
+            .arg("--root")
+            .arg(cargo_home())
+            .env("LLVM_PREFIX", &prefix),
+    )
+    .context("building bpf-linker failed")
+}
+
+fn ensure_tracefs() -> Result<()> {
+    let tracing = Path::new("/sys/kernel/tracing");
+    if tracing.join("events").is_dir() {
+        return Ok(());
+    }
+    println!("setup: mounting tracefs at /sys/kernel/tracing");
+    exec(Command::new("mount").args(["-t", "tracefs", "nodev"]).arg(tracing))
+        .context("tracefs is not mounted and could not be mounted (are you root?)")
+}
+
+fn ensure_c_compiler() -> Result<()> {
+    if output(Command::new("cc").arg("--version")).is_some() {
+        return Ok(());
+    }
+    bail!("no C compiler (cc): the test fixtures and the demo are C programs; install gcc")
+}
+
+/// Installs whatever is missing; does nothing when everything is in place.
+pub fn run(root: &Path) -> Result<()> {
+    let sysroot = nightly_sysroot()?;
+    ensure_rust_src(root, &sysroot)?;
+    ensure_bpf_linker(&sysroot)?;
+    ensure_tracefs()?;
+    ensure_c_compiler()?;
+    Ok(())
+}
