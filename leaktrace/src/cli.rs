@@ -2,11 +2,11 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use leaktrace_common::names::{DEFAULT_MAX_ALLOCS, DEFAULT_STACK_STORAGE};
 
 use crate::{
-    config::{Config, Target},
+    config::{Action, Config, Exports, Format, Target},
     error::{Error, Result},
 };
 
@@ -16,12 +16,55 @@ Examples:
   sudo leaktrace -p 1234 10 6            every 10 s, six times
   sudo leaktrace -p 1234 --duration 60 --json leaks.json
   sudo leaktrace -- ./server --port 8080 trace a command from its first allocation
-  sudo leaktrace -p 1234 -O /usr/lib/libjemalloc.so.2 --symbols-prefix je_";
+  sudo leaktrace -p 1234 -O /usr/lib/libjemalloc.so.2 --symbols-prefix je_
+  sudo leaktrace -p 1234 --duration 60 --svg leaks.svg --pprof leaks.pb.gz
+  leaktrace report leaks.json --format svg -o leaks.svg
+  leaktrace diff before.json after.json --fail-if-growth 1048576";
 
 /// Find memory leaks in a running process with eBPF: outstanding allocations by call stack.
 #[derive(Debug, Parser)]
-#[command(name = "leaktrace", version, after_help = EXAMPLES)]
+#[command(name = "leaktrace", version, after_help = EXAMPLES, args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    trace: TraceArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Render a report saved with --json, without tracing again.
+    Report {
+        /// The saved JSON report.
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        /// Write to FILE instead of stdout.
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Compare two saved JSON reports: per stack, the change in outstanding bytes and count.
+    Diff {
+        /// The earlier report.
+        before: PathBuf,
+        /// The later report.
+        after: PathBuf,
+        /// Also write the diff as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Exit with status 3 when any stack grew by more than BYTES.
+        #[arg(long, value_name = "BYTES")]
+        fail_if_growth: Option<u64>,
+        /// Show this many stacks.
+        #[arg(short = 'T', long = "top", value_name = "N", default_value_t = 10)]
+        top: usize,
+    },
+}
+
+/// Options of a tracing run.
+#[derive(Debug, Args)]
+struct TraceArgs {
     /// Trace this running process.
     #[arg(short = 'p', long = "pid", value_name = "PID", conflicts_with = "command")]
     pub pid: Option<u32>,
@@ -62,6 +105,22 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
 
+    /// Write the final report as folded stacks (flamegraph.pl, inferno, speedscope).
+    #[arg(long, value_name = "FILE")]
+    pub folded: Option<PathBuf>,
+
+    /// Weigh --folded stacks by allocation count instead of bytes.
+    #[arg(long, requires = "folded")]
+    pub folded_count: bool,
+
+    /// Write a flame graph of outstanding bytes as SVG.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+
+    /// Write a gzipped pprof profile (inuse_space, inuse_objects).
+    #[arg(long, value_name = "FILE")]
+    pub pprof: Option<PathBuf>,
+
     /// Library or executable that holds the allocator (default: the target's libc, or the
     /// executable itself when it is statically linked).
     #[arg(short = 'O', long = "obj", value_name = "PATH")]
@@ -92,8 +151,21 @@ fn seconds(name: &str, value: f64) -> Result<Duration> {
 }
 
 impl Cli {
+    /// Checks the combination of options and says what to do.
+    pub fn into_action(self) -> Result<Action> {
+        match self.command {
+            Some(Command::Report { file, format, output }) => Ok(Action::Render { report: file, format, output }),
+            Some(Command::Diff { before, after, json, fail_if_growth, top }) => {
+                Ok(Action::Diff { before, after, json, fail_if_growth, top: top.max(1) })
+            }
+            None => self.trace.into_config().map(|c| Action::Trace(Box::new(c))),
+        }
+    }
+}
+
+impl TraceArgs {
     /// Checks the combination of options and produces the run's configuration.
-    pub fn into_config(self) -> Result<Config> {
+    fn into_config(self) -> Result<Config> {
         let target = match (self.pid, self.command.is_empty()) {
             (Some(_), false) => {
                 return Err(Error::Usage("give either -p PID or -- COMMAND, not both".into()))
@@ -140,7 +212,13 @@ impl Cli {
             min_size,
             max_size,
             show_allocs: self.show_allocs,
-            json: self.json,
+            exports: Exports {
+                json: self.json,
+                folded: self.folded,
+                folded_count: self.folded_count,
+                svg: self.svg,
+                pprof: self.pprof,
+            },
             object: self.object,
             symbol_prefix: self.symbols_prefix,
             max_allocs: self.max_allocs,
@@ -156,7 +234,10 @@ mod tests {
     fn parse(args: &[&str]) -> Result<Config> {
         let cli = Cli::try_parse_from(std::iter::once("leaktrace").chain(args.iter().copied()))
             .map_err(|e| Error::Usage(e.to_string()))?;
-        cli.into_config()
+        match cli.into_action()? {
+            Action::Trace(config) => Ok(*config),
+            other => panic!("expected a trace, got {other:?}"),
+        }
     }
 
     #[test]
@@ -184,5 +265,14 @@ mod tests {
         assert!(parse(&["-p", "1", "0"]).is_err());
         assert!(parse(&["-p", "0"]).is_err());
         assert!(parse(&["-p", "1", "--duration", "-1"]).is_err());
+        assert!(parse(&["-p", "1", "--folded-count"]).is_err());
+    }
+
+    #[test]
+    fn subcommands() {
+        let cli = Cli::try_parse_from(["leaktrace", "report", "r.json", "--format", "svg"]).unwrap();
+        assert!(matches!(cli.into_action().unwrap(), Action::Render { format: Format::Svg, .. }));
+        let cli = Cli::try_parse_from(["leaktrace", "diff", "a.json", "b.json", "--fail-if-growth", "10"]).unwrap();
+        assert!(matches!(cli.into_action().unwrap(), Action::Diff { fail_if_growth: Some(10), .. }));
     }
 }

@@ -37,8 +37,8 @@ pub struct Config {
     pub max_size: u64,
     /// List each outstanding allocation under its stack.
     pub show_allocs: bool,
-    /// Write the final report as JSON here.
-    pub json: Option<PathBuf>,
+    /// Files the final report is written to.
+    pub exports: Exports,
     /// The library or executable holding the allocator (default: found in the target).
     pub object: Option<PathBuf>,
     /// Prefix of the allocator's symbols (`je_` for a prefixed jemalloc).
@@ -47,4 +47,72 @@ pub struct Config {
     pub max_allocs: u32,
     /// Capacity of the stack map.
     pub stack_storage: u32,
+}
+
+/// Files the final report is written to, each checked writable before tracing starts.
+#[derive(Clone, Debug, Default)]
+pub struct Exports {
+    /// JSON report.
+    pub json: Option<PathBuf>,
+    /// Folded stacks.
+    pub folded: Option<PathBuf>,
+    /// Folded stacks weigh allocation counts instead of bytes.
+    pub folded_count: bool,
+    /// SVG flame graph of outstanding bytes.
+    pub svg: Option<PathBuf>,
+    /// Gzipped pprof profile.
+    pub pprof: Option<PathBuf>,
+}
+
+impl Exports {
+    /// Every requested output path.
+    pub fn paths(&self) -> impl Iterator<Item = &PathBuf> {
+        [&self.json, &self.folded, &self.svg, &self.pprof].into_iter().flatten()
+    }
+}
+
+/// Formats a saved report can be rendered in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// The text report, as printed at the end of tracing.
+    Text,
+    /// Folded stacks weighted by bytes.
+    Folded,
+    /// Folded stacks weighted by allocation counts.
+    FoldedCount,
+    /// SVG flame graph.
+    Svg,
+    /// Gzipped pprof profile.
+    Pprof,
+    /// The JSON report itself.
+    Json,
+}
+
+/// What one invocation of leaktrace does.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Trace a process.
+    Trace(Box<Config>),
+    /// Render a saved report.
+    Render {
+        /// The saved JSON report.
+        report: PathBuf,
+        /// Output format.
+        format: Format,
+        /// Output file (stdout when absent).
+        output: Option<PathBuf>,
+    },
+    /// Compare two saved reports.
+    Diff {
+        /// The earlier report.
+        before: PathBuf,
+        /// The later report.
+        after: PathBuf,
+        /// Write the diff as JSON here.
+        json: Option<PathBuf>,
+        /// Fail when any stack grew by more bytes than this.
+        fail_if_growth: Option<u64>,
+        /// Stacks shown in the text.
+        top: usize,
+    },
 }

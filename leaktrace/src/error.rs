@@ -85,6 +85,26 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A saved report could not be read.
+    #[error("{path}: not a leaktrace JSON report: {reason}")]
+    BadReport {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+
+    /// `diff --fail-if-growth`: a stack grew more than allowed.
+    #[error("{stacks} stacks grew by more than {threshold} bytes (largest: {largest:+} bytes)")]
+    GrowthAboveThreshold {
+        /// The threshold.
+        threshold: u64,
+        /// How many stacks exceeded it.
+        stacks: usize,
+        /// The largest growth.
+        largest: i64,
+    },
+
     /// The kernel refused to load the eBPF programs.
     #[error("loading the eBPF programs failed: {0}")]
     Load(String),

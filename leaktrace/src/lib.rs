@@ -5,10 +5,12 @@
 //! [`target`] and its [`allocator`], loads and attaches the programs through [`bpf`] (the
 //! only module that calls aya), then periodically reads the outstanding allocations,
 //! groups them with [`aggregate`], names their frames with [`symbolize`] and renders a
-//! [`report`] as text or JSON.
+//! [`report`] as text, JSON, folded stacks, a flame graph or a pprof profile. [`app`]
+//! dispatches between tracing and working on saved reports (`report`, `diff`).
 #![deny(missing_docs)]
 
 pub mod aggregate;
+pub mod app;
 pub mod allocator;
 pub mod bpf;
 pub mod cli;

@@ -5,24 +5,22 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use leaktrace::{cli::Cli, Error};
 
+/// Exit status when `diff --fail-if-growth` finds a stack that grew too much.
+const EXIT_GROWTH: u8 = 3;
+/// Exit status for a bad command line (as clap's own).
+const EXIT_USAGE: u8 = 2;
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_timestamp(None)
         .init();
-    let cli = Cli::parse();
-    let result = cli.into_config().and_then(|config| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::io("starting the async runtime", e))?;
-        runtime.block_on(leaktrace::session::run(config))
-    });
-    match result {
-        Ok(_) => ExitCode::SUCCESS,
+    match Cli::parse().into_action().and_then(leaktrace::app::run) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("leaktrace: error: {e}");
             match e {
-                Error::Usage(_) => ExitCode::from(2),
+                Error::Usage(_) => ExitCode::from(EXIT_USAGE),
+                Error::GrowthAboveThreshold { .. } => ExitCode::from(EXIT_GROWTH),
                 _ => ExitCode::FAILURE,
             }
         }

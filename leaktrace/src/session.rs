@@ -99,8 +99,8 @@ fn attach_all(tracer: &mut Tracer, allocator: &AllocatorObject, pid: u32) -> Res
 
 /// Runs a whole trace and prints its reports to stdout. Returns the final report.
 pub async fn run(config: Config) -> Result<Outcome> {
-    if let Some(path) = &config.json {
-        report::json::check_writable(path)?;
+    for path in config.exports.paths() {
+        report::output::check_writable(path)?;
     }
     if !privileges::can_trace() {
         return Err(Error::NotPrivileged);
@@ -187,11 +187,25 @@ pub async fn run(config: Config) -> Result<Outcome> {
     );
     let _ = stdout.write_all(report::text::render(&report).as_bytes());
     let _ = stdout.flush();
-    if let Some(path) = &session.config.json {
-        report::json::write_atomic(&report, path)?;
-        eprintln!("JSON report written to {}", path.display());
-    }
+    export(&report, &session.config.exports)?;
     Ok(Outcome { report, stop })
+}
+
+/// Writes the final report to every requested file.
+fn export(report: &Report, exports: &crate::config::Exports) -> Result<()> {
+    use crate::config::Format;
+    for (path, format) in [
+        (&exports.json, Format::Json),
+        (&exports.folded, if exports.folded_count { Format::FoldedCount } else { Format::Folded }),
+        (&exports.svg, Format::Svg),
+        (&exports.pprof, Format::Pprof),
+    ] {
+        if let Some(path) = path {
+            report::output::write_atomic(path, &report::render(report, format)?)?;
+            eprintln!("Wrote {} report to {}", format.name(), path.display());
+        }
+    }
+    Ok(())
 }
 
 impl Session {

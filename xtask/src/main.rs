@@ -50,6 +50,7 @@ fn run() -> Result<()> {
         }
         Task::Test { filter } => {
             setup::run(&root)?;
+            setup::ensure_go()?;
             test(&root, filter.as_deref())
         }
     }

@@ -124,6 +124,17 @@ fn ensure_c_compiler() -> Result<()> {
     bail!("no C compiler (cc): the test fixtures and the demo are C programs; install gcc")
 }
 
+/// Debian's Go toolchain: the tests read leaktrace's pprof output with `go tool pprof`.
+pub fn ensure_go() -> Result<()> {
+    if output(Command::new("go").arg("version")).is_some() {
+        return Ok(());
+    }
+    println!("setup: installing Debian's Go toolchain (golang-go) for go tool pprof");
+    exec(Command::new("apt-get").arg("update").arg("-q")).context("apt-get update failed")?;
+    exec(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends", "golang-go"]).env("DEBIAN_FRONTEND", "noninteractive"))
+        .context("installing golang-go failed")
+}
+
 /// Installs whatever is missing; does nothing when everything is in place.
 pub fn run(root: &Path) -> Result<()> {
     let sysroot = nightly_sysroot()?;

@@ -1,13 +1,45 @@
 //! The report model: one value per report, rendered as text or JSON. The JSON form is the
 //! same structure (documented in docs/json-report.md), so a saved report can be rendered again.
 
+pub mod diff;
+pub mod flamegraph;
+pub mod folded;
 pub mod json;
+pub mod names;
+pub mod output;
+pub mod pprof;
 pub mod text;
 
 use serde::{Deserialize, Serialize};
 
 pub use crate::aggregate::Totals;
-use crate::target::TargetInfo;
+use crate::{config::Format, error::Result, target::TargetInfo};
+
+/// Renders `report` in `format` as the bytes of a file.
+pub fn render(report: &Report, format: Format) -> Result<Vec<u8>> {
+    Ok(match format {
+        Format::Text => text::render(report).into_bytes(),
+        Format::Json => json::to_string(report).into_bytes(),
+        Format::Folded => folded::render(report, folded::Weight::Bytes).into_bytes(),
+        Format::FoldedCount => folded::render(report, folded::Weight::Count).into_bytes(),
+        Format::Svg => flamegraph::render_svg(report)?,
+        Format::Pprof => pprof::render(report),
+    })
+}
+
+impl Format {
+    /// Lower-case name for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Text => "text",
+            Format::Json => "JSON",
+            Format::Folded => "folded",
+            Format::FoldedCount => "folded (counts)",
+            Format::Svg => "SVG flame graph",
+            Format::Pprof => "pprof",
+        }
+    }
+}
 
 /// Version of the JSON layout; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;

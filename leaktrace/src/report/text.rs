@@ -8,7 +8,8 @@ fn module_name(module: &str) -> &str {
     module.rsplit('/').next().unwrap_or(module)
 }
 
-fn frame_line(frame: &Frame) -> String {
+/// One frame as a text line: `symbol+0xoff [module] file:line`.
+pub fn frame_line(frame: &Frame) -> String {
     let mut line = match (&frame.symbol, &frame.module) {
         (Some(symbol), Some(module)) if frame.inlined => format!("{symbol} [{}] (inlined)", module_name(module)),
         (Some(symbol), Some(module)) => {

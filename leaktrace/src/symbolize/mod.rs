@@ -110,8 +110,8 @@ mod tests {
         let mut symbolizer = Symbolizer::new(std::process::id());
         assert!(symbolizer.refresh());
         // +1: addresses are treated as return addresses (the byte before is looked up).
-        let own = names_frames_in_this_binary_and_in_libc as usize as u64 + 1;
-        let libc_fn = libc::malloc as usize as u64 + 1;
+        let own = names_frames_in_this_binary_and_in_libc as *const () as usize as u64 + 1;
+        let libc_fn = libc::malloc as *const () as usize as u64 + 1;
         let frames = symbolizer.symbolize(&[own, libc_fn]);
         let own_frame = frames[&own].last().unwrap();
         assert!(own_frame.symbol.as_deref().unwrap().contains("names_frames_in_this_binary_and_in_libc"), "{own_frame:?}");

@@ -123,7 +123,7 @@ mod tests {
     fn locates_this_functions_code_in_the_test_binary() {
         let mut modules = ProcessModules::new(std::process::id());
         assert!(modules.refresh());
-        let here = locates_this_functions_code_in_the_test_binary as usize as u64;
+        let here = locates_this_functions_code_in_the_test_binary as *const () as usize as u64;
         let (index, offset) = modules.locate(here).expect("own code is mapped");
         let exe = std::env::current_exe().unwrap();
         assert_eq!(PathBuf::from(&modules.module(index).name), exe);

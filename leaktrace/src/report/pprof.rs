@@ -1,0 +1,227 @@
+//! pprof profiles (profile.proto, gzipped), readable by `go tool pprof`, Parca, Pyroscope
+//! and speedscope. The message types mirror
+//! <https://github.com/google/pprof/blob/main/proto/profile.proto>; prost encodes them.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+
+use prost::Message;
+
+use super::{names::frame_name, Report};
+
+#[derive(Clone, PartialEq, Message)]
+struct Profile {
+    #[prost(message, repeated, tag = "1")]
+    sample_type: Vec<ValueType>,
+    #[prost(message, repeated, tag = "2")]
+    sample: Vec<Sample>,
+    #[prost(message, repeated, tag = "3")]
+    mapping: Vec<Mapping>,
+    #[prost(message, repeated, tag = "4")]
+    location: Vec<Location>,
+    #[prost(message, repeated, tag = "5")]
+    function: Vec<Function>,
+    #[prost(string, repeated, tag = "6")]
+    string_table: Vec<String>,
+    #[prost(int64, tag = "9")]
+    time_nanos: i64,
+    #[prost(int64, tag = "10")]
+    duration_nanos: i64,
+    #[prost(message, optional, tag = "11")]
+    period_type: Option<ValueType>,
+    #[prost(int64, tag = "12")]
+    period: i64,
+    #[prost(int64, tag = "14")]
+    default_sample_type: i64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct ValueType {
+    #[prost(int64, tag = "1")]
+    r#type: i64,
+    #[prost(int64, tag = "2")]
+    unit: i64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct Sample {
+    #[prost(uint64, repeated, tag = "1")]
+    location_id: Vec<u64>,
+    #[prost(int64, repeated, tag = "2")]
+    value: Vec<i64>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct Mapping {
+    #[prost(uint64, tag = "1")]
+    id: u64,
+    #[prost(int64, tag = "5")]
+    filename: i64,
+    #[prost(int64, tag = "6")]
+    build_id: i64,
+    #[prost(bool, tag = "7")]
+    has_functions: bool,
+    #[prost(bool, tag = "8")]
+    has_filenames: bool,
+    #[prost(bool, tag = "9")]
+    has_line_numbers: bool,
+    #[prost(bool, tag = "10")]
+    has_inline_frames: bool,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct Location {
+    #[prost(uint64, tag = "1")]
+    id: u64,
+    #[prost(uint64, tag = "2")]
+    mapping_id: u64,
+    #[prost(uint64, tag = "3")]
+    address: u64,
+    #[prost(message, repeated, tag = "4")]
+    line: Vec<Line>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct Line {
+    #[prost(uint64, tag = "1")]
+    function_id: u64,
+    #[prost(int64, tag = "2")]
+    line: i64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct Function {
+    #[prost(uint64, tag = "1")]
+    id: u64,
+    #[prost(int64, tag = "2")]
+    name: i64,
+    #[prost(int64, tag = "3")]
+    system_name: i64,
+    #[prost(int64, tag = "4")]
+    filename: i64,
+}
+
+/// Interns strings; index 0 is the empty string, as the format requires.
+#[derive(Default)]
+struct Strings {
+    table: Vec<String>,
+    index: HashMap<String, i64>,
+}
+
+impl Strings {
+    fn id(&mut self, s: &str) -> i64 {
+        if self.table.is_empty() {
+            self.table.push(String::new());
+            self.index.insert(String::new(), 0);
+        }
+        if let Some(&id) = self.index.get(s) {
+            return id;
+        }
+        let id = self.table.len() as i64;
+        self.table.push(s.to_string());
+        self.index.insert(s.to_string(), id);
+        id
+    }
+}
+
+/// Encodes the report as a gzipped pprof profile with the sample types
+/// `inuse_space`/bytes and `inuse_objects`/count.
+pub fn render(report: &Report) -> Vec<u8> {
+    let mut strings = Strings::default();
+    strings.id("");
+    let sample_type = vec![
+        ValueType { r#type: strings.id("inuse_space"), unit: strings.id("bytes") },
+        ValueType { r#type: strings.id("inuse_objects"), unit: strings.id("count") },
+    ];
+    let mut mappings: Vec<Mapping> = Vec::new();
+    let mut mapping_ids: HashMap<String, u64> = HashMap::new();
+    let mut functions: Vec<Function> = Vec::new();
+    let mut function_ids: HashMap<(String, String), u64> = HashMap::new();
+    let mut locations: Vec<Location> = Vec::new();
+    let mut location_ids: HashMap<u64, u64> = HashMap::new();
+    let mut samples = Vec::with_capacity(report.stacks.len());
+
+    for stack in &report.stacks {
+        let mut location_id = Vec::new();
+        // Frames sharing an address form one location: inlined calls first, then the
+        // function they were inlined into, which is pprof's order for Location.line too.
+        let mut i = 0;
+        while i < stack.frames.len() {
+            let address = stack.frames[i].address;
+            let mut j = i;
+            while j < stack.frames.len() && stack.frames[j].address == address {
+                j += 1;
+            }
+            let group = &stack.frames[i..j];
+            i = j;
+            if let Some(&id) = location_ids.get(&address) {
+                location_id.push(id);
+                continue;
+            }
+            let module = group[0].module.clone().unwrap_or_default();
+            let mapping_id = if module.is_empty() {
+                0
+            } else if let Some(&id) = mapping_ids.get(&module) {
+                id
+            } else {
+                let id = mappings.len() as u64 + 1;
+                mappings.push(Mapping {
+                    id,
+                    filename: strings.id(&module),
+                    build_id: 0,
+                    has_functions: true,
+                    has_filenames: true,
+                    has_line_numbers: true,
+                    has_inline_frames: true,
+                });
+                mapping_ids.insert(module.clone(), id);
+                id
+            };
+            let lines = group
+                .iter()
+                .map(|frame| {
+                    let name = frame_name(frame);
+                    let file = frame.file.clone().unwrap_or_default();
+                    let key = (name.clone(), file.clone());
+                    let function_id = match function_ids.get(&key) {
+                        Some(&id) => id,
+                        None => {
+                            let id = functions.len() as u64 + 1;
+                            let name_id = strings.id(&name);
+                            functions.push(Function { id, name: name_id, system_name: name_id, filename: strings.id(&file) });
+                            function_ids.insert(key, id);
+                            id
+                        }
+                    };
+                    Line { function_id, line: i64::from(frame.line.unwrap_or(0)) }
+                })
+                .collect();
+            let id = locations.len() as u64 + 1;
+            locations.push(Location { id, mapping_id, address, line: lines });
+            location_ids.insert(address, id);
+            location_id.push(id);
+        }
+        samples.push(Sample { location_id, value: vec![stack.bytes as i64, stack.count as i64] });
+    }
+
+    let time_nanos = chrono::DateTime::parse_from_rfc3339(&report.started_at)
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .unwrap_or(0);
+    let profile = Profile {
+        period_type: Some(ValueType { r#type: strings.id("space"), unit: strings.id("bytes") }),
+        period: 1,
+        default_sample_type: strings.id("inuse_space"),
+        sample_type,
+        sample: samples,
+        mapping: mappings,
+        location: locations,
+        function: functions,
+        string_table: std::mem::take(&mut strings.table),
+        time_nanos,
+        duration_nanos: (report.duration_s * 1e9) as i64,
+    };
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&profile.encode_to_vec()).expect("writing to memory cannot fail");
+    gz.finish().expect("writing to memory cannot fail")
+}
