@@ -29,11 +29,25 @@ pub enum Counter {
     NestedCalls = 10,
     /// Allocation calls that failed (returned NULL): informational.
     FailedAllocs = 11,
+    /// Kernel mode: objects recorded.
+    KernelAllocs = 12,
+    /// Kernel mode: free events seen.
+    KernelFrees = 13,
+    /// Kernel mode: objects not recorded because `KALLOCS` was full.
+    KernelMapFull = 14,
+    /// Kernel mode: objects recorded without a kernel stack (map full or walk failed).
+    KernelStackLost = 15,
+    /// Kernel mode: objects recorded without a kernel stack (hash collision).
+    KernelStackCollision = 16,
+    /// Kernel mode: frees of objects not being tracked (most predate tracing): informational.
+    KernelFreeUnknown = 17,
+    /// Kernel mode: user stacks requested but not captured (kernel thread, IRQ, map full).
+    KernelUserStackLost = 18,
 }
 
 impl Counter {
     /// Number of slots in the `COUNTERS` array.
-    pub const LEN: u32 = 12;
+    pub const LEN: u32 = 19;
 
     /// All counters, in slot order.
     pub const ALL: [Counter; Self::LEN as usize] = [
@@ -49,5 +63,12 @@ impl Counter {
         Counter::OutPointerUnreadable,
         Counter::NestedCalls,
         Counter::FailedAllocs,
+        Counter::KernelAllocs,
+        Counter::KernelFrees,
+        Counter::KernelMapFull,
+        Counter::KernelStackLost,
+        Counter::KernelStackCollision,
+        Counter::KernelFreeUnknown,
+        Counter::KernelUserStackLost,
     ];
 }

@@ -7,7 +7,9 @@
 
 pub mod alloc;
 pub mod counters;
+pub mod kernel;
 pub mod names;
 
 pub use alloc::{AllocInfo, PendingCall, PendingKind};
 pub use counters::Counter;
+pub use kernel::{KernelAlloc, KernelKey, KernelSpace};

@@ -44,3 +44,37 @@ pub const PROG_POSIX_MEMALIGN: &str = "posix_memalign_enter";
 pub const PROG_ALLOC_RETURN: &str = "alloc_return";
 /// Entry program: free(ptr).
 pub const PROG_FREE: &str = "free_enter";
+
+/// Kernel mode: `KernelKey` → `KernelAlloc` for every outstanding kernel object.
+pub const KALLOCS: &str = "KALLOCS";
+/// Kernel mode: kernel stacks.
+pub const KSTACKS: &str = "KSTACKS";
+/// Global: 1 to record only allocations made in the context of a traced process.
+pub const GLOBAL_FILTER_TARGETS: &str = "FILTER_TARGETS";
+/// Global: 1 to capture the allocating task's user stack too.
+pub const GLOBAL_USER_STACKS: &str = "USER_STACKS";
+/// Global: 1 to add children forked by traced processes to the traced set.
+pub const GLOBAL_FOLLOW_FORKS: &str = "FOLLOW_FORKS";
+/// Default capacity of `KALLOCS` (preallocated: see the eBPF crate's maps.rs).
+pub const DEFAULT_MAX_KERNEL_ALLOCS: u32 = 1 << 18;
+
+/// Tracepoint programs, as (program, category, event).
+pub const PROG_KMALLOC: &str = "kmalloc";
+/// kmem_cache_alloc tracepoint program.
+pub const PROG_KMEM_CACHE_ALLOC: &str = "kmem_cache_alloc";
+/// kfree tracepoint program.
+pub const PROG_KFREE: &str = "kfree";
+/// kmem_cache_free tracepoint program.
+pub const PROG_KMEM_CACHE_FREE: &str = "kmem_cache_free";
+/// mm_page_alloc tracepoint program.
+pub const PROG_PAGE_ALLOC: &str = "mm_page_alloc";
+/// mm_page_free tracepoint program.
+pub const PROG_PAGE_FREE: &str = "mm_page_free";
+/// mm_page_free_batched tracepoint program.
+pub const PROG_PAGE_FREE_BATCHED: &str = "mm_page_free_batched";
+/// percpu_alloc_percpu tracepoint program.
+pub const PROG_PERCPU_ALLOC: &str = "percpu_alloc_percpu";
+/// percpu_free_percpu tracepoint program.
+pub const PROG_PERCPU_FREE: &str = "percpu_free_percpu";
+/// sched_process_fork tracepoint program.
+pub const PROG_FORK: &str = "sched_process_fork";

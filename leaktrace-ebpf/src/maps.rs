@@ -9,8 +9,8 @@ use aya_ebpf::{
     Global,
 };
 use leaktrace_common::{
-    names::{DEFAULT_MAX_ALLOCS, DEFAULT_STACK_STORAGE, MAX_PENDING, MAX_TARGETS},
-    AllocInfo, Counter, PendingCall,
+    names::{DEFAULT_MAX_ALLOCS, DEFAULT_MAX_KERNEL_ALLOCS, DEFAULT_STACK_STORAGE, MAX_PENDING, MAX_TARGETS},
+    AllocInfo, Counter, KernelAlloc, KernelKey, PendingCall,
 };
 
 /// Outstanding allocations. Not preallocated: a million-entry preallocated hash would pin
@@ -34,6 +34,24 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::L
 /// Traced processes (tgid → unused byte).
 #[map]
 pub static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_TARGETS, 0);
+
+/// Kernel mode: outstanding kernel objects. Preallocated on purpose: a map that allocates
+/// on insert would call kmalloc from inside our own kmalloc tracing, and its refills would
+/// show up as allocations of whatever task they interrupted. The loader shrinks whichever of
+/// the two modes' maps is unused to one entry.
+#[map]
+pub static KALLOCS: HashMap<KernelKey, KernelAlloc> = HashMap::with_max_entries(DEFAULT_MAX_KERNEL_ALLOCS, 0);
+
+/// Kernel mode: kernel stacks of allocations.
+#[map]
+pub static KSTACKS: StackTrace = StackTrace::with_max_entries(DEFAULT_STACK_STORAGE, 0);
+
+#[unsafe(no_mangle)]
+pub static FILTER_TARGETS: Global<u8> = Global::new(0);
+#[unsafe(no_mangle)]
+pub static USER_STACKS: Global<u8> = Global::new(0);
+#[unsafe(no_mangle)]
+pub static FOLLOW_FORKS: Global<u8> = Global::new(0);
 
 #[unsafe(no_mangle)]
 pub static SELF_TGID: Global<u32> = Global::new(0);

@@ -1,9 +1,11 @@
 //! Grouping outstanding allocations by stack: pure and deterministic, so it is tested
 //! without a kernel and gives the same order for the same input.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use crate::bpf::Outstanding;
+use leaktrace_common::KernelAlloc;
+
+use crate::{bpf::Outstanding, config::GroupBy};
 
 /// Bytes and allocation count.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -123,5 +125,162 @@ mod tests {
         assert_eq!(agg.groups[0].totals, Totals { bytes: 30, count: 1 });
         assert!(agg.groups[0].allocations.is_empty());
         assert_eq!(agg.outstanding, Totals { bytes: 100, count: 4 });
+    }
+}
+
+/// What a kernel-mode group is keyed by.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GroupKey {
+    /// A kernel stack id.
+    Stack(u32),
+    /// A cache or command name.
+    Name(String),
+}
+
+/// Outstanding kernel objects that share a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelGroupAgg {
+    /// The key.
+    pub key: GroupKey,
+    /// Bytes as allocated, and count.
+    pub totals: Totals,
+    /// Bytes requested by the callers.
+    pub requested_bytes: u64,
+    /// Oldest allocation (monotonic ns).
+    pub oldest_ns: u64,
+    /// By cache name.
+    pub caches: BTreeMap<String, Totals>,
+    /// By `comm[pid]`.
+    pub comms: BTreeMap<String, Totals>,
+    /// (tgid, user stack id) of the oldest object with a user stack.
+    pub user_stack: Option<(u32, u32)>,
+}
+
+/// Kernel objects grouped, with the per-cache totals the slab accounting needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelAggregate {
+    /// Groups, most bytes first.
+    pub groups: Vec<KernelGroupAgg>,
+    /// Every outstanding object that passed the filters.
+    pub outstanding: Totals,
+    /// Left out for being too young.
+    pub too_young: Totals,
+    /// Grouped by stack, objects without a kernel stack.
+    pub without_stack: Totals,
+    /// Every outstanding object (filters applied, age not) by cache name.
+    pub by_cache: BTreeMap<String, Totals>,
+}
+
+/// An outstanding kernel object with the names user space gave it.
+pub struct NamedObject<'a> {
+    /// What the kernel recorded.
+    pub alloc: &'a KernelAlloc,
+    /// Its cache name.
+    pub cache: String,
+    /// Its allocating task's command name.
+    pub comm: String,
+}
+
+/// Groups kernel objects by `by`. Age is measured as in [`by_stack`].
+pub fn kernel_groups(objects: &[NamedObject<'_>], now_ns: u64, min_age_ns: u64, by: GroupBy) -> KernelAggregate {
+    let mut aggregate = KernelAggregate::default();
+    let mut groups: HashMap<GroupKey, KernelGroupAgg> = HashMap::new();
+    for object in objects {
+        let alloc = object.alloc;
+        let bytes = alloc.bytes_alloc;
+        aggregate.outstanding.add(bytes);
+        aggregate.by_cache.entry(object.cache.clone()).or_default().add(bytes);
+        if now_ns.saturating_sub(alloc.timestamp_ns) < min_age_ns {
+            aggregate.too_young.add(bytes);
+            continue;
+        }
+        let key = match by {
+            GroupBy::Stack => match u32::try_from(alloc.kernel_stack_id) {
+                Ok(id) => GroupKey::Stack(id),
+                Err(_) => {
+                    aggregate.without_stack.add(bytes);
+                    continue;
+                }
+            },
+            GroupBy::Cache => GroupKey::Name(object.cache.clone()),
+            GroupBy::Comm => GroupKey::Name(object.comm.clone()),
+        };
+        let group = groups.entry(key.clone()).or_insert_with(|| KernelGroupAgg {
+            key,
+            totals: Totals::default(),
+            requested_bytes: 0,
+            oldest_ns: u64::MAX,
+            caches: BTreeMap::new(),
+            comms: BTreeMap::new(),
+            user_stack: None,
+        });
+        group.totals.add(bytes);
+        group.requested_bytes += alloc.bytes_req;
+        if alloc.timestamp_ns < group.oldest_ns || group.user_stack.is_none() {
+            if let Ok(id) = u32::try_from(alloc.user_stack_id) {
+                group.user_stack = Some((alloc.tgid, id));
+            }
+        }
+        group.oldest_ns = group.oldest_ns.min(alloc.timestamp_ns);
+        group.caches.entry(object.cache.clone()).or_default().add(bytes);
+        group.comms.entry(format!("{}[{}]", object.comm, alloc.tgid)).or_default().add(bytes);
+    }
+    let mut groups: Vec<KernelGroupAgg> = groups.into_values().collect();
+    groups.sort_unstable_by(|a, b| {
+        b.totals.bytes.cmp(&a.totals.bytes).then(b.totals.count.cmp(&a.totals.count)).then(a.key.cmp(&b.key))
+    });
+    aggregate.groups = groups;
+    aggregate
+}
+
+#[cfg(test)]
+mod kernel_tests {
+    use leaktrace_common::KernelAlloc;
+
+    use super::*;
+
+    fn object(bytes: u64, ts: u64, stack: i32, tgid: u32) -> KernelAlloc {
+        KernelAlloc {
+            timestamp_ns: ts,
+            bytes_alloc: bytes,
+            bytes_req: bytes - 1,
+            gfp_flags: 0,
+            order: 0,
+            kernel_stack_id: stack,
+            user_stack_id: -1,
+            pid: tgid,
+            tgid,
+            comm: [0; 16],
+            cache: [0; 32],
+            space: 0,
+            _pad: 0,
+        }
+    }
+
+    #[test]
+    fn groups_by_stack_cache_and_comm() {
+        let allocs = [object(64, 1, 5, 10), object(64, 2, 5, 11), object(128, 3, 6, 10), object(32, 4, -14, 10)];
+        let named: Vec<NamedObject> = allocs
+            .iter()
+            .map(|a| NamedObject {
+                alloc: a,
+                cache: format!("kmalloc-{}", a.bytes_alloc),
+                comm: if a.tgid == 10 { "sh".into() } else { "cat".into() },
+            })
+            .collect();
+        let by_stack = kernel_groups(&named, 100, 0, GroupBy::Stack);
+        assert_eq!(by_stack.groups.len(), 2);
+        assert_eq!(by_stack.groups[0].key, GroupKey::Stack(5));
+        assert_eq!(by_stack.groups[0].totals, Totals { bytes: 128, count: 2 });
+        assert_eq!(by_stack.groups[0].requested_bytes, 126);
+        assert_eq!(by_stack.groups[0].comms.len(), 2);
+        assert_eq!(by_stack.without_stack, Totals { bytes: 32, count: 1 });
+        assert_eq!(by_stack.by_cache["kmalloc-64"], Totals { bytes: 128, count: 2 });
+        let by_comm = kernel_groups(&named, 100, 0, GroupBy::Comm);
+        assert_eq!(by_comm.groups[0].key, GroupKey::Name("sh".into()));
+        assert_eq!(by_comm.groups[0].totals, Totals { bytes: 224, count: 3 });
+        let by_cache = kernel_groups(&named, 100, 0, GroupBy::Cache);
+        assert_eq!(by_cache.groups.len(), 3);
+        assert_eq!(by_cache.outstanding, Totals { bytes: 288, count: 4 });
     }
 }

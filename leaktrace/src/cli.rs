@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use leaktrace_common::names::{DEFAULT_MAX_ALLOCS, DEFAULT_STACK_STORAGE};
 
 use crate::{
-    config::{Action, Config, Exports, Format, Target},
+    config::{Action, Config, Exports, Format, GroupBy, KernelOptions, RunSpec, Target},
     error::{Error, Result},
 };
 
@@ -18,6 +18,8 @@ Examples:
   sudo leaktrace -- ./server --port 8080 trace a command from its first allocation
   sudo leaktrace -p 1234 -O /usr/lib/libjemalloc.so.2 --symbols-prefix je_
   sudo leaktrace -p 1234 --duration 60 --svg leaks.svg --pprof leaks.pb.gz
+  sudo leaktrace --kernel-slab 10                  kernel objects outstanding, by kernel stack
+  sudo leaktrace --kernel-slab --by cache --user-stacks --run 'service --status-all' --repeat 20
   leaktrace report leaks.json --format svg -o leaks.svg
   leaktrace diff before.json after.json --fail-if-growth 1048576";
 
@@ -138,6 +140,43 @@ struct TraceArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_STACK_STORAGE)]
     pub stack_storage_size: u32,
 
+    /// Trace the kernel's slab allocations (kmalloc, kmem_cache_alloc) instead of a process's
+    /// allocator; with -p, only those made in that process's context.
+    #[arg(long = "kernel-slab")]
+    pub kernel_slab: bool,
+
+    /// With --kernel-slab: also trace page allocations (mm_page_alloc/free/free_batched).
+    #[arg(long, requires = "kernel_slab")]
+    pub pages: bool,
+
+    /// With --kernel-slab: also trace percpu allocations.
+    #[arg(long, requires = "kernel_slab")]
+    pub percpu: bool,
+
+    /// With --kernel-slab: capture the allocating task's user stack too.
+    #[arg(long, requires = "kernel_slab")]
+    pub user_stacks: bool,
+
+    /// With --kernel-slab: group by kernel stack, slab cache or command name.
+    #[arg(long = "by", value_enum, default_value = "stack", requires = "kernel_slab")]
+    pub group_by: GroupBy,
+
+    /// With --kernel-slab: only allocations made by tasks named NAME.
+    #[arg(long, value_name = "NAME", requires = "kernel_slab")]
+    pub comm: Option<String>,
+
+    /// With --kernel-slab: only objects of this slab cache.
+    #[arg(long, value_name = "NAME", requires = "kernel_slab")]
+    pub cache: Option<String>,
+
+    /// With --kernel-slab: run this shell command while tracing and attribute to its process tree.
+    #[arg(long, value_name = "CMD", requires = "kernel_slab")]
+    pub run: Option<String>,
+
+    /// With --run: how many times to run the command.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "run")]
+    pub repeat: u32,
+
     /// Command to launch and trace from its first allocation.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -166,7 +205,27 @@ impl Cli {
 impl TraceArgs {
     /// Checks the combination of options and produces the run's configuration.
     fn into_config(self) -> Result<Config> {
-        let target = match (self.pid, self.command.is_empty()) {
+        let target = if self.kernel_slab {
+            if !self.command.is_empty() {
+                return Err(Error::Usage("--kernel-slab traces the kernel: use --run CMD instead of -- COMMAND".into()));
+            }
+            if self.object.is_some() || !self.symbols_prefix.is_empty() {
+                return Err(Error::Usage("-O and --symbols-prefix apply to user-space tracing, not --kernel-slab".into()));
+            }
+            if self.repeat == 0 {
+                return Err(Error::Usage("--repeat must be at least 1".into()));
+            }
+            Target::Kernel(KernelOptions {
+                pids: self.pid.into_iter().collect(),
+                comm: self.comm,
+                cache: self.cache,
+                pages: self.pages,
+                percpu: self.percpu,
+                user_stacks: self.user_stacks,
+                group_by: self.group_by,
+                run: self.run.map(|command| RunSpec { command, repeat: self.repeat }),
+            })
+        } else { match (self.pid, self.command.is_empty()) {
             (Some(_), false) => {
                 return Err(Error::Usage("give either -p PID or -- COMMAND, not both".into()))
             }
@@ -179,10 +238,10 @@ impl TraceArgs {
             }
             (None, true) => {
                 return Err(Error::Usage(
-                    "nothing to trace: give -p PID or -- COMMAND [ARGS...] (see --help)".into(),
+                    "nothing to trace: give -p PID, -- COMMAND [ARGS...] or --kernel-slab (see --help)".into(),
                 ))
             }
-        };
+        }};
         let min_size = self.min_size.unwrap_or(0);
         let max_size = self.max_size.unwrap_or(u64::MAX);
         if min_size > max_size {
@@ -266,6 +325,22 @@ mod tests {
         assert!(parse(&["-p", "0"]).is_err());
         assert!(parse(&["-p", "1", "--duration", "-1"]).is_err());
         assert!(parse(&["-p", "1", "--folded-count"]).is_err());
+        assert!(parse(&["--kernel-slab", "--", "ls"]).is_err());
+        assert!(parse(&["-p", "1", "--pages"]).is_err());
+        assert!(parse(&["--kernel-slab", "--repeat", "3"]).is_err());
+    }
+
+    #[test]
+    fn kernel_mode() {
+        let config = parse(&["--kernel-slab", "-p", "7", "--by", "cache", "--run", "true", "--repeat", "4"]).unwrap();
+        match config.target {
+            Target::Kernel(k) => {
+                assert_eq!(k.pids, [7]);
+                assert_eq!(k.group_by, GroupBy::Cache);
+                assert_eq!(k.run, Some(RunSpec { command: "true".into(), repeat: 4 }));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

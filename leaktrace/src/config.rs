@@ -14,6 +14,51 @@ pub enum Target {
         /// Its arguments.
         args: Vec<String>,
     },
+    /// The kernel's allocators (`--kernel-slab`).
+    Kernel(KernelOptions),
+}
+
+/// How kernel objects are grouped in reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupBy {
+    /// By kernel call stack.
+    #[default]
+    Stack,
+    /// By slab cache.
+    Cache,
+    /// By the allocating task's command name.
+    Comm,
+}
+
+/// `--kernel-slab` settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelOptions {
+    /// Only allocations made in the context of these processes (-p).
+    pub pids: Vec<u32>,
+    /// Only allocations made by tasks with this command name.
+    pub comm: Option<String>,
+    /// Only objects of this cache.
+    pub cache: Option<String>,
+    /// Also trace the page allocator.
+    pub pages: bool,
+    /// Also trace the percpu allocator.
+    pub percpu: bool,
+    /// Capture the allocating task's user stack.
+    pub user_stacks: bool,
+    /// Grouping of the report.
+    pub group_by: GroupBy,
+    /// Run this shell command `repeat` times while tracing, attributing to its process tree.
+    pub run: Option<RunSpec>,
+}
+
+/// `--run CMD --repeat N`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunSpec {
+    /// Shell command line, run with `sh -c`.
+    pub command: String,
+    /// Number of runs.
+    pub repeat: u32,
 }
 
 /// One tracing run.

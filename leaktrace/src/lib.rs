@@ -16,6 +16,7 @@ pub mod bpf;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod kernel;
 pub mod privileges;
 pub mod report;
 pub mod session;

@@ -29,6 +29,102 @@ const FAST_REFRESH: Duration = Duration::from_millis(20);
 const FAST_REFRESH_FOR: Duration = Duration::from_secs(2);
 const SLOW_REFRESH: Duration = Duration::from_millis(200);
 
+/// What the shared tracing loop drives: the user-space session or the kernel one.
+pub(crate) trait Traced {
+    /// Called on every refresh tick; false once the traced target is gone (or, with
+    /// `--run`, once its runs are done).
+    fn poll(&mut self) -> Result<bool>;
+    /// Takes a report (`final_report`: all stacks, for the files).
+    fn report(&mut self, final_report: bool) -> Result<Report>;
+}
+
+/// When and how often to report.
+pub(crate) struct Schedule {
+    /// Start of tracing.
+    pub started: Instant,
+    /// Between reports.
+    pub interval: Option<Duration>,
+    /// Number of interval reports.
+    pub count: Option<u64>,
+    /// Total tracing time.
+    pub duration: Option<Duration>,
+}
+
+/// SIGINT and SIGTERM, caught from before the first probe is attached: a signal that
+/// arrives while leaktrace is still setting up ends the trace with a report, it does not kill
+/// leaktrace with probes half attached.
+pub(crate) struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Starts catching SIGINT and SIGTERM.
+    pub(crate) fn install() -> Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).map_err(|e| Error::io("installing a SIGINT handler", e))?,
+            terminate: signal(SignalKind::terminate()).map_err(|e| Error::io("installing a SIGTERM handler", e))?,
+        })
+    }
+}
+
+/// Runs until the target is gone, the time or count is up, or a signal arrives, printing a
+/// report every interval.
+pub(crate) async fn trace_loop(traced: &mut impl Traced, schedule: &Schedule, signals: &mut StopSignals) -> Result<StopReason> {
+    let far = Duration::from_secs(365 * 24 * 3600);
+    let deadline = tokio::time::sleep(schedule.duration.unwrap_or(far));
+    tokio::pin!(deadline);
+    let interval = schedule.interval.unwrap_or(far);
+    let mut reports = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    let mut printed = 0u64;
+    loop {
+        let refresh_every = if schedule.started.elapsed() < FAST_REFRESH_FOR { FAST_REFRESH } else { SLOW_REFRESH };
+        tokio::select! {
+            _ = signals.interrupt.recv() => return Ok(StopReason::Interrupted),
+            _ = signals.terminate.recv() => return Ok(StopReason::Terminated),
+            () = &mut deadline => return Ok(StopReason::Duration),
+            _ = reports.tick() => {
+                let report = traced.report(false)?;
+                let mut stdout = std::io::stdout().lock();
+                let _ = stdout.write_all(report::text::render(&report).as_bytes());
+                let _ = stdout.flush();
+                printed += 1;
+                if schedule.count.is_some_and(|count| printed >= count) {
+                    return Ok(StopReason::Count);
+                }
+            }
+            () = tokio::time::sleep(refresh_every) => {
+                if !traced.poll()? {
+                    return Ok(StopReason::TargetExited);
+                }
+            }
+        }
+    }
+}
+
+/// Prints the final report and writes every requested file.
+pub(crate) fn finish(report: &Report, stop: StopReason, exports: &crate::config::Exports, exited_wording: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(
+        stdout,
+        "\nFinal report: pid {} ({}), traced {:.1} s, {}:",
+        report.target.pid,
+        report.target.command,
+        report.duration_s,
+        match stop {
+            StopReason::TargetExited => exited_wording,
+            StopReason::Duration => "duration reached",
+            StopReason::Count => "report count reached",
+            StopReason::Interrupted => "interrupted",
+            StopReason::Terminated => "terminated",
+        }
+    );
+    let _ = stdout.write_all(report::text::render(report).as_bytes());
+    let _ = stdout.flush();
+    drop(stdout);
+    export(report, exports)
+}
+
 /// Why tracing ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {
@@ -62,16 +158,19 @@ struct Session {
     started_at: String,
     kernel_release: String,
     exited: bool,
+    child: Option<Child>,
 }
 
-fn monotonic_ns() -> u64 {
+/// CLOCK_MONOTONIC in nanoseconds, the clock of `bpf_ktime_get_ns`.
+pub(crate) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes one timespec; CLOCK_MONOTONIC is what bpf_ktime_get_ns reads.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-fn now_rfc3339() -> String {
+/// Local time as RFC 3339 with milliseconds.
+pub(crate) fn now_rfc3339() -> String {
     chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
 }
 
@@ -99,18 +198,24 @@ fn attach_all(tracer: &mut Tracer, allocator: &AllocatorObject, pid: u32) -> Res
 
 /// Runs a whole trace and prints its reports to stdout. Returns the final report.
 pub async fn run(config: Config) -> Result<Outcome> {
+    if let Target::Kernel(options) = &config.target {
+        let options = options.clone();
+        return crate::kernel::session::run(config, options).await;
+    }
     for path in config.exports.paths() {
         report::output::check_writable(path)?;
     }
     if !privileges::can_trace() {
         return Err(Error::NotPrivileged);
     }
+    let mut signals = StopSignals::install()?;
     let load_options = LoadOptions {
         self_tgid: std::process::id(),
         min_size: config.min_size,
         max_size: config.max_size,
         max_allocs: config.max_allocs,
         stack_storage: config.stack_storage,
+        mode: crate::bpf::Mode::User,
     };
     let prefix = config.symbol_prefix.clone();
     let object = config.object.clone();
@@ -140,6 +245,7 @@ pub async fn run(config: Config) -> Result<Outcome> {
             let command = std::iter::once(program.clone()).chain(args.iter().cloned()).collect::<Vec<_>>().join(" ");
             (tracer, TargetInfo { pid, command, exe: path.display().to_string() }, allocator)
         }
+        Target::Kernel(_) => unreachable!("kernel mode returned above"),
     };
     let mut session = Session {
         symbolizer: Symbolizer::new(target.pid),
@@ -150,6 +256,7 @@ pub async fn run(config: Config) -> Result<Outcome> {
         started_at: now_rfc3339(),
         kernel_release: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
         exited: false,
+        child: None,
         config,
     };
     session.symbolizer.refresh();
@@ -161,8 +268,15 @@ pub async fn run(config: Config) -> Result<Outcome> {
         session.allocator,
         if allocator.absent.is_empty() { String::new() } else { format!(" (absent: {})", allocator.absent.join(", ")) },
     );
-    let stop = session.trace(&mut child).await?;
-    if let Some(child) = child.as_mut() {
+    session.child = child;
+    let schedule = Schedule {
+        started: session.started,
+        interval: session.config.interval,
+        count: session.config.count,
+        duration: session.config.duration,
+    };
+    let stop = trace_loop(&mut session, &schedule, &mut signals).await?;
+    if let Some(child) = session.child.as_mut() {
         if stop != StopReason::TargetExited {
             // A command launched under tracing does not outlive the trace.
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
@@ -170,24 +284,7 @@ pub async fn run(config: Config) -> Result<Outcome> {
         let _ = child.try_wait();
     }
     let report = session.report(true)?;
-    let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(
-        stdout,
-        "\nFinal report: pid {} ({}), traced {:.1} s, {}:",
-        session.target.pid,
-        session.target.command,
-        report.duration_s,
-        match stop {
-            StopReason::TargetExited => "target exited",
-            StopReason::Duration => "duration reached",
-            StopReason::Count => "report count reached",
-            StopReason::Interrupted => "interrupted",
-            StopReason::Terminated => "terminated",
-        }
-    );
-    let _ = stdout.write_all(report::text::render(&report).as_bytes());
-    let _ = stdout.flush();
-    export(&report, &session.config.exports)?;
+    finish(&report, stop, &session.config.exports, "target exited")?;
     Ok(Outcome { report, stop })
 }
 
@@ -208,45 +305,18 @@ fn export(report: &Report, exports: &crate::config::Exports) -> Result<()> {
     Ok(())
 }
 
-impl Session {
-    async fn trace(&mut self, child: &mut Option<Child>) -> Result<StopReason> {
-        let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| Error::io("installing a SIGINT handler", e))?;
-        let mut terminate = signal(SignalKind::terminate()).map_err(|e| Error::io("installing a SIGTERM handler", e))?;
-        let far = Duration::from_secs(365 * 24 * 3600);
-        let deadline = tokio::time::sleep(self.config.duration.unwrap_or(far));
-        tokio::pin!(deadline);
-        let interval = self.config.interval.unwrap_or(far);
-        let mut reports = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-        let mut printed = 0u64;
-        loop {
-            let refresh_every = if self.started.elapsed() < FAST_REFRESH_FOR { FAST_REFRESH } else { SLOW_REFRESH };
-            tokio::select! {
-                _ = interrupt.recv() => return Ok(StopReason::Interrupted),
-                _ = terminate.recv() => return Ok(StopReason::Terminated),
-                () = &mut deadline => return Ok(StopReason::Duration),
-                _ = reports.tick() => {
-                    let report = self.report(false)?;
-                    let mut stdout = std::io::stdout().lock();
-                    let _ = stdout.write_all(report::text::render(&report).as_bytes());
-                    let _ = stdout.flush();
-                    printed += 1;
-                    if self.config.count.is_some_and(|count| printed >= count) {
-                        return Ok(StopReason::Count);
-                    }
-                }
-                () = tokio::time::sleep(refresh_every) => {
-                    let alive = match child.as_mut() {
-                        Some(c) => matches!(c.try_wait(), Ok(None)),
-                        None => target::is_alive(self.target.pid),
-                    };
-                    if !alive {
-                        self.exited = true;
-                        return Ok(StopReason::TargetExited);
-                    }
-                    self.symbolizer.refresh();
-                }
-            }
+impl Traced for Session {
+    fn poll(&mut self) -> Result<bool> {
+        let alive = match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => target::is_alive(self.target.pid),
+        };
+        if !alive {
+            self.exited = true;
+            return Ok(false);
         }
+        self.symbolizer.refresh();
+        Ok(true)
     }
 
     fn report(&mut self, symbolize_all: bool) -> Result<Report> {
@@ -278,6 +348,7 @@ impl Session {
                     .iter()
                     .map(|&(address, size, ts)| Allocation { address, size, age_ms: now.saturating_sub(ts) / 1_000_000 })
                     .collect(),
+                kernel: None,
             })
             .collect();
         let unsymbolized = stack_reports.iter().flat_map(|s| &s.frames).filter(|f| f.module.is_none()).count() as u64;
@@ -291,6 +362,7 @@ impl Session {
             pending_stale: c[Counter::PendingStale as usize],
             out_pointer_unreadable: c[Counter::OutPointerUnreadable as usize],
             probe_misses: self.tracer.probe_misses(),
+            user_stack_lost: 0,
         };
         let activity = Activity {
             alloc_calls: c[Counter::AllocCalls as usize],
@@ -323,6 +395,7 @@ impl Session {
             lost,
             activity,
             stacks: stack_reports,
+            kernel: None,
         })
     }
 }

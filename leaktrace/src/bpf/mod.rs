@@ -10,10 +10,10 @@ use std::{
 
 use aya::{
     maps::{HashMap, MapData, PerCpuArray, StackTraceMap},
-    programs::{uprobe::UProbeScope, UProbe},
+    programs::{uprobe::UProbeScope, TracePoint, UProbe},
     Ebpf, EbpfLoader,
 };
-use leaktrace_common::{names, AllocInfo, Counter};
+use leaktrace_common::{names, AllocInfo, Counter, KernelAlloc, KernelKey};
 
 use crate::error::{Error, Result};
 
@@ -31,8 +31,28 @@ pub struct LoadOptions {
     pub max_size: u64,
     /// Capacity of the outstanding-allocation map.
     pub max_allocs: u32,
-    /// Capacity of the stack map.
+    /// Capacity of the stack map(s).
     pub stack_storage: u32,
+    /// Which side is traced, and its settings.
+    pub mode: Mode,
+}
+
+/// What the loaded programs trace.
+#[derive(Clone, Debug)]
+pub enum Mode {
+    /// A process's allocator, through uprobes.
+    User,
+    /// The kernel's allocators, through tracepoints.
+    Kernel {
+        /// Record only allocations made by tasks of traced processes.
+        filter_targets: bool,
+        /// Also capture the allocating task's user stack.
+        user_stacks: bool,
+        /// Add children of traced processes to the traced set.
+        follow_forks: bool,
+        /// Tracepoint field offsets: (global name, offset).
+        offsets: Vec<(&'static str, u32)>,
+    },
 }
 
 /// One outstanding allocation as read from the kernel.
@@ -57,12 +77,39 @@ fn is_permission_error(text: &str) -> bool {
 impl Tracer {
     /// Loads the eBPF object with the given settings. Programs are loaded when first attached.
     pub fn load(options: &LoadOptions) -> Result<Self> {
-        let ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global(names::GLOBAL_SELF_TGID, &options.self_tgid, true)
             .override_global(names::GLOBAL_MIN_SIZE, &options.min_size, true)
-            .override_global(names::GLOBAL_MAX_SIZE, &options.max_size, true)
-            .map_max_entries(names::ALLOCS, options.max_allocs)
-            .map_max_entries(names::STACKS, options.stack_storage)
+            .override_global(names::GLOBAL_MAX_SIZE, &options.max_size, true);
+        // Every map of the object is created at load; the other mode's maps are shrunk to one
+        // entry so they cost nothing (KALLOCS is preallocated).
+        let flags: [u8; 3];
+        match &options.mode {
+            Mode::User => {
+                loader
+                    .map_max_entries(names::ALLOCS, options.max_allocs)
+                    .map_max_entries(names::STACKS, options.stack_storage)
+                    .map_max_entries(names::KALLOCS, 1)
+                    .map_max_entries(names::KSTACKS, 1);
+            }
+            Mode::Kernel { filter_targets, user_stacks, follow_forks, offsets } => {
+                flags = [u8::from(*filter_targets), u8::from(*user_stacks), u8::from(*follow_forks)];
+                loader
+                    .map_max_entries(names::ALLOCS, 1)
+                    .map_max_entries(names::PENDING, 1)
+                    .map_max_entries(names::STACKS, if *user_stacks { options.stack_storage } else { 1 })
+                    .map_max_entries(names::KALLOCS, options.max_allocs)
+                    .map_max_entries(names::KSTACKS, options.stack_storage)
+                    .override_global(names::GLOBAL_FILTER_TARGETS, &flags[0], true)
+                    .override_global(names::GLOBAL_USER_STACKS, &flags[1], true)
+                    .override_global(names::GLOBAL_FOLLOW_FORKS, &flags[2], true);
+                for (name, offset) in offsets {
+                    loader.override_global(name, offset, true);
+                }
+            }
+        }
+        let ebpf = loader
             .load(OBJECT)
             .map_err(|e| {
                 let text = format!("{e:#}");
@@ -103,20 +150,46 @@ impl Tracer {
             .program_mut(program)
             .ok_or_else(|| attach_error("program missing from the eBPF object".into()))?;
         let uprobe: &mut UProbe = prog.try_into().map_err(|e| attach_error(format!("{e:#}")))?;
-        if !self.loaded.iter().any(|p| p == program) {
-            uprobe.load().map_err(|e| {
-                let text = format!("{e:#}");
-                if is_permission_error(&text) {
-                    Error::NotPrivileged
-                } else {
-                    Error::Load(format!("{program}: {text}"))
-                }
-            })?;
-            self.loaded.push(program.to_string());
+        if first_use(&mut self.loaded, program) {
+            uprobe.load().map_err(|e| load_error(program, e))?;
         }
         let scope = NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
         uprobe.attach(offset, path, scope).map_err(|e| attach_error(format!("{e:#}")))?;
         Ok(())
+    }
+
+    /// Loads `program` and attaches it to the tracepoint `category:event`.
+    pub fn attach_tracepoint(&mut self, program: &str, category: &str, event: &str) -> Result<()> {
+        let attach_error = |reason: String| Error::Attach {
+            program: program.to_string(),
+            symbol: format!("{category}:{event}"),
+            path: "tracefs".into(),
+            reason,
+        };
+        let prog = self
+            .ebpf
+            .program_mut(program)
+            .ok_or_else(|| attach_error("program missing from the eBPF object".into()))?;
+        let tracepoint: &mut TracePoint = prog.try_into().map_err(|e| attach_error(format!("{e:#}")))?;
+        // One program may serve several events (kmalloc and kmalloc_node): load it once.
+        if first_use(&mut self.loaded, program) {
+            tracepoint.load().map_err(|e| load_error(program, e))?;
+        }
+        tracepoint.attach(category, event).map_err(|e| attach_error(format!("{e:#}")))?;
+        Ok(())
+    }
+
+    /// Every outstanding kernel object.
+    pub fn kernel_outstanding(&self) -> Result<Vec<(KernelKey, KernelAlloc)>> {
+        let map = self.ebpf.map(names::KALLOCS).ok_or_else(|| missing_map(names::KALLOCS))?;
+        let allocs: HashMap<_, KernelKey, KernelAlloc> =
+            HashMap::try_from(map).map_err(|e| map_error(names::KALLOCS, e))?;
+        Ok(allocs.iter().filter_map(|entry| entry.ok()).collect())
+    }
+
+    /// Kernel stacks with the given ids, innermost first.
+    pub fn kernel_stacks(&self, ids: impl IntoIterator<Item = u32>) -> Result<StdHashMap<u32, Vec<u64>>> {
+        self.read_stacks(names::KSTACKS, ids)
     }
 
     /// Every outstanding allocation. Entries freed while the map is walked are skipped.
@@ -132,9 +205,12 @@ impl Tracer {
     /// The user stacks with the given ids, innermost frame first. Ids no longer present are
     /// left out of the result.
     pub fn stacks(&self, ids: impl IntoIterator<Item = u32>) -> Result<StdHashMap<u32, Vec<u64>>> {
-        let map = self.ebpf.map(names::STACKS).ok_or_else(|| missing_map(names::STACKS))?;
-        let stacks: StackTraceMap<&MapData> =
-            StackTraceMap::try_from(map).map_err(|e| map_error(names::STACKS, e))?;
+        self.read_stacks(names::STACKS, ids)
+    }
+
+    fn read_stacks(&self, name: &'static str, ids: impl IntoIterator<Item = u32>) -> Result<StdHashMap<u32, Vec<u64>>> {
+        let map = self.ebpf.map(name).ok_or_else(|| missing_map(name))?;
+        let stacks: StackTraceMap<&MapData> = StackTraceMap::try_from(map).map_err(|e| map_error(name, e))?;
         let mut out = StdHashMap::new();
         for id in ids {
             if let Ok(trace) = stacks.get(&id, 0) {
@@ -193,6 +269,24 @@ fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
         )
     };
     (ret == 0).then_some(info.recursion_misses)
+}
+
+/// Records `program` as loaded; true the first time it is seen.
+fn first_use(loaded: &mut Vec<String>, program: &str) -> bool {
+    if loaded.iter().any(|p| p == program) {
+        return false;
+    }
+    loaded.push(program.to_string());
+    true
+}
+
+fn load_error(program: &str, e: impl std::fmt::Display) -> Error {
+    let text = format!("{e:#}");
+    if is_permission_error(&text) {
+        Error::NotPrivileged
+    } else {
+        Error::Load(format!("{program}: {text}"))
+    }
 }
 
 fn missing_map(name: &'static str) -> Error {

@@ -82,7 +82,102 @@ pub struct Report {
     /// True when something was lost, so the figures may be incomplete.
     pub incomplete: bool,
     /// Stacks holding outstanding memory, most bytes first (all of them, not only the top N).
+    /// In kernel mode grouped by `kernel.group_by`.
     pub stacks: Vec<StackReport>,
+    /// Kernel mode (`mode: "kernel"`) only: slab accounting and run attribution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelSection>,
+}
+
+/// Kernel-mode part of a report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KernelSection {
+    /// How `stacks` are grouped.
+    pub group_by: crate::config::GroupBy,
+    /// Tracepoints traced (`category:event`).
+    pub events: Vec<String>,
+    /// Whether kernel addresses could be symbolized (false when kptr_restrict hides them).
+    pub symbols_visible: bool,
+    /// Slab lines of /proc/meminfo when tracing started.
+    pub meminfo_start: SlabMeminfo,
+    /// Slab lines of /proc/meminfo when this report was taken.
+    pub meminfo_now: SlabMeminfo,
+    /// Per cache: traced outstanding objects beside the cache's /proc/slabinfo change.
+    pub caches: Vec<CacheAccount>,
+    /// Traced outstanding bytes in caches that do not count as reclaimable.
+    pub traced_unreclaimable_bytes: u64,
+    /// With --run: the command and how many runs completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs: Option<Runs>,
+}
+
+/// One slab cache's traced and kernel-reported figures.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheAccount {
+    /// Cache name as in /proc/slabinfo.
+    pub name: String,
+    /// Whether the cache is reclaimable (`SReclaimable`); null when unknown.
+    pub reclaimable: Option<bool>,
+    /// Traced outstanding objects (bytes as allocated, i.e. object size).
+    pub traced: Totals,
+    /// Change of active objects in /proc/slabinfo since tracing started; null when unknown.
+    pub slabinfo_objects_delta: Option<i64>,
+    /// The same change in bytes (objects × object size).
+    pub slabinfo_bytes_delta: Option<i64>,
+}
+
+/// `--run` progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Runs {
+    /// The shell command.
+    pub command: String,
+    /// Runs asked for.
+    pub repeat: u32,
+    /// Runs completed.
+    pub completed: u32,
+    /// Exit status of each completed run.
+    pub exit_codes: Vec<i32>,
+}
+
+pub use crate::kernel::slab::SlabMeminfo;
+
+/// Kernel-mode detail of one group.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KernelGroup {
+    /// The group: a cache name or a command name (with --by cache / comm); empty by stack.
+    pub key: String,
+    /// Bytes requested by the callers (the `bytes` of the group are as allocated).
+    pub requested_bytes: u64,
+    /// Caches of the group's objects, most bytes first.
+    pub caches: Vec<Share>,
+    /// Allocating tasks (comm and pid), most bytes first.
+    pub comms: Vec<Share>,
+    /// The allocating task's user stack (with --user-stacks; the first object's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_frames: Vec<Frame>,
+    /// With --run: objects and bytes added per run (outstanding divided by completed runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_run: Option<PerRun>,
+}
+
+/// Part of a group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Share {
+    /// Cache name, or `comm[pid]`.
+    pub name: String,
+    /// Bytes as allocated.
+    pub bytes: u64,
+    /// Objects.
+    pub count: u64,
+}
+
+/// Growth per `--run` iteration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PerRun {
+    /// Bytes per run.
+    pub bytes: f64,
+    /// Objects per run.
+    pub count: f64,
 }
 
 /// Filters in force when the report was taken.
@@ -118,6 +213,9 @@ pub struct Lost {
     pub out_pointer_unreadable: u64,
     /// Probe hits the kernel skipped (another BPF program was running on that CPU).
     pub probe_misses: u64,
+    /// Kernel mode with --user-stacks: user stacks not captured (kernel threads, interrupts).
+    #[serde(default)]
+    pub user_stack_lost: u64,
 }
 
 impl Lost {
@@ -165,6 +263,9 @@ pub struct StackReport {
     /// Each allocation, with --show-allocs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allocations: Vec<Allocation>,
+    /// Kernel mode only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelGroup>,
 }
 
 /// One stack frame. Inlined calls at the same address come first, marked `inlined`.
@@ -184,6 +285,9 @@ pub struct Frame {
     pub line: Option<u32>,
     /// True for a function inlined into the next frame.
     pub inlined: bool,
+    /// True for a kernel frame.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kernel: bool,
 }
 
 /// One outstanding allocation.

@@ -3,7 +3,7 @@
 
 use super::{Frame, StackReport};
 
-/// `symbol`, else `module+0xoffset`, else `[unknown]`. Semicolons are replaced because the
+/// `symbol`, else `module+0xoffset`, else `[unknown]`; kernel frames end in `_[k]`. Semicolons are replaced because the
 /// folded format uses them as separators (Rust names like `[u8; 4]` contain one).
 pub fn frame_name(frame: &Frame) -> String {
     let name = match (&frame.symbol, &frame.module) {
@@ -13,10 +13,31 @@ pub fn frame_name(frame: &Frame) -> String {
         }
         (None, None) => "[unknown]".to_string(),
     };
-    name.replace(';', ":")
+    let name = name.replace(';', ":");
+    // flamegraph.pl's convention: kernel frames carry a `_[k]` suffix (drawn in another hue).
+    if frame.kernel {
+        format!("{name}_[k]")
+    } else {
+        name
+    }
+}
+
+/// Every frame of a stack for exports, innermost first: the frames themselves, then in
+/// kernel mode a frame named after the group (with --by cache/comm) and the allocating
+/// task's user stack (with --user-stacks), so that the kernel path sits on top of the user
+/// code that caused it.
+pub fn export_frames(stack: &StackReport) -> Vec<Frame> {
+    let mut frames = stack.frames.clone();
+    if let Some(kernel) = &stack.kernel {
+        if !kernel.key.is_empty() {
+            frames.push(Frame { symbol: Some(kernel.key.clone()), ..Frame::default() });
+        }
+        frames.extend(kernel.user_frames.iter().cloned());
+    }
+    frames
 }
 
 /// The stack as `root;…;leaf` (outermost frame first, as flame graphs draw it).
 pub fn folded_path(stack: &StackReport) -> String {
-    stack.frames.iter().rev().map(frame_name).collect::<Vec<_>>().join(";")
+    export_frames(stack).iter().rev().map(frame_name).collect::<Vec<_>>().join(";")
 }

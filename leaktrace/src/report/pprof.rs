@@ -7,7 +7,10 @@ use std::io::Write as _;
 
 use prost::Message;
 
-use super::{names::frame_name, Report};
+use super::{
+    names::{export_frames, frame_name},
+    Report,
+};
 
 #[derive(Clone, PartialEq, Message)]
 struct Profile {
@@ -138,23 +141,27 @@ pub fn render(report: &Report) -> Vec<u8> {
     let mut functions: Vec<Function> = Vec::new();
     let mut function_ids: HashMap<(String, String), u64> = HashMap::new();
     let mut locations: Vec<Location> = Vec::new();
-    let mut location_ids: HashMap<u64, u64> = HashMap::new();
+    // Keyed by address and name: frames without an address (a group named after a cache)
+    // must not share one location.
+    let mut location_ids: HashMap<(u64, String), u64> = HashMap::new();
     let mut samples = Vec::with_capacity(report.stacks.len());
 
     for stack in &report.stacks {
+        let frames = export_frames(stack);
         let mut location_id = Vec::new();
         // Frames sharing an address form one location: inlined calls first, then the
         // function they were inlined into, which is pprof's order for Location.line too.
         let mut i = 0;
-        while i < stack.frames.len() {
-            let address = stack.frames[i].address;
-            let mut j = i;
-            while j < stack.frames.len() && stack.frames[j].address == address {
+        while i < frames.len() {
+            let address = frames[i].address;
+            let mut j = i + 1;
+            while address != 0 && j < frames.len() && frames[j].address == address {
                 j += 1;
             }
-            let group = &stack.frames[i..j];
+            let group = &frames[i..j];
             i = j;
-            if let Some(&id) = location_ids.get(&address) {
+            let location_key = (address, frame_name(&group[0]));
+            if let Some(&id) = location_ids.get(&location_key) {
                 location_id.push(id);
                 continue;
             }
@@ -198,7 +205,7 @@ pub fn render(report: &Report) -> Vec<u8> {
                 .collect();
             let id = locations.len() as u64 + 1;
             locations.push(Location { id, mapping_id, address, line: lines });
-            location_ids.insert(address, id);
+            location_ids.insert(location_key, id);
             location_id.push(id);
         }
         samples.push(Sample { location_id, value: vec![stack.bytes as i64, stack.count as i64] });

@@ -36,17 +36,29 @@ fn clock(rfc3339: &str) -> &str {
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
     let shown = report.stacks.len().min(report.filters.top);
+    let groups = match report.kernel.as_ref().map(|k| k.group_by) {
+        Some(crate::config::GroupBy::Cache) => "caches",
+        Some(crate::config::GroupBy::Comm) => "commands",
+        _ => "stacks",
+    };
     let _ = writeln!(
         out,
-        "[{}] Top {shown} stacks with outstanding allocations:",
+        "[{}] Top {shown} {groups} with outstanding allocations:",
         clock(&report.generated_at)
     );
     for stack in report.stacks.iter().take(shown) {
+        let source = match stack.kernel.as_ref().map(|k| k.key.as_str()) {
+            Some(key) if !key.is_empty() => format!("from {key}"),
+            _ => "from stack".to_string(),
+        };
         let _ = writeln!(
             out,
-            "\t{} bytes in {} allocations from stack (oldest {} ms)",
+            "\t{} bytes in {} allocations {source} (oldest {} ms)",
             stack.bytes, stack.count, stack.oldest_age_ms
         );
+        if let Some(kernel) = &stack.kernel {
+            render_kernel_group(&mut out, kernel);
+        }
         for frame in &stack.frames {
             let _ = writeln!(out, "\t\t{}", frame_line(frame));
         }
@@ -90,6 +102,7 @@ pub fn render(report: &Report) -> String {
         (lost.pending_stale, "calls that never returned"),
         (lost.out_pointer_unreadable, "posix_memalign results unreadable"),
         (lost.probe_misses, "probe hits skipped by the kernel"),
+        (lost.user_stack_lost, "user stacks not captured"),
     ]
     .into_iter()
     .filter(|(n, _)| *n > 0)
@@ -98,7 +111,15 @@ pub fn render(report: &Report) -> String {
     if causes.is_empty() {
         out.push_str("Lost events: none\n");
     } else {
-        let _ = writeln!(out, "Lost events: {}; the figures above may be incomplete", causes.join(", "));
+        let consequence = if report.mode == "kernel" {
+            "outstanding figures may be inflated (a missed free looks like a leak) or incomplete"
+        } else {
+            "the figures above may be incomplete"
+        };
+        let _ = writeln!(out, "Lost events: {}; {consequence}", causes.join(", "));
+    }
+    if let Some(kernel) = &report.kernel {
+        render_slab_accounting(&mut out, report, kernel);
     }
     let a = &report.activity;
     let _ = writeln!(
@@ -110,6 +131,77 @@ pub fn render(report: &Report) -> String {
         let _ = writeln!(out, "{} frames could not be symbolized: their module was never seen mapped", a.unsymbolized_frames);
     }
     out
+}
+
+fn shares(shares: &[super::Share]) -> String {
+    const SHOWN: usize = 4;
+    let mut parts: Vec<String> =
+        shares.iter().take(SHOWN).map(|s| format!("{} ({} objects, {} bytes)", s.name, s.count, s.bytes)).collect();
+    if shares.len() > SHOWN {
+        parts.push(format!("{} more", shares.len() - SHOWN));
+    }
+    parts.join(", ")
+}
+
+fn render_kernel_group(out: &mut String, kernel: &super::KernelGroup) {
+    let _ = writeln!(out, "\t\tcaches: {}", shares(&kernel.caches));
+    let _ = writeln!(out, "\t\tallocated by: {}", shares(&kernel.comms));
+    if let Some(per_run) = &kernel.per_run {
+        let _ = writeln!(out, "\t\tper run: {:.2} objects, {:.1} bytes", per_run.count, per_run.bytes);
+    }
+    if !kernel.user_frames.is_empty() {
+        let _ = writeln!(out, "\t\tuser stack of the allocating task:");
+        for frame in &kernel.user_frames {
+            let _ = writeln!(out, "\t\t\t{}", frame_line(frame));
+        }
+    }
+}
+
+fn kib(bytes: i64) -> String {
+    format!("{:+} kB", bytes / 1024)
+}
+
+fn render_slab_accounting(out: &mut String, report: &Report, kernel: &super::KernelSection) {
+    let (start, now) = (&kernel.meminfo_start, &kernel.meminfo_now);
+    let unreclaim_delta = now.unreclaimable as i64 - start.unreclaimable as i64;
+    let _ = writeln!(
+        out,
+        "Slab since tracing began: SUnreclaim {}, SReclaimable {} (Slab {}); traced outstanding in unreclaimable caches: {} bytes{}",
+        kib(unreclaim_delta),
+        kib(now.reclaimable as i64 - start.reclaimable as i64),
+        kib(now.slab as i64 - start.slab as i64),
+        kernel.traced_unreclaimable_bytes,
+        if unreclaim_delta > 0 {
+            format!(" ({:.0}% of the SUnreclaim growth)", 100.0 * kernel.traced_unreclaimable_bytes as f64 / unreclaim_delta as f64)
+        } else {
+            String::new()
+        }
+    );
+    let shown = kernel.caches.len().min(report.filters.top);
+    if shown > 0 {
+        let _ = writeln!(out, "\t{:<28} {:>12} {:>10} {:>16} {:>12}", "cache", "traced bytes", "objects", "slabinfo objects", "reclaimable");
+    }
+    for cache in kernel.caches.iter().take(shown) {
+        let _ = writeln!(
+            out,
+            "\t{:<28} {:>12} {:>10} {:>16} {:>12}",
+            cache.name,
+            cache.traced.bytes,
+            cache.traced.count,
+            cache.slabinfo_objects_delta.map_or("?".to_string(), |d| format!("{d:+}")),
+            match cache.reclaimable {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "?",
+            }
+        );
+    }
+    if !kernel.symbols_visible {
+        out.push_str("Kernel addresses are hidden by kernel.kptr_restrict: kernel frames are shown as addresses\n");
+    }
+    if let Some(runs) = &kernel.runs {
+        let _ = writeln!(out, "Runs of `{}`: {} of {} completed, exit codes {:?}", runs.command, runs.completed, runs.repeat, runs.exit_codes);
+    }
 }
 
 #[cfg(test)]
@@ -126,6 +218,7 @@ mod tests {
             file: Some("app.c".into()),
             line: Some(12),
             inlined: false,
+            kernel: false,
         };
         assert_eq!(frame_line(&named), "leak+0x1e [app] app.c:12");
         let stripped = Frame { symbol: None, file: None, line: None, offset: Some(0x1136), ..named.clone() };

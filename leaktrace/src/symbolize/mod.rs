@@ -1,6 +1,7 @@
 //! Turning stack addresses into frames: module, function, offset, file:line, inlined calls.
 //! blazesym does the ELF and DWARF work; this module decides which file to ask about.
 
+pub mod kernel;
 mod modules;
 
 use std::collections::HashMap;

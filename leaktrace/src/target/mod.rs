@@ -57,6 +57,13 @@ pub fn describe(pid: u32, process: &Process, comm: &str) -> TargetInfo {
     TargetInfo { pid, command, exe }
 }
 
+/// Describes a process by pid, if it exists.
+pub fn describe_pid(pid: u32) -> Option<TargetInfo> {
+    let process = open(pid).ok()?;
+    let comm = process.stat().ok()?.comm;
+    Some(describe(pid, &process, &comm))
+}
+
 /// True while the process exists and has not become a zombie.
 pub fn is_alive(pid: u32) -> bool {
     Process::new(pid as i32).and_then(|p| p.stat()).is_ok_and(|s| s.state != 'Z' && s.state != 'X')

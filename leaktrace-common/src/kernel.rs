@@ -1,0 +1,101 @@
+//! Kernel-mode (`--kernel-slab`) shared types.
+
+/// Which allocator an outstanding kernel object came from; also keeps the key spaces apart
+/// (slab addresses, page frame numbers and percpu pointers can coincide numerically).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum KernelSpace {
+    /// kmalloc / kmem_cache_alloc objects, keyed by address.
+    Slab = 0,
+    /// Page allocator, keyed by page frame number.
+    Page = 1,
+    /// Percpu allocator, keyed by percpu pointer.
+    Percpu = 2,
+}
+
+/// Key of `KALLOCS`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct KernelKey {
+    /// Address, pfn or percpu pointer.
+    pub addr: u64,
+    /// A `KernelSpace` value.
+    pub space: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
+/// An outstanding kernel allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct KernelAlloc {
+    /// `bpf_ktime_get_ns()` at allocation.
+    pub timestamp_ns: u64,
+    /// Bytes the allocator reserved (`bytes_alloc`; `PAGE_SIZE << order` for pages).
+    pub bytes_alloc: u64,
+    /// Bytes the caller asked for (`bytes_req`; equal to `bytes_alloc` for pages and percpu).
+    pub bytes_req: u64,
+    /// gfp flags of the request.
+    pub gfp_flags: u32,
+    /// Page order for page allocations, else 0.
+    pub order: u32,
+    /// Kernel stack id in `KSTACKS`, or a negative errno.
+    pub kernel_stack_id: i32,
+    /// User stack id in `USTACKS` (with --user-stacks), or a negative errno / -1 when not taken.
+    pub user_stack_id: i32,
+    /// Thread id of the task in whose context the allocation happened.
+    pub pid: u32,
+    /// Its process id.
+    pub tgid: u32,
+    /// Its command name (NUL-padded).
+    pub comm: [u8; 16],
+    /// Slab cache name for kmem_cache_alloc (NUL-padded, truncated); empty for kmalloc,
+    /// whose cache user space derives from the size and flags.
+    pub cache: [u8; 32],
+    /// A `KernelSpace` value.
+    pub space: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<KernelKey>() == 16);
+const _: () = assert!(core::mem::size_of::<KernelAlloc>() == 104);
+
+/// Tracepoint field offsets, read from tracefs `format` files at load time (layouts differ
+/// between events and kernel versions). One global per field, named `OFF_<EVENT>_<FIELD>`.
+pub mod offsets {
+    /// kmalloc: ptr, bytes_req, bytes_alloc, gfp_flags.
+    pub const KMALLOC: [&str; 4] =
+        ["OFF_KMALLOC_PTR", "OFF_KMALLOC_BYTES_REQ", "OFF_KMALLOC_BYTES_ALLOC", "OFF_KMALLOC_GFP"];
+    /// kmem_cache_alloc: ptr, bytes_req, bytes_alloc, gfp_flags, name.
+    pub const KMEM_CACHE_ALLOC: [&str; 5] = [
+        "OFF_KCA_PTR",
+        "OFF_KCA_BYTES_REQ",
+        "OFF_KCA_BYTES_ALLOC",
+        "OFF_KCA_GFP",
+        "OFF_KCA_NAME",
+    ];
+    /// kfree: ptr.
+    pub const KFREE_PTR: &str = "OFF_KFREE_PTR";
+    /// kmem_cache_free: ptr.
+    pub const KMEM_CACHE_FREE_PTR: &str = "OFF_KCF_PTR";
+    /// mm_page_alloc: pfn, order, gfp_flags.
+    pub const PAGE_ALLOC: [&str; 3] = ["OFF_PAGE_ALLOC_PFN", "OFF_PAGE_ALLOC_ORDER", "OFF_PAGE_ALLOC_GFP"];
+    /// mm_page_free: pfn.
+    pub const PAGE_FREE_PFN: &str = "OFF_PAGE_FREE_PFN";
+    /// mm_page_free_batched: pfn.
+    pub const PAGE_FREE_BATCHED_PFN: &str = "OFF_PAGE_FREE_BATCHED_PFN";
+    /// percpu_alloc_percpu: ptr, bytes_alloc, gfp_flags.
+    pub const PERCPU_ALLOC: [&str; 3] = ["OFF_PCPU_ALLOC_PTR", "OFF_PCPU_ALLOC_BYTES", "OFF_PCPU_ALLOC_GFP"];
+    /// percpu_free_percpu: ptr.
+    pub const PERCPU_FREE_PTR: &str = "OFF_PCPU_FREE_PTR";
+    /// sched_process_fork: child_pid.
+    pub const FORK_CHILD_PID: &str = "OFF_FORK_CHILD_PID";
+}
+
+#[cfg(feature = "user")]
+// SAFETY: integers and byte arrays only, `#[repr(C)]`, no implicit padding (asserted above).
+unsafe impl aya::Pod for KernelKey {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for KernelAlloc {}

@@ -1,0 +1,243 @@
+//! Tracepoints on the kernel's allocators (`--kernel-slab`): slab objects, and optionally
+//! pages and percpu memory. Each allocation is recorded with its kernel stack and the task
+//! in whose context it happened; each free removes it. Frees are always processed, whatever
+//! the filters, since any task (or an RCU callback) may free an object.
+
+use aya_ebpf::{
+    bindings::BPF_F_USER_STACK,
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel_str_bytes},
+    macros::tracepoint,
+    programs::{tracing::StackIdContext, TracePointContext},
+    EbpfContext, Global,
+};
+use leaktrace_common::{Counter, KernelAlloc, KernelKey, KernelSpace};
+
+use crate::maps::{count, FILTER_TARGETS, FOLLOW_FORKS, KALLOCS, KSTACKS, SELF_TGID, STACKS, TARGETS, USER_STACKS};
+
+const EEXIST: i32 = 17;
+const PAGE_SHIFT: u32 = 12;
+
+macro_rules! offsets {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[unsafe(no_mangle)]
+            static $name: Global<u32> = Global::new(0);
+        )*
+    };
+}
+
+offsets!(
+    OFF_KMALLOC_PTR,
+    OFF_KMALLOC_BYTES_REQ,
+    OFF_KMALLOC_BYTES_ALLOC,
+    OFF_KMALLOC_GFP,
+    OFF_KCA_PTR,
+    OFF_KCA_BYTES_REQ,
+    OFF_KCA_BYTES_ALLOC,
+    OFF_KCA_GFP,
+    OFF_KCA_NAME,
+    OFF_KFREE_PTR,
+    OFF_KCF_PTR,
+    OFF_PAGE_ALLOC_PFN,
+    OFF_PAGE_ALLOC_ORDER,
+    OFF_PAGE_ALLOC_GFP,
+    OFF_PAGE_FREE_PFN,
+    OFF_PAGE_FREE_BATCHED_PFN,
+    OFF_PCPU_ALLOC_PTR,
+    OFF_PCPU_ALLOC_BYTES,
+    OFF_PCPU_ALLOC_GFP,
+    OFF_PCPU_FREE_PTR,
+    OFF_FORK_CHILD_PID,
+);
+
+#[inline(always)]
+fn field<T>(ctx: &TracePointContext, offset: &Global<u32>) -> T {
+    // SAFETY: offsets come from the event's own format file; the helper handles faults.
+    unsafe { ctx.read_at::<T>(offset.load() as usize) }.unwrap_or_else(|_| unsafe { core::mem::zeroed() })
+}
+
+/// Size and request of one allocation event.
+struct Request {
+    key: KernelKey,
+    bytes_alloc: u64,
+    bytes_req: u64,
+    gfp_flags: u32,
+    order: u32,
+}
+
+#[inline(always)]
+fn key(addr: u64, space: KernelSpace) -> KernelKey {
+    KernelKey { addr, space: space as u32, _pad: 0 }
+}
+
+#[inline(always)]
+fn record(ctx: &TracePointContext, request: Request, cache_name_loc: Option<u32>) {
+    if request.key.addr == 0 {
+        return;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid == SELF_TGID.load() {
+        return;
+    }
+    // SAFETY: presence test only.
+    if FILTER_TARGETS.load() != 0 && unsafe { TARGETS.get(tgid) }.is_none() {
+        return;
+    }
+    let kernel_stack_id = match ctx.get_stackid(&KSTACKS, 0) {
+        Ok(id) => id as i32,
+        Err(err) => {
+            count(if err == -EEXIST { Counter::KernelStackCollision } else { Counter::KernelStackLost });
+            err
+        }
+    };
+    let user_stack_id = if USER_STACKS.load() != 0 {
+        match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
+            Ok(id) => id as i32,
+            Err(err) => {
+                count(Counter::KernelUserStackLost);
+                err
+            }
+        }
+    } else {
+        -1
+    };
+    let mut alloc = KernelAlloc {
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        bytes_alloc: request.bytes_alloc,
+        bytes_req: request.bytes_req,
+        gfp_flags: request.gfp_flags,
+        order: request.order,
+        kernel_stack_id,
+        user_stack_id,
+        pid: pid_tgid as u32,
+        tgid,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        cache: [0; 32],
+        space: request.key.space,
+        _pad: 0,
+    };
+    if let Some(loc) = cache_name_loc {
+        // __data_loc: low 16 bits are the string's offset in the record, high 16 its length.
+        let src = unsafe { (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize) };
+        let _ = unsafe { bpf_probe_read_kernel_str_bytes(src, &mut alloc.cache) };
+    }
+    count(Counter::KernelAllocs);
+    if KALLOCS.insert(request.key, alloc, 0).is_err() {
+        count(Counter::KernelMapFull);
+    }
+}
+
+#[inline(always)]
+fn release(key: KernelKey) {
+    if key.addr == 0 {
+        return;
+    }
+    count(Counter::KernelFrees);
+    if KALLOCS.remove(key).is_err() {
+        count(Counter::KernelFreeUnknown);
+    }
+}
+
+#[tracepoint]
+pub fn kmalloc(ctx: TracePointContext) -> u32 {
+    let request = Request {
+        key: key(field(&ctx, &OFF_KMALLOC_PTR), KernelSpace::Slab),
+        bytes_alloc: field(&ctx, &OFF_KMALLOC_BYTES_ALLOC),
+        bytes_req: field(&ctx, &OFF_KMALLOC_BYTES_REQ),
+        gfp_flags: field::<u64>(&ctx, &OFF_KMALLOC_GFP) as u32,
+        order: 0,
+    };
+    record(&ctx, request, None);
+    0
+}
+
+#[tracepoint]
+pub fn kmem_cache_alloc(ctx: TracePointContext) -> u32 {
+    let request = Request {
+        key: key(field(&ctx, &OFF_KCA_PTR), KernelSpace::Slab),
+        bytes_alloc: field(&ctx, &OFF_KCA_BYTES_ALLOC),
+        bytes_req: field(&ctx, &OFF_KCA_BYTES_REQ),
+        gfp_flags: field::<u64>(&ctx, &OFF_KCA_GFP) as u32,
+        order: 0,
+    };
+    let name_loc: u32 = field(&ctx, &OFF_KCA_NAME);
+    record(&ctx, request, Some(name_loc));
+    0
+}
+
+#[tracepoint]
+pub fn kfree(ctx: TracePointContext) -> u32 {
+    release(key(field(&ctx, &OFF_KFREE_PTR), KernelSpace::Slab));
+    0
+}
+
+#[tracepoint]
+pub fn kmem_cache_free(ctx: TracePointContext) -> u32 {
+    release(key(field(&ctx, &OFF_KCF_PTR), KernelSpace::Slab));
+    0
+}
+
+#[tracepoint]
+pub fn mm_page_alloc(ctx: TracePointContext) -> u32 {
+    let order: u32 = field(&ctx, &OFF_PAGE_ALLOC_ORDER);
+    let bytes = 1u64 << ((PAGE_SHIFT + order) & 63);
+    let request = Request {
+        key: key(field(&ctx, &OFF_PAGE_ALLOC_PFN), KernelSpace::Page),
+        bytes_alloc: bytes,
+        bytes_req: bytes,
+        gfp_flags: field::<u64>(&ctx, &OFF_PAGE_ALLOC_GFP) as u32,
+        order,
+    };
+    record(&ctx, request, None);
+    0
+}
+
+#[tracepoint]
+pub fn mm_page_free(ctx: TracePointContext) -> u32 {
+    release(key(field(&ctx, &OFF_PAGE_FREE_PFN), KernelSpace::Page));
+    0
+}
+
+/// Pages freed in batches (page cache reclaim, LRU release) take this path, not mm_page_free.
+#[tracepoint]
+pub fn mm_page_free_batched(ctx: TracePointContext) -> u32 {
+    release(key(field(&ctx, &OFF_PAGE_FREE_BATCHED_PFN), KernelSpace::Page));
+    0
+}
+
+#[tracepoint]
+pub fn percpu_alloc_percpu(ctx: TracePointContext) -> u32 {
+    let bytes: u64 = field(&ctx, &OFF_PCPU_ALLOC_BYTES);
+    let request = Request {
+        key: key(field(&ctx, &OFF_PCPU_ALLOC_PTR), KernelSpace::Percpu),
+        bytes_alloc: bytes,
+        bytes_req: bytes,
+        gfp_flags: field::<u64>(&ctx, &OFF_PCPU_ALLOC_GFP) as u32,
+        order: 0,
+    };
+    record(&ctx, request, None);
+    0
+}
+
+#[tracepoint]
+pub fn percpu_free_percpu(ctx: TracePointContext) -> u32 {
+    release(key(field(&ctx, &OFF_PCPU_FREE_PTR), KernelSpace::Percpu));
+    0
+}
+
+/// Children forked by a traced process join the traced set, so `--run` covers a shell
+/// script's whole process tree.
+#[tracepoint]
+pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    if FOLLOW_FORKS.load() == 0 {
+        return 0;
+    }
+    let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: presence test only.
+    if unsafe { TARGETS.get(parent) }.is_some() {
+        let child: i32 = field(&ctx, &OFF_FORK_CHILD_PID);
+        let _ = TARGETS.insert(child as u32, 1u8, 0);
+    }
+    0
+}

@@ -1,0 +1,112 @@
+//! The kernel tracepoints leaktrace attaches to, as data: which program, which event, which
+//! fields it reads (and under which global the offset goes).
+
+use std::path::Path;
+
+use leaktrace_common::{kernel::offsets, names};
+
+use super::tracefs::EventFormat;
+use crate::error::{Error, Result};
+
+/// A tracepoint and the fields its program reads.
+#[derive(Clone, Copy, Debug)]
+pub struct EventSpec {
+    /// eBPF program.
+    pub program: &'static str,
+    /// tracefs category.
+    pub category: &'static str,
+    /// Event name.
+    pub event: &'static str,
+    /// (field, size in bytes, global that receives its offset).
+    pub fields: &'static [(&'static str, u32, &'static str)],
+}
+
+const KMALLOC: EventSpec = EventSpec {
+    program: names::PROG_KMALLOC,
+    category: "kmem",
+    event: "kmalloc",
+    fields: &[
+        ("ptr", 8, offsets::KMALLOC[0]),
+        ("bytes_req", 8, offsets::KMALLOC[1]),
+        ("bytes_alloc", 8, offsets::KMALLOC[2]),
+        ("gfp_flags", 8, offsets::KMALLOC[3]),
+    ],
+};
+const KMEM_CACHE_ALLOC: EventSpec = EventSpec {
+    program: names::PROG_KMEM_CACHE_ALLOC,
+    category: "kmem",
+    event: "kmem_cache_alloc",
+    fields: &[
+        ("ptr", 8, offsets::KMEM_CACHE_ALLOC[0]),
+        ("bytes_req", 8, offsets::KMEM_CACHE_ALLOC[1]),
+        ("bytes_alloc", 8, offsets::KMEM_CACHE_ALLOC[2]),
+        ("gfp_flags", 8, offsets::KMEM_CACHE_ALLOC[3]),
+        ("name", 4, offsets::KMEM_CACHE_ALLOC[4]),
+    ],
+};
+
+/// Slab events, always traced. Kernels before 6.1 also have `kmalloc_node` and
+/// `kmem_cache_alloc_node`, attached to the same programs when their layout matches.
+pub const SLAB: &[EventSpec] = &[
+    KMALLOC,
+    KMEM_CACHE_ALLOC,
+    EventSpec { program: names::PROG_KFREE, category: "kmem", event: "kfree", fields: &[("ptr", 8, offsets::KFREE_PTR)] },
+    EventSpec {
+        program: names::PROG_KMEM_CACHE_FREE,
+        category: "kmem",
+        event: "kmem_cache_free",
+        fields: &[("ptr", 8, offsets::KMEM_CACHE_FREE_PTR)],
+    },
+];
+
+/// Older kernels' `_node` variants: (variant, the event whose program and layout it shares).
+pub const NODE_VARIANTS: &[(&str, EventSpec)] = &[("kmalloc_node", KMALLOC), ("kmem_cache_alloc_node", KMEM_CACHE_ALLOC)];
+
+/// `--pages`.
+pub const PAGES: &[EventSpec] = &[
+    EventSpec {
+        program: names::PROG_PAGE_ALLOC,
+        category: "kmem",
+        event: "mm_page_alloc",
+        fields: &[("pfn", 8, offsets::PAGE_ALLOC[0]), ("order", 4, offsets::PAGE_ALLOC[1]), ("gfp_flags", 8, offsets::PAGE_ALLOC[2])],
+    },
+    EventSpec { program: names::PROG_PAGE_FREE, category: "kmem", event: "mm_page_free", fields: &[("pfn", 8, offsets::PAGE_FREE_PFN)] },
+    EventSpec {
+        program: names::PROG_PAGE_FREE_BATCHED,
+        category: "kmem",
+        event: "mm_page_free_batched",
+        fields: &[("pfn", 8, offsets::PAGE_FREE_BATCHED_PFN)],
+    },
+];
+
+/// `--percpu`.
+pub const PERCPU: &[EventSpec] = &[
+    EventSpec {
+        program: names::PROG_PERCPU_ALLOC,
+        category: "percpu",
+        event: "percpu_alloc_percpu",
+        fields: &[("ptr", 8, offsets::PERCPU_ALLOC[0]), ("bytes_alloc", 8, offsets::PERCPU_ALLOC[1]), ("gfp_flags", 8, offsets::PERCPU_ALLOC[2])],
+    },
+    EventSpec {
+        program: names::PROG_PERCPU_FREE,
+        category: "percpu",
+        event: "percpu_free_percpu",
+        fields: &[("ptr", 8, offsets::PERCPU_FREE_PTR)],
+    },
+];
+
+/// Follows forks of traced processes (for -p and --run).
+pub const FORK: EventSpec = EventSpec {
+    program: names::PROG_FORK,
+    category: "sched",
+    event: "sched_process_fork",
+    fields: &[("child_pid", 4, offsets::FORK_CHILD_PID)],
+};
+
+/// Reads the offsets of `spec`'s fields from tracefs.
+pub fn offsets_of(tracefs: &Path, spec: &EventSpec) -> Result<Vec<(&'static str, u32)>> {
+    let name = format!("{}:{}", spec.category, spec.event);
+    let format = EventFormat::read(tracefs, spec.category, spec.event)
+        .ok_or_else(|| Error::Load(format!("tracepoint {name} does not exist on this kernel")))?;
+    spec.fields.iter().map(|&(field, size, global)| format.offset(&name, field, size).map(|o| (global, o))).collect()
+}
