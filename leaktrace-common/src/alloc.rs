@@ -48,9 +48,28 @@ pub struct PendingCall {
     pub _pad: u32,
 }
 
+/// Cumulative per-stack totals since tracing began, kept per CPU in `STACK_STATS`, so
+/// allocation turnover is known without sending every event to user space.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct StackStats {
+    /// Bytes allocated from this stack.
+    pub alloc_bytes: u64,
+    /// Allocations from this stack.
+    pub alloc_count: u64,
+    /// Bytes of this stack's blocks freed.
+    pub free_bytes: u64,
+    /// Frees of this stack's blocks.
+    pub free_count: u64,
+}
+
 const _: () = assert!(core::mem::size_of::<AllocInfo>() == 24);
+const _: () = assert!(core::mem::size_of::<StackStats>() == 32);
 const _: () = assert!(core::mem::size_of::<PendingCall>() == 64);
 
 #[cfg(feature = "user")]
 // SAFETY: plain old data: integers only, `#[repr(C)]`, no padding (asserted above).
 unsafe impl aya::Pod for AllocInfo {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for StackStats {}

@@ -43,11 +43,13 @@ pub enum Counter {
     KernelFreeUnknown = 17,
     /// Kernel mode: user stacks requested but not captured (kernel thread, IRQ, map full).
     KernelUserStackLost = 18,
+    /// Allocations whose stack could not be given turnover counters (`STACK_STATS` full).
+    StackStatsFull = 19,
 }
 
 impl Counter {
     /// Number of slots in the `COUNTERS` array.
-    pub const LEN: u32 = 19;
+    pub const LEN: u32 = 20;
 
     /// All counters, in slot order.
     pub const ALL: [Counter; Self::LEN as usize] = [
@@ -70,5 +72,6 @@ impl Counter {
         Counter::KernelStackCollision,
         Counter::KernelFreeUnknown,
         Counter::KernelUserStackLost,
+        Counter::StackStatsFull,
     ];
 }

@@ -9,6 +9,8 @@ pub const PENDING: &str = "PENDING";
 pub const STACKS: &str = "STACKS";
 /// Per-CPU `u64` counters indexed by `Counter`.
 pub const COUNTERS: &str = "COUNTERS";
+/// Per-CPU stack id → `StackStats`.
+pub const STACK_STATS: &str = "STACK_STATS";
 /// Process ids (tgid) being traced.
 pub const TARGETS: &str = "TARGETS";
 

@@ -5,12 +5,12 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{HashMap, PerCpuArray, StackTrace},
+    maps::{HashMap, PerCpuArray, PerCpuHashMap, StackTrace},
     Global,
 };
 use leaktrace_common::{
     names::{DEFAULT_MAX_ALLOCS, DEFAULT_MAX_KERNEL_ALLOCS, DEFAULT_STACK_STORAGE, MAX_PENDING, MAX_TARGETS},
-    AllocInfo, Counter, KernelAlloc, KernelKey, PendingCall,
+    AllocInfo, Counter, KernelAlloc, KernelKey, PendingCall, StackStats,
 };
 
 /// Outstanding allocations. Not preallocated: a million-entry preallocated hash would pin
@@ -27,6 +27,36 @@ pub static PENDING: HashMap<u32, PendingCall> = HashMap::with_max_entries(MAX_PE
 /// point at a different stack than the one an older allocation recorded.
 #[map]
 pub static STACKS: StackTrace = StackTrace::with_max_entries(DEFAULT_STACK_STORAGE, 0);
+
+/// Turnover per stack. Per CPU, so that the hot path never contends on a shared counter.
+#[map]
+pub static STACK_STATS: PerCpuHashMap<u32, StackStats> = PerCpuHashMap::with_max_entries(DEFAULT_STACK_STORAGE, 0);
+
+/// Adds one allocation (`allocated`) or one free of `size` bytes to a stack's turnover.
+#[inline(always)]
+pub fn stack_turnover(stack_id: i32, size: u64, allocated: bool) {
+    let Ok(id) = u32::try_from(stack_id) else { return };
+    if let Some(stats) = STACK_STATS.get_ptr_mut(id) {
+        // SAFETY: this CPU's own slot; uprobe programs do not nest on one CPU.
+        let stats = unsafe { &mut *stats };
+        if allocated {
+            stats.alloc_bytes += size;
+            stats.alloc_count += 1;
+        } else {
+            stats.free_bytes += size;
+            stats.free_count += 1;
+        }
+        return;
+    }
+    let first = if allocated {
+        StackStats { alloc_bytes: size, alloc_count: 1, free_bytes: 0, free_count: 0 }
+    } else {
+        StackStats { alloc_bytes: 0, alloc_count: 0, free_bytes: size, free_count: 1 }
+    };
+    if STACK_STATS.insert(id, first, 0).is_err() {
+        count(Counter::StackStatsFull);
+    }
+}
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::LEN, 0);

@@ -15,7 +15,7 @@ use aya_ebpf::{
 };
 use leaktrace_common::{AllocInfo, Counter, PendingCall, PendingKind};
 
-use crate::maps::{count, ALLOCS, MAX_SIZE, MIN_SIZE, PENDING, SELF_TGID, STACKS, TARGETS};
+use crate::maps::{count, stack_turnover, ALLOCS, MAX_SIZE, MIN_SIZE, PENDING, SELF_TGID, STACKS, TARGETS};
 
 const EEXIST: i32 = 17;
 
@@ -78,6 +78,7 @@ fn enter(ctx: &ProbeContext, size: u64, kind: PendingKind, aux_ptr: u64) {
             pending.old = *old;
             pending.has_old = 1;
             let _ = ALLOCS.remove(aux_ptr);
+            stack_turnover(pending.old.stack_id, pending.old.size, false);
         } else {
             count(Counter::FreeUnknown);
         }
@@ -178,6 +179,7 @@ pub fn alloc_return(ctx: RetProbeContext) -> u32 {
         if call.has_old != 0 {
             // realloc failed: the old block is still valid and still outstanding.
             let _ = ALLOCS.insert(call.aux_ptr, call.old, 0);
+            stack_turnover(call.old.stack_id, call.old.size, true);
         }
         return 0;
     }
@@ -196,6 +198,7 @@ pub fn alloc_return(ctx: RetProbeContext) -> u32 {
         }
     };
     let info = AllocInfo { size: call.size, timestamp_ns: unsafe { bpf_ktime_get_ns() }, stack_id, tgid };
+    stack_turnover(stack_id, call.size, true);
     // Overwrite (no BPF_NOEXIST): if an entry exists at this address its free was missed, and
     // the newest allocation there is the live one.
     if ALLOCS.insert(addr, info, 0).is_err() {
@@ -212,8 +215,12 @@ pub fn free_enter(ctx: ProbeContext) -> u32 {
         return 0;
     }
     count(Counter::FreeCalls);
-    if ALLOCS.remove(addr).is_err() {
+    // SAFETY: copied out before the entry is removed.
+    let Some(&AllocInfo { stack_id, size, .. }) = (unsafe { ALLOCS.get(addr) }) else {
         count(Counter::FreeUnknown);
-    }
+        return 0;
+    };
+    let _ = ALLOCS.remove(addr);
+    stack_turnover(stack_id, size, false);
     0
 }

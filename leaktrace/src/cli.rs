@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use leaktrace_common::names::{DEFAULT_MAX_ALLOCS, DEFAULT_STACK_STORAGE};
 
 use crate::{
-    config::{Action, Config, Exports, Format, GroupBy, KernelOptions, RunSpec, Target},
+    config::{Action, Config, Exports, Format, GroupBy, KernelOptions, RunSpec, SortBy, Target},
     error::{Error, Result},
 };
 
@@ -86,6 +86,10 @@ struct TraceArgs {
     /// Show this many stacks per report.
     #[arg(short = 'T', long = "top", value_name = "N", default_value_t = 10)]
     pub top: usize,
+
+    /// Order of stacks: auto ranks by growth once enough intervals have passed, by bytes before.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub sort: SortBy,
 
     /// While the target runs, only report allocations older than this many milliseconds.
     #[arg(short = 'o', long = "older", value_name = "MS", default_value_t = 500)]
@@ -267,6 +271,7 @@ impl TraceArgs {
             count,
             duration: self.duration.map(|s| seconds("--duration", s)).transpose()?,
             top: self.top,
+            sort: self.sort,
             older_than: Duration::from_millis(self.older_ms),
             min_size,
             max_size,

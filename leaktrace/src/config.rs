@@ -18,6 +18,21 @@ pub enum Target {
     Kernel(KernelOptions),
 }
 
+/// Order of the stacks in a report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SortBy {
+    /// By growth once enough intervals have passed to judge it, by bytes before.
+    #[default]
+    Auto,
+    /// Outstanding bytes.
+    Bytes,
+    /// Growing stacks first, by recent growth rate.
+    Growth,
+    /// Outstanding allocations.
+    Count,
+}
+
 /// How kernel objects are grouped in reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -74,6 +89,8 @@ pub struct Config {
     pub duration: Option<Duration>,
     /// Stacks shown in text reports.
     pub top: usize,
+    /// Order of the stacks in reports.
+    pub sort: SortBy,
     /// Only allocations at least this old are reported while the target runs.
     pub older_than: Duration,
     /// Smallest request size recorded.

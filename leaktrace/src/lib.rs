@@ -22,5 +22,6 @@ pub mod report;
 pub mod session;
 pub mod symbolize;
 pub mod target;
+pub mod trend;
 
 pub use error::{Error, Result};

@@ -2,7 +2,7 @@
 //! the final report when the target exits, the time is up, or on Ctrl-C / SIGTERM.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashMap},
     io::Write as _,
     process::Child,
     time::{Duration, Instant},
@@ -21,6 +21,7 @@ use crate::{
     report::{self, Activity, Allocation, Filters, Lost, Report, StackReport},
     symbolize::Symbolizer,
     target::{self, launch, TargetInfo},
+    trend::{self, Sample},
 };
 
 /// How often the target's mappings are re-read while it runs: often at first, when a
@@ -159,6 +160,9 @@ struct Session {
     kernel_release: String,
     exited: bool,
     child: Option<Child>,
+    series: HashMap<u32, Vec<Sample>>,
+    last_sample_t: Option<f64>,
+    samples: usize,
 }
 
 /// CLOCK_MONOTONIC in nanoseconds, the clock of `bpf_ktime_get_ns`.
@@ -257,6 +261,9 @@ pub async fn run(config: Config) -> Result<Outcome> {
         kernel_release: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
         exited: false,
         child: None,
+        series: HashMap::new(),
+        last_sample_t: None,
+        samples: 0,
         config,
     };
     session.symbolizer.refresh();
@@ -305,6 +312,35 @@ fn export(report: &Report, exports: &crate::config::Exports) -> Result<()> {
     Ok(())
 }
 
+impl Session {
+    /// Appends one sample per stack from the in-kernel turnover counters. A stack seen for the
+    /// first time gets zero samples at the start and at the previous sample, so its series
+    /// says when it appeared.
+    fn record_samples(&mut self, t_s: f64, turnover: &HashMap<u32, leaktrace_common::StackStats>) {
+        for (&id, stats) in turnover {
+            let sample = Sample {
+                t_s,
+                bytes: stats.alloc_bytes.saturating_sub(stats.free_bytes),
+                count: stats.alloc_count.saturating_sub(stats.free_count),
+                allocated_bytes: Some(stats.alloc_bytes),
+                freed_bytes: Some(stats.free_bytes),
+            };
+            let previous = self.last_sample_t;
+            let series = self.series.entry(id).or_insert_with(|| {
+                let zero = Sample { allocated_bytes: Some(0), freed_bytes: Some(0), ..Sample::default() };
+                let mut start = vec![zero];
+                if let Some(previous) = previous {
+                    start.push(Sample { t_s: previous, ..zero });
+                }
+                start
+            });
+            trend::push_sample(series, sample);
+        }
+        self.last_sample_t = Some(t_s);
+        self.samples += 1;
+    }
+}
+
 impl Traced for Session {
     fn poll(&mut self) -> Result<bool> {
         let alive = match self.child.as_mut() {
@@ -322,33 +358,71 @@ impl Traced for Session {
     fn report(&mut self, symbolize_all: bool) -> Result<Report> {
         let outstanding = self.tracer.outstanding()?;
         let now = monotonic_ns();
+        let t = self.started.elapsed().as_secs_f64();
+        let turnover = self.tracer.stack_stats()?;
+        self.record_samples(t, &turnover);
+        let sort = report::resolve_sort(self.config.sort, self.samples);
         let min_age = if self.exited { Duration::ZERO } else { self.config.older_than };
         let grouped = aggregate::by_stack(&outstanding, now, min_age.as_nanos() as u64, self.config.show_allocs);
-        let wanted = if symbolize_all { grouped.groups.len() } else { grouped.groups.len().min(self.config.top) };
-        let groups = &grouped.groups[..wanted];
-        let stacks = self.tracer.stacks(groups.iter().map(|g| g.stack_id))?;
+        // Every group gets its trend and is ordered first; only then are the shown ones
+        // symbolized, so that the top by growth is named even when it is not the top by bytes.
+        let mut ranked: Vec<(u32, StackReport)> = grouped
+            .groups
+            .iter()
+            .map(|g| {
+                let report = StackReport {
+                    bytes: g.totals.bytes,
+                    count: g.totals.count,
+                    oldest_age_ms: now.saturating_sub(g.oldest_ns) / 1_000_000,
+                    frames: Vec::new(),
+                    allocations: g
+                        .allocations
+                        .iter()
+                        .map(|&(address, size, ts)| Allocation { address, size, age_ms: now.saturating_sub(ts) / 1_000_000 })
+                        .collect(),
+                    kernel: None,
+                    trend: self.series.get(&g.stack_id).map(|s| trend::classify(s)),
+                };
+                (g.stack_id, report)
+            })
+            .collect();
+        // Stacks holding nothing now but turning memory over at a high rate are reported too
+        // (with zero bytes): telling churn from a leak is part of the answer.
+        let holding: std::collections::HashSet<u32> = ranked.iter().map(|(id, _)| *id).collect();
+        for (&id, series) in &self.series {
+            if holding.contains(&id) {
+                continue;
+            }
+            let trend = trend::classify(series);
+            if trend.class == trend::Class::Churn {
+                let report = StackReport {
+                    bytes: 0,
+                    count: 0,
+                    oldest_age_ms: 0,
+                    frames: Vec::new(),
+                    allocations: Vec::new(),
+                    kernel: None,
+                    trend: Some(trend),
+                };
+                ranked.push((id, report));
+            }
+        }
+        report::order_by(&mut ranked, sort, |(_, r)| r);
+        if !symbolize_all {
+            ranked.truncate(self.config.top);
+        }
+        let stacks = self.tracer.stacks(ranked.iter().map(|(id, _)| *id))?;
         let addresses: Vec<u64> =
             stacks.values().flatten().copied().collect::<BTreeSet<u64>>().into_iter().collect();
         let frames = self.symbolizer.symbolize(&addresses);
-        let empty = Vec::new();
-        let stack_reports: Vec<StackReport> = groups
-            .iter()
-            .map(|g| StackReport {
-                bytes: g.totals.bytes,
-                count: g.totals.count,
-                oldest_age_ms: now.saturating_sub(g.oldest_ns) / 1_000_000,
-                frames: stacks
-                    .get(&g.stack_id)
-                    .unwrap_or(&empty)
-                    .iter()
-                    .flat_map(|a| frames.get(a).cloned().unwrap_or_default())
-                    .collect(),
-                allocations: g
-                    .allocations
-                    .iter()
-                    .map(|&(address, size, ts)| Allocation { address, size, age_ms: now.saturating_sub(ts) / 1_000_000 })
-                    .collect(),
-                kernel: None,
+        let stack_reports: Vec<StackReport> = ranked
+            .into_iter()
+            .map(|(id, mut report)| {
+                report.frames = stacks
+                    .get(&id)
+                    .map(|s| s.iter().flat_map(|a| frames.get(a).cloned().unwrap_or_default()).collect())
+                    .unwrap_or_default();
+                report
             })
             .collect();
         let unsymbolized = stack_reports.iter().flat_map(|s| &s.frames).filter(|f| f.module.is_none()).count() as u64;
@@ -387,6 +461,7 @@ impl Traced for Session {
                 min_size: self.config.min_size,
                 max_size: (self.config.max_size != u64::MAX).then_some(self.config.max_size),
                 top: self.config.top,
+                sort,
             },
             totals: grouped.outstanding,
             too_young: grouped.too_young,

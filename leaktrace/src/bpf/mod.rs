@@ -9,11 +9,11 @@ use std::{
 };
 
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, StackTraceMap},
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, StackTraceMap},
     programs::{uprobe::UProbeScope, TracePoint, UProbe},
     Ebpf, EbpfLoader,
 };
-use leaktrace_common::{names, AllocInfo, Counter, KernelAlloc, KernelKey};
+use leaktrace_common::{names, AllocInfo, Counter, KernelAlloc, KernelKey, StackStats};
 
 use crate::error::{Error, Result};
 
@@ -90,6 +90,7 @@ impl Tracer {
                 loader
                     .map_max_entries(names::ALLOCS, options.max_allocs)
                     .map_max_entries(names::STACKS, options.stack_storage)
+                    .map_max_entries(names::STACK_STATS, options.stack_storage)
                     .map_max_entries(names::KALLOCS, 1)
                     .map_max_entries(names::KSTACKS, 1);
             }
@@ -98,6 +99,7 @@ impl Tracer {
                 loader
                     .map_max_entries(names::ALLOCS, 1)
                     .map_max_entries(names::PENDING, 1)
+                    .map_max_entries(names::STACK_STATS, 1)
                     .map_max_entries(names::STACKS, if *user_stacks { options.stack_storage } else { 1 })
                     .map_max_entries(names::KALLOCS, options.max_allocs)
                     .map_max_entries(names::KSTACKS, options.stack_storage)
@@ -218,6 +220,26 @@ impl Tracer {
             }
         }
         Ok(out)
+    }
+
+    /// Turnover of every stack since tracing began, summed over CPUs.
+    pub fn stack_stats(&self) -> Result<StdHashMap<u32, StackStats>> {
+        let map = self.ebpf.map(names::STACK_STATS).ok_or_else(|| missing_map(names::STACK_STATS))?;
+        let stats: PerCpuHashMap<_, u32, StackStats> =
+            PerCpuHashMap::try_from(map).map_err(|e| map_error(names::STACK_STATS, e))?;
+        Ok(stats
+            .iter()
+            .filter_map(|entry| entry.ok())
+            .map(|(id, per_cpu)| {
+                let total = per_cpu.iter().fold(StackStats::default(), |a, s| StackStats {
+                    alloc_bytes: a.alloc_bytes + s.alloc_bytes,
+                    alloc_count: a.alloc_count + s.alloc_count,
+                    free_bytes: a.free_bytes + s.free_bytes,
+                    free_count: a.free_count + s.free_count,
+                });
+                (id, total)
+            })
+            .collect())
     }
 
     /// The counters, summed over CPUs, in `Counter` order.

@@ -21,6 +21,7 @@ use crate::{
     session::{finish, monotonic_ns, now_rfc3339, trace_loop, Outcome, Schedule, StopSignals, Traced},
     symbolize::{kernel::KernelSymbolizer, Symbolizer},
     target::{self, launch, TargetInfo},
+    trend::{self, Sample},
 };
 
 /// After the last `--run`, wait this long for RCU-deferred frees before the final report.
@@ -49,6 +50,9 @@ struct KernelSession {
     slabinfo_start: BTreeMap<String, slab::CacheFigures>,
     runner: Option<Runner>,
     exited: bool,
+    series: HashMap<GroupKey, Vec<Sample>>,
+    last_sample_t: Option<f64>,
+    samples: usize,
 }
 
 fn cstr(bytes: &[u8]) -> String {
@@ -139,6 +143,9 @@ pub async fn run(config: Config, options: KernelOptions) -> Result<Outcome> {
         slabinfo_start: slab::read_slabinfo(),
         runner,
         exited: false,
+        series: HashMap::new(),
+        last_sample_t: None,
+        samples: 0,
         tracer,
         options,
         config,
@@ -197,6 +204,31 @@ impl KernelSession {
         Ok(finished.elapsed() < RUN_SETTLE)
     }
 
+    /// One sample per group from everything outstanding now; groups that vanished get a zero.
+    fn record_samples(&mut self, t_s: f64, groups: &[aggregate::KernelGroupAgg]) {
+        let previous = self.last_sample_t;
+        let mut seen = std::collections::HashSet::new();
+        for g in groups {
+            seen.insert(g.key.clone());
+            let sample = Sample { t_s, bytes: g.totals.bytes, count: g.totals.count, ..Sample::default() };
+            let series = self.series.entry(g.key.clone()).or_insert_with(|| {
+                let mut start = vec![Sample::default()];
+                if let Some(previous) = previous {
+                    start.push(Sample { t_s: previous, ..Sample::default() });
+                }
+                start
+            });
+            trend::push_sample(series, sample);
+        }
+        for (key, series) in &mut self.series {
+            if !seen.contains(key) {
+                trend::push_sample(series, Sample { t_s, ..Sample::default() });
+            }
+        }
+        self.last_sample_t = Some(t_s);
+        self.samples += 1;
+    }
+
     fn completed_runs(&self) -> Option<u32> {
         self.runner.as_ref().map(|r| r.exit_codes.len() as u32)
     }
@@ -229,11 +261,53 @@ impl Traced for KernelSession {
             .filter(|o| self.options.comm.as_ref().is_none_or(|c| *c == o.comm))
             .filter(|o| self.options.cache.as_ref().is_none_or(|c| *c == o.cache))
             .collect();
+        // The series follow everything outstanding, whatever its age.
+        let everything = aggregate::kernel_groups(&named, now, 0, self.options.group_by);
+        self.record_samples(self.started.elapsed().as_secs_f64(), &everything.groups);
+        let sort = report::resolve_sort(self.config.sort, self.samples);
         let grouped = aggregate::kernel_groups(&named, now, min_age.as_nanos() as u64, self.options.group_by);
-        let wanted = if final_report { grouped.groups.len() } else { grouped.groups.len().min(self.config.top) };
-        let groups = &grouped.groups[..wanted];
+        let runs = self.completed_runs().filter(|&n| n > 0);
+        let shares = |map: &BTreeMap<String, report::Totals>| {
+            let mut v: Vec<Share> =
+                map.iter().map(|(name, t)| Share { name: name.clone(), bytes: t.bytes, count: t.count }).collect();
+            v.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.name.cmp(&b.name)));
+            v
+        };
+        let mut ranked: Vec<(&aggregate::KernelGroupAgg, StackReport)> = grouped
+            .groups
+            .iter()
+            .map(|g| {
+                let report = StackReport {
+                    bytes: g.totals.bytes,
+                    count: g.totals.count,
+                    oldest_age_ms: now.saturating_sub(g.oldest_ns) / 1_000_000,
+                    frames: Vec::new(),
+                    allocations: Vec::new(),
+                    kernel: Some(KernelGroup {
+                        key: match &g.key {
+                            GroupKey::Stack(_) => String::new(),
+                            GroupKey::Name(name) => name.clone(),
+                        },
+                        requested_bytes: g.requested_bytes,
+                        caches: shares(&g.caches),
+                        comms: shares(&g.comms),
+                        user_frames: Vec::new(),
+                        per_run: runs.map(|n| PerRun {
+                            bytes: g.totals.bytes as f64 / f64::from(n),
+                            count: g.totals.count as f64 / f64::from(n),
+                        }),
+                    }),
+                    trend: self.series.get(&g.key).map(|s| trend::classify(s)),
+                };
+                (g, report)
+            })
+            .collect();
+        report::order_by(&mut ranked, sort, |(_, r)| r);
+        if !final_report {
+            ranked.truncate(self.config.top);
+        }
 
-        let stack_ids = groups.iter().filter_map(|g| match g.key {
+        let stack_ids = ranked.iter().filter_map(|(g, _)| match g.key {
             GroupKey::Stack(id) => Some(id),
             GroupKey::Name(_) => None,
         });
@@ -241,61 +315,29 @@ impl Traced for KernelSession {
         let addresses: Vec<u64> = kernel_stacks.values().flatten().copied().collect::<BTreeSet<_>>().into_iter().collect();
         let kernel_frames = self.kernel_symbols.symbolize(&addresses);
         let user_stacks = if self.options.user_stacks {
-            self.tracer.stacks(groups.iter().filter_map(|g| g.user_stack.map(|(_, id)| id)))?
+            self.tracer.stacks(ranked.iter().filter_map(|(g, _)| g.user_stack.map(|(_, id)| id)))?
         } else {
             HashMap::new()
         };
-        let runs = self.completed_runs().filter(|&n| n > 0);
-
-        let mut stacks = Vec::with_capacity(groups.len());
-        for g in groups {
-            let frames = match &g.key {
-                GroupKey::Stack(id) => kernel_stacks
+        let mut stacks = Vec::with_capacity(ranked.len());
+        for (g, mut report) in ranked {
+            if let GroupKey::Stack(id) = &g.key {
+                report.frames = kernel_stacks
                     .get(id)
                     .map(|s| s.iter().filter_map(|a| kernel_frames.get(a).cloned()).collect())
-                    .unwrap_or_default(),
-                GroupKey::Name(_) => Vec::new(),
-            };
-            let user_frames = match g.user_stack {
-                Some((tgid, id)) => {
-                    let addresses = user_stacks.get(&id).cloned().unwrap_or_default();
-                    let symbolizer = self.user_symbols.entry(tgid).or_insert_with(|| {
-                        let mut s = Symbolizer::new(tgid);
-                        s.refresh();
-                        s
-                    });
-                    let named = symbolizer.symbolize(&addresses);
-                    addresses.iter().flat_map(|a| named.get(a).cloned().unwrap_or_default()).collect()
-                }
-                None => Vec::new(),
-            };
-            let shares = |map: &BTreeMap<String, report::Totals>| {
-                let mut v: Vec<Share> =
-                    map.iter().map(|(name, t)| Share { name: name.clone(), bytes: t.bytes, count: t.count }).collect();
-                v.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.name.cmp(&b.name)));
-                v
-            };
-            stacks.push(StackReport {
-                bytes: g.totals.bytes,
-                count: g.totals.count,
-                oldest_age_ms: now.saturating_sub(g.oldest_ns) / 1_000_000,
-                frames,
-                allocations: Vec::new(),
-                kernel: Some(KernelGroup {
-                    key: match &g.key {
-                        GroupKey::Stack(_) => String::new(),
-                        GroupKey::Name(name) => name.clone(),
-                    },
-                    requested_bytes: g.requested_bytes,
-                    caches: shares(&g.caches),
-                    comms: shares(&g.comms),
-                    user_frames,
-                    per_run: runs.map(|n| PerRun {
-                        bytes: g.totals.bytes as f64 / f64::from(n),
-                        count: g.totals.count as f64 / f64::from(n),
-                    }),
-                }),
-            });
+                    .unwrap_or_default();
+            }
+            if let (Some((tgid, id)), Some(kernel)) = (g.user_stack, report.kernel.as_mut()) {
+                let addresses = user_stacks.get(&id).cloned().unwrap_or_default();
+                let symbolizer = self.user_symbols.entry(tgid).or_insert_with(|| {
+                    let mut s = Symbolizer::new(tgid);
+                    s.refresh();
+                    s
+                });
+                let named = symbolizer.symbolize(&addresses);
+                kernel.user_frames = addresses.iter().flat_map(|a| named.get(a).cloned().unwrap_or_default()).collect();
+            }
+            stacks.push(report);
         }
 
         let slabinfo_now = slab::read_slabinfo();
@@ -354,6 +396,7 @@ impl Traced for KernelSession {
                 min_size: 0,
                 max_size: None,
                 top: self.config.top,
+                sort,
             },
             totals: grouped.outstanding,
             too_young: grouped.too_young,

@@ -22,6 +22,10 @@ pub fn render(report: &Report, weight: Weight) -> String {
             Weight::Bytes => stack.bytes,
             Weight::Count => stack.count,
         };
+        if value == 0 {
+            // Churn stacks hold nothing; a zero-width frame would only clutter the graph.
+            continue;
+        }
         let path = folded_path(stack);
         let path = if path.is_empty() { "[no frames]".to_string() } else { path };
         *merged.entry(path).or_default() += value;

@@ -191,6 +191,9 @@ pub struct Filters {
     pub max_size: Option<u64>,
     /// Stacks shown in the text report.
     pub top: usize,
+    /// Order of `stacks`: `"bytes"`, `"growth"` or `"count"` (what `auto` resolved to).
+    #[serde(default)]
+    pub sort: crate::config::SortBy,
 }
 
 /// Everything the tracer could not see, by cause.
@@ -266,6 +269,39 @@ pub struct StackReport {
     /// Kernel mode only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<KernelGroup>,
+    /// Growth over the trace (absent before the first interval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trend: Option<crate::trend::Trend>,
+}
+
+/// Puts items holding stack reports (already in bytes order) in the order `sort` asks for
+/// (`Auto` must be resolved by the caller); the sort is stable, so ties keep the bytes order.
+pub fn order_by<T>(items: &mut [T], sort: crate::config::SortBy, stack: impl Fn(&T) -> &StackReport) {
+    use crate::{config::SortBy, trend::Class};
+    match sort {
+        SortBy::Auto | SortBy::Bytes => {}
+        SortBy::Count => items.sort_by_key(|item| std::cmp::Reverse(stack(item).count)),
+        SortBy::Growth => {
+            let key = |s: &StackReport| {
+                s.trend.as_ref().map_or((false, f64::MIN), |t| (t.class == Class::Growing, t.bytes_per_min))
+            };
+            items.sort_by(|a, b| {
+                let (ga, ra) = key(stack(a));
+                let (gb, rb) = key(stack(b));
+                gb.cmp(&ga).then(rb.total_cmp(&ra))
+            });
+        }
+    }
+}
+
+/// What `auto` means after `samples` interval samples.
+pub fn resolve_sort(sort: crate::config::SortBy, samples: usize) -> crate::config::SortBy {
+    use crate::config::SortBy;
+    match sort {
+        SortBy::Auto if samples >= crate::trend::MIN_INTERVALS => SortBy::Growth,
+        SortBy::Auto => SortBy::Bytes,
+        other => other,
+    }
 }
 
 /// One stack frame. Inlined calls at the same address come first, marked `inlined`.

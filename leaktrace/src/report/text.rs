@@ -27,6 +27,19 @@ pub fn frame_line(frame: &Frame) -> String {
     line
 }
 
+/// Signed binary-prefixed size: `+1.2 MiB`, `-340 B`.
+pub fn human_bytes(bytes: f64) -> String {
+    let sign = if bytes < 0.0 { "-" } else { "+" };
+    let mut value = bytes.abs();
+    for unit in ["B", "KiB", "MiB", "GiB"] {
+        if value < 1024.0 || unit == "GiB" {
+            return if unit == "B" { format!("{sign}{value:.0} {unit}") } else { format!("{sign}{value:.1} {unit}") };
+        }
+        value /= 1024.0;
+    }
+    unreachable!("the loop returns at GiB")
+}
+
 fn clock(rfc3339: &str) -> &str {
     // "2026-11-22T05:05:41.123+00:00" → "05:05:41"
     rfc3339.get(11..19).unwrap_or(rfc3339)
@@ -56,6 +69,18 @@ pub fn render(report: &Report) -> String {
             "\t{} bytes in {} allocations {source} (oldest {} ms)",
             stack.bytes, stack.count, stack.oldest_age_ms
         );
+        if let Some(trend) = stack.trend.as_ref().filter(|t| t.intervals > 0) {
+            let _ = writeln!(
+                out,
+                "\t\ttrend: {}/min, {}, grew in {}/{} intervals (r² {:.2}){}",
+                human_bytes(trend.bytes_per_min),
+                trend.class.name(),
+                trend.intervals_grown,
+                trend.intervals,
+                trend.r_squared,
+                trend.allocated_per_min.map_or(String::new(), |a| format!(", {}/min allocated", human_bytes(a)))
+            );
+        }
         if let Some(kernel) = &stack.kernel {
             render_kernel_group(&mut out, kernel);
         }
@@ -207,6 +232,13 @@ fn render_slab_accounting(out: &mut String, report: &Report, kernel: &super::Ker
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_naturally() {
+        assert_eq!(human_bytes(1_258_291.0), "+1.2 MiB");
+        assert_eq!(human_bytes(-340.0), "-340 B");
+        assert_eq!(human_bytes(0.0), "+0 B");
+    }
 
     #[test]
     fn frames_read_like_memleak() {

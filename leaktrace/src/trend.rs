@@ -1,0 +1,217 @@
+//! Growth over time per stack, and the call it supports: leak, bounded cache, or churn.
+//!
+//! memleak's test ("outstanding and older than 500 ms") cannot tell a leak from a cache or a
+//! per-request buffer. What separates them is how the outstanding bytes move over time:
+//!
+//! - `growing`: the recent half of the series keeps rising, with little ever given back;
+//! - `plateau`: it rose, but over the recent half it stays within bounds;
+//! - `churn`: far more was allocated (and freed) than is ever outstanding at once;
+//! - `unclear`: too few intervals to say.
+//!
+//! The rules are deliberately simple and documented (docs/json-report.md) so a user can
+//! check a verdict against the series, which the JSON report carries.
+
+use serde::{Deserialize, Serialize};
+
+/// Fewest completed intervals before a stack is classified.
+pub const MIN_INTERVALS: usize = 4;
+/// Samples kept per stack; older ones are thinned (every other one dropped) beyond this.
+pub const MAX_SAMPLES: usize = 240;
+/// churn: bytes allocated over the trace at least this many times the peak outstanding.
+pub const CHURN_TURNOVER: f64 = 20.0;
+/// growing: of the recent half's movement, at most this share may be decreases.
+pub const MAX_GIVE_BACK: f64 = 0.25;
+
+/// One point of a stack's series.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Seconds since tracing began.
+    pub t_s: f64,
+    /// Outstanding bytes.
+    pub bytes: u64,
+    /// Outstanding allocations.
+    pub count: u64,
+    /// Bytes allocated since tracing began (null when not counted, as in kernel mode).
+    pub allocated_bytes: Option<u64>,
+    /// Bytes freed since tracing began (null when not counted).
+    pub freed_bytes: Option<u64>,
+}
+
+/// The verdict on one stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Class {
+    /// Keeps rising.
+    Growing,
+    /// Rose, then stayed bounded.
+    Plateau,
+    /// Allocated and freed at a high rate, outstanding stable.
+    Churn,
+    /// Too few intervals to say.
+    Unclear,
+}
+
+impl Class {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Growing => "growing",
+            Class::Plateau => "plateau",
+            Class::Churn => "churn",
+            Class::Unclear => "unclear",
+        }
+    }
+}
+
+/// Growth of one stack over the trace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Trend {
+    /// The verdict.
+    pub class: Class,
+    /// Recent growth rate: least-squares slope of outstanding bytes over the recent half of
+    /// the series, per minute.
+    pub bytes_per_min: f64,
+    /// Goodness of that fit (1 = a straight line), a confidence measure for the rate.
+    pub r_squared: f64,
+    /// Intervals in which outstanding bytes rose.
+    pub intervals_grown: usize,
+    /// Completed intervals.
+    pub intervals: usize,
+    /// Bytes allocated per minute over the whole trace, when counted.
+    pub allocated_per_min: Option<f64>,
+    /// The samples the verdict is based on.
+    pub series: Vec<Sample>,
+}
+
+/// Least-squares slope (per second) and r² of bytes over time.
+fn fit(samples: &[Sample]) -> (f64, f64) {
+    let n = samples.len() as f64;
+    if samples.len() < 2 {
+        return (0.0, 0.0);
+    }
+    let mean_t = samples.iter().map(|s| s.t_s).sum::<f64>() / n;
+    let mean_b = samples.iter().map(|s| s.bytes as f64).sum::<f64>() / n;
+    let (mut stt, mut stb, mut sbb) = (0.0, 0.0, 0.0);
+    for s in samples {
+        let (dt, db) = (s.t_s - mean_t, s.bytes as f64 - mean_b);
+        stt += dt * dt;
+        stb += dt * db;
+        sbb += db * db;
+    }
+    if stt == 0.0 {
+        return (0.0, 0.0);
+    }
+    let slope = stb / stt;
+    let r_squared = if sbb == 0.0 { 1.0 } else { (stb * stb) / (stt * sbb) };
+    (slope, r_squared)
+}
+
+/// Classifies a series (oldest first; the first sample is the start of tracing).
+pub fn classify(series: &[Sample]) -> Trend {
+    let intervals = series.len().saturating_sub(1);
+    let deltas: Vec<i128> = series.windows(2).map(|w| i128::from(w[1].bytes) - i128::from(w[0].bytes)).collect();
+    let intervals_grown = deltas.iter().filter(|&&d| d > 0).count();
+    let recent = &series[series.len().saturating_sub(series.len() / 2 + 1)..];
+    let (slope, r_squared) = fit(recent);
+    let span_min = series.last().map_or(0.0, |s| s.t_s) - series.first().map_or(0.0, |s| s.t_s);
+    let allocated = series.last().and_then(|s| s.allocated_bytes);
+    let allocated_per_min = allocated.filter(|_| span_min > 0.0).map(|a| a as f64 / span_min * 60.0);
+    let peak = series.iter().map(|s| s.bytes).max().unwrap_or(0);
+    let recent_deltas = &deltas[deltas.len().saturating_sub(recent.len().saturating_sub(1))..];
+    let up: i128 = recent_deltas.iter().filter(|&&d| d > 0).sum();
+    let down: i128 = -recent_deltas.iter().filter(|&&d| d < 0).sum::<i128>();
+    let class = if intervals < MIN_INTERVALS {
+        Class::Unclear
+    } else if up > 0 && (down as f64) <= MAX_GIVE_BACK * up as f64 && up - down > 0 {
+        Class::Growing
+    } else if allocated.is_some_and(|a| a as f64 >= CHURN_TURNOVER * peak.max(1) as f64) {
+        Class::Churn
+    } else {
+        Class::Plateau
+    };
+    Trend {
+        class,
+        bytes_per_min: slope * 60.0,
+        r_squared,
+        intervals_grown,
+        intervals,
+        allocated_per_min,
+        series: series.to_vec(),
+    }
+}
+
+/// Appends `sample`, thinning the series when it grows beyond [`MAX_SAMPLES`] (the first
+/// sample, the start of tracing, is always kept).
+pub fn push_sample(series: &mut Vec<Sample>, sample: Sample) {
+    series.push(sample);
+    if series.len() > MAX_SAMPLES {
+        let first = series[0];
+        // Every other sample, counted back from the newest so that it is kept.
+        let mut kept: Vec<Sample> = series[1..].iter().rev().step_by(2).copied().collect();
+        kept.reverse();
+        series.clear();
+        series.push(first);
+        series.extend(kept);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(points: &[(u64, u64)]) -> Vec<Sample> {
+        points
+            .iter()
+            .enumerate()
+            .map(|(i, &(bytes, allocated))| Sample {
+                t_s: i as f64,
+                bytes,
+                count: bytes / 100,
+                allocated_bytes: Some(allocated),
+                freed_bytes: Some(allocated - bytes),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_steady_leak_is_growing_at_its_rate() {
+        let points: Vec<(u64, u64)> = (0..13).map(|i| (i * 1000, i * 1000)).collect();
+        let trend = classify(&series(&points));
+        assert_eq!(trend.class, Class::Growing);
+        assert!((trend.bytes_per_min - 60_000.0).abs() < 1e-6);
+        assert!((trend.r_squared - 1.0).abs() < 1e-9);
+        assert_eq!((trend.intervals_grown, trend.intervals), (12, 12));
+    }
+
+    #[test]
+    fn a_capped_cache_is_a_plateau() {
+        // Rises to 50 kB, then holds it while evicting and inserting.
+        let points: Vec<(u64, u64)> =
+            (0..13).map(|i| if i < 4 { (i * 12_500, i * 12_500) } else { (50_000 - (i % 2) * 500, 50_000 + i * 5_000) }).collect();
+        let trend = classify(&series(&points));
+        assert_eq!(trend.class, Class::Plateau, "{trend:?}");
+        assert!(trend.bytes_per_min.abs() < 5_000.0);
+    }
+
+    #[test]
+    fn a_high_turnover_stack_is_churn() {
+        let points: Vec<(u64, u64)> = (0..13).map(|i| (if i % 2 == 0 { 200 } else { 0 }, 200 + i * 1_000_000)).collect();
+        assert_eq!(classify(&series(&points)).class, Class::Churn);
+    }
+
+    #[test]
+    fn few_intervals_are_unclear() {
+        assert_eq!(classify(&series(&[(0, 0), (100, 100), (200, 200)])).class, Class::Unclear);
+    }
+
+    #[test]
+    fn thinning_keeps_the_start_and_the_latest() {
+        let mut s = Vec::new();
+        for i in 0..=(MAX_SAMPLES as u64) {
+            push_sample(&mut s, Sample { t_s: i as f64, bytes: i, ..Sample::default() });
+        }
+        assert!(s.len() <= MAX_SAMPLES);
+        assert_eq!(s[0].t_s, 0.0);
+        assert_eq!(s.last().unwrap().bytes, MAX_SAMPLES as u64);
+    }
+}
