@@ -44,6 +44,10 @@ pub const PROG_SIZE_ARG1: &str = "size_arg1_enter";
 pub const PROG_POSIX_MEMALIGN: &str = "posix_memalign_enter";
 /// Return program shared by every allocation function.
 pub const PROG_ALLOC_RETURN: &str = "alloc_return";
+/// Entry program on exit/_exit: stops a launched command so its mappings can be read.
+pub const PROG_EXIT: &str = "exit_enter";
+/// Global: 1 to stop launched commands at exit (see `PROG_EXIT`).
+pub const GLOBAL_FREEZE_AT_EXIT: &str = "FREEZE_AT_EXIT";
 /// Entry program: free(ptr).
 pub const PROG_FREE: &str = "free_enter";
 

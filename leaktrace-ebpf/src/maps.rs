@@ -82,6 +82,8 @@ pub static FILTER_TARGETS: Global<u8> = Global::new(0);
 pub static USER_STACKS: Global<u8> = Global::new(0);
 #[unsafe(no_mangle)]
 pub static FOLLOW_FORKS: Global<u8> = Global::new(0);
+#[unsafe(no_mangle)]
+pub static FREEZE_AT_EXIT: Global<u8> = Global::new(0);
 
 #[unsafe(no_mangle)]
 pub static SELF_TGID: Global<u32> = Global::new(0);

@@ -15,7 +15,7 @@ use aya_ebpf::{
 };
 use leaktrace_common::{AllocInfo, Counter, PendingCall, PendingKind};
 
-use crate::maps::{count, stack_turnover, ALLOCS, MAX_SIZE, MIN_SIZE, PENDING, SELF_TGID, STACKS, TARGETS};
+use crate::maps::{count, stack_turnover, ALLOCS, FREEZE_AT_EXIT, MAX_SIZE, MIN_SIZE, PENDING, SELF_TGID, STACKS, TARGETS};
 
 const EEXIST: i32 = 17;
 
@@ -203,6 +203,20 @@ pub fn alloc_return(ctx: RetProbeContext) -> u32 {
     // the newest allocation there is the live one.
     if ALLOCS.insert(addr, info, 0).is_err() {
         count(Counter::AllocsMapFull);
+    }
+    0
+}
+
+/// On `exit`/`_exit` of a launched command: stop it (SIGSTOP) so that user space can read
+/// its mappings before they vanish; leaktrace resumes it at once. Only used for commands
+/// leaktrace launched itself, whose short lives would otherwise end before the first
+/// snapshot of their mappings.
+#[uprobe]
+pub fn exit_enter(_ctx: ProbeContext) -> u32 {
+    const SIGSTOP: u32 = 19;
+    if FREEZE_AT_EXIT.load() != 0 && traced_thread().is_some() {
+        // SAFETY: plain helper call; it signals the current process.
+        unsafe { aya_ebpf::helpers::bpf_send_signal(SIGSTOP) };
     }
     0
 }

@@ -72,35 +72,42 @@ pub struct ElfFacts {
     pub dynamic: bool,
 }
 
-/// Reads `path` and finds the allocator functions it defines under `prefix`.
-pub fn inspect(path: &Path, prefix: &str) -> Result<ElfFacts> {
+/// File offset of the function `symbol` defined in `file` (uprobes want file offsets: the
+/// symbol's virtual address is translated through the section that holds it).
+fn defined_offset(file: &object::File<'_>, symbol: &str) -> Option<u64> {
+    let sym = file.dynamic_symbols().chain(file.symbols()).find(|s| s.is_definition() && s.name() == Ok(symbol))?;
+    let section = file.section_by_index(sym.section_index()?).ok()?;
+    let (file_start, _) = section.file_range()?;
+    Some(sym.address() - section.address() + file_start)
+}
+
+fn parse<T>(path: &Path, then: impl FnOnce(&object::File<'_>) -> T) -> Result<T> {
     let bad = |reason: String| Error::BadElf { path: path.to_path_buf(), reason };
     let data = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
     let file = object::File::parse(&*data).map_err(|e| bad(e.to_string()))?;
-    let dynamic = file.sections().any(|s| s.name() == Ok(".interp"));
-    let mut defined = Vec::new();
-    for function in ALLOCATOR_FUNCTIONS {
-        let symbol = format!("{prefix}{}", function.name);
-        let found = file
-            .dynamic_symbols()
-            .chain(file.symbols())
-            .find(|s| s.is_definition() && s.name() == Ok(symbol.as_str()));
-        let Some(sym) = found else { continue };
-        // The kernel wants a file offset: translate the symbol's virtual address through
-        // the section that holds it.
-        let Some(offset) = sym
-            .section_index()
-            .and_then(|i| file.section_by_index(i).ok())
-            .and_then(|section| {
-                let (file_start, _) = section.file_range()?;
-                Some(sym.address() - section.address() + file_start)
+    Ok(then(&file))
+}
+
+/// Reads `path` and finds the allocator functions it defines under `prefix`.
+pub fn inspect(path: &Path, prefix: &str) -> Result<ElfFacts> {
+    parse(path, |file| {
+        let dynamic = file.sections().any(|s| s.name() == Ok(".interp"));
+        let defined = ALLOCATOR_FUNCTIONS
+            .iter()
+            .filter_map(|function| {
+                let symbol = format!("{prefix}{}", function.name);
+                defined_offset(file, &symbol).map(|file_offset| ResolvedFn { function: *function, symbol, file_offset })
             })
-        else {
-            continue;
-        };
-        defined.push(ResolvedFn { function: *function, symbol, file_offset: offset });
-    }
-    Ok(ElfFacts { defined, dynamic })
+            .collect();
+        ElfFacts { defined, dynamic }
+    })
+}
+
+/// File offsets of the process-exit functions (`exit`, `_exit`) that `path` defines.
+pub fn exit_functions(path: &Path) -> Result<Vec<(&'static str, u64)>> {
+    parse(path, |file| {
+        ["exit", "_exit"].into_iter().filter_map(|name| defined_offset(file, name).map(|offset| (name, offset))).collect()
+    })
 }
 
 /// Checks that `facts` cover every required function and builds the probe plan.

@@ -165,6 +165,11 @@ struct Session {
     samples: usize,
 }
 
+/// Sends SIGCONT (to a launched command stopped at exit by our probe).
+fn resume(pid: u32) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGCONT);
+}
+
 /// CLOCK_MONOTONIC in nanoseconds, the clock of `bpf_ktime_get_ns`.
 pub(crate) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -219,7 +224,7 @@ pub async fn run(config: Config) -> Result<Outcome> {
         max_size: config.max_size,
         max_allocs: config.max_allocs,
         stack_storage: config.stack_storage,
-        mode: crate::bpf::Mode::User,
+        mode: crate::bpf::Mode::User { freeze_at_exit: matches!(config.target, Target::Launch { .. }) },
     };
     let prefix = config.symbol_prefix.clone();
     let object = config.object.clone();
@@ -243,6 +248,11 @@ pub async fn run(config: Config) -> Result<Outcome> {
             tracer.add_target(held.pid)?;
             // On failure `held` is dropped, which closes the gate: the command never runs.
             attach_all(&mut tracer, &allocator, held.pid)?;
+            // A short-lived command may exit before its mappings are first read; it is stopped
+            // at exit() for that (see `Session::poll`).
+            for (name, offset) in crate::allocator::exit_functions(&allocator.path)? {
+                tracer.attach_uprobe(names::PROG_EXIT, name, &allocator.path, offset, held.pid)?;
+            }
             let launched = held.release()?;
             let pid = launched.id();
             child = Some(launched);
@@ -288,6 +298,8 @@ pub async fn run(config: Config) -> Result<Outcome> {
             // A command launched under tracing does not outlive the trace.
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
         }
+        // It may be stopped at exit by our probe: a stopped process acts on no signal.
+        resume(child.id());
         let _ = child.try_wait();
     }
     let report = session.report(true)?;
@@ -352,6 +364,10 @@ impl Traced for Session {
             return Ok(false);
         }
         self.symbolizer.refresh();
+        if self.child.is_some() && target::is_stopped(self.target.pid) {
+            // Stopped by our exit probe: its mappings are now read; let it finish exiting.
+            resume(self.target.pid);
+        }
         Ok(true)
     }
 
@@ -359,8 +375,12 @@ impl Traced for Session {
         let outstanding = self.tracer.outstanding()?;
         let now = monotonic_ns();
         let t = self.started.elapsed().as_secs_f64();
-        let turnover = self.tracer.stack_stats()?;
-        self.record_samples(t, &turnover);
+        // Once the target is gone nothing can change: a sample taken now would only add a
+        // flat tail that drags the recent growth rate down.
+        if !self.exited {
+            let turnover = self.tracer.stack_stats()?;
+            self.record_samples(t, &turnover);
+        }
         let sort = report::resolve_sort(self.config.sort, self.samples);
         let min_age = if self.exited { Duration::ZERO } else { self.config.older_than };
         let grouped = aggregate::by_stack(&outstanding, now, min_age.as_nanos() as u64, self.config.show_allocs);
@@ -415,17 +435,26 @@ impl Traced for Session {
         let addresses: Vec<u64> =
             stacks.values().flatten().copied().collect::<BTreeSet<u64>>().into_iter().collect();
         let frames = self.symbolizer.symbolize(&addresses);
+        let mut cut_short = 0u64;
         let stack_reports: Vec<StackReport> = ranked
             .into_iter()
             .map(|(id, mut report)| {
-                report.frames = stacks
-                    .get(&id)
-                    .map(|s| s.iter().flat_map(|a| frames.get(a).cloned().unwrap_or_default()).collect())
-                    .unwrap_or_default();
+                let addresses = stacks.get(&id).map(Vec::as_slice).unwrap_or_default();
+                // A frame-pointer walk through code built without frame pointers reads
+                // arbitrary stack words as return addresses; the first one outside every
+                // executable mapping ends the stack, and what follows it is not shown.
+                let mapped = addresses
+                    .iter()
+                    .take_while(|a| frames.get(a).is_some_and(|f| f.first().is_some_and(|f| f.module.is_some())))
+                    .count();
+                if mapped < addresses.len() {
+                    cut_short += 1;
+                }
+                report.frames =
+                    addresses[..mapped].iter().flat_map(|a| frames.get(a).cloned().unwrap_or_default()).collect();
                 report
             })
             .collect();
-        let unsymbolized = stack_reports.iter().flat_map(|s| &s.frames).filter(|f| f.module.is_none()).count() as u64;
         let c = self.tracer.counters()?;
         let lost = Lost {
             allocs_map_full: c[Counter::AllocsMapFull as usize],
@@ -444,7 +473,7 @@ impl Traced for Session {
             free_unknown: c[Counter::FreeUnknown as usize],
             nested_calls: c[Counter::NestedCalls as usize],
             failed_allocs: c[Counter::FailedAllocs as usize],
-            unsymbolized_frames: unsymbolized,
+            stacks_cut_short: cut_short,
         };
         Ok(Report {
             schema_version: report::SCHEMA_VERSION,

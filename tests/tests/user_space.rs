@@ -200,3 +200,19 @@ fn statically_linked_executable_is_traced_through_its_own_allocator() {
     assert_eq!(report["allocator"].as_str(), fixture.to_str());
     assert_matches_truth(&report, &parse_truth(&stdout), &fixture);
 }
+
+#[test]
+fn a_command_that_exits_at_once_still_gets_named_frames() {
+    require_root();
+    let fixture = build_fixture("short_lived.c", "short_lived", &["-O1", "-g", "-fno-omit-frame-pointer"]);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    for _ in 0..3 {
+        let output = run_leaktrace(&["--json", json.to_str().unwrap(), "--", fixture.to_str().unwrap()]);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let report = read_report(&json);
+        assert_eq!(totals_for(&report, "leak_and_leave"), (77, 1), "{:#}", report["stacks"]);
+        let stack = report["stacks"].as_array().unwrap().iter().find(|s| stack_symbols(s).contains(&"leak_and_leave")).unwrap();
+        assert_eq!(stack_symbols(stack)[..2], ["leak_and_leave", "main"]);
+    }
+}

@@ -41,7 +41,10 @@ pub struct LoadOptions {
 #[derive(Clone, Debug)]
 pub enum Mode {
     /// A process's allocator, through uprobes.
-    User,
+    User {
+        /// Stop the traced process at exit() so its mappings can be read (launched commands).
+        freeze_at_exit: bool,
+    },
     /// The kernel's allocators, through tracepoints.
     Kernel {
         /// Record only allocations made by tasks of traced processes.
@@ -85,9 +88,12 @@ impl Tracer {
         // Every map of the object is created at load; the other mode's maps are shrunk to one
         // entry so they cost nothing (KALLOCS is preallocated).
         let flags: [u8; 3];
+        let freeze: u8;
         match &options.mode {
-            Mode::User => {
+            Mode::User { freeze_at_exit } => {
+                freeze = u8::from(*freeze_at_exit);
                 loader
+                    .override_global(names::GLOBAL_FREEZE_AT_EXIT, &freeze, true)
                     .map_max_entries(names::ALLOCS, options.max_allocs)
                     .map_max_entries(names::STACKS, options.stack_storage)
                     .map_max_entries(names::STACK_STATS, options.stack_storage)

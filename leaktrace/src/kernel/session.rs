@@ -263,7 +263,10 @@ impl Traced for KernelSession {
             .collect();
         // The series follow everything outstanding, whatever its age.
         let everything = aggregate::kernel_groups(&named, now, 0, self.options.group_by);
-        self.record_samples(self.started.elapsed().as_secs_f64(), &everything.groups);
+        if !self.exited || self.runner.is_some() {
+            // After a -p target exits nothing changes; after --run the settle time matters.
+            self.record_samples(self.started.elapsed().as_secs_f64(), &everything.groups);
+        }
         let sort = report::resolve_sort(self.config.sort, self.samples);
         let grouped = aggregate::kernel_groups(&named, now, min_age.as_nanos() as u64, self.options.group_by);
         let runs = self.completed_runs().filter(|&n| n > 0);

@@ -248,8 +248,10 @@ pub struct Activity {
     pub nested_calls: u64,
     /// Allocation calls that returned NULL.
     pub failed_allocs: u64,
-    /// Stack frames whose module was never seen mapped (shown as bare addresses).
-    pub unsymbolized_frames: u64,
+    /// Stacks in the report cut at the first address outside every executable mapping (what a
+    /// frame-pointer walk through code built without frame pointers produces).
+    #[serde(default)]
+    pub stacks_cut_short: u64,
 }
 
 /// Outstanding memory held by one call stack.

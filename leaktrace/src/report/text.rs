@@ -69,7 +69,9 @@ pub fn render(report: &Report) -> String {
             "\t{} bytes in {} allocations {source} (oldest {} ms)",
             stack.bytes, stack.count, stack.oldest_age_ms
         );
-        if let Some(trend) = stack.trend.as_ref().filter(|t| t.intervals > 0) {
+        if let Some(trend) = stack.trend.as_ref().filter(|t| t.class == crate::trend::Class::Unclear) {
+            let _ = writeln!(out, "\t\ttrend: unclear after {} intervals", trend.intervals);
+        } else if let Some(trend) = &stack.trend {
             let _ = writeln!(
                 out,
                 "\t\ttrend: {}/min, {}, grew in {}/{} intervals (r² {:.2}){}",
@@ -152,8 +154,12 @@ pub fn render(report: &Report) -> String {
         "Activity: {} allocations, {} frees ({} of blocks allocated before tracing or untracked), {} nested calls, {} failed allocations",
         a.alloc_calls, a.free_calls, a.free_unknown, a.nested_calls, a.failed_allocs
     );
-    if a.unsymbolized_frames > 0 {
-        let _ = writeln!(out, "{} frames could not be symbolized: their module was never seen mapped", a.unsymbolized_frames);
+    if a.stacks_cut_short > 0 {
+        let _ = writeln!(
+            out,
+            "{} stacks end early: their frame-pointer walk left mapped code (code built without frame pointers)",
+            a.stacks_cut_short
+        );
     }
     out
 }

@@ -64,6 +64,11 @@ pub fn describe_pid(pid: u32) -> Option<TargetInfo> {
     Some(describe(pid, &process, &comm))
 }
 
+/// True when the process is stopped (state T), as our exit probe leaves a launched command.
+pub fn is_stopped(pid: u32) -> bool {
+    Process::new(pid as i32).and_then(|p| p.stat()).is_ok_and(|s| s.state == 'T')
+}
+
 /// True while the process exists and has not become a zombie.
 pub fn is_alive(pid: u32) -> bool {
     Process::new(pid as i32).and_then(|p| p.stat()).is_ok_and(|s| s.state != 'Z' && s.state != 'X')
