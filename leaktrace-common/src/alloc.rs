@@ -8,11 +8,29 @@ pub struct AllocInfo {
     pub size: u64,
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the allocation returned.
     pub timestamp_ns: u64,
-    /// Id in the `STACKS` map, or a negative errno when the capture failed.
-    pub stack_id: i32,
+    /// Key of its stack in `USTACKS` (a hash of the frames); 0 when none was stored.
+    pub stack_id: u64,
     /// Process that owns the block.
     pub tgid: u32,
+    /// Explicit padding.
+    pub _pad: u32,
 }
+
+/// Frames kept per user stack.
+pub const MAX_STACK_DEPTH: usize = 64;
+
+/// A user stack as stored in `USTACKS`: return addresses, innermost first.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct StackRecord {
+    /// Number of valid entries in `ips`.
+    pub depth: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+    /// Return addresses.
+    pub ips: [u64; MAX_STACK_DEPTH],
+}
+
 
 /// Which allocator entry point a pending call came from; decides how its return is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,9 +81,10 @@ pub struct StackStats {
     pub free_count: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<AllocInfo>() == 24);
+const _: () = assert!(core::mem::size_of::<AllocInfo>() == 32);
+const _: () = assert!(core::mem::size_of::<StackRecord>() == 8 + 8 * MAX_STACK_DEPTH);
 const _: () = assert!(core::mem::size_of::<StackStats>() == 32);
-const _: () = assert!(core::mem::size_of::<PendingCall>() == 64);
+const _: () = assert!(core::mem::size_of::<PendingCall>() == 72);
 
 #[cfg(feature = "user")]
 // SAFETY: plain old data: integers only, `#[repr(C)]`, no padding (asserted above).
@@ -73,3 +92,6 @@ unsafe impl aya::Pod for AllocInfo {}
 #[cfg(feature = "user")]
 // SAFETY: as above.
 unsafe impl aya::Pod for StackStats {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for StackRecord {}

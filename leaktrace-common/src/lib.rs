@@ -10,6 +10,6 @@ pub mod counters;
 pub mod kernel;
 pub mod names;
 
-pub use alloc::{AllocInfo, PendingCall, PendingKind, StackStats};
+pub use alloc::{AllocInfo, PendingCall, PendingKind, StackRecord, StackStats, MAX_STACK_DEPTH};
 pub use counters::Counter;
 pub use kernel::{KernelAlloc, KernelKey, KernelSpace};

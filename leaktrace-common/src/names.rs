@@ -5,7 +5,11 @@
 pub const ALLOCS: &str = "ALLOCS";
 /// Thread id → `PendingCall` between an allocator's entry and return.
 pub const PENDING: &str = "PENDING";
-/// `BPF_MAP_TYPE_STACK_TRACE` holding user stacks.
+/// User stacks of allocations, stack hash → `StackRecord`.
+pub const USTACKS: &str = "USTACKS";
+/// Per-CPU scratch `StackRecord` where a stack is captured before it is hashed.
+pub const STACK_SCRATCH: &str = "STACK_SCRATCH";
+/// Kernel mode with --user-stacks: `BPF_MAP_TYPE_STACK_TRACE` of the allocating tasks' user stacks.
 pub const STACKS: &str = "STACKS";
 /// Per-CPU `u64` counters indexed by `Counter`.
 pub const COUNTERS: &str = "COUNTERS";
@@ -23,7 +27,7 @@ pub const GLOBAL_MAX_SIZE: &str = "MAX_SIZE";
 
 /// Default capacity of `ALLOCS`.
 pub const DEFAULT_MAX_ALLOCS: u32 = 1 << 20;
-/// Default capacity of `STACKS` (each entry holds 127 frames).
+/// Default capacity of `USTACKS`, `STACKS` and `KSTACKS`.
 pub const DEFAULT_STACK_STORAGE: u32 = 16384;
 /// Capacity of `PENDING`: threads that can be inside an allocator at once.
 pub const MAX_PENDING: u32 = 16384;

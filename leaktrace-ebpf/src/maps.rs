@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use leaktrace_common::{
     names::{DEFAULT_MAX_ALLOCS, DEFAULT_MAX_KERNEL_ALLOCS, DEFAULT_STACK_STORAGE, MAX_PENDING, MAX_TARGETS},
-    AllocInfo, Counter, KernelAlloc, KernelKey, PendingCall, StackStats,
+    AllocInfo, Counter, KernelAlloc, KernelKey, PendingCall, StackRecord, StackStats,
 };
 
 /// Outstanding allocations. Not preallocated: a million-entry preallocated hash would pin
@@ -23,19 +23,32 @@ pub static ALLOCS: HashMap<u64, AllocInfo> =
 #[map]
 pub static PENDING: HashMap<u32, PendingCall> = HashMap::with_max_entries(MAX_PENDING, 0);
 
-/// User stacks, deduplicated by the kernel. No BPF_F_REUSE_STACKID: a reused id could later
-/// point at a different stack than the one an older allocation recorded.
+/// User stacks of allocations by hash. Our own map rather than a kernel stack map: that one
+/// keeps a single stack per hash bucket and drops every other stack that lands there.
+/// Not preallocated: only stacks actually seen take memory.
+#[map]
+pub static USTACKS: HashMap<u64, StackRecord> = HashMap::with_max_entries(DEFAULT_STACK_STORAGE, BPF_F_NO_PREALLOC);
+
+/// Where a stack is captured before it is hashed (too big for the BPF stack).
+#[map]
+pub static STACK_SCRATCH: PerCpuArray<StackRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// Kernel mode with --user-stacks: the allocating tasks' user stacks. No
+/// BPF_F_REUSE_STACKID: a reused id could later point at a different stack than the one an
+/// older allocation recorded.
 #[map]
 pub static STACKS: StackTrace = StackTrace::with_max_entries(DEFAULT_STACK_STORAGE, 0);
 
 /// Turnover per stack. Per CPU, so that the hot path never contends on a shared counter.
 #[map]
-pub static STACK_STATS: PerCpuHashMap<u32, StackStats> = PerCpuHashMap::with_max_entries(DEFAULT_STACK_STORAGE, 0);
+pub static STACK_STATS: PerCpuHashMap<u64, StackStats> = PerCpuHashMap::with_max_entries(DEFAULT_STACK_STORAGE, 0);
 
 /// Adds one allocation (`allocated`) or one free of `size` bytes to a stack's turnover.
 #[inline(always)]
-pub fn stack_turnover(stack_id: i32, size: u64, allocated: bool) {
-    let Ok(id) = u32::try_from(stack_id) else { return };
+pub fn stack_turnover(id: u64, size: u64, allocated: bool) {
+    if id == 0 {
+        return;
+    }
     if let Some(stats) = STACK_STATS.get_ptr_mut(id) {
         // SAFETY: this CPU's own slot; uprobe programs do not nest on one CPU.
         let stats = unsafe { &mut *stats };

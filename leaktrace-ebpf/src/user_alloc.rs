@@ -7,17 +7,66 @@
 //! At return the instruction pointer is already inside the caller.
 
 use aya_ebpf::{
-    bindings::{pt_regs, BPF_F_USER_STACK},
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
+    bindings::{pt_regs, BPF_F_USER_STACK, BPF_NOEXIST},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{uprobe, uretprobe},
-    programs::{tracing::StackIdContext, ProbeContext, RetProbeContext},
+    programs::{ProbeContext, RetProbeContext},
     EbpfContext,
 };
-use leaktrace_common::{AllocInfo, Counter, PendingCall, PendingKind};
+use leaktrace_common::{AllocInfo, Counter, PendingCall, PendingKind, StackRecord, MAX_STACK_DEPTH};
 
-use crate::maps::{count, stack_turnover, ALLOCS, FREEZE_AT_EXIT, MAX_SIZE, MIN_SIZE, PENDING, SELF_TGID, STACKS, TARGETS};
+use crate::maps::{
+    count, stack_turnover, ALLOCS, FREEZE_AT_EXIT, MAX_SIZE, MIN_SIZE, PENDING, SELF_TGID, STACK_SCRATCH, TARGETS,
+    USTACKS,
+};
 
-const EEXIST: i32 = 17;
+const EEXIST: i64 = 17;
+
+/// Captures the user stack at this return, stores it under its hash, and returns the hash
+/// (0 when it could not be stored; the cause is counted).
+#[inline(always)]
+fn store_stack(ctx: &RetProbeContext) -> u64 {
+    let Some(scratch) = STACK_SCRATCH.get_ptr_mut(0) else { return 0 };
+    // SAFETY: this CPU's scratch slot, not shared with a nested program.
+    let record: &mut StackRecord = unsafe { &mut *scratch };
+    let size = core::mem::size_of_val(&record.ips) as u32;
+    let bytes = unsafe { bpf_get_stack(ctx.as_ptr(), record.ips.as_mut_ptr().cast(), size, BPF_F_USER_STACK as u64) };
+    if bytes <= 0 {
+        count(Counter::StackLost);
+        return 0;
+    }
+    let depth = ((bytes as usize) / 8).min(MAX_STACK_DEPTH);
+    record.depth = depth as u32;
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for i in 0..MAX_STACK_DEPTH {
+        if i >= depth {
+            break;
+        }
+        hash ^= record.ips[i];
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // FNV-1a over the addresses: 64 bits make two stacks sharing a key unlikely (the kernel's
+    // stack map keys by bucket and loses stacks far sooner); 0 is kept for "no stack".
+    let hash = hash | 1;
+    match USTACKS.insert(hash, &*record, BPF_NOEXIST as u64) {
+        Ok(()) => hash,
+        Err(err) if i64::from(err) == -EEXIST => {
+            // Seen before. Check it is the same stack and not another with the same hash.
+            // SAFETY: read-only comparison of a stored record.
+            match unsafe { USTACKS.get(hash) } {
+                Some(stored) if stored.depth == record.depth && stored.ips[0] == record.ips[0] => hash,
+                _ => {
+                    count(Counter::StackCollision);
+                    0
+                }
+            }
+        }
+        Err(_) => {
+            count(Counter::StackLost);
+            0
+        }
+    }
+}
 
 /// The calling thread's (tgid, tid) if its process is traced.
 #[inline(always)]
@@ -190,14 +239,8 @@ pub fn alloc_return(ctx: RetProbeContext) -> u32 {
         return 0;
     }
     count(Counter::AllocCalls);
-    let stack_id = match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
-        Ok(id) => id as i32,
-        Err(err) => {
-            count(if err == -EEXIST { Counter::StackCollision } else { Counter::StackLost });
-            err
-        }
-    };
-    let info = AllocInfo { size: call.size, timestamp_ns: unsafe { bpf_ktime_get_ns() }, stack_id, tgid };
+    let stack_id = store_stack(&ctx);
+    let info = AllocInfo { size: call.size, timestamp_ns: unsafe { bpf_ktime_get_ns() }, stack_id, tgid, _pad: 0 };
     stack_turnover(stack_id, call.size, true);
     // Overwrite (no BPF_NOEXIST): if an entry exists at this address its free was missed, and
     // the newest allocation there is the live one.

@@ -26,8 +26,8 @@ impl Totals {
 /// Outstanding allocations that share one stack.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StackGroup {
-    /// Id in the stack map.
-    pub stack_id: u32,
+    /// Key of the stack in the stack map.
+    pub stack_id: u64,
     /// Their sum.
     pub totals: Totals,
     /// Timestamp (monotonic ns) of the oldest.
@@ -53,7 +53,7 @@ pub struct Aggregate {
 /// counted in `too_young`; negative stack ids (failed captures) only in `without_stack`.
 pub fn by_stack(allocations: &[Outstanding], now_ns: u64, min_age_ns: u64, keep_allocations: bool) -> Aggregate {
     let mut aggregate = Aggregate::default();
-    let mut groups: HashMap<u32, StackGroup> = HashMap::new();
+    let mut groups: HashMap<u64, StackGroup> = HashMap::new();
     for alloc in allocations {
         let info = alloc.info;
         aggregate.outstanding.add(info.size);
@@ -61,10 +61,11 @@ pub fn by_stack(allocations: &[Outstanding], now_ns: u64, min_age_ns: u64, keep_
             aggregate.too_young.add(info.size);
             continue;
         }
-        let Ok(stack_id) = u32::try_from(info.stack_id) else {
+        let stack_id = info.stack_id;
+        if stack_id == 0 {
             aggregate.without_stack.add(info.size);
             continue;
-        };
+        }
         let group = groups.entry(stack_id).or_insert_with(|| StackGroup {
             stack_id,
             totals: Totals::default(),
@@ -94,8 +95,8 @@ mod tests {
 
     use super::*;
 
-    fn alloc(address: u64, size: u64, timestamp_ns: u64, stack_id: i32) -> Outstanding {
-        Outstanding { address, info: AllocInfo { size, timestamp_ns, stack_id, tgid: 1 } }
+    fn alloc(address: u64, size: u64, timestamp_ns: u64, stack_id: u64) -> Outstanding {
+        Outstanding { address, info: AllocInfo { size, timestamp_ns, stack_id, tgid: 1, _pad: 0 } }
     }
 
     #[test]
@@ -117,7 +118,7 @@ mod tests {
 
     #[test]
     fn young_and_stackless_allocations_are_counted_apart() {
-        let allocs = [alloc(1, 10, 990, 1), alloc(2, 20, 100, -14), alloc(3, 30, 100, 1), alloc(4, 40, 100, -17)];
+        let allocs = [alloc(1, 10, 990, 1), alloc(2, 20, 100, 0), alloc(3, 30, 100, 1), alloc(4, 40, 100, 0)];
         let agg = by_stack(&allocs, 1_000, 500, false);
         assert_eq!(agg.too_young, Totals { bytes: 10, count: 1 });
         assert_eq!(agg.without_stack, Totals { bytes: 60, count: 2 });

@@ -160,7 +160,7 @@ struct Session {
     kernel_release: String,
     exited: bool,
     child: Option<Child>,
-    series: HashMap<u32, Vec<Sample>>,
+    series: HashMap<u64, Vec<Sample>>,
     last_sample_t: Option<f64>,
     samples: usize,
 }
@@ -328,7 +328,7 @@ impl Session {
     /// Appends one sample per stack from the in-kernel turnover counters. A stack seen for the
     /// first time gets zero samples at the start and at the previous sample, so its series
     /// says when it appeared.
-    fn record_samples(&mut self, t_s: f64, turnover: &HashMap<u32, leaktrace_common::StackStats>) {
+    fn record_samples(&mut self, t_s: f64, turnover: &HashMap<u64, leaktrace_common::StackStats>) {
         for (&id, stats) in turnover {
             let sample = Sample {
                 t_s,
@@ -386,7 +386,7 @@ impl Traced for Session {
         let grouped = aggregate::by_stack(&outstanding, now, min_age.as_nanos() as u64, self.config.show_allocs);
         // Every group gets its trend and is ordered first; only then are the shown ones
         // symbolized, so that the top by growth is named even when it is not the top by bytes.
-        let mut ranked: Vec<(u32, StackReport)> = grouped
+        let mut ranked: Vec<(u64, StackReport)> = grouped
             .groups
             .iter()
             .map(|g| {
@@ -408,7 +408,7 @@ impl Traced for Session {
             .collect();
         // Stacks holding nothing now but turning memory over at a high rate are reported too
         // (with zero bytes): telling churn from a leak is part of the answer.
-        let holding: std::collections::HashSet<u32> = ranked.iter().map(|(id, _)| *id).collect();
+        let holding: std::collections::HashSet<u64> = ranked.iter().map(|(id, _)| *id).collect();
         for (&id, series) in &self.series {
             if holding.contains(&id) {
                 continue;

@@ -109,7 +109,16 @@ pub fn read_report(path: &Path) -> Value {
 pub fn assert_matches_truth(report: &Value, truth: &[Truth], fixture: &Path) {
     assert_eq!(truth.len(), 7, "the fixture prints seven leak sites");
     for t in truth {
-        assert_eq!(totals_for(report, &t.site), (t.bytes, t.count), "site {} (bytes, count)", t.site);
+        assert_eq!(
+            totals_for(report, &t.site),
+            (t.bytes, t.count),
+            "site {} (bytes, count); lost {}, activity {}, without_stack {}, stacks {:#}",
+            t.site,
+            report["lost"],
+            report["activity"],
+            report["without_stack"],
+            report["stacks"]
+        );
     }
     let fixture_name = fixture.to_string_lossy();
     for stack in report["stacks"].as_array().unwrap() {

@@ -13,7 +13,7 @@ use aya::{
     programs::{uprobe::UProbeScope, TracePoint, UProbe},
     Ebpf, EbpfLoader,
 };
-use leaktrace_common::{names, AllocInfo, Counter, KernelAlloc, KernelKey, StackStats};
+use leaktrace_common::{names, AllocInfo, Counter, KernelAlloc, KernelKey, StackRecord, StackStats};
 
 use crate::error::{Error, Result};
 
@@ -95,7 +95,8 @@ impl Tracer {
                 loader
                     .override_global(names::GLOBAL_FREEZE_AT_EXIT, &freeze, true)
                     .map_max_entries(names::ALLOCS, options.max_allocs)
-                    .map_max_entries(names::STACKS, options.stack_storage)
+                    .map_max_entries(names::USTACKS, options.stack_storage)
+                    .map_max_entries(names::STACKS, 1)
                     .map_max_entries(names::STACK_STATS, options.stack_storage)
                     .map_max_entries(names::KALLOCS, 1)
                     .map_max_entries(names::KSTACKS, 1);
@@ -106,6 +107,7 @@ impl Tracer {
                     .map_max_entries(names::ALLOCS, 1)
                     .map_max_entries(names::PENDING, 1)
                     .map_max_entries(names::STACK_STATS, 1)
+                    .map_max_entries(names::USTACKS, 1)
                     .map_max_entries(names::STACKS, if *user_stacks { options.stack_storage } else { 1 })
                     .map_max_entries(names::KALLOCS, options.max_allocs)
                     .map_max_entries(names::KSTACKS, options.stack_storage)
@@ -210,9 +212,22 @@ impl Tracer {
         Ok(allocs.iter().filter_map(|entry| entry.ok()).map(|(address, info)| Outstanding { address, info }).collect())
     }
 
-    /// The user stacks with the given ids, innermost frame first. Ids no longer present are
-    /// left out of the result.
-    pub fn stacks(&self, ids: impl IntoIterator<Item = u32>) -> Result<StdHashMap<u32, Vec<u64>>> {
+    /// The user stacks of allocations with the given keys, innermost frame first.
+    pub fn stacks(&self, ids: impl IntoIterator<Item = u64>) -> Result<StdHashMap<u64, Vec<u64>>> {
+        let map = self.ebpf.map(names::USTACKS).ok_or_else(|| missing_map(names::USTACKS))?;
+        let stacks: HashMap<_, u64, StackRecord> = HashMap::try_from(map).map_err(|e| map_error(names::USTACKS, e))?;
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| {
+                let record = stacks.get(&id, 0).ok()?;
+                let depth = (record.depth as usize).min(record.ips.len());
+                Some((id, record.ips[..depth].to_vec()))
+            })
+            .collect())
+    }
+
+    /// Kernel mode with --user-stacks: the allocating tasks' user stacks, by stack map id.
+    pub fn task_user_stacks(&self, ids: impl IntoIterator<Item = u32>) -> Result<StdHashMap<u32, Vec<u64>>> {
         self.read_stacks(names::STACKS, ids)
     }
 
@@ -229,9 +244,9 @@ impl Tracer {
     }
 
     /// Turnover of every stack since tracing began, summed over CPUs.
-    pub fn stack_stats(&self) -> Result<StdHashMap<u32, StackStats>> {
+    pub fn stack_stats(&self) -> Result<StdHashMap<u64, StackStats>> {
         let map = self.ebpf.map(names::STACK_STATS).ok_or_else(|| missing_map(names::STACK_STATS))?;
-        let stats: PerCpuHashMap<_, u32, StackStats> =
+        let stats: PerCpuHashMap<_, u64, StackStats> =
             PerCpuHashMap::try_from(map).map_err(|e| map_error(names::STACK_STATS, e))?;
         Ok(stats
             .iter()

@@ -318,7 +318,7 @@ impl Traced for KernelSession {
         let addresses: Vec<u64> = kernel_stacks.values().flatten().copied().collect::<BTreeSet<_>>().into_iter().collect();
         let kernel_frames = self.kernel_symbols.symbolize(&addresses);
         let user_stacks = if self.options.user_stacks {
-            self.tracer.stacks(ranked.iter().filter_map(|(g, _)| g.user_stack.map(|(_, id)| id)))?
+            self.tracer.task_user_stacks(ranked.iter().filter_map(|(g, _)| g.user_stack.map(|(_, id)| id)))?
         } else {
             HashMap::new()
         };
