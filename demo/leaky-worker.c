@@ -3,7 +3,7 @@
  * Each message gets a large working buffer that is freed again, plus per-message
  * allocations inside a "native extension" that are never freed.
  *
- * Usage: leaky-worker [messages]   (default 40, one every 100 ms)
+ * Usage: leaky-worker [messages]   (default 80, one every 100 ms)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,7 +36,7 @@ NOINLINE void handle_message(int id) {
 }
 
 int main(int argc, char **argv) {
-    int messages = argc > 1 ? atoi(argv[1]) : 40;
+    int messages = argc > 1 ? atoi(argv[1]) : 80;
     struct timespec pause = {0, 100 * 1000 * 1000};
     for (int i = 0; i < messages; i++) {
         handle_message(i);

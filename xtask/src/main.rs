@@ -90,7 +90,7 @@ fn demo(root: &Path) -> Result<()> {
             .arg("2")
             .arg("--")
             .arg(&program)
-            .arg("40"),
+            .arg("80"),
     )?;
     println!("\nJSON report: {}", json.display());
     Ok(())
