@@ -498,6 +498,11 @@ impl Traced for Session {
             incomplete: lost.total() > 0,
             lost,
             activity,
+            build_ids: {
+                let used: BTreeSet<&str> =
+                    stack_reports.iter().flat_map(|s| &s.frames).filter_map(|f| f.module.as_deref()).collect();
+                self.symbolizer.build_ids().into_iter().filter(|(m, _)| used.contains(m.as_str())).collect()
+            },
             stacks: stack_reports,
             kernel: None,
         })

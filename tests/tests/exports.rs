@@ -80,6 +80,14 @@ fn folded_svg_and_pprof_agree_with_the_json_report() {
     for t in &truth {
         assert_eq!(per_function.get(&t.site).copied(), Some((t.bytes, t.count)), "pprof -raw for {}\n{raw}", t.site);
     }
+    // The fixture's mapping carries its build-id, as readelf reads it.
+    let notes = Command::new("readelf").arg("-n").arg(leaky()).output().unwrap();
+    let build_id = String::from_utf8_lossy(&notes.stdout)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Build ID: ").map(str::to_string))
+        .expect("the fixture has a build-id");
+    assert_eq!(traced.report["build_ids"][leaky().to_str().unwrap()], build_id.as_str());
+    assert!(raw.contains(&build_id), "build-id {build_id} missing from the pprof mappings:\n{raw}");
     let top = go_pprof(&["-top", "-nodefraction=0", "-nodecount=1000"], &pprof);
     for t in &truth {
         assert!(top.contains(&t.site), "{} missing from pprof -top:\n{top}", t.site);

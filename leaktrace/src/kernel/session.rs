@@ -408,6 +408,7 @@ impl Traced for KernelSession {
             lost,
             activity,
             stacks,
+            build_ids: Default::default(),
             kernel: Some(KernelSection {
                 group_by: self.options.group_by,
                 events: self.events.clone(),

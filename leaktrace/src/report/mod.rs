@@ -84,6 +84,9 @@ pub struct Report {
     /// Stacks holding outstanding memory, most bytes first (all of them, not only the top N).
     /// In kernel mode grouped by `kernel.group_by`.
     pub stacks: Vec<StackReport>,
+    /// GNU build-id (hex) of each module that appears in `stacks`, by path.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub build_ids: std::collections::BTreeMap<String, String>,
     /// Kernel mode (`mode: "kernel"`) only: slab accounting and run attribution.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<KernelSection>,

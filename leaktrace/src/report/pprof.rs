@@ -175,7 +175,7 @@ pub fn render(report: &Report) -> Vec<u8> {
                 mappings.push(Mapping {
                     id,
                     filename: strings.id(&module),
-                    build_id: 0,
+                    build_id: report.build_ids.get(&module).map_or(0, |id| strings.id(id)),
                     has_functions: true,
                     has_filenames: true,
                     has_line_numbers: true,

@@ -38,6 +38,11 @@ impl Symbolizer {
         self.modules.refresh()
     }
 
+    /// Build-ids of the modules seen, by path.
+    pub fn build_ids(&self) -> std::collections::BTreeMap<String, String> {
+        self.modules.build_ids().map(|(m, id)| (m.to_string(), id.to_string())).collect()
+    }
+
     /// Whether any snapshot of the mappings was ever taken.
     pub fn has_snapshot(&self) -> bool {
         self.modules.snapshots() > 0

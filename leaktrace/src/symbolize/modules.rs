@@ -22,6 +22,8 @@ pub struct Module {
     /// Path blazesym opens: the real path when it is the same file in our namespace,
     /// otherwise /proc/self/fd/N of the held handle.
     pub open_path: PathBuf,
+    /// GNU build-id in hex, when the file has one.
+    pub build_id: Option<String>,
     _handle: Option<File>,
 }
 
@@ -99,7 +101,11 @@ impl ProcessModules {
             (Some(file), false) => PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())),
             (None, false) => PathBuf::from(format!("/proc/{}/root{name}", self.pid)),
         };
-        Module { name, open_path, _handle: handle }
+        let build_id = blazesym::helper::read_elf_build_id(&open_path)
+            .ok()
+            .flatten()
+            .map(|id| id.iter().map(|b| format!("{b:02x}")).collect());
+        Module { name, open_path, build_id, _handle: handle }
     }
 
     /// The module containing `address` and the address's offset in that file.
@@ -107,6 +113,11 @@ impl ProcessModules {
         let index = self.mappings.partition_point(|m| m.start <= address).checked_sub(1)?;
         let m = self.mappings[index];
         (address < m.end).then(|| (m.module, address - m.start + m.file_offset))
+    }
+
+    /// Every module seen, with its build-id.
+    pub fn build_ids(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.modules.iter().filter_map(|m| m.build_id.as_deref().map(|id| (m.name.as_str(), id)))
     }
 
     /// A module by index.
