@@ -161,6 +161,7 @@ fn run() -> Result<()> {
     result.insert("kernel".into(), kernel(&env, &plan)?);
     result.insert("bpf_stats".into(), where_the_time_goes(&env, &plan)?);
     let mut result = Value::Object(result);
+    derived(&mut result);
     result["targets"] = targets(&result);
     result["machine"]["bench_seconds"] = json!(round(started.elapsed().as_secs_f64(), 1));
     let json_path = options.out.join("bench.json");
@@ -340,13 +341,14 @@ fn moderate(env: &Env, plan: &Plan) -> Result<Value> {
 /// rusage is its own and not the workload's).
 fn footprint(env: &Env, plan: &Plan) -> Result<Value> {
     let a = args(&["oneshot", &plan.oneshot_ops.to_string()]);
-    let (mut cpu, mut rss, mut maps) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut cpu, mut rss, mut maps, mut attached) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut check = LeakCheck { exact: true, mismatches: Vec::new() };
     for rep in 0..plan.footprint_reps {
         step(&format!("leaktrace footprint, repetition {} of {}", rep + 1, plan.footprint_reps));
         let run = tools::leaktrace_attached(env, &a)?;
         cpu.push(run.usage.cpu_s);
         rss.push(run.usage.max_rss_mib);
+        attached.push(run.rss_attached_mib);
         maps.push(run.map_bytes as f64 / 1024.0 / 1024.0);
         check.merge(run.check);
     }
@@ -354,6 +356,7 @@ fn footprint(env: &Env, plan: &Plan) -> Result<Value> {
         "ops": plan.oneshot_ops,
         "cpu_s": round(median(&cpu), 3),
         "peak_rss_mib": round(median(&rss), 1),
+        "rss_once_attached_mib": round(median(&attached), 1),
         "bpf_maps_mib": round(median(&maps), 1),
         "leaks": check_json(&check),
     }))
@@ -465,7 +468,7 @@ fn where_the_time_goes(env: &Env, plan: &Plan) -> Result<Value> {
     // Floor, attached to the waiting workload; then with the return program walking the
     // user stack and nothing else.
     for (key, return_program) in [("floor", names::PROG_FLOOR_RETURN), ("floor_user_stack", names::PROG_FLOOR_STACK_RETURN)] {
-        let mut w = proc::Waiting::spawn(&mut Command::new(&env.workload).args(&wait_args), Duration::from_secs(30))?;
+        let mut w = proc::Waiting::spawn(Command::new(&env.workload).args(&wait_args), Duration::from_secs(30))?;
         let allocator = leaktrace::target::find_allocator(w.pid, None, "")?;
         let floor = tools::floor_user_with(&allocator, w.pid, return_program)?;
         let before = stats::snapshot(me);
@@ -481,7 +484,7 @@ fn where_the_time_goes(env: &Env, plan: &Plan) -> Result<Value> {
     }
 
     // leaktrace -p.
-    let mut w = proc::Waiting::spawn(&mut Command::new(&env.workload).args(&wait_args), Duration::from_secs(30))?;
+    let mut w = proc::Waiting::spawn(Command::new(&env.workload).args(&wait_args), Duration::from_secs(30))?;
     let json_path = env.scratch.join("leaktrace-stats.json");
     let tracer = tools::start_leaktrace(env, w.pid, &["--json".into(), json_path.display().to_string(), "3600".into()])?;
     let before = stats::snapshot(tracer.child.id());
@@ -496,7 +499,7 @@ fn where_the_time_goes(env: &Env, plan: &Plan) -> Result<Value> {
     out.insert("leaktrace".into(), d);
 
     // bpftrace -p.
-    let mut w = proc::Waiting::spawn(&mut Command::new(&env.workload).args(&wait_args), Duration::from_secs(30))?;
+    let mut w = proc::Waiting::spawn(Command::new(&env.workload).args(&wait_args), Duration::from_secs(30))?;
     let tracer = tools::start_bpftrace(env, &w)?;
     let before = stats::snapshot(tracer.child.id());
     w.go()?;
@@ -535,6 +538,27 @@ fn where_the_time_goes(env: &Env, plan: &Plan) -> Result<Value> {
     d["ns_per_op"] = json!(round(o.ns_per_op(), 1));
     out.insert("kernel_leaktrace".into(), d);
     Ok(Value::Object(out))
+}
+
+/// Per-event figures: probe hits per operation and tracepoint events per iteration, counted
+/// by the floor programs' run counts with bpf_stats on, divide the added times.
+fn derived(r: &mut Value) {
+    let runs_per_op = |run: &str| -> f64 {
+        r["bpf_stats"][run]["programs"].as_array().into_iter().flatten().filter_map(|p| p["runs_per_op"].as_f64()).sum()
+    };
+    let hits = runs_per_op("floor");
+    let events = runs_per_op("kernel_floor");
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let floor_added = f(&r["oneshot"]["tools"]["floor"]["added_ns_per_op"]);
+    let leaktrace_added = f(&r["oneshot"]["tools"]["leaktrace"]["added_ns_per_op"]);
+    r["oneshot"]["probe_hits_per_op"] = json!(round(hits, 3));
+    r["oneshot"]["floor_added_ns_per_probe_hit"] = json!(round(floor_added / hits, 1));
+    r["oneshot"]["leaktrace_added_ns_per_probe_hit"] = json!(round(leaktrace_added / hits, 1));
+    let k_floor = f(&r["kernel"]["floor_added_ns"]);
+    let k_leaktrace = f(&r["kernel"]["leaktrace_added_ns"]);
+    r["kernel"]["events_per_iteration"] = json!(round(events, 3));
+    r["kernel"]["floor_added_ns_per_event"] = json!(round(k_floor / events, 1));
+    r["kernel"]["leaktrace_added_ns_per_event"] = json!(round(k_leaktrace / events, 1));
 }
 
 /// The targets, against the figures (reported, never asserted).
@@ -629,12 +653,20 @@ fn markdown(r: &Value) -> String {
             fmt(&t["achieved_allocs_per_s"])
         );
     }
+    let _ = writeln!(
+        s,
+        "\nProbe hits per operation: {} (counted by the floor programs); added ns per probe hit: floor {}, leaktrace {}.",
+        fmt(&o["probe_hits_per_op"]),
+        fmt(&o["floor_added_ns_per_probe_hit"]),
+        fmt(&o["leaktrace_added_ns_per_probe_hit"])
+    );
     let fp = &r["footprint"];
     let _ = writeln!(
         s,
-        "\nleaktrace footprint on the one-shot workload (-p): {} s CPU, peak RSS {} MiB, BPF maps {} MiB, leak sites exact: {}.\n",
+        "\nleaktrace footprint on the one-shot workload (-p): {} s CPU, peak RSS {} MiB ({} MiB once attached, before the workload ran), BPF maps {} MiB, leak sites exact: {}.\n",
         fmt(&fp["cpu_s"]),
         fmt(&fp["peak_rss_mib"]),
+        fmt(&fp["rss_once_attached_mib"]),
         fmt(&fp["bpf_maps_mib"]),
         fmt(&fp["leaks"]["leaks_exact"])
     );
@@ -671,7 +703,7 @@ fn markdown(r: &Value) -> String {
     let k = &r["kernel"];
     let _ = writeln!(
         s,
-        "\nKernel mode: {} eventfd()+close() iterations, median of {} repetitions.\n\n| run | ns/iteration | added ns/iteration |\n|---|---|---|\n| untraced | {} | |\n| empty tracepoint programs | {} | {} |\n| leaktrace --kernel-slab | {} | {} |\n\nleaktrace added / floor added: {}\n",
+        "\nKernel mode: {} eventfd()+close() iterations, median of {} repetitions.\n\n| run | ns/iteration | added ns/iteration |\n|---|---|---|\n| untraced | {} | |\n| empty tracepoint programs | {} | {} |\n| leaktrace --kernel-slab | {} | {} |\n\nleaktrace added / floor added: {}; tracepoint events per iteration: {}; added ns per event: floor {}, leaktrace {}\n",
         fmt(&k["iterations"]),
         fmt(&k["repetitions"]),
         fmt(&k["untraced_ns_per_iteration"]),
@@ -679,7 +711,10 @@ fn markdown(r: &Value) -> String {
         fmt(&k["floor_added_ns"]),
         fmt(&k["leaktrace_ns_per_iteration"]),
         fmt(&k["leaktrace_added_ns"]),
-        fmt(&k["ratio_to_floor"])
+        fmt(&k["ratio_to_floor"]),
+        fmt(&k["events_per_iteration"]),
+        fmt(&k["floor_added_ns_per_event"]),
+        fmt(&k["leaktrace_added_ns_per_event"])
     );
     s.push_str("Per-program run time (kernel.bpf_stats_enabled=1):\n\n| run | program | runs/op | avg ns | ns/op |\n|---|---|---|---|---|\n");
     if let Some(runs) = r["bpf_stats"].as_object() {

@@ -265,6 +265,12 @@ pub fn ticks_per_second() -> f64 {
     }
 }
 
+/// A value from /proc/PID/status in kB (VmRSS, VmHWM).
+pub fn status_kb(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.split_whitespace().next()?.parse().ok())
+}
+
 /// The eBPF program ids and the summed map `memlock` bytes behind a process's descriptors.
 pub fn bpf_fds(pid: u32) -> (Vec<u32>, u64) {
     let mut progs = Vec::new();

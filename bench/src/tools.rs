@@ -134,6 +134,8 @@ pub struct Attached {
     pub usage: proc::Usage,
     /// Summed `memlock` of its BPF maps when the workload finished.
     pub map_bytes: u64,
+    /// leaktrace's resident set once attached, before the workload ran (MiB).
+    pub rss_attached_mib: f64,
 }
 
 /// Starts `leaktrace -p PID extra…` on a waiting workload and waits until it has attached.
@@ -156,6 +158,7 @@ pub fn leaktrace_attached(env: &Env, a: &[String]) -> Result<Attached> {
     // One interval report an hour: the only report is the final one.
     let extra = vec!["--json".to_string(), json.display().to_string(), "3600".to_string()];
     let tracer = start_leaktrace(env, w.pid, &extra)?;
+    let rss_attached_mib = proc::status_kb(tracer.child.id(), "VmRSS").unwrap_or(0) as f64 / 1024.0;
     w.go()?;
     let lines = w.wait_done(RUN_TIMEOUT)?;
     let (_, map_bytes) = proc::bpf_fds(tracer.child.id());
@@ -167,7 +170,7 @@ pub fn leaktrace_attached(env: &Env, a: &[String]) -> Result<Attached> {
     let out = workload::parse(&lines)?;
     let report = workload::read_json(&json)?;
     let check = LeakCheck::compare(&out.truth, |site| workload::leaktrace_totals(&report, site));
-    Ok(Attached { out, check, usage, map_bytes })
+    Ok(Attached { out, check, usage, map_bytes, rss_attached_mib })
 }
 
 /// The bpftrace script for `pid` and the C library at `libc`.

@@ -53,7 +53,7 @@ fn quick_bench_produces_every_figure() {
     for tool in ["leaktrace", "bpftrace"] {
         number(&r, &format!("/moderate_rate/tools/{tool}/tracer_cpu_pct"));
     }
-    for figure in ["cpu_s", "peak_rss_mib", "bpf_maps_mib"] {
+    for figure in ["cpu_s", "peak_rss_mib", "rss_once_attached_mib", "bpf_maps_mib"] {
         number(&r, &format!("/footprint/{figure}"));
     }
     let point = &r["scale"]["outstanding"][0];
@@ -71,8 +71,14 @@ fn quick_bench_produces_every_figure() {
         "floor_added_ns",
         "leaktrace_added_ns",
         "ratio_to_floor",
+        "events_per_iteration",
+        "floor_added_ns_per_event",
+        "leaktrace_added_ns_per_event",
     ] {
         number(&r, &format!("/kernel/{figure}"));
+    }
+    for figure in ["probe_hits_per_op", "floor_added_ns_per_probe_hit", "leaktrace_added_ns_per_probe_hit"] {
+        number(&r, &format!("/oneshot/{figure}"));
     }
     for run in ["floor", "leaktrace", "bpftrace", "kernel_floor", "kernel_leaktrace"] {
         number(&r, &format!("/bpf_stats/{run}/total_per_op_ns"));
