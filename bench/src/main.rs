@@ -57,8 +57,8 @@ impl Plan {
                 oneshot_ops: 5_000,
                 steady_rate: 10_000,
                 steady_reps: 1,
-                steady_warmup: Duration::from_millis(300),
-                steady_window: Duration::from_millis(1000),
+                steady_warmup: Duration::from_millis(200),
+                steady_window: Duration::from_millis(500),
                 footprint_reps: 1,
                 scale_points: vec![10_000],
                 scale_ops: 5_000,
@@ -126,8 +126,12 @@ fn main() {
     }
 }
 
+/// When the run started, for the progress lines.
+static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
 fn step(what: &str) {
-    eprintln!("bench: {what}");
+    let at = STARTED.get_or_init(Instant::now).elapsed().as_secs_f64();
+    eprintln!("bench: [{at:5.1} s] {what}");
 }
 
 fn run() -> Result<()> {
@@ -139,7 +143,7 @@ fn run() -> Result<()> {
     if !options.leaktrace.is_file() {
         bail!("{} is missing: build it with `cargo build --release -p leaktrace`", options.leaktrace.display());
     }
-    let started = Instant::now();
+    let started = *STARTED.get_or_init(Instant::now);
     let plan = Plan::new(options.quick);
     let root = workspace_root();
     let scratch = options.out.join("scratch");
