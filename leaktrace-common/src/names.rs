@@ -88,3 +88,19 @@ pub const PROG_PERCPU_ALLOC: &str = "percpu_alloc_percpu";
 pub const PROG_PERCPU_FREE: &str = "percpu_free_percpu";
 /// sched_process_fork tracepoint program.
 pub const PROG_FORK: &str = "sched_process_fork";
+
+/// Benchmark floor: empty uprobe, attached at allocator entries.
+pub const PROG_FLOOR_ENTER: &str = "floor_enter";
+/// Benchmark floor: empty uretprobe, attached at allocator returns.
+pub const PROG_FLOOR_RETURN: &str = "floor_return";
+/// Benchmark floor: empty programs for the slab tracepoints, as (program, category, event).
+pub const PROG_FLOOR_SLAB: [(&str, &str, &str); 4] = [
+    ("floor_kmalloc", "kmem", "kmalloc"),
+    ("floor_kmem_cache_alloc", "kmem", "kmem_cache_alloc"),
+    ("floor_kfree", "kmem", "kfree"),
+    ("floor_kmem_cache_free", "kmem", "kmem_cache_free"),
+];
+/// Benchmark: a uretprobe that only captures the user stack, as leaktrace's return program does.
+pub const PROG_FLOOR_STACK_RETURN: &str = "floor_stack_return";
+/// Benchmark: a tracepoint program that only captures the kernel stack.
+pub const PROG_FLOOR_KSTACK: &str = "floor_kstack";

@@ -1,8 +1,9 @@
-//! Project tasks: `cargo xtask setup | demo | test`.
+//! Project tasks: `cargo xtask setup | demo | test | bench`.
 //!
-//! `setup` installs what building and testing need on a fresh machine; `demo` and `test`
-//! run it first, so each of them is one command on a new machine.
+//! `setup` installs what building and testing need on a fresh machine; `demo`, `test` and
+//! `bench` run it first, so each of them is one command on a new machine.
 
+mod bench;
 mod setup;
 
 use std::{
@@ -31,6 +32,16 @@ enum Task {
         /// Only run integration tests whose name contains this.
         filter: Option<String>,
     },
+    /// Measure leaktrace's overhead against empty eBPF programs, bpftrace, heaptrack and
+    /// valgrind; writes target/bench/bench.json and bench.md.
+    Bench {
+        /// A few-seconds version: one repetition, small sizes (checks that the bench runs).
+        #[arg(long)]
+        quick: bool,
+        /// Output directory (default target/bench).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() {
@@ -52,6 +63,17 @@ fn run() -> Result<()> {
             setup::run(&root)?;
             setup::ensure_go()?;
             test(&root, filter.as_deref())
+        }
+        Task::Bench { quick, out } => {
+            setup::run(&root)?;
+            let mut args = Vec::new();
+            if quick {
+                args.push("--quick".to_string());
+            }
+            if let Some(out) = out {
+                args.extend(["--out".to_string(), out.display().to_string()]);
+            }
+            bench::run(&root, &args)
         }
     }
 }

@@ -287,8 +287,47 @@ impl Tracer {
     }
 }
 
+/// Run-time statistics of one loaded eBPF program, whoever loaded it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramStats {
+    /// The kernel's program id.
+    pub id: u32,
+    /// The program's name (at most 15 bytes, as the kernel keeps it).
+    pub name: String,
+    /// Total time spent running it; 0 unless `kernel.bpf_stats_enabled` is 1.
+    pub run_time_ns: u64,
+    /// Times it ran; 0 unless `kernel.bpf_stats_enabled` is 1.
+    pub run_cnt: u64,
+    /// Times the kernel skipped it because another program was running on that CPU.
+    pub recursion_misses: u64,
+}
+
+/// Statistics of every eBPF program loaded on the machine (for the benchmark's per-program
+/// costs; needs root).
+pub fn loaded_program_stats() -> Vec<ProgramStats> {
+    aya::programs::loaded_programs()
+        .filter_map(|p| p.ok())
+        .filter_map(|p| {
+            let fd = p.fd().ok()?;
+            let info = prog_info(fd.as_fd())?;
+            Some(ProgramStats {
+                id: p.id(),
+                name: p.name_as_str().unwrap_or_default().to_string(),
+                run_time_ns: info.run_time_ns,
+                run_cnt: info.run_cnt,
+                recursion_misses: info.recursion_misses,
+            })
+        })
+        .collect()
+}
+
 /// Reads `recursion_misses` from `bpf_prog_info`, which aya 0.14's `ProgramInfo` does not expose.
 fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
+    prog_info(fd).map(|info| info.recursion_misses)
+}
+
+/// `bpf_prog_info` of a program, with the fields aya 0.14's `ProgramInfo` does not expose.
+fn prog_info(fd: std::os::fd::BorrowedFd<'_>) -> Option<aya_obj::generated::bpf_prog_info> {
     #[repr(C)]
     struct InfoByFd {
         bpf_fd: u32,
@@ -311,7 +350,7 @@ fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
             std::mem::size_of::<InfoByFd>() as libc::c_long,
         )
     };
-    (ret == 0).then_some(info.recursion_misses)
+    (ret == 0).then_some(info)
 }
 
 /// Records `program` as loaded; true the first time it is seen.

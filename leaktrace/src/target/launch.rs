@@ -29,11 +29,18 @@ pub struct Held {
 
 /// Forks `program args…`, stopping the child just before exec.
 pub fn hold(program: &str, args: &[String]) -> Result<Held> {
+    let mut command = Command::new(program);
+    command.args(args);
+    hold_command(command)
+}
+
+/// Like [`hold`], for a command whose environment or standard streams the caller set up
+/// (the benchmark reads the workload's output through a pipe).
+pub fn hold_command(mut command: Command) -> Result<Held> {
+    let program = command.get_program().to_string_lossy().into_owned();
     let pipe_error = |e: nix::Error| Error::io("creating a pipe", e.into());
     let (ready_read, ready_write) = pipe2(OFlag::O_CLOEXEC).map_err(pipe_error)?;
     let (gate_read, gate_write) = pipe2(OFlag::O_CLOEXEC).map_err(pipe_error)?;
-    let mut command = Command::new(program);
-    command.args(args);
     let (ready_fd, gate_fd) = (ready_write.as_raw_fd(), gate_read.as_raw_fd());
     // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
     // functions (getpid, write, read); it allocates nothing.
@@ -66,9 +73,9 @@ pub fn hold(program: &str, args: &[String]) -> Result<Held> {
             Ok(Err(e)) => e.to_string(),
             _ => "the child exited before it could be traced".into(),
         };
-        return Err(Error::Launch { program: program.to_string(), reason });
+        return Err(Error::Launch { program, reason });
     }
-    Ok(Held { pid: i32::from_ne_bytes(pid) as u32, program: program.to_string(), gate: File::from(gate_write), spawner })
+    Ok(Held { pid: i32::from_ne_bytes(pid) as u32, program, gate: File::from(gate_write), spawner })
 }
 
 impl Held {

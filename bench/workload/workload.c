@@ -1,0 +1,228 @@
+/*
+ * leaktrace's benchmark workload: allocator traffic with exact ground truth.
+ *
+ * Every mode times its own hot loop with CLOCK_MONOTONIC and prints it, so process start-up
+ * and tracer attach are never part of a figure. Leaks are made at named sites after the hot
+ * loop and printed as "TRUTH site bytes count" lines, like tests/fixtures/leaky.c; every
+ * other block is freed.
+ *
+ * Usage: workload [--wait] MODE ...
+ *   oneshot N [OUTSTANDING]  N operations; with OUTSTANDING, that many blocks are allocated
+ *                            (at site hold_outstanding) and kept before the timed loop
+ *   steady RATE SECONDS      about RATE allocation calls per second for SECONDS, paced on
+ *                            1 ms ticks against CLOCK_MONOTONIC
+ *   stacks N                 one 32..95-byte block kept from each of N distinct functions
+ *                            (generated into stacks.c), so N unique call stacks
+ *   syscalls N               N eventfd()+close() pairs (kernel slab traffic, no malloc)
+ *   --wait                   print "ready PID", wait for a line on stdin before working,
+ *                            print "done" after the results, then wait for stdin to close
+ *
+ * An operation is one allocation and its free, through one of five named call paths:
+ * op_small (malloc 16..255), op_calloc (calloc n*32), op_medium (malloc 1..5 KiB), op_resize
+ * (malloc 64 then realloc to 128..1151), op_table (malloc 8..512). op_resize makes two
+ * allocation calls; the others one. Output lines: ELAPSED_NS, OPS, ALLOC_CALLS, FREE_CALLS,
+ * PID (steady), TRUTH lines.
+ */
+#define _GNU_SOURCE
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NOINLINE __attribute__((noinline, noclone))
+
+static volatile unsigned char sink;
+static void touch(void *p, size_t n) {
+    if (!p) abort();
+    memset(p, 0xab, n < 64 ? n : 64);
+    sink = ((unsigned char *)p)[n - 1];
+}
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t alloc_calls, free_calls;
+
+/* The hot loop's call paths. Each returns the block it allocated; the caller frees it. */
+NOINLINE void *op_small(unsigned i) { void *p = malloc(16 + (i * 7) % 240); touch(p, 16); alloc_calls++; return p; }
+NOINLINE void *op_calloc(unsigned i) { void *p = calloc(1 + i % 8, 32); touch(p, 32); alloc_calls++; return p; }
+NOINLINE void *op_medium(unsigned i) { void *p = malloc(1024 + (i * 13) % 4096); touch(p, 1024); alloc_calls++; return p; }
+NOINLINE void *op_resize(unsigned i) {
+    void *p = malloc(64);
+    touch(p, 64);
+    p = realloc(p, 128 + i % 1024);
+    touch(p, 128);
+    alloc_calls += 2;
+    return p;
+}
+NOINLINE void *op_table(unsigned i) { void *p = malloc(8 * (1 + i % 64)); touch(p, 8); alloc_calls++; return p; }
+
+/* The mix: 3/8 small, and 1/8 each of the others plus one more small-ish table. */
+NOINLINE void *one_op(unsigned i) {
+    switch (i % 8) {
+    case 0: case 1: case 2: return op_small(i);
+    case 3: return op_calloc(i);
+    case 4: return op_medium(i);
+    case 5: return op_resize(i);
+    default: return op_table(i);
+    }
+}
+
+NOINLINE void release(void *p) { free(p); free_calls++; }
+
+/* Leak sites: exact bytes and counts, printed as TRUTH. Blocks stay reachable. */
+#define MAX_LEAKS 64
+static void *leaked[MAX_LEAKS];
+static int n_leaked;
+static void keep(void *p) { if (n_leaked < MAX_LEAKS) leaked[n_leaked++] = p; }
+
+struct site { const char *name; int count; size_t bytes; };
+static const struct site SITES[] = {
+    {"leak_session", 12, 200},
+    {"leak_buffer", 5, 4096},
+    {"leak_zeroed", 7, 3 * 48},
+    {"leak_grown", 4, 3000},
+    {"leak_large", 2, 200 * 1024},
+};
+NOINLINE void leak_session(void) { void *p = malloc(200); touch(p, 200); keep(p); }
+NOINLINE void leak_buffer(void) { void *p = malloc(4096); touch(p, 4096); keep(p); }
+NOINLINE void leak_zeroed(void) { void *p = calloc(3, 48); touch(p, 144); keep(p); }
+NOINLINE void leak_grown(void) {
+    void *p = malloc(100);
+    touch(p, 100);
+    p = realloc(p, 3000);
+    touch(p, 3000);
+    keep(p);
+}
+NOINLINE void leak_large(void) { void *p = malloc(200 * 1024); touch(p, 200 * 1024); keep(p); }
+
+NOINLINE void make_leaks(void) {
+    for (int i = 0; i < 12; i++) leak_session();
+    for (int i = 0; i < 5; i++) leak_buffer();
+    for (int i = 0; i < 7; i++) leak_zeroed();
+    for (int i = 0; i < 4; i++) leak_grown();
+    for (int i = 0; i < 2; i++) leak_large();
+}
+
+static void print_truth(void) {
+    for (size_t i = 0; i < sizeof SITES / sizeof SITES[0]; i++)
+        printf("TRUTH %s %zu %d\n", SITES[i].name, SITES[i].bytes * SITES[i].count, SITES[i].count);
+}
+
+/* Outstanding blocks held through the timed loop (scale points). */
+static void **held;
+NOINLINE void hold_outstanding(long n) {
+    held = malloc(sizeof(void *) * (size_t)n);
+    if (!held) abort();
+    for (long i = 0; i < n; i++) { held[i] = malloc(32); touch(held[i], 32); }
+}
+
+NOINLINE void run_oneshot(long n, long outstanding) {
+    if (outstanding > 0) hold_outstanding(outstanding);
+    uint64_t start = now_ns();
+    for (long i = 0; i < n; i++) release(one_op((unsigned)i));
+    uint64_t elapsed = now_ns() - start;
+    uint64_t calls = alloc_calls;
+    make_leaks();
+    printf("ELAPSED_NS %llu\nOPS %ld\nALLOC_CALLS %llu\nFREE_CALLS %llu\n", (unsigned long long)elapsed, n,
+           (unsigned long long)calls, (unsigned long long)free_calls);
+    print_truth();
+    if (outstanding > 0) {
+        /* The holding array itself is outstanding too (one block from hold_outstanding). */
+        printf("TRUTH hold_outstanding %llu %ld\n", (unsigned long long)(32ull * (unsigned long)outstanding + sizeof(void *) * (unsigned long)outstanding), outstanding + 1);
+    }
+}
+
+/* Steady mode keeps the last RING blocks alive, so blocks live a few milliseconds. */
+#define RING 256
+NOINLINE void run_steady(long rate, double seconds) {
+    static void *ring[RING];
+    printf("PID %d\n", (int)getpid());
+    uint64_t start = now_ns(), end = start + (uint64_t)(seconds * 1e9);
+    uint64_t tick = 1000000; /* 1 ms */
+    unsigned i = 0;
+    struct timespec next = {0};
+    clock_gettime(CLOCK_MONOTONIC, &next);
+    for (;;) {
+        uint64_t t = now_ns();
+        if (t >= end) break;
+        uint64_t due = (uint64_t)((double)(t - start) * (double)rate / 1e9);
+        while (alloc_calls < due) {
+            unsigned slot = i % RING;
+            if (ring[slot]) release(ring[slot]);
+            ring[slot] = one_op(i++);
+        }
+        next.tv_nsec += (long)tick;
+        if (next.tv_nsec >= 1000000000l) { next.tv_sec++; next.tv_nsec -= 1000000000l; }
+        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL);
+    }
+    uint64_t elapsed = now_ns() - start;
+    for (unsigned s = 0; s < RING; s++) if (ring[s]) { release(ring[s]); ring[s] = NULL; }
+    make_leaks();
+    printf("ELAPSED_NS %llu\nOPS %u\nALLOC_CALLS %llu\nFREE_CALLS %llu\n", (unsigned long long)elapsed, i,
+           (unsigned long long)alloc_calls, (unsigned long long)free_calls);
+    print_truth();
+}
+
+/* stacks.c (generated by the bench): stack_sites[i]() allocates and keeps one block. */
+extern void (*const stack_sites[])(void);
+extern const long n_stack_sites;
+extern void *stack_blocks[];
+
+NOINLINE void run_stacks(long n) {
+    if (n > n_stack_sites) {
+        fprintf(stderr, "workload: only %ld stack sites were generated\n", n_stack_sites);
+        exit(2);
+    }
+    uint64_t start = now_ns();
+    for (long i = 0; i < n; i++) stack_sites[i]();
+    printf("ELAPSED_NS %llu\nOPS %ld\n", (unsigned long long)(now_ns() - start), n);
+    unsigned long long bytes = 0;
+    for (long i = 0; i < n; i++) bytes += 32 + (unsigned long long)(i % 64);
+    printf("TRUTH stack_site %llu %ld\n", bytes, n);
+}
+
+NOINLINE void run_syscalls(long n) {
+    uint64_t start = now_ns();
+    for (long i = 0; i < n; i++) {
+        int fd = eventfd(0, EFD_CLOEXEC);
+        if (fd < 0) { perror("eventfd"); exit(1); }
+        close(fd);
+    }
+    printf("ELAPSED_NS %llu\nOPS %ld\n", (unsigned long long)(now_ns() - start), n);
+}
+
+static void usage(void) {
+    fprintf(stderr, "usage: workload [--wait] oneshot N [OUTSTANDING] | steady RATE SECONDS | stacks N | syscalls N\n");
+    exit(2);
+}
+
+int main(int argc, char **argv) {
+    int a = 1, wait = 0;
+    char line[64];
+    if (a < argc && !strcmp(argv[a], "--wait")) { wait = 1; a++; }
+    if (a + 1 >= argc) usage();
+    const char *mode = argv[a];
+    long n = atol(argv[a + 1]);
+    setvbuf(stdout, NULL, _IONBF, 0);
+    if (wait) {
+        printf("ready %d\n", (int)getpid());
+        if (!fgets(line, sizeof line, stdin)) return 1;
+    }
+    if (!strcmp(mode, "oneshot")) run_oneshot(n, a + 2 < argc ? atol(argv[a + 2]) : 0);
+    else if (!strcmp(mode, "steady") && a + 2 < argc) run_steady(n, atof(argv[a + 2]));
+    else if (!strcmp(mode, "stacks")) run_stacks(n);
+    else if (!strcmp(mode, "syscalls")) run_syscalls(n);
+    else usage();
+    if (wait) {
+        printf("done\n");
+        while (fgets(line, sizeof line, stdin)) {}
+    }
+    return 0;
+}

@@ -1,0 +1,98 @@
+//! The benchmark must keep working: `cargo xtask bench --quick` runs the whole harness at
+//! small sizes, and every figure must be in its JSON. No speed is asserted.
+
+use std::process::Command;
+
+use leaktrace_integration_tests::*;
+use serde_json::Value;
+
+fn number(json: &Value, pointer: &str) -> f64 {
+    let value = json.pointer(pointer).unwrap_or_else(|| panic!("{pointer} missing from bench.json"));
+    let x = value.as_f64().unwrap_or_else(|| panic!("{pointer} is not a number: {value}"));
+    assert!(x.is_finite(), "{pointer} = {x}");
+    x
+}
+
+#[test]
+fn quick_bench_produces_every_figure() {
+    require_root();
+    let out = tempfile::tempdir().unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["xtask", "bench", "--quick", "--out"])
+        .arg(out.path())
+        .current_dir(workspace_root())
+        .status()
+        .expect("cargo xtask bench runs");
+    assert!(status.success(), "cargo xtask bench --quick failed: {status}");
+    let text = std::fs::read_to_string(out.path().join("bench.json")).expect("bench.json written");
+    let r: Value = serde_json::from_str(&text).expect("bench.json is JSON");
+    let table = std::fs::read_to_string(out.path().join("bench.md")).expect("bench.md written");
+    assert!(table.contains("| leaktrace |"), "{table}");
+
+    assert!(r["machine"]["kernel"].as_str().is_some_and(|k| !k.is_empty()));
+    assert_eq!(r["machine"]["quick"], true);
+    assert!(r["commands"].as_array().is_some_and(|c| !c.is_empty()));
+
+    let tools = ["untraced", "floor", "leaktrace", "bpftrace", "heaptrack", "valgrind"];
+    for tool in tools {
+        number(&r, &format!("/oneshot/tools/{tool}/ns_per_op"));
+        number(&r, &format!("/moderate_rate/tools/{tool}/target_cpu_pct"));
+        number(&r, &format!("/moderate_rate/tools/{tool}/achieved_allocs_per_s"));
+        if tool != "untraced" {
+            for figure in ["slowdown", "added_ns_per_op", "ratio_to_floor"] {
+                number(&r, &format!("/oneshot/tools/{tool}/{figure}"));
+            }
+            number(&r, &format!("/moderate_rate/tools/{tool}/added_cpu_pct"));
+        }
+        if tool != "untraced" && tool != "floor" {
+            let exact = &r["oneshot"]["tools"][tool]["leaks"]["leaks_exact"];
+            assert!(exact.is_boolean(), "{tool}: leaks_exact {exact}");
+        }
+    }
+    for tool in ["leaktrace", "bpftrace"] {
+        number(&r, &format!("/moderate_rate/tools/{tool}/tracer_cpu_pct"));
+    }
+    for figure in ["cpu_s", "peak_rss_mib", "rss_once_attached_mib", "bpf_maps_mib"] {
+        number(&r, &format!("/footprint/{figure}"));
+    }
+    let point = &r["scale"]["outstanding"][0];
+    for figure in ["outstanding", "untraced_ns_per_op", "leaktrace_ns_per_op", "added_ns_per_op", "leaktrace_peak_rss_mib", "bpf_maps_mib"] {
+        number(point, &format!("/{figure}"));
+    }
+    let report = &r["scale"]["report"][0];
+    for figure in ["unique_stacks", "stacks_in_report", "report_s", "report_and_json_s", "default_storage/report_s"] {
+        number(report, &format!("/{figure}"));
+    }
+    for figure in [
+        "untraced_ns_per_iteration",
+        "floor_ns_per_iteration",
+        "leaktrace_ns_per_iteration",
+        "floor_added_ns",
+        "leaktrace_added_ns",
+        "ratio_to_floor",
+        "events_per_iteration",
+        "floor_added_ns_per_event",
+        "leaktrace_added_ns_per_event",
+    ] {
+        number(&r, &format!("/kernel/{figure}"));
+    }
+    for figure in ["probe_hits_per_op", "floor_added_ns_per_probe_hit", "leaktrace_added_ns_per_probe_hit"] {
+        number(&r, &format!("/oneshot/{figure}"));
+    }
+    for run in ["floor", "leaktrace", "bpftrace", "kernel_floor", "kernel_leaktrace"] {
+        number(&r, &format!("/bpf_stats/{run}/total_per_op_ns"));
+        let programs = r["bpf_stats"][run]["programs"].as_array().unwrap_or_else(|| panic!("{run}: no programs"));
+        assert!(!programs.is_empty(), "{run}: no program ran while bpf_stats were on");
+        for p in programs {
+            number(p, "/avg_ns");
+            number(p, "/run_cnt");
+        }
+    }
+    let targets = r["targets"].as_array().expect("targets");
+    assert_eq!(targets.len(), 5);
+    for t in targets {
+        number(t, "/value");
+        assert!(t["met"].is_boolean());
+    }
+}
