@@ -155,8 +155,12 @@ fn run() -> Result<()> {
         bpftrace_script: root.join("bench/workload/memleak.bt"),
         scratch,
     };
+    // Timed runs without per-program statistics, whoever turned them on.
+    let quiet = stats::BpfStats::set(false)?;
     let mut result = serde_json::Map::new();
-    result.insert("machine".into(), machine(&plan)?);
+    let mut machine = machine(&plan)?;
+    machine["bpf_stats_enabled_before"] = json!(quiet.previous() == "1");
+    result.insert("machine".into(), machine);
     result.insert("commands".into(), commands(&env, &plan));
     result.insert("oneshot".into(), oneshot(&env, &plan)?);
     result.insert("moderate_rate".into(), moderate(&env, &plan)?);
@@ -164,6 +168,7 @@ fn run() -> Result<()> {
     result.insert("scale".into(), scale(&env, &plan)?);
     result.insert("kernel".into(), kernel(&env, &plan)?);
     result.insert("bpf_stats".into(), where_the_time_goes(&env, &plan)?);
+    drop(quiet);
     let mut result = Value::Object(result);
     derived(&mut result);
     result["targets"] = targets(&result);
@@ -464,7 +469,7 @@ fn kernel(env: &Env, plan: &Plan) -> Result<Value> {
 /// bpftrace on the one-shot workload and for the kernel-mode programs on the syscall loop.
 fn where_the_time_goes(env: &Env, plan: &Plan) -> Result<Value> {
     step("where the time goes: per-program run time (kernel.bpf_stats_enabled=1)");
-    let _enabled = stats::StatsEnabled::new()?;
+    let _enabled = stats::BpfStats::set(true)?;
     let wait_args = args(&["--wait", "oneshot", &plan.oneshot_ops.to_string()]);
     let me = std::process::id();
     let mut out = serde_json::Map::new();

@@ -1,6 +1,10 @@
 //! Medians, and per-program run time from `kernel.bpf_stats_enabled`.
 
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    sync::atomic::{AtomicU8, Ordering},
+};
 
 use anyhow::Result;
 use leaktrace::bpf::{loaded_program_stats, ProgramStats};
@@ -31,18 +35,54 @@ pub fn round(x: f64, digits: i32) -> f64 {
 
 const SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
-/// Turns `kernel.bpf_stats_enabled` on and restores it when dropped. Statistics cost two
-/// clock reads per program run, so they are only on while "where the time goes" is measured.
-pub struct StatsEnabled(String);
+/// Sets `kernel.bpf_stats_enabled` and restores the previous value when dropped. Statistics
+/// cost two clock reads per program run, so they are off while anything is timed and on only
+/// while "where the time goes" is measured.
+pub struct BpfStats(String);
 
-impl StatsEnabled {
-    /// Enables the statistics.
-    pub fn new() -> Result<Self> {
-        Ok(Self(proc::set_sysctl(Path::new(SYSCTL), "1")?))
+/// The value to restore if the harness is interrupted (b'0' or b'1'; 0 while unset).
+static RESTORE_ON_SIGNAL: AtomicU8 = AtomicU8::new(0);
+
+/// SIGINT/SIGTERM handler: puts the sysctl back as the harness found it, then exits.
+extern "C" fn restore_and_exit(signal: libc::c_int) {
+    let value = RESTORE_ON_SIGNAL.load(Ordering::SeqCst);
+    if value != 0 {
+        // SAFETY: open, write, close and _exit are async-signal-safe; the path is a C string.
+        unsafe {
+            let fd = libc::open(c"/proc/sys/kernel/bpf_stats_enabled".as_ptr(), libc::O_WRONLY);
+            if fd >= 0 {
+                libc::write(fd, std::ptr::addr_of!(value).cast(), 1);
+                libc::close(fd);
+            }
+        }
+    }
+    // SAFETY: as above.
+    unsafe { libc::_exit(128 + signal) };
+}
+
+impl BpfStats {
+    /// Sets the sysctl to `on`. The first guard also makes SIGINT and SIGTERM restore the
+    /// value it found before the harness exits.
+    pub fn set(on: bool) -> Result<Self> {
+        let previous = proc::set_sysctl(Path::new(SYSCTL), if on { "1" } else { "0" })?;
+        let byte = if previous == "1" { b'1' } else { b'0' };
+        if RESTORE_ON_SIGNAL.compare_exchange(0, byte, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            // SAFETY: the handler only calls async-signal-safe functions.
+            unsafe {
+                libc::signal(libc::SIGINT, restore_and_exit as extern "C" fn(libc::c_int) as libc::sighandler_t);
+                libc::signal(libc::SIGTERM, restore_and_exit as extern "C" fn(libc::c_int) as libc::sighandler_t);
+            }
+        }
+        Ok(Self(previous))
+    }
+
+    /// The value it had before.
+    pub fn previous(&self) -> &str {
+        &self.0
     }
 }
 
-impl Drop for StatsEnabled {
+impl Drop for BpfStats {
     fn drop(&mut self) {
         let _ = std::fs::write(SYSCTL, &self.0);
     }
