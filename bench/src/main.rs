@@ -224,7 +224,7 @@ fn commands(env: &Env, plan: &Plan) -> Value {
     json!([
         format!("{w} oneshot {n}"),
         format!("floor: empty uprobe+uretprobe on every allocator function leaktrace hooks, uprobe on free, launched held before exec, then {w} oneshot {n}"),
-        format!("{lt} --json FILE -- {w} oneshot {n}"),
+        format!("{lt} [--unwind fp|dwarf] --json FILE -- {w} oneshot {n}"),
         format!("BPFTRACE_MAP_KEYS_MAX=65536 bpftrace -p PID bench/workload/memleak.bt (PID: {w} --wait oneshot {n})"),
         format!("heaptrack -o FILE {w} oneshot {n}; heaptrack_print -f FILE.zst -l 1 -F LEAKED --flamegraph-cost-type leaked"),
         format!("valgrind --tool=memcheck --leak-check=full --show-leak-kinds=all --xml=yes --xml-file=FILE {w} oneshot {n}"),
@@ -237,6 +237,18 @@ fn commands(env: &Env, plan: &Plan) -> Value {
 
 fn check_json(check: &LeakCheck) -> Value {
     json!({ "leaks_exact": check.exact, "mismatches": check.mismatches })
+}
+
+/// leaktrace's runs in the one-shot comparison: the default (`--unwind auto`: DWARF rows for
+/// the C library, frame pointers for the workload, which keeps them) and each unwinder alone.
+const ONESHOT_LEAKTRACE_VARIANTS: [(&str, &[&str]); 3] =
+    [("leaktrace", &[]), ("leaktrace_fp", &["--unwind", "fp"]), ("leaktrace_dwarf", &["--unwind", "dwarf"])];
+
+/// Rows of the one-shot table, in order.
+fn oneshot_keys() -> Vec<&'static str> {
+    let mut keys: Vec<&str> = Tool::ALL.iter().map(|t| t.key()).collect();
+    keys.splice(3..3, ["leaktrace_fp", "leaktrace_dwarf"]);
+    keys
 }
 
 /// One-shot workload: every tool, interleaved, medians of ns per operation.
@@ -257,9 +269,11 @@ fn oneshot(env: &Env, plan: &Plan) -> Result<Value> {
         alloc_calls_per_op = out.alloc_calls as f64 / out.ops as f64;
         samples.entry("untraced").or_default().push(out.ns_per_op());
         samples.entry("floor").or_default().push(tools::floor(env, &a)?.ns_per_op());
-        let (out, check) = tools::leaktrace_launch(env, &a)?;
-        samples.entry("leaktrace").or_default().push(out.ns_per_op());
-        merge(&mut checks, "leaktrace", check);
+        for (key, options) in ONESHOT_LEAKTRACE_VARIANTS {
+            let (out, check) = tools::leaktrace_launch(env, &a, options)?;
+            samples.entry(key).or_default().push(out.ns_per_op());
+            merge(&mut checks, key, check);
+        }
         let (out, check) = tools::bpftrace(env, &a)?;
         samples.entry("bpftrace").or_default().push(out.ns_per_op());
         merge(&mut checks, "bpftrace", check);
@@ -273,14 +287,13 @@ fn oneshot(env: &Env, plan: &Plan) -> Result<Value> {
     let base = median(&samples["untraced"]);
     let floor_added = median(&samples["floor"]) - base;
     let mut tools_json = serde_json::Map::new();
-    for tool in Tool::ALL {
-        let key = tool.key();
+    for key in oneshot_keys() {
         let m = median(&samples[key]);
         let mut entry = json!({
             "ns_per_op": round(m, 1),
             "samples_ns_per_op": samples[key].iter().map(|x| round(*x, 1)).collect::<Vec<_>>(),
         });
-        if tool != Tool::Untraced {
+        if key != Tool::Untraced.key() {
             entry["slowdown"] = json!(round(m / base, 2));
             entry["added_ns_per_op"] = json!(round(m - base, 1));
             entry["ratio_to_floor"] = json!(round((m - base) / floor_added, 2));
@@ -563,6 +576,17 @@ fn derived(r: &mut Value) {
     r["oneshot"]["probe_hits_per_op"] = json!(round(hits, 3));
     r["oneshot"]["floor_added_ns_per_probe_hit"] = json!(round(floor_added / hits, 1));
     r["oneshot"]["leaktrace_added_ns_per_probe_hit"] = json!(round(leaktrace_added / hits, 1));
+    // DWARF against frame-pointer unwinding, per operation (one malloc+free and more) and
+    // beyond the floor, which both pay alike.
+    let fp_added = f(&r["oneshot"]["tools"]["leaktrace_fp"]["added_ns_per_op"]);
+    let dwarf_added = f(&r["oneshot"]["tools"]["leaktrace_dwarf"]["added_ns_per_op"]);
+    r["oneshot"]["unwinding"] = json!({
+        "fp_added_ns_per_op": fp_added,
+        "dwarf_added_ns_per_op": dwarf_added,
+        "floor_added_ns_per_op": floor_added,
+        "dwarf_to_fp_added": round(dwarf_added / fp_added, 2),
+        "dwarf_to_fp_beyond_floor": round((dwarf_added - floor_added) / (fp_added - floor_added), 2),
+    });
     let k_floor = f(&r["kernel"]["floor_added_ns"]);
     let k_leaktrace = f(&r["kernel"]["leaktrace_added_ns"]);
     r["kernel"]["events_per_iteration"] = json!(round(events, 3));
@@ -577,6 +601,7 @@ fn targets(r: &Value) -> Value {
     let added_cpu = f(&r["moderate_rate"]["tools"]["leaktrace"]["added_cpu_pct"]);
     let kernel_ratio = f(&r["kernel"]["ratio_to_floor"]);
     let rss = f(&r["footprint"]["peak_rss_mib"]);
+    let dwarf_to_fp = f(&r["oneshot"]["unwinding"]["dwarf_to_fp_added"]);
     let report_10k = r["scale"]["report"]
         .as_array()
         .and_then(|a| a.iter().find(|p| p["unique_stacks"] == 10_000).or(a.last()))
@@ -587,6 +612,7 @@ fn targets(r: &Value) -> Value {
         { "target": "kernel mode within 1.5x of empty tracepoint programs (added cost)", "value": kernel_ratio, "met": kernel_ratio <= 1.5 },
         { "target": "leaktrace peak RSS <= 25 MB on the one-shot workload", "value": rss, "met": rss * 1.048_576 <= 25.0 },
         { "target": "report for 10k unique stacks < 1 s", "value": report_10k, "met": report_10k < 1.0 },
+        { "target": "DWARF unwinding at most 1.5x the frame-pointer mode's added cost", "value": dwarf_to_fp, "met": dwarf_to_fp <= 1.5 },
     ])
 }
 
@@ -628,12 +654,12 @@ fn markdown(r: &Value) -> String {
         fmt(&o["repetitions"])
     );
     s.push_str("| tool | ns/op | slowdown | added ns/op | added vs floor | leak sites exact |\n|---|---|---|---|---|---|\n");
-    for tool in Tool::ALL {
-        let t = &o["tools"][tool.key()];
+    for key in oneshot_keys() {
+        let t = &o["tools"][key];
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {} | {} |",
-            tool.key(),
+            key,
             fmt(&t["ns_per_op"]),
             fmt(&t["slowdown"]),
             fmt(&t["added_ns_per_op"]),
@@ -668,6 +694,16 @@ fn markdown(r: &Value) -> String {
         fmt(&o["probe_hits_per_op"]),
         fmt(&o["floor_added_ns_per_probe_hit"]),
         fmt(&o["leaktrace_added_ns_per_probe_hit"])
+    );
+    let u = &o["unwinding"];
+    let _ = writeln!(
+        s,
+        "\nUnwinding: added ns/op with frame pointers (kernel walk) {}, with DWARF rows for every module {} ({}x; beyond the floor {}x); floor {}.",
+        fmt(&u["fp_added_ns_per_op"]),
+        fmt(&u["dwarf_added_ns_per_op"]),
+        fmt(&u["dwarf_to_fp_added"]),
+        fmt(&u["dwarf_to_fp_beyond_floor"]),
+        fmt(&u["floor_added_ns_per_op"])
     );
     let fp = &r["footprint"];
     let _ = writeln!(

@@ -92,7 +92,7 @@ pub fn floor_kernel(kernel_stacks: bool) -> Result<Tracer> {
 
 fn load_options() -> LoadOptions {
     // The floor programs use no map: every map is shrunk to one entry.
-    LoadOptions { self_tgid: std::process::id(), min_size: 0, max_size: u64::MAX, max_allocs: 1, stack_storage: 1, mode: Mode::User { freeze_at_exit: false } }
+    LoadOptions { self_tgid: std::process::id(), min_size: 0, max_size: u64::MAX, max_allocs: 1, stack_storage: 1, mode: Mode::User { freeze_at_exit: false, unwind_rows: 0 } }
 }
 
 /// The workload launched held before exec, with the floor attached from its first allocation.
@@ -112,11 +112,11 @@ pub fn floor(env: &Env, a: &[String]) -> Result<Output> {
 }
 
 /// `leaktrace --json FILE -- workload …`: the timing, and the report checked against the truth.
-pub fn leaktrace_launch(env: &Env, a: &[String]) -> Result<(Output, LeakCheck)> {
+pub fn leaktrace_launch(env: &Env, a: &[String], options: &[&str]) -> Result<(Output, LeakCheck)> {
     let json = env.scratch("leaktrace-oneshot.json");
     let _ = std::fs::remove_file(&json);
     let mut command = Command::new(&env.leaktrace);
-    command.arg("--json").arg(&json).arg("--").arg(&env.workload).args(a).stderr(Stdio::null());
+    command.args(options).arg("--json").arg(&json).arg("--").arg(&env.workload).args(a).stderr(Stdio::null());
     let text = proc::output(&mut command)?;
     let out = workload::parse(&workload::lines(&text))?;
     let report = workload::read_json(&json)?;

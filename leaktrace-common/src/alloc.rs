@@ -25,8 +25,8 @@ pub const MAX_STACK_DEPTH: usize = 64;
 pub struct StackRecord {
     /// Number of valid entries in `ips`.
     pub depth: u32,
-    /// Explicit padding.
-    pub _pad: u32,
+    /// How the stack ended: a `StackEnd` value.
+    pub end: u32,
     /// Return addresses.
     pub ips: [u64; MAX_STACK_DEPTH],
 }

@@ -45,11 +45,14 @@ pub enum Counter {
     KernelUserStackLost = 18,
     /// Allocations whose stack could not be given turnover counters (`STACK_STATS` full).
     StackStatsFull = 19,
+    /// Library loads user space was not told of (event buffer full): allocations from the new
+    /// library may be unwound short until the next table refresh.
+    UnwindEventLost = 20,
 }
 
 impl Counter {
     /// Number of slots in the `COUNTERS` array.
-    pub const LEN: u32 = 20;
+    pub const LEN: u32 = 21;
 
     /// All counters, in slot order.
     pub const ALL: [Counter; Self::LEN as usize] = [
@@ -73,5 +76,6 @@ impl Counter {
         Counter::KernelFreeUnknown,
         Counter::KernelUserStackLost,
         Counter::StackStatsFull,
+        Counter::UnwindEventLost,
     ];
 }

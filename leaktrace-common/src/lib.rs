@@ -9,7 +9,9 @@ pub mod alloc;
 pub mod counters;
 pub mod kernel;
 pub mod names;
+pub mod unwind;
 
 pub use alloc::{AllocInfo, PendingCall, PendingKind, StackRecord, StackStats, MAX_STACK_DEPTH};
 pub use counters::Counter;
 pub use kernel::{KernelAlloc, KernelKey, KernelSpace};
+pub use unwind::{MappingUnwinder, ProcessSlot, RowKind, StackEnd, UnwindEvent, UnwindEventKind, UnwindMapping, UnwindRow};

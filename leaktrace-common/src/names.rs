@@ -104,3 +104,17 @@ pub const PROG_FLOOR_SLAB: [(&str, &str, &str); 4] = [
 pub const PROG_FLOOR_STACK_RETURN: &str = "floor_stack_return";
 /// Benchmark: a tracepoint program that only captures the kernel stack.
 pub const PROG_FLOOR_KSTACK: &str = "floor_kstack";
+
+/// DWARF unwinding: every module's unwind rows (`UnwindRow`), an mmapable array.
+pub const UNWIND_ROWS: &str = "UNWIND_ROWS";
+/// DWARF unwinding: executable mappings of traced processes (`UnwindMapping`), by slot.
+pub const UNWIND_MAPPINGS: &str = "UNWIND_MAPPINGS";
+/// DWARF unwinding: tgid → `ProcessSlot`.
+pub const UNWIND_PROCESSES: &str = "UNWIND_PROCESSES";
+/// DWARF unwinding: ring buffer of `UnwindEvent`s (the dynamic linker changed the mappings).
+pub const UNWIND_EVENTS: &str = "UNWIND_EVENTS";
+/// Global: 1 to unwind user stacks with the tables, 0 for the kernel's frame-pointer walk.
+pub const GLOBAL_UNWIND_TABLES: &str = "UNWIND_TABLES";
+/// Entry program on the dynamic linker's `_dl_debug_state`: stops the process so that the
+/// tables can include a library before any of its code runs.
+pub const PROG_DL_STATE: &str = "dl_state_enter";

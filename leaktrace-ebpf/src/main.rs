@@ -12,6 +12,8 @@ mod kernel_slab;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
+mod unwind;
+#[cfg(target_arch = "bpf")]
 mod user_alloc;
 
 #[cfg(target_arch = "bpf")]

@@ -3,14 +3,16 @@
 //! Capacities here are defaults: the loader resizes ALLOCS and STACKS from the command line.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
-    maps::{HashMap, PerCpuArray, PerCpuHashMap, StackTrace},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
     Global,
 };
 use leaktrace_common::{
     names::{DEFAULT_MAX_ALLOCS, DEFAULT_MAX_KERNEL_ALLOCS, DEFAULT_STACK_STORAGE, MAX_PENDING, MAX_TARGETS},
-    AllocInfo, Counter, KernelAlloc, KernelKey, PendingCall, StackRecord, StackStats,
+    unwind::{DEFAULT_UNWIND_ROWS, MAX_UNWIND_MAPPINGS, UNWIND_SLOTS},
+    AllocInfo, Counter, KernelAlloc, KernelKey, PendingCall, ProcessSlot, StackRecord, StackStats, UnwindMapping,
+    UnwindRow,
 };
 
 /// Outstanding allocations. Not preallocated: a million-entry preallocated hash would pin
@@ -89,6 +91,27 @@ pub static KALLOCS: HashMap<KernelKey, KernelAlloc> = HashMap::with_max_entries(
 #[map]
 pub static KSTACKS: StackTrace = StackTrace::with_max_entries(DEFAULT_STACK_STORAGE, 0);
 
+/// Unwind rows of every module of the traced processes, one contiguous run per module.
+/// Mmapable: user space writes a whole module's rows with one copy instead of one system
+/// call per row.
+#[map]
+pub static UNWIND_ROWS: Array<UnwindRow> = Array::with_max_entries(DEFAULT_UNWIND_ROWS, BPF_F_MMAPABLE);
+
+/// Executable mappings of traced processes, `MAX_UNWIND_MAPPINGS` per process slot.
+#[map]
+pub static UNWIND_MAPPINGS: Array<UnwindMapping> = Array::with_max_entries(UNWIND_SLOTS * MAX_UNWIND_MAPPINGS, 0);
+
+/// Traced processes with an unwind table: tgid → slot.
+#[map]
+pub static UNWIND_PROCESSES: HashMap<u32, ProcessSlot> = HashMap::with_max_entries(UNWIND_SLOTS, 0);
+
+/// Tells user space that a process's mappings changed and it was stopped until its table
+/// is updated.
+#[map]
+pub static UNWIND_EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
+
+#[unsafe(no_mangle)]
+pub static UNWIND_TABLES: Global<u8> = Global::new(0);
 #[unsafe(no_mangle)]
 pub static FILTER_TARGETS: Global<u8> = Global::new(0);
 #[unsafe(no_mangle)]

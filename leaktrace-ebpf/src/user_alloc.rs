@@ -13,30 +13,43 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
     EbpfContext,
 };
-use leaktrace_common::{AllocInfo, Counter, PendingCall, PendingKind, StackRecord, MAX_STACK_DEPTH};
-
-use crate::maps::{
-    count, stack_turnover, ALLOCS, FREEZE_AT_EXIT, MAX_SIZE, MIN_SIZE, PENDING, SELF_TGID, STACK_SCRATCH, TARGETS,
-    USTACKS,
+use leaktrace_common::{
+    AllocInfo, Counter, PendingCall, PendingKind, StackEnd, StackRecord, UnwindEvent, UnwindEventKind, MAX_STACK_DEPTH,
 };
+
+use crate::{
+    maps::{
+        count, stack_turnover, ALLOCS, FREEZE_AT_EXIT, MAX_SIZE, MIN_SIZE, PENDING, SELF_TGID, STACK_SCRATCH, TARGETS,
+        UNWIND_EVENTS, UNWIND_TABLES, USTACKS,
+    },
+    unwind::unwind_user_stack,
+};
+
+const SIGSTOP: u32 = 19;
 
 const EEXIST: i64 = 17;
 
 /// Captures the user stack at this return, stores it under its hash, and returns the hash
 /// (0 when it could not be stored; the cause is counted).
 #[inline(always)]
-fn store_stack(ctx: &RetProbeContext) -> u64 {
+fn store_stack(ctx: &RetProbeContext, tgid: u32) -> u64 {
     let Some(scratch) = STACK_SCRATCH.get_ptr_mut(0) else { return 0 };
     // SAFETY: this CPU's scratch slot, not shared with a nested program.
     let record: &mut StackRecord = unsafe { &mut *scratch };
-    let size = core::mem::size_of_val(&record.ips) as u32;
-    let bytes = unsafe { bpf_get_stack(ctx.as_ptr(), record.ips.as_mut_ptr().cast(), size, BPF_F_USER_STACK as u64) };
-    if bytes <= 0 {
-        count(Counter::StackLost);
-        return 0;
+    // SAFETY: a uprobe's context is the user register set saved by the kernel.
+    let regs = unsafe { &*(ctx.as_ptr() as *const pt_regs) };
+    let unwound = UNWIND_TABLES.load() != 0 && unwind_user_stack(regs, tgid, record);
+    if !unwound {
+        let size = core::mem::size_of_val(&record.ips) as u32;
+        let bytes = unsafe { bpf_get_stack(ctx.as_ptr(), record.ips.as_mut_ptr().cast(), size, BPF_F_USER_STACK as u64) };
+        if bytes <= 0 {
+            count(Counter::StackLost);
+            return 0;
+        }
+        record.depth = ((bytes as usize) / 8).min(MAX_STACK_DEPTH) as u32;
+        record.end = if UNWIND_TABLES.load() != 0 { StackEnd::NoTable } else { StackEnd::FramePointerWalk } as u32;
     }
-    let depth = ((bytes as usize) / 8).min(MAX_STACK_DEPTH);
-    record.depth = depth as u32;
+    let depth = record.depth as usize;
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for i in 0..MAX_STACK_DEPTH {
         if i >= depth {
@@ -54,7 +67,9 @@ fn store_stack(ctx: &RetProbeContext) -> u64 {
             // Seen before. Check it is the same stack and not another with the same hash.
             // SAFETY: read-only comparison of a stored record.
             match unsafe { USTACKS.get(hash) } {
-                Some(stored) if stored.depth == record.depth && stored.ips[0] == record.ips[0] => hash,
+                Some(stored) if stored.depth == record.depth && stored.ips[0] == record.ips[0] && stored.end == record.end => {
+                    hash
+                }
                 _ => {
                     count(Counter::StackCollision);
                     0
@@ -239,7 +254,7 @@ pub fn alloc_return(ctx: RetProbeContext) -> u32 {
         return 0;
     }
     count(Counter::AllocCalls);
-    let stack_id = store_stack(&ctx);
+    let stack_id = store_stack(&ctx, tgid);
     let info = AllocInfo { size: call.size, timestamp_ns: unsafe { bpf_ktime_get_ns() }, stack_id, tgid, _pad: 0 };
     stack_turnover(stack_id, call.size, true);
     // Overwrite (no BPF_NOEXIST): if an entry exists at this address its free was missed, and
@@ -256,7 +271,6 @@ pub fn alloc_return(ctx: RetProbeContext) -> u32 {
 /// snapshot of their mappings.
 #[uprobe]
 pub fn exit_enter(_ctx: ProbeContext) -> u32 {
-    const SIGSTOP: u32 = 19;
     if FREEZE_AT_EXIT.load() != 0 && traced_thread().is_some() {
         // SAFETY: plain helper call; it signals the current process.
         unsafe { aya_ebpf::helpers::bpf_send_signal(SIGSTOP) };
@@ -279,5 +293,27 @@ pub fn free_enter(ctx: ProbeContext) -> u32 {
     };
     let _ = ALLOCS.remove(addr);
     stack_turnover(stack_id, size, false);
+    0
+}
+
+/// On the dynamic linker's `_dl_debug_state`, which it calls once a library is mapped and
+/// before its constructors run (and again around dlclose): stop the process (SIGSTOP) and
+/// tell user space, which adds the new modules' unwind rows and resumes it. Without the stop,
+/// allocations made by a freshly loaded library before the next table update would be
+/// unwound only as far as its first frame.
+#[uprobe]
+pub fn dl_state_enter(_ctx: ProbeContext) -> u32 {
+    if UNWIND_TABLES.load() == 0 {
+        return 0;
+    }
+    let Some((tgid, _)) = traced_thread() else { return 0 };
+    let event = UnwindEvent { tgid, kind: UnwindEventKind::LibrariesChanged as u32 };
+    // Stop only when user space will hear of it: otherwise nobody would resume the process.
+    if UNWIND_EVENTS.output::<UnwindEvent>(&event, 0).is_ok() {
+        // SAFETY: plain helper call; it signals the current process.
+        unsafe { aya_ebpf::helpers::bpf_send_signal(SIGSTOP) };
+    } else {
+        count(Counter::UnwindEventLost);
+    }
     0
 }

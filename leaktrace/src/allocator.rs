@@ -110,6 +110,22 @@ pub fn exit_functions(path: &Path) -> Result<Vec<(&'static str, u64)>> {
     })
 }
 
+/// The dynamic linker a dynamically linked executable asks for (its `.interp`), if any.
+pub fn interpreter(path: &Path) -> Result<Option<PathBuf>> {
+    parse(path, |file| {
+        let section = file.section_by_name(".interp")?;
+        let data = section.data().ok()?;
+        let text = data.split(|&b| b == 0).next()?;
+        Some(PathBuf::from(std::str::from_utf8(text).ok()?))
+    })
+}
+
+/// File offset of `_dl_debug_state` in a dynamic linker: it is called after every change to
+/// the loaded libraries (the hook debuggers use to see dlopen).
+pub fn library_change_hook(path: &Path) -> Result<Option<u64>> {
+    parse(path, |file| defined_offset(file, "_dl_debug_state"))
+}
+
 /// Checks that `facts` cover every required function and builds the probe plan.
 pub fn plan(path: &Path, facts: ElfFacts, prefix: &str) -> Result<AllocatorObject> {
     let missing: Vec<String> = ALLOCATOR_FUNCTIONS

@@ -3,10 +3,13 @@
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
-use leaktrace_common::names::{DEFAULT_MAX_ALLOCS, DEFAULT_STACK_STORAGE};
+use leaktrace_common::{
+    names::{DEFAULT_MAX_ALLOCS, DEFAULT_STACK_STORAGE},
+    unwind::DEFAULT_UNWIND_ROWS,
+};
 
 use crate::{
-    config::{Action, Config, Exports, Format, GroupBy, KernelOptions, RunSpec, SortBy, Target},
+    config::{Action, Config, Exports, Format, GroupBy, KernelOptions, RunSpec, SortBy, Target, UnwindMode},
     error::{Error, Result},
 };
 
@@ -16,6 +19,7 @@ Examples:
   sudo leaktrace -p 1234 10 6            every 10 s, six times
   sudo leaktrace -p 1234 --duration 60 --json leaks.json
   sudo leaktrace -- ./server --port 8080 trace a command from its first allocation
+  sudo leaktrace -p 1234 --unwind fp     frame pointers only: cheaper, for programs built with them
   sudo leaktrace -p 1234 -O /usr/lib/libjemalloc.so.2 --symbols-prefix je_
   sudo leaktrace -p 1234 --duration 60 --svg leaks.svg --pprof leaks.pb.gz
   sudo leaktrace --kernel-slab 10                  kernel objects outstanding, by kernel stack
@@ -144,6 +148,16 @@ struct TraceArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_STACK_STORAGE)]
     pub stack_storage_size: u32,
 
+    /// How user stacks are unwound: DWARF unwind rows (.eh_frame) where modules lack frame
+    /// pointers (auto), DWARF rows wherever present (dwarf), or frame pointers only (fp).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub unwind: UnwindMode,
+
+    /// Capacity of the DWARF unwind-row table shared by every module (8 bytes a row); modules
+    /// that no longer fit are unwound with frame pointers, and the report says so.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_UNWIND_ROWS)]
+    pub unwind_rows: u32,
+
     /// Trace the kernel's slab allocations (kmalloc, kmem_cache_alloc) instead of a process's
     /// allocator; with -p, only those made in that process's context.
     #[arg(long = "kernel-slab")]
@@ -256,6 +270,12 @@ impl TraceArgs {
         if self.top == 0 {
             return Err(Error::Usage("--top must be at least 1".into()));
         }
+        if self.kernel_slab && self.unwind != UnwindMode::Auto {
+            return Err(Error::Usage("--unwind applies to user-space tracing; kernel mode's user stacks use frame pointers".into()));
+        }
+        if self.unwind_rows == 0 {
+            return Err(Error::Usage("--unwind-rows must be at least 1".into()));
+        }
         if self.max_allocs == 0 || self.stack_storage_size == 0 {
             return Err(Error::Usage("--max-allocs and --stack-storage-size must be at least 1".into()));
         }
@@ -287,6 +307,8 @@ impl TraceArgs {
             symbol_prefix: self.symbols_prefix,
             max_allocs: self.max_allocs,
             stack_storage: self.stack_storage_size,
+            unwind: self.unwind,
+            unwind_rows: self.unwind_rows,
         })
     }
 }

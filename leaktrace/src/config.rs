@@ -46,6 +46,31 @@ pub enum GroupBy {
     Comm,
 }
 
+/// How user stacks are unwound.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnwindMode {
+    /// Per module: its DWARF unwind rows when it was built without frame pointers, the rbp
+    /// chain when it keeps them or has no unwind information.
+    #[default]
+    Auto,
+    /// DWARF unwind rows for every module that has them.
+    Dwarf,
+    /// The kernel's frame-pointer walk only (cheapest; wrong through code without frame pointers).
+    Fp,
+}
+
+impl UnwindMode {
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Dwarf => "dwarf",
+            Self::Fp => "fp",
+        }
+    }
+}
+
 /// `--kernel-slab` settings.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KernelOptions {
@@ -109,6 +134,10 @@ pub struct Config {
     pub max_allocs: u32,
     /// Capacity of the stack map.
     pub stack_storage: u32,
+    /// How user stacks are unwound.
+    pub unwind: UnwindMode,
+    /// Capacity of the unwind-row table (8 bytes a row).
+    pub unwind_rows: u32,
 }
 
 /// Files the final report is written to, each checked writable before tracing starts.

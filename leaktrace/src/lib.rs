@@ -23,5 +23,6 @@ pub mod session;
 pub mod symbolize;
 pub mod target;
 pub mod trend;
+pub mod unwind;
 
 pub use error::{Error, Result};

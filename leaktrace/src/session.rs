@@ -8,20 +8,21 @@ use std::{
     time::{Duration, Instant},
 };
 
-use leaktrace_common::{names, Counter};
+use leaktrace_common::{names, Counter, StackEnd};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     aggregate,
     allocator::AllocatorObject,
-    bpf::{LoadOptions, Tracer},
-    config::{Config, Target},
+    bpf::{LoadOptions, Tracer, UnwindEvents},
+    config::{Config, Target, UnwindMode},
     error::{Error, Result},
     privileges,
     report::{self, Activity, Allocation, Filters, Lost, Report, StackReport},
     symbolize::Symbolizer,
     target::{self, launch, TargetInfo},
     trend::{self, Sample},
+    unwind::{self, UnwindTables},
 };
 
 /// How often the target's mappings are re-read while it runs: often at first, when a
@@ -37,6 +38,19 @@ pub(crate) trait Traced {
     fn poll(&mut self) -> Result<bool>;
     /// Takes a report (`final_report`: all stacks, for the files).
     fn report(&mut self, final_report: bool) -> Result<Report>;
+    /// The dynamic linker changed a traced process's libraries and stopped it (see
+    /// `UnwindEvents`): update what depends on its mappings and resume it.
+    fn libraries_changed(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The next batch of library-change events, or never when there is no event source.
+async fn next_library_change(events: &mut Option<UnwindEvents>) -> Result<()> {
+    match events {
+        Some(events) => events.next_batch().await.map(drop),
+        None => std::future::pending().await,
+    }
 }
 
 /// When and how often to report.
@@ -71,7 +85,12 @@ impl StopSignals {
 
 /// Runs until the target is gone, the time or count is up, or a signal arrives, printing a
 /// report every interval.
-pub(crate) async fn trace_loop(traced: &mut impl Traced, schedule: &Schedule, signals: &mut StopSignals) -> Result<StopReason> {
+pub(crate) async fn trace_loop(
+    traced: &mut impl Traced,
+    schedule: &Schedule,
+    signals: &mut StopSignals,
+    mut library_changes: Option<UnwindEvents>,
+) -> Result<StopReason> {
     let far = Duration::from_secs(365 * 24 * 3600);
     let deadline = tokio::time::sleep(schedule.duration.unwrap_or(far));
     tokio::pin!(deadline);
@@ -84,6 +103,10 @@ pub(crate) async fn trace_loop(traced: &mut impl Traced, schedule: &Schedule, si
             _ = signals.interrupt.recv() => return Ok(StopReason::Interrupted),
             _ = signals.terminate.recv() => return Ok(StopReason::Terminated),
             () = &mut deadline => return Ok(StopReason::Duration),
+            changed = next_library_change(&mut library_changes) => {
+                changed?;
+                traced.libraries_changed()?;
+            }
             _ = reports.tick() => {
                 let report = traced.report(false)?;
                 let mut stdout = std::io::stdout().lock();
@@ -163,9 +186,11 @@ struct Session {
     series: HashMap<u64, Vec<Sample>>,
     last_sample_t: Option<f64>,
     samples: usize,
+    /// DWARF unwind tables of the target (none with `--unwind fp`).
+    unwind: Option<UnwindTables>,
 }
 
-/// Sends SIGCONT (to a launched command stopped at exit by our probe).
+/// Sends SIGCONT (to a process our probes stopped at exit or at a library load).
 fn resume(pid: u32) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGCONT);
 }
@@ -181,6 +206,19 @@ pub(crate) fn monotonic_ns() -> u64 {
 /// Local time as RFC 3339 with milliseconds.
 pub(crate) fn now_rfc3339() -> String {
     chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+}
+
+/// Stops the process at every library load so its unwind table can take the new library in
+/// before the library's code runs. Without the hook (a linker without the symbol), new
+/// libraries are still picked up at the next refresh, and their first stacks may end early.
+fn attach_library_hook(tracer: &mut Tracer, linker: &std::path::Path, pid: u32) -> Result<()> {
+    match crate::allocator::library_change_hook(linker)? {
+        Some(offset) => tracer.attach_uprobe(names::PROG_DL_STATE, "_dl_debug_state", linker, offset, pid),
+        None => {
+            log::warn!("{} has no _dl_debug_state: libraries loaded later are unwound from the next refresh", linker.display());
+            Ok(())
+        }
+    }
 }
 
 fn attach_all(tracer: &mut Tracer, allocator: &AllocatorObject, pid: u32) -> Result<()> {
@@ -218,23 +256,34 @@ pub async fn run(config: Config) -> Result<Outcome> {
         return Err(Error::NotPrivileged);
     }
     let mut signals = StopSignals::install()?;
+    let unwind_rows = if config.unwind == UnwindMode::Fp { 0 } else { config.unwind_rows };
     let load_options = LoadOptions {
         self_tgid: std::process::id(),
         min_size: config.min_size,
         max_size: config.max_size,
         max_allocs: config.max_allocs,
         stack_storage: config.stack_storage,
-        mode: crate::bpf::Mode::User { freeze_at_exit: matches!(config.target, Target::Launch { .. }) },
+        mode: crate::bpf::Mode::User { freeze_at_exit: matches!(config.target, Target::Launch { .. }), unwind_rows },
     };
     let prefix = config.symbol_prefix.clone();
     let object = config.object.clone();
     let mut child: Option<Child> = None;
-    let (tracer, target, allocator) = match &config.target {
+    let mut unwind_tables: Option<UnwindTables> = None;
+    let (mut tracer, target, allocator) = match &config.target {
         Target::Pid(pid) => {
             let pid = *pid;
             let info = target::inspect_pid(pid)?;
             let allocator = target::find_allocator(pid, object.as_deref(), &prefix)?;
             let mut tracer = Tracer::load(&load_options)?;
+            if unwind_rows > 0 {
+                // Before the first allocation is recorded, so that every stack gets the tables.
+                let mut tables = UnwindTables::new(config.unwind, unwind_rows, pid);
+                tables.sync(&mut tracer)?;
+                unwind_tables = Some(tables);
+                if let Some(linker) = target::dynamic_linker_of_pid(pid)? {
+                    attach_library_hook(&mut tracer, &linker, pid)?;
+                }
+            }
             tracer.add_target(pid)?;
             attach_all(&mut tracer, &allocator, pid)?;
             (tracer, info, allocator)
@@ -253,6 +302,14 @@ pub async fn run(config: Config) -> Result<Outcome> {
             for (name, offset) in crate::allocator::exit_functions(&allocator.path)? {
                 tracer.attach_uprobe(names::PROG_EXIT, name, &allocator.path, offset, held.pid)?;
             }
+            if unwind_rows > 0 {
+                // The tables are filled when the dynamic linker reports the first libraries,
+                // before main runs (a static executable's at the first refresh).
+                unwind_tables = Some(UnwindTables::new(config.unwind, unwind_rows, held.pid));
+                if let Some(linker) = target::dynamic_linker_of_program(&path)? {
+                    attach_library_hook(&mut tracer, &linker, held.pid)?;
+                }
+            }
             let launched = held.release()?;
             let pid = launched.id();
             child = Some(launched);
@@ -261,7 +318,9 @@ pub async fn run(config: Config) -> Result<Outcome> {
         }
         Target::Kernel(_) => unreachable!("kernel mode returned above"),
     };
+    let library_changes = if unwind_tables.is_some() { Some(tracer.take_unwind_events()?) } else { None };
     let mut session = Session {
+        unwind: unwind_tables,
         symbolizer: Symbolizer::new(target.pid),
         allocator: allocator.path.display().to_string(),
         target,
@@ -292,7 +351,7 @@ pub async fn run(config: Config) -> Result<Outcome> {
         count: session.config.count,
         duration: session.config.duration,
     };
-    let stop = trace_loop(&mut session, &schedule, &mut signals).await?;
+    let stop = trace_loop(&mut session, &schedule, &mut signals, library_changes).await?;
     if let Some(child) = session.child.as_mut() {
         if stop != StopReason::TargetExited {
             // A command launched under tracing does not outlive the trace.
@@ -303,7 +362,16 @@ pub async fn run(config: Config) -> Result<Outcome> {
         let _ = child.try_wait();
     }
     let report = session.report(true)?;
-    finish(&report, stop, &session.config.exports, "target exited")?;
+    let pid = session.target.pid;
+    let exports = session.config.exports.clone();
+    let hooked = session.unwind.is_some();
+    // Detach every probe first: then no new library-load stop can happen, and one that
+    // happened since the last event was read is undone here.
+    drop(session);
+    if hooked {
+        resume(pid);
+    }
+    finish(&report, stop, &exports, "target exited")?;
     Ok(Outcome { report, stop })
 }
 
@@ -364,11 +432,23 @@ impl Traced for Session {
             return Ok(false);
         }
         self.symbolizer.refresh();
+        if let Some(tables) = self.unwind.as_mut() {
+            tables.sync(&mut self.tracer)?;
+        }
         if self.child.is_some() && target::is_stopped(self.target.pid) {
             // Stopped by our exit probe: its mappings are now read; let it finish exiting.
             resume(self.target.pid);
         }
         Ok(true)
+    }
+
+    fn libraries_changed(&mut self) -> Result<()> {
+        self.symbolizer.refresh();
+        if let Some(tables) = self.unwind.as_mut() {
+            tables.sync(&mut self.tracer)?;
+        }
+        resume(self.target.pid);
+        Ok(())
     }
 
     fn report(&mut self, symbolize_all: bool) -> Result<Report> {
@@ -401,6 +481,7 @@ impl Traced for Session {
                         .map(|&(address, size, ts)| Allocation { address, size, age_ms: now.saturating_sub(ts) / 1_000_000 })
                         .collect(),
                     kernel: None,
+                    cut_short: None,
                     trend: self.series.get(&g.stack_id).map(|s| trend::classify(s)),
                 };
                 (g.stack_id, report)
@@ -422,6 +503,7 @@ impl Traced for Session {
                     frames: Vec::new(),
                     allocations: Vec::new(),
                     kernel: None,
+                    cut_short: None,
                     trend: Some(trend),
                 };
                 ranked.push((id, report));
@@ -433,13 +515,18 @@ impl Traced for Session {
         }
         let stacks = self.tracer.stacks(ranked.iter().map(|(id, _)| *id))?;
         let addresses: Vec<u64> =
-            stacks.values().flatten().copied().collect::<BTreeSet<u64>>().into_iter().collect();
+            stacks.values().flat_map(|(ips, _)| ips).copied().collect::<BTreeSet<u64>>().into_iter().collect();
         let frames = self.symbolizer.symbolize(&addresses);
         let mut cut_short = 0u64;
+        let mut stacks_by_end = std::collections::BTreeMap::new();
         let stack_reports: Vec<StackReport> = ranked
             .into_iter()
             .map(|(id, mut report)| {
-                let addresses = stacks.get(&id).map(Vec::as_slice).unwrap_or_default();
+                let (addresses, end) = stacks.get(&id).map_or((&[][..], StackEnd::Complete), |(ips, end)| (ips.as_slice(), *end));
+                if unwind::is_cut_short(end) {
+                    report.cut_short = Some(unwind::stack_end_name(end).to_string());
+                }
+                *stacks_by_end.entry(unwind::stack_end_name(end).to_string()).or_insert(0u64) += 1;
                 // A frame-pointer walk through code built without frame pointers reads
                 // arbitrary stack words as return addresses; the first one outside every
                 // executable mapping ends the stack, and what follows it is not shown.
@@ -505,6 +592,7 @@ impl Traced for Session {
             },
             stacks: stack_reports,
             kernel: None,
+            unwind: self.unwind.as_ref().map(|t| t.summary(stacks_by_end)),
         })
     }
 }

@@ -140,6 +140,42 @@ pub fn assert_matches_truth(report: &Value, truth: &[Truth], fixture: &Path) {
     assert!(report["totals"]["bytes"].as_u64().unwrap() >= sum);
 }
 
+/// Starts `leaktrace args…` and waits until it says it is tracing.
+pub fn start_tracing(args: &[String]) -> (std::process::Child, String) {
+    let mut tracer = Command::new(leaktrace_bin())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(tracer.stderr.take().unwrap());
+    let mut banner = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut banner).unwrap();
+    assert!(banner.starts_with("Tracing pid"), "leaktrace did not start: {banner}");
+    // Keep draining stderr so leaktrace never blocks on it.
+    let rest = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    std::mem::forget(rest);
+    (tracer, banner)
+}
+
+/// Spawns a fixture run with `--wait`, with piped stdin and stdout, and waits for its
+/// "ready PID" line. Returns the child and the rest of its stdout, line by line.
+pub fn spawn_waiting(
+    command: &mut Command,
+) -> (std::process::Child, std::io::Lines<std::io::BufReader<std::process::ChildStdout>>) {
+    use std::io::BufRead as _;
+    let mut child =
+        command.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("ready "), "{first}");
+    (child, lines)
+}
+
 /// Runs leaktrace with `args` to completion.
 pub fn run_leaktrace(args: &[&str]) -> Output {
     Command::new(leaktrace_bin()).args(args).output().expect("leaktrace runs")

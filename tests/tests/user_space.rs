@@ -2,8 +2,8 @@
 //! report must match the fixture's own accounting exactly.
 
 use std::{
-    io::{BufRead, BufReader, Write},
-    process::{Command, Stdio},
+    io::{BufReader, Write},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -52,15 +52,7 @@ struct WaitingFixture {
 
 impl WaitingFixture {
     fn start() -> Self {
-        let mut child = Command::new(leaky())
-            .arg("--wait")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next().unwrap().unwrap();
-        assert!(first.starts_with("ready "), "{first}");
+        let (child, lines) = spawn_waiting(Command::new(leaky()).arg("--wait"));
         WaitingFixture { child, lines, seen: Vec::new() }
     }
 
@@ -86,28 +78,6 @@ impl WaitingFixture {
         self.child.wait().unwrap();
         self.seen
     }
-}
-
-/// Starts `leaktrace args…` and waits until it says it is tracing.
-fn start_tracing(args: &[String]) -> (std::process::Child, String) {
-    let mut tracer = Command::new(leaktrace_bin())
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(tracer.stderr.take().unwrap());
-    let mut banner = String::new();
-    stderr.read_line(&mut banner).unwrap();
-    assert!(banner.starts_with("Tracing pid"), "leaktrace did not start: {banner}");
-    // Keep draining stderr so leaktrace never blocks on it.
-    let rest = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
-        text
-    });
-    std::mem::forget(rest);
-    (tracer, banner)
 }
 
 #[test]

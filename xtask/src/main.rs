@@ -61,7 +61,7 @@ fn run() -> Result<()> {
         }
         Task::Test { filter } => {
             setup::run(&root)?;
-            setup::ensure_go()?;
+            setup::ensure_test_tools()?;
             test(&root, filter.as_deref())
         }
         Task::Bench { quick, out } => {

@@ -124,15 +124,26 @@ fn ensure_c_compiler() -> Result<()> {
     bail!("no C compiler (cc): the test fixtures and the demo are C programs; install gcc")
 }
 
-/// Debian's Go toolchain: the tests read leaktrace's pprof output with `go tool pprof`.
-pub fn ensure_go() -> Result<()> {
-    if output(Command::new("go").arg("version")).is_some() {
+/// What the tests use beside leaktrace, from Debian: the Go toolchain (they read leaktrace's
+/// pprof output with `go tool pprof`) and gdb (its backtraces check the unwinding fixture).
+pub fn ensure_test_tools() -> Result<()> {
+    let missing: Vec<&str> = [("go", "golang-go"), ("gdb", "gdb")]
+        .into_iter()
+        .filter(|(command, _)| output(Command::new(command).arg("--version")).is_none() && output(Command::new(command).arg("version")).is_none())
+        .map(|(_, package)| package)
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
-    println!("setup: installing Debian's Go toolchain (golang-go) for go tool pprof");
+    println!("setup: installing Debian's {} for the tests", missing.join(" and "));
     exec(Command::new("apt-get").arg("update").arg("-q")).context("apt-get update failed")?;
-    exec(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends", "golang-go"]).env("DEBIAN_FRONTEND", "noninteractive"))
-        .context("installing golang-go failed")
+    exec(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+    .with_context(|| format!("installing {} failed", missing.join(" ")))
 }
 
 /// Installs whatever is missing; does nothing when everything is in place.

@@ -9,11 +9,17 @@ use std::{
 };
 
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, StackTraceMap},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap},
     programs::{uprobe::UProbeScope, TracePoint, UProbe},
     Ebpf, EbpfLoader,
 };
-use leaktrace_common::{names, AllocInfo, Counter, KernelAlloc, KernelKey, StackRecord, StackStats};
+use leaktrace_common::{
+    names,
+    unwind::{MAX_UNWIND_MAPPINGS, UNWIND_SLOTS},
+    AllocInfo, Counter, KernelAlloc, KernelKey, ProcessSlot, StackEnd, StackRecord, StackStats, UnwindEvent,
+    UnwindMapping,
+    UnwindRow,
+};
 
 use crate::error::{Error, Result};
 
@@ -44,6 +50,8 @@ pub enum Mode {
     User {
         /// Stop the traced process at exit() so its mappings can be read (launched commands).
         freeze_at_exit: bool,
+        /// Capacity of the unwind-row table; 0 to walk frame pointers in the kernel instead.
+        unwind_rows: u32,
     },
     /// The kernel's allocators, through tracepoints.
     Kernel {
@@ -89,11 +97,15 @@ impl Tracer {
         // entry so they cost nothing (KALLOCS is preallocated).
         let flags: [u8; 3];
         let freeze: u8;
+        let tables: u8;
         match &options.mode {
-            Mode::User { freeze_at_exit } => {
+            Mode::User { freeze_at_exit, unwind_rows } => {
                 freeze = u8::from(*freeze_at_exit);
+                tables = u8::from(*unwind_rows > 0);
                 loader
                     .override_global(names::GLOBAL_FREEZE_AT_EXIT, &freeze, true)
+                    .override_global(names::GLOBAL_UNWIND_TABLES, &tables, true)
+                    .map_max_entries(names::UNWIND_ROWS, (*unwind_rows).max(1))
                     .map_max_entries(names::ALLOCS, options.max_allocs)
                     .map_max_entries(names::USTACKS, options.stack_storage)
                     .map_max_entries(names::STACKS, 1)
@@ -105,6 +117,7 @@ impl Tracer {
                 flags = [u8::from(*filter_targets), u8::from(*user_stacks), u8::from(*follow_forks)];
                 loader
                     .map_max_entries(names::ALLOCS, 1)
+                    .map_max_entries(names::UNWIND_ROWS, 1)
                     .map_max_entries(names::PENDING, 1)
                     .map_max_entries(names::STACK_STATS, 1)
                     .map_max_entries(names::USTACKS, 1)
@@ -212,8 +225,9 @@ impl Tracer {
         Ok(allocs.iter().filter_map(|entry| entry.ok()).map(|(address, info)| Outstanding { address, info }).collect())
     }
 
-    /// The user stacks of allocations with the given keys, innermost frame first.
-    pub fn stacks(&self, ids: impl IntoIterator<Item = u64>) -> Result<StdHashMap<u64, Vec<u64>>> {
+    /// The user stacks of allocations with the given keys, innermost frame first, with how
+    /// each one ended.
+    pub fn stacks(&self, ids: impl IntoIterator<Item = u64>) -> Result<StdHashMap<u64, (Vec<u64>, StackEnd)>> {
         let map = self.ebpf.map(names::USTACKS).ok_or_else(|| missing_map(names::USTACKS))?;
         let stacks: HashMap<_, u64, StackRecord> = HashMap::try_from(map).map_err(|e| map_error(names::USTACKS, e))?;
         Ok(ids
@@ -221,7 +235,8 @@ impl Tracer {
             .filter_map(|id| {
                 let record = stacks.get(&id, 0).ok()?;
                 let depth = (record.depth as usize).min(record.ips.len());
-                Some((id, record.ips[..depth].to_vec()))
+                let end = StackEnd::from_u32(record.end).unwrap_or(StackEnd::Unsupported);
+                Some((id, (record.ips[..depth].to_vec(), end)))
             })
             .collect())
     }
@@ -284,6 +299,117 @@ impl Tracer {
             .filter_map(|(_, prog)| prog.fd().ok())
             .filter_map(|fd| recursion_misses(fd.as_fd()))
             .sum()
+    }
+}
+
+impl Tracer {
+    /// Copies `rows` into the unwind-row table from index `first` (through a shared mapping
+    /// of the map: one copy, where per-row updates would take one system call each).
+    pub fn write_unwind_rows(&mut self, first: u32, rows: &[UnwindRow]) -> Result<()> {
+        let name = names::UNWIND_ROWS;
+        let Some(Map::Array(data)) = self.ebpf.map(name) else { return Err(missing_map(name)) };
+        let capacity = data.info().map_err(|e| map_error(name, e))?.max_entries() as usize;
+        let end = first as usize + rows.len();
+        if end > capacity {
+            return Err(map_error(name, format!("{end} rows do not fit in {capacity}")));
+        }
+        let row_size = std::mem::size_of::<UnwindRow>();
+        let length = capacity * row_size;
+        // SAFETY: maps the array's memory (created with BPF_F_MMAPABLE) shared and writable;
+        // the length is the map's size, and the mapping is dropped before returning.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                length,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                data.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(map_error(name, std::io::Error::last_os_error()));
+        }
+        // SAFETY: `first..end` is inside the mapping (checked above); UnwindRow is plain data.
+        unsafe {
+            std::ptr::copy_nonoverlapping(rows.as_ptr(), (base as *mut UnwindRow).add(first as usize), rows.len());
+            libc::munmap(base, length);
+        }
+        Ok(())
+    }
+
+    /// Installs `mappings` (sorted by start) as process `tgid`'s table in `slot`.
+    pub fn set_process_mappings(&mut self, tgid: u32, slot: u32, mappings: &[UnwindMapping]) -> Result<()> {
+        if slot >= UNWIND_SLOTS || mappings.len() > MAX_UNWIND_MAPPINGS as usize {
+            return Err(map_error(names::UNWIND_MAPPINGS, "slot or mapping count out of range"));
+        }
+        {
+            let map = self.ebpf.map_mut(names::UNWIND_MAPPINGS).ok_or_else(|| missing_map(names::UNWIND_MAPPINGS))?;
+            let mut array: Array<_, UnwindMapping> =
+                Array::try_from(map).map_err(|e| map_error(names::UNWIND_MAPPINGS, e))?;
+            for (i, mapping) in mappings.iter().enumerate() {
+                array
+                    .set(slot * MAX_UNWIND_MAPPINGS + i as u32, mapping, 0)
+                    .map_err(|e| map_error(names::UNWIND_MAPPINGS, e))?;
+            }
+        }
+        let map = self.ebpf.map_mut(names::UNWIND_PROCESSES).ok_or_else(|| missing_map(names::UNWIND_PROCESSES))?;
+        let mut processes: HashMap<_, u32, ProcessSlot> =
+            HashMap::try_from(map).map_err(|e| map_error(names::UNWIND_PROCESSES, e))?;
+        processes
+            .insert(tgid, ProcessSlot { slot, count: mappings.len() as u32 }, 0)
+            .map_err(|e| map_error(names::UNWIND_PROCESSES, e))
+    }
+
+    /// The stream of unwind events (library loads that stopped a traced process).
+    pub fn take_unwind_events(&mut self) -> Result<UnwindEvents> {
+        let name = names::UNWIND_EVENTS;
+        let map = self.ebpf.take_map(name).ok_or_else(|| missing_map(name))?;
+        let ring = RingBuf::try_from(map).map_err(|e| map_error(name, e))?;
+        // SAFETY: the ring buffer owns its map's descriptor, which stays open and the same
+        // for as long as the AsyncFd holds the ring buffer.
+        let fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| map_error(name, e))?;
+        Ok(UnwindEvents { fd })
+    }
+}
+
+/// Library-load events from the eBPF programs, readable as they come.
+pub struct UnwindEvents {
+    fd: tokio::io::unix::AsyncFd<RingBuf<MapData>>,
+}
+
+impl UnwindEvents {
+    /// Waits until at least one event is available and returns every pending one.
+    pub async fn next_batch(&mut self) -> Result<Vec<UnwindEvent>> {
+        loop {
+            let mut guard = self.fd.readable_mut().await.map_err(|e| map_error(names::UNWIND_EVENTS, e))?;
+            let ring = guard.get_inner_mut();
+            let mut events = Vec::new();
+            while let Some(item) = ring.next() {
+                if item.len() >= std::mem::size_of::<UnwindEvent>() {
+                    // SAFETY: the programs write whole UnwindEvent values; read unaligned.
+                    events.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<UnwindEvent>()) });
+                }
+            }
+            guard.clear_ready();
+            if !events.is_empty() {
+                return Ok(events);
+            }
+        }
+    }
+
+    /// Every event already in the buffer, without waiting.
+    pub fn drain_now(&mut self) -> Vec<UnwindEvent> {
+        let ring = self.fd.get_mut();
+        let mut events = Vec::new();
+        while let Some(item) = ring.next() {
+            if item.len() >= std::mem::size_of::<UnwindEvent>() {
+                // SAFETY: as in `next_batch`.
+                events.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<UnwindEvent>()) });
+            }
+        }
+        events
     }
 }
 

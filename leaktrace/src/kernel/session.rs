@@ -168,7 +168,7 @@ pub async fn run(config: Config, options: KernelOptions) -> Result<Outcome> {
         count: session.config.count,
         duration: session.config.duration,
     };
-    let stop = trace_loop(&mut session, &schedule, &mut signals).await?;
+    let stop = trace_loop(&mut session, &schedule, &mut signals, None).await?;
     if let Some(child) = session.runner.as_mut().and_then(|r| r.current.as_mut()) {
         let _ = child.kill();
         let _ = child.wait();
@@ -301,6 +301,7 @@ impl Traced for KernelSession {
                         }),
                     }),
                     trend: self.series.get(&g.key).map(|s| trend::classify(s)),
+                    cut_short: None,
                 };
                 (g, report)
             })
@@ -424,6 +425,7 @@ impl Traced for KernelSession {
                     exit_codes: r.exit_codes.clone(),
                 }),
             }),
+            unwind: None,
         })
     }
 }

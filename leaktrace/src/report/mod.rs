@@ -90,6 +90,9 @@ pub struct Report {
     /// Kernel mode (`mode: "kernel"`) only: slab accounting and run attribution.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<KernelSection>,
+    /// User mode: how stacks were unwound (absent with `--unwind fp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unwind: Option<crate::unwind::UnwindSection>,
 }
 
 /// Kernel-mode part of a report.
@@ -277,6 +280,10 @@ pub struct StackReport {
     /// Growth over the trace (absent before the first interval).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trend: Option<crate::trend::Trend>,
+    /// Why the unwinder stopped before the outermost frame, when it did (see
+    /// `unwind::stack_end_name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut_short: Option<String>,
 }
 
 /// Puts items holding stack reports (already in bytes order) in the order `sort` asks for

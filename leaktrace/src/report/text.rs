@@ -89,6 +89,9 @@ pub fn render(report: &Report) -> String {
         for frame in &stack.frames {
             let _ = writeln!(out, "\t\t{}", frame_line(frame));
         }
+        if let Some(reason) = &stack.cut_short {
+            let _ = writeln!(out, "\t\t(stack cut short: {reason})");
+        }
         for alloc in &stack.allocations {
             let _ = writeln!(out, "\t\t\taddr = {:#x} size = {} age = {} ms", alloc.address, alloc.size, alloc.age_ms);
         }
@@ -161,7 +164,44 @@ pub fn render(report: &Report) -> String {
             a.stacks_cut_short
         );
     }
+    if let Some(unwind) = &report.unwind {
+        render_unwinding(&mut out, unwind);
+    }
     out
+}
+
+/// One line on the unwinders and their table, and one on stacks cut short, if any.
+fn render_unwinding(out: &mut String, unwind: &crate::unwind::UnwindSection) {
+    let dwarf: Vec<&str> = unwind.modules.iter().filter(|m| m.unwinder == "dwarf").map(|m| module_name(&m.module)).collect();
+    let frame_pointer: Vec<String> = unwind
+        .modules
+        .iter()
+        .filter(|m| m.unwinder != "dwarf")
+        .map(|m| format!("{} ({})", module_name(&m.module), m.reason))
+        .collect();
+    let _ = writeln!(
+        out,
+        "Unwinding ({}): DWARF for {}; frame pointers for {}; {} rows of {} ({} KiB of {} KiB)",
+        unwind.mode.name(),
+        if dwarf.is_empty() { "none".to_string() } else { dwarf.join(", ") },
+        if frame_pointer.is_empty() { "none".to_string() } else { frame_pointer.join(", ") },
+        unwind.rows_used,
+        unwind.rows_capacity,
+        unwind.rows_used * 8 / 1024,
+        unwind.table_bytes / 1024
+    );
+    let cut: Vec<String> = unwind
+        .stacks_by_end
+        .iter()
+        .filter(|(end, _)| end.as_str() != crate::unwind::stack_end_name(leaktrace_common::StackEnd::Complete))
+        .map(|(end, n)| format!("{n} {end}"))
+        .collect();
+    if !cut.is_empty() {
+        let _ = writeln!(out, "Stacks cut short: {}", cut.join(", "));
+    }
+    if unwind.mappings_dropped > 0 {
+        let _ = writeln!(out, "{} executable mappings did not fit the process's table; frames in them end stacks", unwind.mappings_dropped);
+    }
 }
 
 fn shares(shares: &[super::Share]) -> String {

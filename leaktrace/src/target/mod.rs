@@ -121,6 +121,26 @@ pub fn find_allocator(pid: u32, object: Option<&Path>, prefix: &str) -> Result<A
     Err(Error::NoAllocator { target: format!("pid {pid}"), detail })
 }
 
+/// The dynamic linker of a running process (from its executable's `.interp`, through
+/// /proc/PID/root), or None for a static executable.
+pub fn dynamic_linker_of_pid(pid: u32) -> Result<Option<PathBuf>> {
+    let process = open(pid)?;
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    let exe = process.exe().map_err(|e| Error::io(format!("reading /proc/{pid}/exe"), std::io::Error::other(e)))?;
+    Ok(allocator::interpreter(&under_root(&root, &exe))?.map(|interp| under_root(&root, &interp)))
+}
+
+/// The dynamic linker a command about to be launched will run under: its `.interp`, or for
+/// a script, the one leaktrace itself runs under (the usual interpreters are dynamic).
+pub fn dynamic_linker_of_program(program: &Path) -> Result<Option<PathBuf>> {
+    let is_script = std::fs::read(program).map(|d| d.starts_with(b"#!")).unwrap_or(false);
+    if is_script {
+        let own = std::env::current_exe().map_err(|e| Error::io("finding leaktrace's own executable", e))?;
+        return allocator::interpreter(&own);
+    }
+    allocator::interpreter(program)
+}
+
 /// Allocator for a command about to be launched: the executable itself when it defines malloc,
 /// otherwise the C library that leaktrace itself runs on (the launched command shares
 /// leaktrace's filesystem and dynamic loader configuration).

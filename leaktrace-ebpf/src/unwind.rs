@@ -1,0 +1,162 @@
+//! Unwinding user stacks from the probe's registers with the rows user space compiled from
+//! the modules' `.eh_frame`: the only way to get whole stacks through code built without
+//! frame pointers (most distribution binaries), where the kernel's rbp walk stops at the
+//! first frame or wanders through stack garbage.
+//!
+//! Per frame: find the mapping holding the pc (binary search over the process's sorted
+//! mappings), then either follow rbp (modules with frame pointers or without unwind rows) or
+//! find the row covering the pc (binary search over the module's rows) and compute the
+//! caller's pc, sp and rbp from it.
+
+use aya_ebpf::{bindings::pt_regs, helpers::bpf_probe_read_user};
+use leaktrace_common::{
+    unwind::{MAPPING_SEARCH_STEPS, MAX_UNWIND_FRAMES, MAX_UNWIND_MAPPINGS, ROW_SEARCH_STEPS},
+    MappingUnwinder, RowKind, StackEnd, StackRecord, UnwindMapping, UnwindRow,
+};
+
+use crate::maps::{UNWIND_MAPPINGS, UNWIND_PROCESSES, UNWIND_ROWS};
+
+/// A frame's registers: what the next step needs.
+#[derive(Clone, Copy)]
+struct Frame {
+    pc: u64,
+    sp: u64,
+    bp: u64,
+}
+
+/// Unwinds the stack at the probe into `record` (addresses, depth and how it ended).
+/// Returns false when the process has no table yet; `record` is then untouched.
+#[inline(always)]
+pub fn unwind_user_stack(regs: &pt_regs, tgid: u32, record: &mut StackRecord) -> bool {
+    // SAFETY: copied out at once.
+    let Some(process) = (unsafe { UNWIND_PROCESSES.get(&tgid) }).copied() else { return false };
+    let slot_base = process.slot.wrapping_mul(MAX_UNWIND_MAPPINGS);
+    let count = if process.count < MAX_UNWIND_MAPPINGS { process.count } else { MAX_UNWIND_MAPPINGS };
+    let mut frame = Frame { pc: regs.rip, sp: regs.rsp, bp: regs.rbp };
+    let mut depth = 0usize;
+    let mut end = StackEnd::DepthLimit;
+    for i in 0..MAX_UNWIND_FRAMES {
+        if let Some(slot) = record.ips.get_mut(i) {
+            *slot = frame.pc;
+        }
+        depth = i + 1;
+        // Above the innermost frame each pc is a return address, which may be the first
+        // byte of the next function when the call was a function's last instruction.
+        let lookup = if i == 0 { frame.pc } else { frame.pc.wrapping_sub(1) };
+        let Some(mapping) = find_mapping(slot_base, count, lookup) else {
+            end = StackEnd::UnknownMapping;
+            break;
+        };
+        let next = if mapping.unwinder == MappingUnwinder::Dwarf as u32 {
+            dwarf_step(&mapping, lookup, frame)
+        } else {
+            frame_pointer_step(frame)
+        };
+        match next {
+            Ok(next) if next.pc == 0 => {
+                end = StackEnd::Complete;
+                break;
+            }
+            Ok(next) => frame = next,
+            Err(reason) => {
+                end = reason;
+                break;
+            }
+        }
+    }
+    record.depth = depth as u32;
+    record.end = end as u32;
+    true
+}
+
+/// All ones when `a > b`, zero otherwise, for user addresses (below 2^63), computed without
+/// a branch: a data-dependent branch in a binary search doubles the paths the verifier walks
+/// at every step, and 64 frames of that exceed its budget. `black_box` keeps LLVM from
+/// turning the mask back into a select, which the BPF backend emits as a branch.
+#[inline(always)]
+fn greater_mask(a: u64, b: u64) -> u64 {
+    core::hint::black_box((b.wrapping_sub(a) as i64 >> 63) as u64)
+}
+
+/// Index of the last of `count` sorted keys at or below `target` (0 when none is, which the
+/// caller checks), as a branch-free lower bound: the steps depend only on `count`, never on
+/// the data. `key_at` fails only on a lookup outside the map.
+#[inline(always)]
+fn last_at_or_below(count: u32, steps: usize, target: u64, key_at: impl Fn(u32) -> Option<u64>) -> Option<u32> {
+    let (mut base, mut len) = (0u32, count);
+    for _ in 0..steps {
+        if len <= 1 {
+            break;
+        }
+        let half = len / 2;
+        base += half & !(greater_mask(key_at(base + half)?, target) as u32);
+        len -= half;
+    }
+    Some(base)
+}
+
+/// The mapping holding `pc`: the last one starting at or below it, if `pc` is below its end.
+#[inline(always)]
+fn find_mapping(slot_base: u32, count: u32, pc: u64) -> Option<UnwindMapping> {
+    if count == 0 {
+        return None;
+    }
+    let index = last_at_or_below(count, MAPPING_SEARCH_STEPS, pc, |i| UNWIND_MAPPINGS.get(slot_base + i).map(|m| m.start))?;
+    let mapping = *UNWIND_MAPPINGS.get(slot_base + index)?;
+    (mapping.start <= pc && pc < mapping.end).then_some(mapping)
+}
+
+/// The row covering table offset `pc` in `count` rows from `first`.
+#[inline(always)]
+fn find_row(first: u32, count: u32, pc: u64) -> Option<UnwindRow> {
+    if count == 0 || pc > u64::from(u32::MAX) {
+        return None;
+    }
+    let index = last_at_or_below(count, ROW_SEARCH_STEPS, pc, |i| UNWIND_ROWS.get(first + i).map(|r| u64::from(r.pc)))?;
+    let row = *UNWIND_ROWS.get(first + index)?;
+    (u64::from(row.pc) <= pc).then_some(row)
+}
+
+#[inline(always)]
+fn read_word(address: u64) -> Result<u64, StackEnd> {
+    // SAFETY: the helper reads user memory and reports faults instead of taking them.
+    unsafe { bpf_probe_read_user(address as *const u64) }.map_err(|_| StackEnd::ReadFailed)
+}
+
+/// One step through a module's unwind rows.
+#[inline(always)]
+fn dwarf_step(mapping: &UnwindMapping, lookup: u64, frame: Frame) -> Result<Frame, StackEnd> {
+    let Some(row) = find_row(mapping.first_row, mapping.row_count, lookup.wrapping_sub(mapping.bias)) else {
+        // Before the module's first described function: nothing better than rbp.
+        return frame_pointer_step(frame);
+    };
+    let cfa = match RowKind::from_byte(row.kind) {
+        Some(RowKind::CfaRsp) => frame.sp + u64::from(row.cfa_offset),
+        Some(RowKind::CfaRbp) => frame.bp + u64::from(row.cfa_offset),
+        // A PLT stub has pushed one more word once past its first jump (byte 11 of 16).
+        Some(RowKind::Plt) => frame.sp + if frame.pc & 15 >= 11 { 16 } else { 8 },
+        Some(RowKind::End) => return Err(StackEnd::Complete),
+        Some(RowKind::NoInfo) => return frame_pointer_step(frame),
+        Some(RowKind::Signal) => return Err(StackEnd::SignalFrame),
+        Some(RowKind::Unsupported) | None => return Err(StackEnd::Unsupported),
+    };
+    let pc = read_word(cfa - 8)?;
+    let bp = if row.rbp_offset != 0 { read_word(cfa.wrapping_add((i64::from(row.rbp_offset) * 8) as u64))? } else { frame.bp };
+    Ok(Frame { pc, sp: cfa, bp })
+}
+
+/// One step along the rbp chain: [rbp] is the caller's rbp, [rbp+8] the return address.
+#[inline(always)]
+fn frame_pointer_step(frame: Frame) -> Result<Frame, StackEnd> {
+    if frame.bp == 0 {
+        // The outermost frame clears rbp (`_start`, `clone`).
+        return Err(StackEnd::Complete);
+    }
+    if frame.bp < frame.sp {
+        // A frame pointer below the stack pointer is not one: this code does not keep them.
+        return Err(StackEnd::FramePointerLost);
+    }
+    let bp = read_word(frame.bp)?;
+    let pc = read_word(frame.bp + 8)?;
+    Ok(Frame { pc, sp: frame.bp + 16, bp })
+}

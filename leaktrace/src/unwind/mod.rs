@@ -1,0 +1,249 @@
+//! DWARF unwinding of user stacks in the eBPF programs: the unwind rows of every module
+//! mapped by a traced process, compiled here and loaded into BPF maps.
+//!
+//! Rows are compiled once per file (by device and inode) and appended to one shared row
+//! table, so every process mapping the same library shares its rows. Each traced process
+//! gets a sorted list of its executable mappings, written into the spare one of its two
+//! slots and then switched to, so the programs never see a half-written list.
+
+pub mod table;
+
+use std::collections::{BTreeMap, HashMap};
+
+use leaktrace_common::{unwind::MAX_UNWIND_MAPPINGS, MappingUnwinder, StackEnd, UnwindMapping, UnwindRow};
+use procfs::process::{MMPermissions, MMapPath, Process};
+use serde::{Deserialize, Serialize};
+
+use crate::{bpf::Tracer, config::UnwindMode, error::Result};
+
+/// How one module's frames are unwound, and why.
+#[derive(Clone, Debug)]
+struct ModuleTable {
+    name: String,
+    unwinder: MappingUnwinder,
+    reason: &'static str,
+    first_row: u32,
+    row_count: u32,
+    /// ELF address of row pc 0.
+    base: u64,
+    /// PT_LOAD segments: (file offset, address, file size, memory size).
+    segments: Vec<(u64, u64, u64, u64)>,
+}
+
+impl ModuleTable {
+    /// The address of file offset `offset` (for a mapping's load bias).
+    fn vaddr_of_file_offset(&self, offset: u64) -> Option<u64> {
+        self.segments
+            .iter()
+            .find(|&&(file_offset, _, file_size, _)| offset >= file_offset && offset < file_offset + file_size.max(1))
+            .map(|&(file_offset, vaddr, _, _)| vaddr + (offset - file_offset))
+    }
+}
+
+/// The unwind tables of one traced process.
+pub struct UnwindTables {
+    mode: UnwindMode,
+    capacity: u32,
+    next_row: u32,
+    tgid: u32,
+    /// By (device, inode).
+    files: HashMap<(u64, u64), ModuleTable>,
+    /// The mapping list last installed, to skip rewriting an unchanged one.
+    installed: Vec<UnwindMapping>,
+    /// Which of the process's two slots holds `installed`.
+    slot: u32,
+    /// Executable mappings left out because the process had more than a slot holds.
+    mappings_dropped: u64,
+    updates: u64,
+}
+
+impl UnwindTables {
+    /// Tables for process `tgid`, with room for `capacity` rows in all.
+    pub fn new(mode: UnwindMode, capacity: u32, tgid: u32) -> Self {
+        Self {
+            mode,
+            capacity,
+            next_row: 0,
+            tgid,
+            files: HashMap::new(),
+            installed: Vec::new(),
+            slot: 1,
+            mappings_dropped: 0,
+            updates: 0,
+        }
+    }
+
+    /// Brings the process's table in line with its current mappings: compiles the rows of
+    /// files not seen before and installs the mapping list if it changed. Returns false when
+    /// the process is gone.
+    pub fn sync(&mut self, tracer: &mut Tracer) -> Result<bool> {
+        let Ok(process) = Process::new(self.tgid as i32) else { return Ok(false) };
+        let Ok(maps) = process.maps() else { return Ok(false) };
+        let mut mappings = Vec::new();
+        for map in maps {
+            if !map.perms.contains(MMPermissions::EXECUTE) {
+                continue;
+            }
+            let MMapPath::Path(path) = &map.pathname else { continue };
+            let (start, end) = map.address;
+            let key = (libc::makedev(map.dev.0 as u32, map.dev.1 as u32), map.inode);
+            if !self.files.contains_key(&key) {
+                // Through map_files: the file the process mapped, even when it was replaced or
+                // deleted since, or lives in another mount namespace.
+                let open_path = format!("/proc/{}/map_files/{start:x}-{end:x}", self.tgid);
+                let module = self.compile(&path.display().to_string(), open_path.as_ref(), tracer)?;
+                self.files.insert(key, module);
+            }
+            let module = &self.files[&key];
+            let mut mapping = UnwindMapping { start, end, ..UnwindMapping::default() };
+            if module.unwinder == MappingUnwinder::Dwarf {
+                if let Some(vaddr) = module.vaddr_of_file_offset(map.offset) {
+                    // pc - bias = pc's ELF address - base, the row pc.
+                    mapping.bias = start.wrapping_sub(vaddr).wrapping_add(module.base);
+                    mapping.first_row = module.first_row;
+                    mapping.row_count = module.row_count;
+                    mapping.unwinder = MappingUnwinder::Dwarf as u32;
+                }
+            }
+            mappings.push(mapping);
+        }
+        mappings.sort_by_key(|m| m.start);
+        if mappings.len() > MAX_UNWIND_MAPPINGS as usize {
+            self.mappings_dropped = (mappings.len() - MAX_UNWIND_MAPPINGS as usize) as u64;
+            mappings.truncate(MAX_UNWIND_MAPPINGS as usize);
+        }
+        if mappings != self.installed {
+            let slot = 1 - self.slot;
+            tracer.set_process_mappings(self.tgid, slot, &mappings)?;
+            self.slot = slot;
+            self.installed = mappings;
+            self.updates += 1;
+        }
+        Ok(true)
+    }
+
+    fn compile(&mut self, name: &str, path: &std::path::Path, tracer: &mut Tracer) -> Result<ModuleTable> {
+        let mut module = ModuleTable {
+            name: name.to_string(),
+            unwinder: MappingUnwinder::FramePointer,
+            reason: "",
+            first_row: 0,
+            row_count: 0,
+            base: 0,
+            segments: Vec::new(),
+        };
+        let compiled = match table::compile(path) {
+            Ok(compiled) => compiled,
+            Err(table::TableError::NoUnwindInfo(..)) => {
+                module.reason = "no unwind information";
+                return Ok(module);
+            }
+            Err(e) => {
+                log::warn!("{e}; its frames are unwound with frame pointers");
+                module.reason = "unwind information unreadable";
+                return Ok(module);
+            }
+        };
+        if self.mode == UnwindMode::Auto && compiled.has_frame_pointers() {
+            module.reason = "built with frame pointers";
+            return Ok(module);
+        }
+        let rows: &[UnwindRow] = &compiled.rows;
+        if u64::from(self.next_row) + rows.len() as u64 > u64::from(self.capacity) {
+            module.reason = "unwind table full (raise --unwind-rows)";
+            return Ok(module);
+        }
+        tracer.write_unwind_rows(self.next_row, rows)?;
+        module.unwinder = MappingUnwinder::Dwarf;
+        module.reason = if self.mode == UnwindMode::Auto { "built without frame pointers" } else { "--unwind dwarf" };
+        module.first_row = self.next_row;
+        module.row_count = rows.len() as u32;
+        module.base = compiled.base;
+        module.segments = compiled.segments;
+        self.next_row += rows.len() as u32;
+        Ok(module)
+    }
+
+    /// What the report says about unwinding.
+    pub fn summary(&self, stacks_by_end: BTreeMap<String, u64>) -> UnwindSection {
+        let mut modules: Vec<UnwindModule> = self
+            .files
+            .values()
+            .map(|m| UnwindModule {
+                module: m.name.clone(),
+                unwinder: match m.unwinder {
+                    MappingUnwinder::Dwarf => "dwarf",
+                    MappingUnwinder::FramePointer => "frame-pointer",
+                }
+                .to_string(),
+                reason: m.reason.to_string(),
+                rows: u64::from(m.row_count),
+            })
+            .collect();
+        modules.sort_by(|a, b| a.module.cmp(&b.module));
+        UnwindSection {
+            mode: self.mode,
+            rows_used: u64::from(self.next_row),
+            rows_capacity: u64::from(self.capacity),
+            table_bytes: u64::from(self.capacity) * std::mem::size_of::<UnwindRow>() as u64,
+            mappings_dropped: self.mappings_dropped,
+            table_updates: self.updates,
+            modules,
+            stacks_by_end,
+        }
+    }
+}
+
+/// The report's account of how stacks were unwound.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnwindSection {
+    /// `--unwind`.
+    pub mode: UnwindMode,
+    /// Unwind rows loaded, over every module.
+    pub rows_used: u64,
+    /// Rows the table can hold (`--unwind-rows`).
+    pub rows_capacity: u64,
+    /// Kernel memory taken by the row table (it is allocated whole).
+    pub table_bytes: u64,
+    /// Executable mappings beyond what a process's table holds (their frames end stacks).
+    pub mappings_dropped: u64,
+    /// Times the process's mapping list was installed (1 + library loads and unloads seen).
+    pub table_updates: u64,
+    /// Every module mapped executable, with its unwinder.
+    pub modules: Vec<UnwindModule>,
+    /// Distinct stacks in the report by how their unwinding ended (see [`stack_end_name`]).
+    pub stacks_by_end: BTreeMap<String, u64>,
+}
+
+/// How one module's frames were unwound.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnwindModule {
+    /// Path as the process sees it.
+    pub module: String,
+    /// `"dwarf"` or `"frame-pointer"`.
+    pub unwinder: String,
+    /// Why that unwinder.
+    pub reason: String,
+    /// Unwind rows loaded for it.
+    pub rows: u64,
+}
+
+/// The report's name for how a stack ended.
+pub fn stack_end_name(end: StackEnd) -> &'static str {
+    match end {
+        StackEnd::FramePointerWalk => "frame-pointer walk",
+        StackEnd::Complete => "complete",
+        StackEnd::DepthLimit => "frame limit",
+        StackEnd::UnknownMapping => "unknown mapping",
+        StackEnd::Unsupported => "unsupported unwind info",
+        StackEnd::SignalFrame => "signal frame",
+        StackEnd::ReadFailed => "stack unreadable",
+        StackEnd::NoTable => "no table yet",
+        StackEnd::FramePointerLost => "frame pointer lost",
+    }
+}
+
+/// True when a stack with this ending is known to stop before the outermost frame.
+pub fn is_cut_short(end: StackEnd) -> bool {
+    !matches!(end, StackEnd::Complete | StackEnd::FramePointerWalk)
+}
