@@ -505,20 +505,23 @@ fn where_the_time_goes(env: &Env, plan: &Plan) -> Result<Value> {
         out.insert(key.into(), d);
     }
 
-    // leaktrace -p.
-    let mut w = proc::Waiting::spawn(Command::new(&env.workload).args(&wait_args), Duration::from_secs(30))?;
-    let json_path = env.scratch.join("leaktrace-stats.json");
-    let tracer = tools::start_leaktrace(env, w.pid, &["--json".into(), json_path.display().to_string(), "3600".into()])?;
-    let before = stats::snapshot(tracer.child.id());
-    w.go()?;
-    let lines = w.wait_done(tools::RUN_TIMEOUT)?;
-    let after = stats::snapshot(tracer.child.id());
-    w.finish(tools::RUN_TIMEOUT)?;
-    tracer.wait(tools::RUN_TIMEOUT)?;
-    let o = workload::parse(&lines)?;
-    let mut d = stats::delta(&before, &after, o.ops);
-    d["ns_per_op"] = json!(round(o.ns_per_op(), 1));
-    out.insert("leaktrace".into(), d);
+    // leaktrace -p, with each unwinder: the return program's time shows what unwinding costs.
+    for (key, unwind) in [("leaktrace", "auto"), ("leaktrace_fp", "fp"), ("leaktrace_dwarf", "dwarf")] {
+        let mut w = proc::Waiting::spawn(Command::new(&env.workload).args(&wait_args), Duration::from_secs(30))?;
+        let json_path = env.scratch.join("leaktrace-stats.json");
+        let options = ["--unwind".into(), unwind.into(), "--json".into(), json_path.display().to_string(), "3600".into()];
+        let tracer = tools::start_leaktrace(env, w.pid, &options)?;
+        let before = stats::snapshot(tracer.child.id());
+        w.go()?;
+        let lines = w.wait_done(tools::RUN_TIMEOUT)?;
+        let after = stats::snapshot(tracer.child.id());
+        w.finish(tools::RUN_TIMEOUT)?;
+        tracer.wait(tools::RUN_TIMEOUT)?;
+        let o = workload::parse(&lines)?;
+        let mut d = stats::delta(&before, &after, o.ops);
+        d["ns_per_op"] = json!(round(o.ns_per_op(), 1));
+        out.insert(key.into(), d);
+    }
 
     // bpftrace -p.
     let mut w = proc::Waiting::spawn(Command::new(&env.workload).args(&wait_args), Duration::from_secs(30))?;

@@ -26,6 +26,7 @@ use crate::{
 };
 
 const SIGSTOP: u32 = 19;
+const SIGCONT: u32 = 18;
 
 const EEXIST: i64 = 17;
 
@@ -308,11 +309,13 @@ pub fn dl_state_enter(_ctx: ProbeContext) -> u32 {
     }
     let Some((tgid, _)) = traced_thread() else { return 0 };
     let event = UnwindEvent { tgid, kind: UnwindEventKind::LibrariesChanged as u32 };
-    // Stop only when user space will hear of it: otherwise nobody would resume the process.
-    if UNWIND_EVENTS.output::<UnwindEvent>(&event, 0).is_ok() {
-        // SAFETY: plain helper call; it signals the current process.
-        unsafe { aya_ebpf::helpers::bpf_send_signal(SIGSTOP) };
-    } else {
+    // The stop is queued before user space can hear of it, so its SIGCONT can never arrive
+    // first and leave the process stopped for good.
+    // SAFETY: plain helper calls; they signal the current process.
+    unsafe { aya_ebpf::helpers::bpf_send_signal(SIGSTOP) };
+    if UNWIND_EVENTS.output::<UnwindEvent>(&event, 0).is_err() {
+        // Nobody will resume it: a SIGCONT discards the pending stop.
+        unsafe { aya_ebpf::helpers::bpf_send_signal(SIGCONT) };
         count(Counter::UnwindEventLost);
     }
     0

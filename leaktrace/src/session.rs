@@ -292,6 +292,8 @@ pub async fn run(config: Config) -> Result<Outcome> {
             let path = which::which(program)
                 .map_err(|e| Error::Launch { program: program.clone(), reason: e.to_string() })?;
             let allocator = target::find_allocator_for_program(&path, object.as_deref(), &prefix)?;
+            // Checked before forking: every failure after `hold` must undo the fork.
+            let linker = if unwind_rows > 0 { target::dynamic_linker_of_program(&path)? } else { None };
             let mut tracer = Tracer::load(&load_options)?;
             let held = launch::hold(program, args)?;
             tracer.add_target(held.pid)?;
@@ -306,8 +308,8 @@ pub async fn run(config: Config) -> Result<Outcome> {
                 // The tables are filled when the dynamic linker reports the first libraries,
                 // before main runs (a static executable's at the first refresh).
                 unwind_tables = Some(UnwindTables::new(config.unwind, unwind_rows, held.pid));
-                if let Some(linker) = target::dynamic_linker_of_program(&path)? {
-                    attach_library_hook(&mut tracer, &linker, held.pid)?;
+                if let Some(linker) = &linker {
+                    attach_library_hook(&mut tracer, linker, held.pid)?;
                 }
             }
             let launched = held.release()?;
@@ -362,16 +364,17 @@ pub async fn run(config: Config) -> Result<Outcome> {
         let _ = child.try_wait();
     }
     let report = session.report(true)?;
+    let finished = finish(&report, stop, &session.config.exports, "target exited");
     let pid = session.target.pid;
-    let exports = session.config.exports.clone();
     let hooked = session.unwind.is_some();
-    // Detach every probe first: then no new library-load stop can happen, and one that
-    // happened since the last event was read is undone here.
+    // Detach every probe (which takes the kernel a while), then resume the target: no new
+    // library-load stop can happen after the detach, and one that happened since the last
+    // event was read is undone here.
     drop(session);
     if hooked {
         resume(pid);
     }
-    finish(&report, stop, &exports, "target exited")?;
+    finished?;
     Ok(Outcome { report, stop })
 }
 
@@ -592,7 +595,7 @@ impl Traced for Session {
             },
             stacks: stack_reports,
             kernel: None,
-            unwind: self.unwind.as_ref().map(|t| t.summary(stacks_by_end)),
+            unwind: self.unwind.as_ref().map(|t| t.summary(stacks_by_end, c[Counter::UnwindEventLost as usize])),
         })
     }
 }

@@ -53,6 +53,16 @@ fn quick_bench_produces_every_figure() {
     for tool in ["leaktrace", "bpftrace"] {
         number(&r, &format!("/moderate_rate/tools/{tool}/tracer_cpu_pct"));
     }
+    // leaktrace with each unwinder, against the frame-pointer walk.
+    for variant in ["leaktrace_fp", "leaktrace_dwarf"] {
+        for figure in ["ns_per_op", "added_ns_per_op", "ratio_to_floor"] {
+            number(&r, &format!("/oneshot/tools/{variant}/{figure}"));
+        }
+        assert!(r["oneshot"]["tools"][variant]["leaks"]["leaks_exact"].is_boolean());
+    }
+    for figure in ["fp_added_ns_per_op", "dwarf_added_ns_per_op", "dwarf_to_fp_added", "dwarf_to_fp_beyond_floor"] {
+        number(&r, &format!("/oneshot/unwinding/{figure}"));
+    }
     for figure in ["cpu_s", "peak_rss_mib", "rss_once_attached_mib", "bpf_maps_mib"] {
         number(&r, &format!("/footprint/{figure}"));
     }
@@ -80,7 +90,7 @@ fn quick_bench_produces_every_figure() {
     for figure in ["probe_hits_per_op", "floor_added_ns_per_probe_hit", "leaktrace_added_ns_per_probe_hit"] {
         number(&r, &format!("/oneshot/{figure}"));
     }
-    for run in ["floor", "leaktrace", "bpftrace", "kernel_floor", "kernel_leaktrace"] {
+    for run in ["floor", "leaktrace", "leaktrace_fp", "leaktrace_dwarf", "bpftrace", "kernel_floor", "kernel_leaktrace"] {
         number(&r, &format!("/bpf_stats/{run}/total_per_op_ns"));
         let programs = r["bpf_stats"][run]["programs"].as_array().unwrap_or_else(|| panic!("{run}: no programs"));
         assert!(!programs.is_empty(), "{run}: no program ran while bpf_stats were on");
@@ -90,7 +100,7 @@ fn quick_bench_produces_every_figure() {
         }
     }
     let targets = r["targets"].as_array().expect("targets");
-    assert_eq!(targets.len(), 5);
+    assert_eq!(targets.len(), 6);
     for t in targets {
         number(t, "/value");
         assert!(t["met"].is_boolean());

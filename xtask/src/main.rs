@@ -102,7 +102,8 @@ fn demo(root: &Path) -> Result<()> {
     let out = root.join("target/demo");
     std::fs::create_dir_all(&out)?;
     let program = out.join("leaky-worker");
-    exec(Command::new("cc").args(["-O1", "-g", "-fno-omit-frame-pointer", "-o"]).arg(&program).arg(root.join("demo/leaky-worker.c")))?;
+    // Built like a distribution package: optimized, without frame pointers.
+    exec(Command::new("cc").args(["-O2", "-g", "-fomit-frame-pointer", "-o"]).arg(&program).arg(root.join("demo/leaky-worker.c")))?;
     let json = out.join("report.json");
     println!("Running the demo worker under leaktrace (reports every 2 s):\n");
     exec(

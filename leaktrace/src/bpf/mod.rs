@@ -207,7 +207,10 @@ impl Tracer {
         let map = self.ebpf.map(names::KALLOCS).ok_or_else(|| missing_map(names::KALLOCS))?;
         let allocs: HashMap<_, KernelKey, KernelAlloc> =
             HashMap::try_from(map).map_err(|e| map_error(names::KALLOCS, e))?;
-        Ok(allocs.iter().filter_map(|entry| entry.ok()).collect())
+        // Deduplicated as in `outstanding`.
+        let unique: StdHashMap<(u64, u32), (KernelKey, KernelAlloc)> =
+            allocs.iter().filter_map(|entry| entry.ok()).map(|(k, v)| ((k.addr, k.space), (k, v))).collect();
+        Ok(unique.into_values().collect())
     }
 
     /// Kernel stacks with the given ids, innermost first.
@@ -221,8 +224,11 @@ impl Tracer {
         let allocs: HashMap<_, u64, AllocInfo> =
             HashMap::try_from(map).map_err(|e| map_error(names::ALLOCS, e))?;
         // A key deleted between get_next_key and lookup shows up as an error: that
-        // allocation was freed meanwhile, so it is rightly absent.
-        Ok(allocs.iter().filter_map(|entry| entry.ok()).map(|(address, info)| Outstanding { address, info }).collect())
+        // allocation was freed meanwhile, so it is rightly absent. When the key the walk
+        // stands on is deleted, the kernel restarts the walk from the first key, so while the
+        // target frees, a walk can return an entry twice: deduplicate by address.
+        let unique: StdHashMap<u64, AllocInfo> = allocs.iter().filter_map(|entry| entry.ok()).collect();
+        Ok(unique.into_iter().map(|(address, info)| Outstanding { address, info }).collect())
     }
 
     /// The user stacks of allocations with the given keys, innermost frame first, with how

@@ -199,6 +199,9 @@ fn render_unwinding(out: &mut String, unwind: &crate::unwind::UnwindSection) {
     if !cut.is_empty() {
         let _ = writeln!(out, "Stacks cut short: {}", cut.join(", "));
     }
+    if unwind.library_events_lost > 0 {
+        let _ = writeln!(out, "{} library loads were not signalled in time; stacks through those libraries may end early", unwind.library_events_lost);
+    }
     if unwind.mappings_dropped > 0 {
         let _ = writeln!(out, "{} executable mappings did not fit the process's table; frames in them end stacks", unwind.mappings_dropped);
     }

@@ -42,14 +42,19 @@ pub fn hold_command(mut command: Command) -> Result<Held> {
     let (ready_read, ready_write) = pipe2(OFlag::O_CLOEXEC).map_err(pipe_error)?;
     let (gate_read, gate_write) = pipe2(OFlag::O_CLOEXEC).map_err(pipe_error)?;
     let (ready_fd, gate_fd) = (ready_write.as_raw_fd(), gate_read.as_raw_fd());
+    let (ready_read_fd, gate_write_fd) = (ready_read.as_raw_fd(), gate_write.as_raw_fd());
     // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
-    // functions (getpid, write, read); it allocates nothing.
+    // functions (getpid, write, close, read); it allocates nothing.
     unsafe {
         command.pre_exec(move || {
             let pid = libc::getpid().to_ne_bytes();
             if libc::write(ready_fd, pid.as_ptr().cast(), pid.len()) != pid.len() as isize {
                 return Err(std::io::Error::last_os_error());
             }
+            // The child's copies of leaktrace's ends: with its own write end of the gate open,
+            // the read below would never see EOF when leaktrace gives up.
+            libc::close(ready_read_fd);
+            libc::close(gate_write_fd);
             let mut go = [0u8; 1];
             // EOF (0) means leaktrace gave up (attach failed): do not run the command.
             if libc::read(gate_fd, go.as_mut_ptr().cast(), 1) != 1 {
@@ -87,6 +92,34 @@ impl Held {
             Ok(Ok(child)) => Ok(child),
             Ok(Err(e)) => Err(launch_error(e.to_string())),
             Err(_) => Err(launch_error("the launcher thread panicked".into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Giving up on a held command (attach failed) must end the child, not leave it blocked
+    /// at the gate forever holding leaktrace's stdout open.
+    #[test]
+    fn a_held_command_that_is_never_released_exits() {
+        let held = hold("true", &[]).expect("fork");
+        let pid = held.pid as i32;
+        drop(held);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // Gone, or a zombie about to be reaped by the spawning thread.
+        let gone = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map_or(true, |stat| stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+        };
+        while !gone() {
+            if std::time::Instant::now() > deadline {
+                // Killed so that it does not keep the test harness's output open.
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                panic!("the held child is still waiting at the gate");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
 }

@@ -138,7 +138,14 @@ pub fn dynamic_linker_of_program(program: &Path) -> Result<Option<PathBuf>> {
         let own = std::env::current_exe().map_err(|e| Error::io("finding leaktrace's own executable", e))?;
         return allocator::interpreter(&own);
     }
-    allocator::interpreter(program)
+    let linker = allocator::interpreter(program)?;
+    if let Some(linker) = linker.as_ref().filter(|l| !l.exists()) {
+        return Err(Error::Launch {
+            program: program.display().to_string(),
+            reason: format!("its dynamic linker {} does not exist", linker.display()),
+        });
+    }
+    Ok(linker)
 }
 
 /// Allocator for a command about to be launched: the executable itself when it defines malloc,

@@ -165,7 +165,7 @@ impl UnwindTables {
     }
 
     /// What the report says about unwinding.
-    pub fn summary(&self, stacks_by_end: BTreeMap<String, u64>) -> UnwindSection {
+    pub fn summary(&self, stacks_by_end: BTreeMap<String, u64>, library_events_lost: u64) -> UnwindSection {
         let mut modules: Vec<UnwindModule> = self
             .files
             .values()
@@ -188,6 +188,7 @@ impl UnwindTables {
             table_bytes: u64::from(self.capacity) * std::mem::size_of::<UnwindRow>() as u64,
             mappings_dropped: self.mappings_dropped,
             table_updates: self.updates,
+            library_events_lost,
             modules,
             stacks_by_end,
         }
@@ -209,6 +210,10 @@ pub struct UnwindSection {
     pub mappings_dropped: u64,
     /// Times the process's mapping list was installed (1 + library loads and unloads seen).
     pub table_updates: u64,
+    /// Library loads user space was not told of at once (event buffer full): the process was
+    /// not stopped, and the new library's first stacks may end as `unknown mapping`.
+    #[serde(default)]
+    pub library_events_lost: u64,
     /// Every module mapped executable, with its unwinder.
     pub modules: Vec<UnwindModule>,
     /// Distinct stacks in the report by how their unwinding ended (see [`stack_end_name`]).
