@@ -8,7 +8,12 @@
 //! find the row covering the pc (binary search over the module's rows) and compute the
 //! caller's pc, sp and rbp from it.
 
-use aya_ebpf::{bindings::pt_regs, helpers::bpf_probe_read_user};
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::pt_regs,
+    helpers::{bpf_loop, bpf_probe_read_user},
+};
 use leaktrace_common::{
     unwind::{MAPPING_SEARCH_STEPS, MAX_UNWIND_FRAMES, MAX_UNWIND_MAPPINGS, ROW_SEARCH_STEPS},
     MappingUnwinder, RowKind, StackEnd, StackRecord, UnwindMapping, UnwindRow,
@@ -24,49 +29,81 @@ struct Frame {
     bp: u64,
 }
 
+/// The unwinder's state between frames, shared with the `bpf_loop` callback.
+#[repr(C)]
+struct Walk {
+    frame: Frame,
+    record: *mut StackRecord,
+    slot_base: u32,
+    count: u32,
+    depth: u32,
+    end: u32,
+}
+
 /// Unwinds the stack at the probe into `record` (addresses, depth and how it ended).
 /// Returns false when the process has no table yet; `record` is then untouched.
+///
+/// One frame per `bpf_loop` iteration: the verifier checks the step once instead of 64
+/// unrolled copies of it (which took it most of a second per load).
 #[inline(always)]
-pub fn unwind_user_stack(regs: &pt_regs, tgid: u32, record: &mut StackRecord) -> bool {
+pub fn unwind_user_stack(regs: &pt_regs, tgid: u32, record: *mut StackRecord) -> bool {
     // SAFETY: copied out at once.
     let Some(process) = (unsafe { UNWIND_PROCESSES.get(&tgid) }).copied() else { return false };
-    let slot_base = process.slot.wrapping_mul(MAX_UNWIND_MAPPINGS);
-    let count = if process.count < MAX_UNWIND_MAPPINGS { process.count } else { MAX_UNWIND_MAPPINGS };
-    let mut frame = Frame { pc: regs.rip, sp: regs.rsp, bp: regs.rbp };
-    let mut depth = 0usize;
-    let mut end = StackEnd::DepthLimit;
-    for i in 0..MAX_UNWIND_FRAMES {
-        if let Some(slot) = record.ips.get_mut(i) {
-            *slot = frame.pc;
+    let mut walk = Walk {
+        frame: Frame { pc: regs.rip, sp: regs.rsp, bp: regs.rbp },
+        record,
+        slot_base: process.slot.wrapping_mul(MAX_UNWIND_MAPPINGS),
+        count: if process.count < MAX_UNWIND_MAPPINGS { process.count } else { MAX_UNWIND_MAPPINGS },
+        depth: 0,
+        end: StackEnd::DepthLimit as u32,
+    };
+    // SAFETY: `unwind_step` is a BPF subprogram with the callback signature bpf_loop expects,
+    // and `walk` outlives the call.
+    unsafe {
+        bpf_loop(MAX_UNWIND_FRAMES as u32, unwind_step as *mut c_void, (&mut walk as *mut Walk).cast(), 0);
+        (*record).depth = walk.depth;
+        (*record).end = walk.end;
+    }
+    true
+}
+
+/// One frame: records the pc, then steps to the caller. Returns 1 to stop the loop.
+#[inline(never)]
+extern "C" fn unwind_step(index: u64, context: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the `Walk` given to it, on the caller's stack.
+    let walk = unsafe { &mut *context.cast::<Walk>() };
+    let i = index as usize;
+    // SAFETY: the caller's scratch record, which only this program uses on this CPU.
+    let Some(slot) = (unsafe { (*walk.record).ips.get_mut(i) }) else { return 1 };
+    let frame = walk.frame;
+    *slot = frame.pc;
+    walk.depth = i as u32 + 1;
+    // Above the innermost frame each pc is a return address, which may be the first byte of
+    // the next function when the call was a function's last instruction.
+    let lookup = if i == 0 { frame.pc } else { frame.pc.wrapping_sub(1) };
+    let Some(mapping) = find_mapping(walk.slot_base, walk.count, lookup) else {
+        walk.end = StackEnd::UnknownMapping as u32;
+        return 1;
+    };
+    let next = if mapping.unwinder == MappingUnwinder::Dwarf as u32 {
+        dwarf_step(&mapping, lookup, frame)
+    } else {
+        frame_pointer_step(frame)
+    };
+    match next {
+        Ok(next) if next.pc == 0 => {
+            walk.end = StackEnd::Complete as u32;
+            1
         }
-        depth = i + 1;
-        // Above the innermost frame each pc is a return address, which may be the first
-        // byte of the next function when the call was a function's last instruction.
-        let lookup = if i == 0 { frame.pc } else { frame.pc.wrapping_sub(1) };
-        let Some(mapping) = find_mapping(slot_base, count, lookup) else {
-            end = StackEnd::UnknownMapping;
-            break;
-        };
-        let next = if mapping.unwinder == MappingUnwinder::Dwarf as u32 {
-            dwarf_step(&mapping, lookup, frame)
-        } else {
-            frame_pointer_step(frame)
-        };
-        match next {
-            Ok(next) if next.pc == 0 => {
-                end = StackEnd::Complete;
-                break;
-            }
-            Ok(next) => frame = next,
-            Err(reason) => {
-                end = reason;
-                break;
-            }
+        Ok(next) => {
+            walk.frame = next;
+            0
+        }
+        Err(reason) => {
+            walk.end = reason as u32;
+            1
         }
     }
-    record.depth = depth as u32;
-    record.end = end as u32;
-    true
 }
 
 /// All ones when `a > b`, zero otherwise, for user addresses (below 2^63), computed without

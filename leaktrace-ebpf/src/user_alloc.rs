@@ -39,7 +39,7 @@ fn store_stack(ctx: &RetProbeContext, tgid: u32) -> u64 {
     let record: &mut StackRecord = unsafe { &mut *scratch };
     // SAFETY: a uprobe's context is the user register set saved by the kernel.
     let regs = unsafe { &*(ctx.as_ptr() as *const pt_regs) };
-    let unwound = UNWIND_TABLES.load() != 0 && unwind_user_stack(regs, tgid, record);
+    let unwound = UNWIND_TABLES.load() != 0 && unwind_user_stack(regs, tgid, scratch);
     if !unwound {
         let size = core::mem::size_of_val(&record.ips) as u32;
         let bytes = unsafe { bpf_get_stack(ctx.as_ptr(), record.ips.as_mut_ptr().cast(), size, BPF_F_USER_STACK as u64) };
