@@ -208,9 +208,10 @@ impl Tracer {
         let allocs: HashMap<_, KernelKey, KernelAlloc> =
             HashMap::try_from(map).map_err(|e| map_error(names::KALLOCS, e))?;
         // Deduplicated as in `outstanding`.
-        let unique: StdHashMap<(u64, u32), (KernelKey, KernelAlloc)> =
-            allocs.iter().filter_map(|entry| entry.ok()).map(|(k, v)| ((k.addr, k.space), (k, v))).collect();
-        Ok(unique.into_values().collect())
+        let mut all: Vec<(KernelKey, KernelAlloc)> = allocs.iter().filter_map(|entry| entry.ok()).collect();
+        all.sort_unstable_by_key(|(k, _)| (k.addr, k.space));
+        all.dedup_by_key(|(k, _)| (k.addr, k.space));
+        Ok(all)
     }
 
     /// Kernel stacks with the given ids, innermost first.
@@ -227,8 +228,13 @@ impl Tracer {
         // allocation was freed meanwhile, so it is rightly absent. When the key the walk
         // stands on is deleted, the kernel restarts the walk from the first key, so while the
         // target frees, a walk can return an entry twice: deduplicate by address.
-        let unique: StdHashMap<u64, AllocInfo> = allocs.iter().filter_map(|entry| entry.ok()).collect();
-        Ok(unique.into_iter().map(|(address, info)| Outstanding { address, info }).collect())
+        // Sorted and deduplicated in place: a second map of a million entries would double
+        // the peak memory of the report.
+        let mut all: Vec<Outstanding> =
+            allocs.iter().filter_map(|entry| entry.ok()).map(|(address, info)| Outstanding { address, info }).collect();
+        all.sort_unstable_by_key(|o| o.address);
+        all.dedup_by_key(|o| o.address);
+        Ok(all)
     }
 
     /// The user stacks of allocations with the given keys, innermost frame first, with how
