@@ -223,15 +223,16 @@ fn attach_library_hook(tracer: &mut Tracer, linker: &std::path::Path, pid: u32) 
 
 fn attach_all(tracer: &mut Tracer, allocator: &AllocatorObject, pid: u32) -> Result<()> {
     for f in &allocator.functions {
-        let result = tracer
-            .attach_uprobe(f.function.entry_program, &f.symbol, &allocator.path, f.file_offset, pid)
-            .and_then(|()| {
-                if f.function.returns_block {
-                    tracer.attach_uprobe(names::PROG_ALLOC_RETURN, &f.symbol, &allocator.path, f.file_offset, pid)
-                } else {
-                    Ok(())
-                }
-            });
+        // The return probe first: a call entered between an entry probe and its return probe
+        // would leave an entry that never returns, and with its stack pointer standing, every
+        // later call from deeper in the stack would be taken as nested in it and ignored (a
+        // busy process attached with -p lost every allocation that way).
+        let result = if f.function.returns_block {
+            tracer.attach_uprobe(names::PROG_ALLOC_RETURN, &f.symbol, &allocator.path, f.file_offset, pid)
+        } else {
+            Ok(())
+        }
+        .and_then(|()| tracer.attach_uprobe(f.function.entry_program, &f.symbol, &allocator.path, f.file_offset, pid));
         match result {
             Ok(()) => {}
             Err(e) if !f.function.required && matches!(e, Error::Attach { .. }) => {

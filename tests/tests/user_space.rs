@@ -186,3 +186,29 @@ fn a_command_that_exits_at_once_still_gets_named_frames() {
         assert_eq!(stack_symbols(stack)[..2], ["leak_and_leave", "main"]);
     }
 }
+
+/// Attaching to a process that is inside malloc all the time: a call entered between the
+/// entry and return probes' attachment must not make every later call look nested in it
+/// (which once dropped every allocation of such a process).
+#[test]
+fn attach_to_a_process_allocating_nonstop_records_its_allocations() {
+    require_root();
+    let busy = build_fixture("busy.c", "busy", &["-O1", "-g"]);
+    let mut child = Command::new(&busy).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut lines = std::io::BufRead::lines(BufReader::new(child.stdout.take().unwrap()));
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("ready "), "{first}");
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let output = run_leaktrace(&["-p", &child.id().to_string(), "--duration", "2", "--json", json.to_str().unwrap()]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report = read_report(&json);
+    let activity = &report["activity"];
+    assert!(activity["alloc_calls"].as_u64().unwrap() > 1000, "{activity}");
+    assert_eq!(activity["nested_calls"], 0, "{activity}");
+    // Every block was freed at once: nothing of the churn may be left outstanding but the
+    // call in flight at the end.
+    assert!(report["totals"]["count"].as_u64().unwrap() <= 1, "{}", report["totals"]);
+}
