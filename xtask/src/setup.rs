@@ -124,18 +124,24 @@ fn ensure_c_compiler() -> Result<()> {
     bail!("no C compiler (cc): the test fixtures and the demo are C programs; install gcc")
 }
 
-/// What the tests use beside leaktrace, from Debian: the Go toolchain (they read leaktrace's
-/// pprof output with `go tool pprof`) and gdb (its backtraces check the unwinding fixture).
-pub fn ensure_test_tools() -> Result<()> {
-    let missing: Vec<&str> = [("go", "golang-go"), ("gdb", "gdb")]
-        .into_iter()
-        .filter(|(command, _)| output(Command::new(command).arg("--version")).is_none() && output(Command::new(command).arg("version")).is_none())
-        .map(|(_, package)| package)
-        .collect();
+/// True when `command` is on PATH.
+fn on_path(command: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {command}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Installs, from Debian, each of `tools` (package, command it provides) whose command is
+/// missing, with one `apt-get update` first; `purpose` says what for.
+pub fn ensure_debian_tools(tools: &[(&str, &str)], purpose: &str) -> Result<()> {
+    let missing: Vec<&str> = tools.iter().filter(|(_, command)| !on_path(command)).map(|(package, _)| *package).collect();
     if missing.is_empty() {
         return Ok(());
     }
-    println!("setup: installing Debian's {} for the tests", missing.join(" and "));
+    println!("setup: installing Debian's {} {purpose}", missing.join(", "));
     exec(Command::new("apt-get").arg("update").arg("-q")).context("apt-get update failed")?;
     exec(
         Command::new("apt-get")
@@ -143,7 +149,13 @@ pub fn ensure_test_tools() -> Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
-    .with_context(|| format!("installing {} failed", missing.join(" ")))
+    .with_context(|| format!("installing {} failed", missing.join(", ")))
+}
+
+/// What the tests use beside leaktrace: the Go toolchain (they read leaktrace's pprof output
+/// with `go tool pprof`) and gdb (its backtraces check the unwinding fixture).
+pub fn ensure_test_tools() -> Result<()> {
+    ensure_debian_tools(&[("golang-go", "go"), ("gdb", "gdb")], "for the tests")
 }
 
 /// Installs whatever is missing; does nothing when everything is in place.
