@@ -478,15 +478,13 @@ impl Traced for Session {
                     bytes: g.totals.bytes,
                     count: g.totals.count,
                     oldest_age_ms: now.saturating_sub(g.oldest_ns) / 1_000_000,
-                    frames: Vec::new(),
                     allocations: g
                         .allocations
                         .iter()
                         .map(|&(address, size, ts)| Allocation { address, size, age_ms: now.saturating_sub(ts) / 1_000_000 })
                         .collect(),
-                    kernel: None,
-                    cut_short: None,
                     trend: self.series.get(&g.stack_id).map(|s| trend::classify(s)),
+                    ..StackReport::default()
                 };
                 (g.stack_id, report)
             })
@@ -500,16 +498,7 @@ impl Traced for Session {
             }
             let trend = trend::classify(series);
             if trend.class == trend::Class::Churn {
-                let report = StackReport {
-                    bytes: 0,
-                    count: 0,
-                    oldest_age_ms: 0,
-                    frames: Vec::new(),
-                    allocations: Vec::new(),
-                    kernel: None,
-                    cut_short: None,
-                    trend: Some(trend),
-                };
+                let report = StackReport { trend: Some(trend), ..StackReport::default() };
                 ranked.push((id, report));
             }
         }

@@ -284,8 +284,6 @@ impl Traced for KernelSession {
                     bytes: g.totals.bytes,
                     count: g.totals.count,
                     oldest_age_ms: now.saturating_sub(g.oldest_ns) / 1_000_000,
-                    frames: Vec::new(),
-                    allocations: Vec::new(),
                     kernel: Some(KernelGroup {
                         key: match &g.key {
                             GroupKey::Stack(_) => String::new(),
@@ -301,7 +299,7 @@ impl Traced for KernelSession {
                         }),
                     }),
                     trend: self.series.get(&g.key).map(|s| trend::classify(s)),
-                    cut_short: None,
+                    ..StackReport::default()
                 };
                 (g, report)
             })

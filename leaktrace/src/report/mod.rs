@@ -261,7 +261,7 @@ pub struct Activity {
 }
 
 /// Outstanding memory held by one call stack.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StackReport {
     /// Bytes outstanding.
     pub bytes: u64,
