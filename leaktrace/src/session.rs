@@ -270,6 +270,9 @@ pub async fn run(config: Config) -> Result<Outcome> {
     let object = config.object.clone();
     let mut child: Option<Child> = None;
     let mut unwind_tables: Option<UnwindTables> = None;
+    // An attached process's mappings are read before tracing starts (the unwind tables need
+    // them); a launched command's once it has exec'd.
+    let mut symbolizer: Option<Symbolizer> = None;
     let (mut tracer, target, allocator) = match &config.target {
         Target::Pid(pid) => {
             let pid = *pid;
@@ -279,8 +282,11 @@ pub async fn run(config: Config) -> Result<Outcome> {
             if unwind_rows > 0 {
                 // Before the first allocation is recorded, so that every stack gets the tables.
                 let mut tables = UnwindTables::new(config.unwind, unwind_rows, pid);
-                tables.sync(&mut tracer)?;
+                let mut snapshot = Symbolizer::new(pid);
+                snapshot.refresh();
+                tables.sync(&mut tracer, snapshot.mappings())?;
                 unwind_tables = Some(tables);
+                symbolizer = Some(snapshot);
                 if let Some(linker) = target::dynamic_linker_of_pid(pid)? {
                     attach_library_hook(&mut tracer, &linker, pid)?;
                 }
@@ -324,7 +330,7 @@ pub async fn run(config: Config) -> Result<Outcome> {
     let library_changes = if unwind_tables.is_some() { Some(tracer.take_unwind_events()?) } else { None };
     let mut session = Session {
         unwind: unwind_tables,
-        symbolizer: Symbolizer::new(target.pid),
+        symbolizer: symbolizer.unwrap_or_else(|| Symbolizer::new(target.pid)),
         allocator: allocator.path.display().to_string(),
         target,
         tracer,
@@ -437,7 +443,7 @@ impl Traced for Session {
         }
         self.symbolizer.refresh();
         if let Some(tables) = self.unwind.as_mut() {
-            tables.sync(&mut self.tracer)?;
+            tables.sync(&mut self.tracer, self.symbolizer.mappings())?;
         }
         if self.child.is_some() && target::is_stopped(self.target.pid) {
             // Stopped by our exit probe: its mappings are now read; let it finish exiting.
@@ -449,7 +455,7 @@ impl Traced for Session {
     fn libraries_changed(&mut self) -> Result<()> {
         self.symbolizer.refresh();
         if let Some(tables) = self.unwind.as_mut() {
-            tables.sync(&mut self.tracer)?;
+            tables.sync(&mut self.tracer, self.symbolizer.mappings())?;
         }
         resume(self.target.pid);
         Ok(())

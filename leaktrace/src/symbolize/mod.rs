@@ -11,7 +11,7 @@ use blazesym::symbolize::{
     Input, Symbolized, Symbolizer as Blazesym,
 };
 
-pub use modules::ProcessModules;
+pub use modules::{ExecMapping, ProcessModules};
 
 use crate::report::Frame;
 
@@ -36,6 +36,11 @@ impl Symbolizer {
     /// Snapshots the process's mappings; false when it is gone (the last snapshot is kept).
     pub fn refresh(&mut self) -> bool {
         self.modules.refresh()
+    }
+
+    /// The executable mappings of the latest snapshot, by address.
+    pub fn mappings(&self) -> impl Iterator<Item = ExecMapping<'_>> {
+        self.modules.mappings()
     }
 
     /// Build-ids of the modules seen, by path.

@@ -24,7 +24,22 @@ pub struct Module {
     pub open_path: PathBuf,
     /// GNU build-id in hex, when the file has one.
     pub build_id: Option<String>,
+    /// (device, inode): the file's identity, whatever path it was mapped by.
+    pub file: (u64, u64),
     _handle: Option<File>,
+}
+
+/// An executable mapping of the latest snapshot.
+#[derive(Clone, Copy, Debug)]
+pub struct ExecMapping<'a> {
+    /// First address.
+    pub start: u64,
+    /// One past the last address.
+    pub end: u64,
+    /// Offset in the file of `start`.
+    pub file_offset: u64,
+    /// The mapped file.
+    pub module: &'a Module,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -105,7 +120,7 @@ impl ProcessModules {
             .ok()
             .flatten()
             .map(|id| id.iter().map(|b| format!("{b:02x}")).collect());
-        Module { name, open_path, build_id, _handle: handle }
+        Module { name, open_path, build_id, file: key, _handle: handle }
     }
 
     /// The module containing `address` and the address's offset in that file.
@@ -113,6 +128,16 @@ impl ProcessModules {
         let index = self.mappings.partition_point(|m| m.start <= address).checked_sub(1)?;
         let m = self.mappings[index];
         (address < m.end).then(|| (m.module, address - m.start + m.file_offset))
+    }
+
+    /// The executable mappings of the latest snapshot, by address.
+    pub fn mappings(&self) -> impl Iterator<Item = ExecMapping<'_>> {
+        self.mappings.iter().map(|m| ExecMapping {
+            start: m.start,
+            end: m.end,
+            file_offset: m.file_offset,
+            module: &self.modules[m.module],
+        })
     }
 
     /// Every module seen, with its build-id.

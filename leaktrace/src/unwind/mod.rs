@@ -11,10 +11,9 @@ pub mod table;
 use std::collections::{BTreeMap, HashMap};
 
 use leaktrace_common::{unwind::MAX_UNWIND_MAPPINGS, MappingUnwinder, StackEnd, UnwindMapping, UnwindRow};
-use procfs::process::{MMPermissions, MMapPath, Process};
 use serde::{Deserialize, Serialize};
 
-use crate::{bpf::Tracer, config::UnwindMode, error::Result};
+use crate::{bpf::Tracer, config::UnwindMode, error::Result, symbolize::ExecMapping};
 
 /// How one module's frames are unwound, and why.
 #[derive(Clone, Debug)]
@@ -73,53 +72,43 @@ impl UnwindTables {
         }
     }
 
-    /// Brings the process's table in line with its current mappings: compiles the rows of
-    /// files not seen before and installs the mapping list if it changed. Returns false when
-    /// the process is gone.
-    pub fn sync(&mut self, tracer: &mut Tracer) -> Result<bool> {
-        let Ok(process) = Process::new(self.tgid as i32) else { return Ok(false) };
-        let Ok(maps) = process.maps() else { return Ok(false) };
-        let mut mappings = Vec::new();
-        for map in maps {
-            if !map.perms.contains(MMPermissions::EXECUTE) {
-                continue;
-            }
-            let MMapPath::Path(path) = &map.pathname else { continue };
-            let (start, end) = map.address;
-            let key = (libc::makedev(map.dev.0 as u32, map.dev.1 as u32), map.inode);
+    /// Brings the process's table in line with `mappings` (the symbolizer's latest snapshot,
+    /// which holds each mapped file open): compiles the rows of files not seen before and
+    /// installs the mapping list if it changed.
+    pub fn sync<'a>(&mut self, tracer: &mut Tracer, mappings: impl Iterator<Item = ExecMapping<'a>>) -> Result<()> {
+        let mut installed = Vec::new();
+        for map in mappings {
+            let key = map.module.file;
             if !self.files.contains_key(&key) {
-                // Through map_files: the file the process mapped, even when it was replaced or
-                // deleted since, or lives in another mount namespace.
-                let open_path = format!("/proc/{}/map_files/{start:x}-{end:x}", self.tgid);
-                let module = self.compile(&path.display().to_string(), open_path.as_ref(), tracer)?;
+                let module = self.compile(&map.module.name, &map.module.open_path, tracer)?;
                 self.files.insert(key, module);
             }
             let module = &self.files[&key];
-            let mut mapping = UnwindMapping { start, end, ..UnwindMapping::default() };
+            let mut mapping = UnwindMapping { start: map.start, end: map.end, ..UnwindMapping::default() };
             if module.unwinder == MappingUnwinder::Dwarf {
-                if let Some(vaddr) = module.vaddr_of_file_offset(map.offset) {
+                if let Some(vaddr) = module.vaddr_of_file_offset(map.file_offset) {
                     // pc - bias = pc's ELF address - base, the row pc.
-                    mapping.bias = start.wrapping_sub(vaddr).wrapping_add(module.base);
+                    mapping.bias = map.start.wrapping_sub(vaddr).wrapping_add(module.base);
                     mapping.first_row = module.first_row;
                     mapping.row_count = module.row_count;
                     mapping.unwinder = MappingUnwinder::Dwarf as u32;
                 }
             }
-            mappings.push(mapping);
+            installed.push(mapping);
         }
-        mappings.sort_by_key(|m| m.start);
-        if mappings.len() > MAX_UNWIND_MAPPINGS as usize {
-            self.mappings_dropped = (mappings.len() - MAX_UNWIND_MAPPINGS as usize) as u64;
-            mappings.truncate(MAX_UNWIND_MAPPINGS as usize);
+        // The snapshot is sorted by address already.
+        if installed.len() > MAX_UNWIND_MAPPINGS as usize {
+            self.mappings_dropped = (installed.len() - MAX_UNWIND_MAPPINGS as usize) as u64;
+            installed.truncate(MAX_UNWIND_MAPPINGS as usize);
         }
-        if mappings != self.installed {
+        if installed != self.installed {
             let slot = 1 - self.slot;
-            tracer.set_process_mappings(self.tgid, slot, &mappings)?;
+            tracer.set_process_mappings(self.tgid, slot, &installed)?;
             self.slot = slot;
-            self.installed = mappings;
+            self.installed = installed;
             self.updates += 1;
         }
-        Ok(true)
+        Ok(())
     }
 
     fn compile(&mut self, name: &str, path: &std::path::Path, tracer: &mut Tracer) -> Result<ModuleTable> {
