@@ -67,9 +67,9 @@ pub fn floor_user(allocator: &leaktrace::allocator::AllocatorObject, pid: u32) -
 pub fn floor_user_with(allocator: &leaktrace::allocator::AllocatorObject, pid: u32, return_program: &str) -> Result<Tracer> {
     let mut tracer = Tracer::load(&load_options())?;
     for f in &allocator.functions {
-        tracer.attach_uprobe(names::PROG_FLOOR_ENTER, &f.symbol, &allocator.path, f.file_offset, pid)?;
+        tracer.attach_uprobe(names::PROG_FLOOR_ENTER, &f.symbol, &allocator.path, f.probe_offset(), pid)?;
         if f.function.returns_block {
-            tracer.attach_uprobe(return_program, &f.symbol, &allocator.path, f.file_offset, pid)?;
+            tracer.attach_uprobe(return_program, &f.symbol, &allocator.path, f.probe_offset(), pid)?;
         }
     }
     Ok(tracer)

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use leaktrace_common::names;
 use object::{Object, ObjectSection, ObjectSymbol};
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    probe_site::{self, Handling, Needs, Site},
+};
 
 /// One allocator entry point and how it is probed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,25 +24,38 @@ pub struct AllocatorFn {
     pub returns_block: bool,
     /// Tracing is refused without it.
     pub required: bool,
+    /// Argument registers the entry program reads (rdi, rsi, rdx in order): the probe can
+    /// only move past instructions that leave them alone.
+    pub args: u8,
 }
 
-const fn hook(name: &'static str, entry_program: &'static str, required: bool) -> AllocatorFn {
-    AllocatorFn { name, entry_program, returns_block: true, required }
+impl AllocatorFn {
+    /// What the programs attached to this function need at its probe site.
+    pub fn needs(&self) -> Needs {
+        Needs { args: self.args, return_probe: self.returns_block }
+    }
+}
+
+const fn hook(name: &'static str, entry_program: &'static str, required: bool, args: u8) -> AllocatorFn {
+    AllocatorFn { name, entry_program, returns_block: true, required, args }
 }
 
 /// Every function leaktrace hooks in a C allocator.
 pub const ALLOCATOR_FUNCTIONS: &[AllocatorFn] = &[
-    hook("malloc", names::PROG_SIZE_ARG0, true),
-    hook("calloc", names::PROG_CALLOC, true),
-    hook("realloc", names::PROG_REALLOC, true),
-    AllocatorFn { name: "free", entry_program: names::PROG_FREE, returns_block: false, required: true },
-    hook("reallocarray", names::PROG_REALLOCARRAY, false),
-    hook("posix_memalign", names::PROG_POSIX_MEMALIGN, false),
-    hook("aligned_alloc", names::PROG_SIZE_ARG1, false),
-    hook("memalign", names::PROG_SIZE_ARG1, false),
-    hook("valloc", names::PROG_SIZE_ARG0, false),
-    hook("pvalloc", names::PROG_SIZE_ARG0, false),
+    hook("malloc", names::PROG_SIZE_ARG0, true, 1),
+    hook("calloc", names::PROG_CALLOC, true, 2),
+    hook("realloc", names::PROG_REALLOC, true, 2),
+    AllocatorFn { name: "free", entry_program: names::PROG_FREE, returns_block: false, required: true, args: 1 },
+    hook("reallocarray", names::PROG_REALLOCARRAY, false, 3),
+    hook("posix_memalign", names::PROG_POSIX_MEMALIGN, false, 3),
+    hook("aligned_alloc", names::PROG_SIZE_ARG1, false, 2),
+    hook("memalign", names::PROG_SIZE_ARG1, false, 2),
+    hook("valloc", names::PROG_SIZE_ARG0, false, 1),
+    hook("pvalloc", names::PROG_SIZE_ARG0, false, 1),
 ];
+
+/// Programs on `exit`/`_exit` and `_dl_debug_state` read no argument and have no return probe.
+const HOOK_NEEDS: Needs = Needs { args: 0, return_probe: false };
 
 /// A function found in the allocator object, ready to probe.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,6 +66,34 @@ pub struct ResolvedFn {
     pub symbol: String,
     /// File offset of its first instruction.
     pub file_offset: u64,
+    /// Where in the function its probes go.
+    pub site: Site,
+}
+
+impl ResolvedFn {
+    /// File offset the probes are attached at.
+    pub fn probe_offset(&self) -> u64 {
+        self.file_offset + self.site.offset
+    }
+}
+
+/// A function probed by one of the hooks (`exit`, `_dl_debug_state`), placed like the
+/// allocator functions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookSite {
+    /// Symbol name.
+    pub symbol: &'static str,
+    /// File offset of its first instruction.
+    pub file_offset: u64,
+    /// Where in the function its probe goes.
+    pub site: Site,
+}
+
+impl HookSite {
+    /// File offset the probe is attached at.
+    pub fn probe_offset(&self) -> u64 {
+        self.file_offset + self.site.offset
+    }
 }
 
 /// The allocator object and the functions found in it.
@@ -72,13 +116,57 @@ pub struct ElfFacts {
     pub dynamic: bool,
 }
 
-/// File offset of the function `symbol` defined in `file` (uprobes want file offsets: the
-/// symbol's virtual address is translated through the section that holds it).
-fn defined_offset(file: &object::File<'_>, symbol: &str) -> Option<u64> {
+/// A function defined in an ELF file.
+struct Defined {
+    /// Its first instruction's virtual address.
+    address: u64,
+    /// Its first instruction's file offset (uprobes want file offsets).
+    file_offset: u64,
+    /// The section holding it.
+    section: object::SectionIndex,
+}
+
+fn defined(file: &object::File<'_>, symbol: &str) -> Option<Defined> {
     let sym = file.dynamic_symbols().chain(file.symbols()).find(|s| s.is_definition() && s.name() == Ok(symbol))?;
-    let section = file.section_by_index(sym.section_index()?).ok()?;
+    let section_index = sym.section_index()?;
+    let section = file.section_by_index(section_index).ok()?;
     let (file_start, _) = section.file_range()?;
-    Some(sym.address() - section.address() + file_start)
+    Some(Defined { address: sym.address(), file_offset: sym.address() - section.address() + file_start, section: section_index })
+}
+
+/// Chooses the probe site of each function (see [`probe_site`]); a function whose code
+/// cannot be read keeps its probe at the entry, marked as single-stepped.
+fn place(file: &object::File<'_>, functions: &[(&Defined, Needs)]) -> Vec<Site> {
+    let window = probe_site::WINDOW as u64;
+    let windows: Vec<(u64, u64)> = functions.iter().map(|(d, _)| (d.address + 1, d.address + window)).collect();
+    let mut sections: Vec<object::SectionIndex> = functions.iter().map(|(d, _)| d.section).collect();
+    sections.sort_unstable_by_key(|s| s.0);
+    sections.dedup();
+    // Branch targets anywhere in the sections that hold the functions (other functions'
+    // tail calls or cold parts could jump into an entry block too).
+    let mut targets = std::collections::BTreeSet::new();
+    for index in sections {
+        if let Some(data) = file.section_by_index(index).ok().and_then(|s| Some((s.address(), s.data().ok()?))) {
+            targets.extend(probe_site::branch_targets(data.1, data.0, &windows));
+        }
+    }
+    functions
+        .iter()
+        .map(|(d, needs)| {
+            let code = file
+                .section_by_index(d.section)
+                .ok()
+                .and_then(|s| Some((s.address(), s.data().ok()?)))
+                .and_then(|(start, data)| {
+                    let from = usize::try_from(d.address.checked_sub(start)?).ok()?;
+                    data.get(from..(from + probe_site::WINDOW).min(data.len()))
+                });
+            match code {
+                Some(code) => probe_site::choose(code, *needs, |offset| targets.contains(&(d.address + offset))),
+                None => Site { offset: 0, handling: Handling::SingleStepped, stack_delta: 0 },
+            }
+        })
+        .collect()
 }
 
 fn parse<T>(path: &Path, then: impl FnOnce(&object::File<'_>) -> T) -> Result<T> {
@@ -88,26 +176,44 @@ fn parse<T>(path: &Path, then: impl FnOnce(&object::File<'_>) -> T) -> Result<T>
     Ok(then(&file))
 }
 
-/// Reads `path` and finds the allocator functions it defines under `prefix`.
+/// Reads `path` and finds the allocator functions it defines under `prefix`, with their
+/// probe sites.
 pub fn inspect(path: &Path, prefix: &str) -> Result<ElfFacts> {
     parse(path, |file| {
         let dynamic = file.sections().any(|s| s.name() == Ok(".interp"));
-        let defined = ALLOCATOR_FUNCTIONS
+        let found: Vec<(AllocatorFn, String, Defined)> = ALLOCATOR_FUNCTIONS
             .iter()
             .filter_map(|function| {
                 let symbol = format!("{prefix}{}", function.name);
-                defined_offset(file, &symbol).map(|file_offset| ResolvedFn { function: *function, symbol, file_offset })
+                defined(file, &symbol).map(|d| (*function, symbol, d))
             })
+            .collect();
+        let sites = place(file, &found.iter().map(|(f, _, d)| (d, f.needs())).collect::<Vec<_>>());
+        let defined = found
+            .into_iter()
+            .zip(sites)
+            .map(|((function, symbol, d), site)| ResolvedFn { function, symbol, file_offset: d.file_offset, site })
             .collect();
         ElfFacts { defined, dynamic }
     })
 }
 
-/// File offsets of the process-exit functions (`exit`, `_exit`) that `path` defines.
-pub fn exit_functions(path: &Path) -> Result<Vec<(&'static str, u64)>> {
+fn hook_sites(path: &Path, symbols: &[&'static str]) -> Result<Vec<HookSite>> {
     parse(path, |file| {
-        ["exit", "_exit"].into_iter().filter_map(|name| defined_offset(file, name).map(|offset| (name, offset))).collect()
+        let found: Vec<(&'static str, Defined)> =
+            symbols.iter().filter_map(|&name| defined(file, name).map(|d| (name, d))).collect();
+        let sites = place(file, &found.iter().map(|(_, d)| (d, HOOK_NEEDS)).collect::<Vec<_>>());
+        found
+            .into_iter()
+            .zip(sites)
+            .map(|((symbol, d), site)| HookSite { symbol, file_offset: d.file_offset, site })
+            .collect()
     })
+}
+
+/// The process-exit functions (`exit`, `_exit`) that `path` defines, with their probe sites.
+pub fn exit_functions(path: &Path) -> Result<Vec<HookSite>> {
+    hook_sites(path, &["exit", "_exit"])
 }
 
 /// The dynamic linker a dynamically linked executable asks for (its `.interp`), if any.
@@ -120,10 +226,10 @@ pub fn interpreter(path: &Path) -> Result<Option<PathBuf>> {
     })
 }
 
-/// File offset of `_dl_debug_state` in a dynamic linker: it is called after every change to
-/// the loaded libraries (the hook debuggers use to see dlopen).
-pub fn library_change_hook(path: &Path) -> Result<Option<u64>> {
-    parse(path, |file| defined_offset(file, "_dl_debug_state"))
+/// `_dl_debug_state` in a dynamic linker, with its probe site: it is called after every
+/// change to the loaded libraries (the hook debuggers use to see dlopen).
+pub fn library_change_hook(path: &Path) -> Result<Option<HookSite>> {
+    Ok(hook_sites(path, &["_dl_debug_state"])?.into_iter().next())
 }
 
 /// Checks that `facts` cover every required function and builds the probe plan.
@@ -170,13 +276,17 @@ mod tests {
         assert!(!ALLOCATOR_FUNCTIONS.iter().find(|f| f.name == "free").unwrap().returns_block);
     }
 
-    #[test]
-    fn finds_malloc_in_this_systems_libc() {
-        let libc = ["/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6"]
+    fn this_systems_libc() -> &'static Path {
+        ["/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6"]
             .into_iter()
             .map(Path::new)
             .find(|p| p.exists())
-            .expect("glibc present on this machine");
+            .expect("glibc present on this machine")
+    }
+
+    #[test]
+    fn finds_malloc_in_this_systems_libc() {
+        let libc = this_systems_libc();
         let facts = inspect(libc, "").unwrap();
         let plan = plan(libc, facts, "").unwrap();
         let names: Vec<_> = plan.functions.iter().map(|f| f.function.name).collect();
@@ -184,6 +294,35 @@ mod tests {
             assert!(names.contains(&name), "{name} not found in {names:?}");
         }
         assert!(plan.functions.iter().all(|f| f.file_offset > 0));
+    }
+
+    /// Every function glibc exports here gets a site the kernel emulates (free moves past its
+    /// `test`, memalign/valloc/posix_memalign past their `cmpb`), and the bytes there agree
+    /// with what the decoder decided.
+    #[test]
+    fn every_allocator_function_of_this_systems_libc_is_probed_where_the_kernel_emulates() {
+        let libc = this_systems_libc();
+        let data = std::fs::read(libc).unwrap();
+        let facts = inspect(libc, "").unwrap();
+        assert!(facts.defined.len() >= 8, "{:?}", facts.defined);
+        for f in &facts.defined {
+            let at = &data[f.probe_offset() as usize..];
+            if f.function.name == "reallocarray" {
+                // `mov %rsi,%rax; mul %rdx; mov %rax,%rsi; jo`: the multiply overwrites the
+                // size arguments before the first emulated instruction, so the probe stays
+                // at the entry, where the kernel steps it.
+                assert_eq!(f.site, Site { offset: 0, handling: Handling::SingleStepped, stack_delta: 0 });
+                continue;
+            }
+            assert_eq!(f.site.handling, Handling::Emulated, "{} at +{}: {:02x?}", f.symbol, f.site.offset, &at[..8]);
+            assert_eq!(probe_site::kernel_handling(at), Handling::Emulated, "{}", f.symbol);
+            // A return probe's site must still have the return address at %rsp.
+            if f.function.returns_block {
+                assert_eq!(f.site.stack_delta, 0, "{}", f.symbol);
+            }
+        }
+        let free = facts.defined.iter().find(|f| f.function.name == "free").unwrap();
+        assert!(free.site.offset > 0, "glibc's free starts with a stepped `test`: {:?}", free.site);
     }
 
     #[test]

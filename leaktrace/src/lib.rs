@@ -18,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod kernel;
 pub mod privileges;
+pub mod probe_site;
 pub mod report;
 pub mod session;
 pub mod symbolize;

@@ -188,6 +188,8 @@ struct Session {
     samples: usize,
     /// DWARF unwind tables of the target (none with `--unwind fp`).
     unwind: Option<UnwindTables>,
+    /// Where the allocator functions are probed.
+    probes: Vec<report::ProbeReport>,
 }
 
 /// Sends SIGCONT (to a process our probes stopped at exit or at a library load).
@@ -213,7 +215,7 @@ pub(crate) fn now_rfc3339() -> String {
 /// libraries are still picked up at the next refresh, and their first stacks may end early.
 fn attach_library_hook(tracer: &mut Tracer, linker: &std::path::Path, pid: u32) -> Result<()> {
     match crate::allocator::library_change_hook(linker)? {
-        Some(offset) => tracer.attach_uprobe(names::PROG_DL_STATE, "_dl_debug_state", linker, offset, pid),
+        Some(hook) => tracer.attach_uprobe(names::PROG_DL_STATE, hook.symbol, linker, hook.probe_offset(), pid),
         None => {
             log::warn!("{} has no _dl_debug_state: libraries loaded later are unwound from the next refresh", linker.display());
             Ok(())
@@ -228,11 +230,11 @@ fn attach_all(tracer: &mut Tracer, allocator: &AllocatorObject, pid: u32) -> Res
         // later call from deeper in the stack would be taken as nested in it and ignored (a
         // busy process attached with -p lost every allocation that way).
         let result = if f.function.returns_block {
-            tracer.attach_uprobe(names::PROG_ALLOC_RETURN, &f.symbol, &allocator.path, f.file_offset, pid)
+            tracer.attach_uprobe(names::PROG_ALLOC_RETURN, &f.symbol, &allocator.path, f.probe_offset(), pid)
         } else {
             Ok(())
         }
-        .and_then(|()| tracer.attach_uprobe(f.function.entry_program, &f.symbol, &allocator.path, f.file_offset, pid));
+        .and_then(|()| tracer.attach_uprobe(f.function.entry_program, &f.symbol, &allocator.path, f.probe_offset(), pid));
         match result {
             Ok(()) => {}
             Err(e) if !f.function.required && matches!(e, Error::Attach { .. }) => {
@@ -308,8 +310,8 @@ pub async fn run(config: Config) -> Result<Outcome> {
             attach_all(&mut tracer, &allocator, held.pid)?;
             // A short-lived command may exit before its mappings are first read; it is stopped
             // at exit() for that (see `Session::poll`).
-            for (name, offset) in crate::allocator::exit_functions(&allocator.path)? {
-                tracer.attach_uprobe(names::PROG_EXIT, name, &allocator.path, offset, held.pid)?;
+            for hook in crate::allocator::exit_functions(&allocator.path)? {
+                tracer.attach_uprobe(names::PROG_EXIT, hook.symbol, &allocator.path, hook.probe_offset(), held.pid)?;
             }
             if unwind_rows > 0 {
                 // The tables are filled when the dynamic linker reports the first libraries,
@@ -330,6 +332,7 @@ pub async fn run(config: Config) -> Result<Outcome> {
     let library_changes = if unwind_tables.is_some() { Some(tracer.take_unwind_events()?) } else { None };
     let mut session = Session {
         unwind: unwind_tables,
+        probes: report::ProbeReport::of(&allocator),
         symbolizer: symbolizer.unwrap_or_else(|| Symbolizer::new(target.pid)),
         allocator: allocator.path.display().to_string(),
         target,
@@ -353,6 +356,7 @@ pub async fn run(config: Config) -> Result<Outcome> {
         session.allocator,
         if allocator.absent.is_empty() { String::new() } else { format!(" (absent: {})", allocator.absent.join(", ")) },
     );
+    eprintln!("Probes: {}", report::ProbeReport::summary(&session.probes));
     session.child = child;
     let schedule = Schedule {
         started: session.started,
@@ -592,6 +596,7 @@ impl Traced for Session {
             stacks: stack_reports,
             kernel: None,
             unwind: self.unwind.as_ref().map(|t| t.summary(stacks_by_end, c[Counter::UnwindEventLost as usize])),
+            probes: self.probes.clone(),
         })
     }
 }

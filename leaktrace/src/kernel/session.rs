@@ -424,6 +424,7 @@ impl Traced for KernelSession {
                 }),
             }),
             unwind: None,
+            probes: Vec::new(),
         })
     }
 }

@@ -93,6 +93,48 @@ pub struct Report {
     /// User mode: how stacks were unwound (absent with `--unwind fp`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unwind: Option<crate::unwind::UnwindSection>,
+    /// User mode: where each allocator function is probed and how the kernel runs the probed
+    /// instruction (emulated: one trap per call; single-stepped: two).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<ProbeReport>,
+}
+
+/// One probed function.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeReport {
+    /// Symbol name.
+    pub function: String,
+    /// Bytes from the function's first instruction to the probed one.
+    pub offset: u64,
+    /// How the kernel runs the probed instruction.
+    pub handling: crate::probe_site::Handling,
+    /// Whether a return probe shares the site.
+    pub return_probe: bool,
+}
+
+impl ProbeReport {
+    /// The probes of an allocator's functions.
+    pub fn of(allocator: &crate::allocator::AllocatorObject) -> Vec<Self> {
+        allocator
+            .functions
+            .iter()
+            .map(|f| ProbeReport {
+                function: f.symbol.clone(),
+                offset: f.site.offset,
+                handling: f.site.handling,
+                return_probe: f.function.returns_block,
+            })
+            .collect()
+    }
+
+    /// `malloc+0 emulated, free+3 emulated, …` for a one-line summary.
+    pub fn summary(probes: &[Self]) -> String {
+        probes
+            .iter()
+            .map(|p| format!("{}+{} {}", p.function, p.offset, p.handling.describe()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// Kernel-mode part of a report.

@@ -167,7 +167,27 @@ pub fn render(report: &Report) -> String {
     if let Some(unwind) = &report.unwind {
         render_unwinding(&mut out, unwind);
     }
+    render_probes(&mut out, &report.probes);
     out
+}
+
+/// One line naming the probes the kernel single-steps (each costs a second trap per call).
+fn render_probes(out: &mut String, probes: &[super::ProbeReport]) {
+    if probes.is_empty() {
+        return;
+    }
+    let stepped: Vec<String> = probes
+        .iter()
+        .filter(|p| p.handling != crate::probe_site::Handling::Emulated)
+        .map(|p| format!("{}+{}", p.function, p.offset))
+        .collect();
+    let _ = writeln!(
+        out,
+        "Probes: {} of {} emulated by the kernel{}",
+        probes.len() - stepped.len(),
+        probes.len(),
+        if stepped.is_empty() { String::new() } else { format!("; single-stepped (slower): {}", stepped.join(", ")) }
+    );
 }
 
 /// One line on the unwinders and their table, and one on stacks cut short, if any.
