@@ -92,7 +92,7 @@ pub fn floor_kernel(kernel_stacks: bool) -> Result<Tracer> {
 
 fn load_options() -> LoadOptions {
     // The floor programs use no map: every map is shrunk to one entry.
-    LoadOptions { self_tgid: std::process::id(), min_size: 0, max_size: u64::MAX, max_allocs: 1, stack_storage: 1, mode: Mode::User { freeze_at_exit: false, unwind_rows: 0 } }
+    LoadOptions { self_tgid: std::process::id(), min_size: 0, max_size: u64::MAX, max_allocs: 1, stack_storage: 1, mode: Mode::User { freeze_at_exit: false, unwind_rows: 0, sample_period: 0, sample_table: Vec::new() } }
 }
 
 /// The workload launched held before exec, with the floor attached from its first allocation.

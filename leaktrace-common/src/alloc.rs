@@ -62,8 +62,8 @@ pub struct PendingCall {
     pub kind: u32,
     /// 1 when `old` holds a block that realloc's entry removed from `ALLOCS`.
     pub has_old: u32,
-    /// Explicit padding so the type has no implicit holes (required for `Pod`).
-    pub _pad: u32,
+    /// 1 when the new block is to be tracked (always, unless `--sample-bytes` left it out).
+    pub sampled: u32,
 }
 
 /// Cumulative per-stack totals since tracing began, kept per CPU in `STACK_STATS`, so

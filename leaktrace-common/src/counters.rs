@@ -48,11 +48,13 @@ pub enum Counter {
     /// Library loads user space was not told of (event buffer full): allocations from the new
     /// library may be unwound short until the next table refresh.
     UnwindEventLost = 20,
+    /// `--sample-bytes`: allocation calls the sampler left out (by design, not a loss).
+    SampledOut = 21,
 }
 
 impl Counter {
     /// Number of slots in the `COUNTERS` array.
-    pub const LEN: u32 = 21;
+    pub const LEN: u32 = 22;
 
     /// All counters, in slot order.
     pub const ALL: [Counter; Self::LEN as usize] = [
@@ -77,5 +79,6 @@ impl Counter {
         Counter::KernelUserStackLost,
         Counter::StackStatsFull,
         Counter::UnwindEventLost,
+        Counter::SampledOut,
     ];
 }

@@ -9,6 +9,7 @@ pub mod alloc;
 pub mod counters;
 pub mod kernel;
 pub mod names;
+pub mod sampling;
 pub mod unwind;
 
 pub use alloc::{AllocInfo, PendingCall, PendingKind, StackRecord, StackStats, MAX_STACK_DEPTH};

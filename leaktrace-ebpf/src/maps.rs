@@ -10,6 +10,7 @@ use aya_ebpf::{
 };
 use leaktrace_common::{
     names::{DEFAULT_MAX_ALLOCS, DEFAULT_MAX_KERNEL_ALLOCS, DEFAULT_STACK_STORAGE, MAX_PENDING, MAX_TARGETS},
+    sampling::{sample_probability, weighted_bytes, weighted_count, SAMPLE_TABLE_LEN},
     unwind::{DEFAULT_UNWIND_ROWS, MAX_UNWIND_MAPPINGS, UNWIND_SLOTS},
     AllocInfo, Counter, KernelAlloc, KernelKey, PendingCall, ProcessSlot, StackRecord, StackStats, UnwindMapping,
     UnwindRow,
@@ -45,28 +46,45 @@ pub static STACKS: StackTrace = StackTrace::with_max_entries(DEFAULT_STACK_STORA
 #[map]
 pub static STACK_STATS: PerCpuHashMap<u64, StackStats> = PerCpuHashMap::with_max_entries(DEFAULT_STACK_STORAGE, 0);
 
-/// Adds one allocation (`allocated`) or one free of `size` bytes to a stack's turnover.
+/// `--sample-bytes`: the sampling probability table (see `leaktrace_common::sampling`).
+#[map]
+pub static SAMPLE_TABLE: Array<u32> = Array::with_max_entries(SAMPLE_TABLE_LEN, 0);
+
+/// Probability × 2^32 that an allocation of `size` bytes is tracked (1 when not sampling).
+#[inline(always)]
+pub fn sample_probability_of(size: u64) -> u64 {
+    sample_probability(size, SAMPLE_PERIOD.load(), |i| SAMPLE_TABLE.get(i).copied())
+}
+
+/// Adds one allocation (`allocated`) or one free of `size` bytes to a stack's turnover;
+/// when sampling, the block counts for as many bytes and blocks as it stands for.
 #[inline(always)]
 pub fn stack_turnover(id: u64, size: u64, allocated: bool) {
     if id == 0 {
         return;
     }
+    let (size, blocks) = if SAMPLE_PERIOD.load() == 0 {
+        (size, 1)
+    } else {
+        let probability = sample_probability_of(size);
+        (weighted_bytes(size, probability), weighted_count(probability))
+    };
     if let Some(stats) = STACK_STATS.get_ptr_mut(id) {
         // SAFETY: this CPU's own slot; uprobe programs do not nest on one CPU.
         let stats = unsafe { &mut *stats };
         if allocated {
             stats.alloc_bytes += size;
-            stats.alloc_count += 1;
+            stats.alloc_count += blocks;
         } else {
             stats.free_bytes += size;
-            stats.free_count += 1;
+            stats.free_count += blocks;
         }
         return;
     }
     let first = if allocated {
-        StackStats { alloc_bytes: size, alloc_count: 1, free_bytes: 0, free_count: 0 }
+        StackStats { alloc_bytes: size, alloc_count: blocks, free_bytes: 0, free_count: 0 }
     } else {
-        StackStats { alloc_bytes: 0, alloc_count: 0, free_bytes: size, free_count: 1 }
+        StackStats { alloc_bytes: 0, alloc_count: 0, free_bytes: size, free_count: blocks }
     };
     if STACK_STATS.insert(id, first, 0).is_err() {
         count(Counter::StackStatsFull);
@@ -127,6 +145,8 @@ pub static SELF_TGID: Global<u32> = Global::new(0);
 pub static MIN_SIZE: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
 pub static MAX_SIZE: Global<u64> = Global::new(u64::MAX);
+#[unsafe(no_mangle)]
+pub static SAMPLE_PERIOD: Global<u64> = Global::new(0);
 
 #[inline(always)]
 pub fn count(counter: Counter) {

@@ -160,6 +160,14 @@ fn read_word(address: u64) -> Result<u64, StackEnd> {
     unsafe { bpf_probe_read_user(address as *const u64) }.map_err(|_| StackEnd::ReadFailed)
 }
 
+/// Two adjacent words with one helper call: each call into the kernel's fault-safe copy
+/// costs about as much as the rest of a frame's step.
+#[inline(always)]
+fn read_pair(address: u64) -> Result<[u64; 2], StackEnd> {
+    // SAFETY: as in `read_word`.
+    unsafe { bpf_probe_read_user(address as *const [u64; 2]) }.map_err(|_| StackEnd::ReadFailed)
+}
+
 /// One step through a module's unwind rows.
 #[inline(always)]
 fn dwarf_step(mapping: &UnwindMapping, lookup: u64, frame: Frame) -> Result<Frame, StackEnd> {
@@ -177,8 +185,15 @@ fn dwarf_step(mapping: &UnwindMapping, lookup: u64, frame: Frame) -> Result<Fram
         Some(RowKind::Signal) => return Err(StackEnd::SignalFrame),
         Some(RowKind::Unsupported) | None => return Err(StackEnd::Unsupported),
     };
-    let pc = read_word(cfa - 8)?;
-    let bp = if row.rbp_offset != 0 { read_word(cfa.wrapping_add((i64::from(row.rbp_offset) * 8) as u64))? } else { frame.bp };
+    let (pc, bp) = match row.rbp_offset {
+        0 => (read_word(cfa - 8)?, frame.bp),
+        // The usual frame: rbp saved just below the return address; one read for both.
+        -2 => {
+            let [bp, pc] = read_pair(cfa - 16)?;
+            (pc, bp)
+        }
+        offset => (read_word(cfa - 8)?, read_word(cfa.wrapping_add((i64::from(offset) * 8) as u64))?),
+    };
     Ok(Frame { pc, sp: cfa, bp })
 }
 
@@ -193,7 +208,6 @@ fn frame_pointer_step(frame: Frame) -> Result<Frame, StackEnd> {
         // A frame pointer below the stack pointer is not one: this code does not keep them.
         return Err(StackEnd::FramePointerLost);
     }
-    let bp = read_word(frame.bp)?;
-    let pc = read_word(frame.bp + 8)?;
+    let [bp, pc] = read_pair(frame.bp)?;
     Ok(Frame { pc, sp: frame.bp + 16, bp })
 }

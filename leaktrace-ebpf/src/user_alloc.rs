@@ -6,9 +6,14 @@
 //! at entry the unwinder would start from the caller's caller and drop the direct caller.
 //! At return the instruction pointer is already inside the caller.
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
     bindings::{pt_regs, BPF_F_USER_STACK, BPF_NOEXIST},
-    helpers::{bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns, bpf_probe_read_user},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_func_ip, bpf_get_prandom_u32, bpf_get_stack, bpf_ktime_get_ns,
+        bpf_probe_read_user,
+    },
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
     EbpfContext,
@@ -19,8 +24,8 @@ use leaktrace_common::{
 
 use crate::{
     maps::{
-        count, stack_turnover, ALLOCS, FREEZE_AT_EXIT, MAX_SIZE, MIN_SIZE, PENDING, SELF_TGID, STACK_SCRATCH, TARGETS,
-        UNWIND_EVENTS, UNWIND_TABLES, USTACKS,
+        count, sample_probability_of, stack_turnover, ALLOCS, FREEZE_AT_EXIT, MAX_SIZE, MIN_SIZE, PENDING,
+        SAMPLE_PERIOD, SELF_TGID, STACK_SCRATCH, TARGETS, UNWIND_EVENTS, UNWIND_TABLES, USTACKS,
     },
     unwind::unwind_user_stack,
 };
@@ -62,25 +67,34 @@ fn store_stack(ctx: &RetProbeContext, tgid: u32) -> u64 {
     // FNV-1a over the addresses: 64 bits make two stacks sharing a key unlikely (the kernel's
     // stack map keys by bucket and loses stacks far sooner); 0 is kept for "no stack".
     let hash = hash | 1;
+    // Most stacks have been seen before: look first, insert only a new one.
+    // SAFETY: read-only comparison of a stored record.
+    if let Some(stored) = unsafe { USTACKS.get(hash) } {
+        return same_stack(stored, record, hash);
+    }
     match USTACKS.insert(hash, &*record, BPF_NOEXIST as u64) {
         Ok(()) => hash,
-        Err(err) if i64::from(err) == -EEXIST => {
-            // Seen before. Check it is the same stack and not another with the same hash.
-            // SAFETY: read-only comparison of a stored record.
-            match unsafe { USTACKS.get(hash) } {
-                Some(stored) if stored.depth == record.depth && stored.ips[0] == record.ips[0] && stored.end == record.end => {
-                    hash
-                }
-                _ => {
-                    count(Counter::StackCollision);
-                    0
-                }
-            }
-        }
+        // Another CPU stored it meanwhile.
+        Err(err) if i64::from(err) == -EEXIST => match unsafe { USTACKS.get(hash) } {
+            Some(stored) => same_stack(stored, record, hash),
+            None => 0,
+        },
         Err(_) => {
             count(Counter::StackLost);
             0
         }
+    }
+}
+
+/// `hash` when the stored record is the stack just captured and not another one with the
+/// same hash (counted as a collision, 0).
+#[inline(always)]
+fn same_stack(stored: &StackRecord, record: &StackRecord, hash: u64) -> u64 {
+    if stored.depth == record.depth && stored.ips[0] == record.ips[0] && stored.end == record.end {
+        hash
+    } else {
+        count(Counter::StackCollision);
+        0
     }
 }
 
@@ -104,13 +118,21 @@ fn stack_pointer(ctx: &ProbeContext) -> u64 {
     unsafe { (*(ctx.as_ptr() as *const pt_regs)).rsp }
 }
 
-/// Records a call's entry. A call made from inside another traced call of the same thread
-/// (glibc's reallocarray calls realloc, memalign variants share code) is counted as nested
-/// and ignored: overwriting the outer call's state would lose the outer block, which is how
-/// bcc's memleak loses large allocations.
+/// Records a call's entry. Returns whether its return must be seen (a session program's
+/// entry returns 1 otherwise, and the kernel skips the return run).
+///
+/// A call made from inside another traced call of the same thread (glibc's reallocarray
+/// calls realloc, memalign variants share code) is counted as nested and ignored:
+/// overwriting the outer call's state would lose the outer block, which is how bcc's memleak
+/// loses large allocations.
+///
+/// With `--sample-bytes`, a call the sampler leaves out keeps no state when `session` (its
+/// return never runs), unless realloc took a tracked block out and must put it back should
+/// the call fail; with plain return probes it keeps its state, marked unsampled, so that its
+/// return is recognized and ignored.
 #[inline(always)]
-fn enter(ctx: &ProbeContext, size: u64, kind: PendingKind, aux_ptr: u64) {
-    let Some((_, tid)) = traced_thread() else { return };
+fn enter(ctx: &ProbeContext, size: u64, kind: PendingKind, aux_ptr: u64, session: bool) -> bool {
+    let Some((_, tid)) = traced_thread() else { return false };
     let sp = stack_pointer(ctx);
     if let Some(outer) = PENDING.get_ptr_mut(tid) {
         // SAFETY: the entry belongs to this thread; only this thread's probes touch it.
@@ -120,11 +142,17 @@ fn enter(ctx: &ProbeContext, size: u64, kind: PendingKind, aux_ptr: u64) {
         if sp <= outer.entry_sp {
             outer.nested += 1;
             count(Counter::NestedCalls);
-            return;
+            return true;
         }
         // The stack is shallower than the stored call's: that call never returned.
         count(Counter::PendingStale);
+        if SAMPLE_PERIOD.load() != 0 {
+            // Dropped now: an unsampled call below may not overwrite it.
+            let _ = PENDING.remove(tid);
+        }
     }
+    let sampled = SAMPLE_PERIOD.load() == 0
+        || u64::from(unsafe { bpf_get_prandom_u32() }) < sample_probability_of(size);
     let mut pending = PendingCall {
         size,
         entry_sp: sp,
@@ -133,7 +161,7 @@ fn enter(ctx: &ProbeContext, size: u64, kind: PendingKind, aux_ptr: u64) {
         nested: 0,
         kind: kind as u32,
         has_old: 0,
-        _pad: 0,
+        sampled: u32::from(sampled),
     };
     if kind == PendingKind::Realloc && aux_ptr != 0 {
         // Take the old block out now: once realloc frees it inside, another thread may get the
@@ -148,76 +176,186 @@ fn enter(ctx: &ProbeContext, size: u64, kind: PendingKind, aux_ptr: u64) {
             count(Counter::FreeUnknown);
         }
     }
+    if !sampled {
+        count(Counter::SampledOut);
+        if session && pending.has_old == 0 {
+            return false;
+        }
+    }
     if PENDING.insert(tid, pending, 0).is_err() {
         count(Counter::PendingMapFull);
+        return false;
     }
+    true
+}
+
+/// The arguments each entry program reads, shared by its uprobe and its session form.
+#[inline(always)]
+fn size_arg0(ctx: &ProbeContext, session: bool) -> bool {
+    let size: u64 = ctx.arg(0).unwrap_or(0);
+    enter(ctx, size, PendingKind::Plain, 0, session)
+}
+
+#[inline(always)]
+fn size_arg1(ctx: &ProbeContext, session: bool) -> bool {
+    let size: u64 = ctx.arg(1).unwrap_or(0);
+    enter(ctx, size, PendingKind::Plain, 0, session)
+}
+
+#[inline(always)]
+fn calloc(ctx: &ProbeContext, session: bool) -> bool {
+    let nmemb: u64 = ctx.arg(0).unwrap_or(0);
+    let size: u64 = ctx.arg(1).unwrap_or(0);
+    // An overflowing product makes calloc fail (NULL), which is counted, not recorded.
+    enter(ctx, nmemb.wrapping_mul(size), PendingKind::Plain, 0, session)
+}
+
+#[inline(always)]
+fn realloc(ctx: &ProbeContext, session: bool) -> bool {
+    let old: u64 = ctx.arg(0).unwrap_or(0);
+    let size: u64 = ctx.arg(1).unwrap_or(0);
+    enter(ctx, size, PendingKind::Realloc, old, session)
+}
+
+#[inline(always)]
+fn reallocarray(ctx: &ProbeContext, session: bool) -> bool {
+    let old: u64 = ctx.arg(0).unwrap_or(0);
+    let nmemb: u64 = ctx.arg(1).unwrap_or(0);
+    let size: u64 = ctx.arg(2).unwrap_or(0);
+    enter(ctx, nmemb.wrapping_mul(size), PendingKind::Realloc, old, session)
+}
+
+#[inline(always)]
+fn posix_memalign(ctx: &ProbeContext, session: bool) -> bool {
+    let out: u64 = ctx.arg(0).unwrap_or(0);
+    let size: u64 = ctx.arg(2).unwrap_or(0);
+    enter(ctx, size, PendingKind::OutPointer, out, session)
 }
 
 #[uprobe]
 pub fn size_arg0_enter(ctx: ProbeContext) -> u32 {
-    let size: u64 = ctx.arg(0).unwrap_or(0);
-    enter(&ctx, size, PendingKind::Plain, 0);
+    size_arg0(&ctx, false);
     0
 }
 
 #[uprobe]
 pub fn size_arg1_enter(ctx: ProbeContext) -> u32 {
-    let size: u64 = ctx.arg(1).unwrap_or(0);
-    enter(&ctx, size, PendingKind::Plain, 0);
+    size_arg1(&ctx, false);
     0
 }
 
 #[uprobe]
 pub fn calloc_enter(ctx: ProbeContext) -> u32 {
-    let nmemb: u64 = ctx.arg(0).unwrap_or(0);
-    let size: u64 = ctx.arg(1).unwrap_or(0);
-    // An overflowing product makes calloc fail (NULL), which is counted, not recorded.
-    enter(&ctx, nmemb.wrapping_mul(size), PendingKind::Plain, 0);
+    calloc(&ctx, false);
     0
 }
 
 #[uprobe]
 pub fn realloc_enter(ctx: ProbeContext) -> u32 {
-    let old: u64 = ctx.arg(0).unwrap_or(0);
-    let size: u64 = ctx.arg(1).unwrap_or(0);
-    enter(&ctx, size, PendingKind::Realloc, old);
+    realloc(&ctx, false);
     0
 }
 
 #[uprobe]
 pub fn reallocarray_enter(ctx: ProbeContext) -> u32 {
-    let old: u64 = ctx.arg(0).unwrap_or(0);
-    let nmemb: u64 = ctx.arg(1).unwrap_or(0);
-    let size: u64 = ctx.arg(2).unwrap_or(0);
-    enter(&ctx, nmemb.wrapping_mul(size), PendingKind::Realloc, old);
+    reallocarray(&ctx, false);
     0
 }
 
 #[uprobe]
 pub fn posix_memalign_enter(ctx: ProbeContext) -> u32 {
-    let out: u64 = ctx.arg(0).unwrap_or(0);
-    let size: u64 = ctx.arg(2).unwrap_or(0);
-    enter(&ctx, size, PendingKind::OutPointer, out);
+    posix_memalign(&ctx, false);
     0
+}
+
+/// A uprobe session program: the kernel runs it at the probed instruction and, unless that
+/// run returned 1, again when the function returns. The two runs are told apart without
+/// kfuncs (which aya 0.14 cannot link): `bpf_get_func_ip` is the probed address in both,
+/// while the saved instruction pointer is the probed address only at entry and the return
+/// address at return.
+#[inline(always)]
+fn session(ctx: *mut c_void, entry: fn(&ProbeContext, bool) -> bool) -> u32 {
+    // SAFETY: a uprobe's context is the user register set saved by the kernel.
+    let at_entry = unsafe { bpf_get_func_ip(ctx) == (*(ctx as *const pt_regs)).rip };
+    if at_entry {
+        u32::from(!entry(&ProbeContext::new(ctx), true))
+    } else {
+        alloc_returned(&RetProbeContext::new(ctx));
+        0
+    }
+}
+
+// Session programs are written without aya's `#[uprobe]`, whose wrapper always returns 0:
+// the entry's return value is what skips the return run.
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "uprobe")]
+pub fn size_arg0_session(ctx: *mut c_void) -> u32 {
+    session(ctx, size_arg0)
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "uprobe")]
+pub fn size_arg1_session(ctx: *mut c_void) -> u32 {
+    session(ctx, size_arg1)
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "uprobe")]
+pub fn calloc_session(ctx: *mut c_void) -> u32 {
+    session(ctx, calloc)
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "uprobe")]
+pub fn realloc_session(ctx: *mut c_void) -> u32 {
+    session(ctx, realloc)
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "uprobe")]
+pub fn reallocarray_session(ctx: *mut c_void) -> u32 {
+    session(ctx, reallocarray)
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "uprobe")]
+pub fn posix_memalign_session(ctx: *mut c_void) -> u32 {
+    session(ctx, posix_memalign)
 }
 
 #[uretprobe]
 pub fn alloc_return(ctx: RetProbeContext) -> u32 {
-    let Some((tgid, tid)) = traced_thread() else { return 0 };
+    alloc_returned(&ctx);
+    0
+}
+
+/// An allocator call returned: record its block.
+#[inline(always)]
+fn alloc_returned(ctx: &RetProbeContext) {
+    let Some((tgid, tid)) = traced_thread() else { return };
     let Some(pending) = PENDING.get_ptr_mut(tid) else {
         count(Counter::ReturnWithoutEntry);
-        return 0;
+        return;
     };
     // SAFETY: this thread's own entry; copied before the slot is removed.
     let pending = unsafe { &mut *pending };
     if pending.nested > 0 {
         pending.nested -= 1;
-        return 0;
+        return;
     }
     let call = *pending;
     let _ = PENDING.remove(tid);
 
     let ret: u64 = ctx.ret();
+    if call.sampled == 0 {
+        // Left out by the sampler; only a failed realloc's old block needs putting back.
+        if ret == 0 && call.has_old != 0 && !(call.size == 0 && call.kind == PendingKind::Realloc as u32) {
+            let _ = ALLOCS.insert(call.aux_ptr, call.old, 0);
+            stack_turnover(call.old.stack_id, call.old.size, true);
+        }
+        return;
+    }
     let addr = if call.kind == PendingKind::OutPointer as u32 {
         if ret != 0 {
             0 // posix_memalign returns an error number; nothing was allocated.
@@ -227,7 +365,7 @@ pub fn alloc_return(ctx: RetProbeContext) -> u32 {
                 Ok(addr) => addr,
                 Err(_) => {
                     count(Counter::OutPointerUnreadable);
-                    return 0;
+                    return;
                 }
             }
         }
@@ -238,7 +376,7 @@ pub fn alloc_return(ctx: RetProbeContext) -> u32 {
     if addr == 0 {
         if call.kind == PendingKind::Realloc as u32 && call.size == 0 {
             // realloc(p, 0) freed p (already taken out at entry) and returned NULL.
-            return 0;
+            return;
         }
         count(Counter::FailedAllocs);
         if call.has_old != 0 {
@@ -246,16 +384,16 @@ pub fn alloc_return(ctx: RetProbeContext) -> u32 {
             let _ = ALLOCS.insert(call.aux_ptr, call.old, 0);
             stack_turnover(call.old.stack_id, call.old.size, true);
         }
-        return 0;
+        return;
     }
 
     if call.size < MIN_SIZE.load() || call.size > MAX_SIZE.load() {
         // Filtered out by --min-size/--max-size (checked here so that realloc's entry still
         // takes the old block out).
-        return 0;
+        return;
     }
     count(Counter::AllocCalls);
-    let stack_id = store_stack(&ctx, tgid);
+    let stack_id = store_stack(ctx, tgid);
     let info = AllocInfo { size: call.size, timestamp_ns: unsafe { bpf_ktime_get_ns() }, stack_id, tgid, _pad: 0 };
     stack_turnover(stack_id, call.size, true);
     // Overwrite (no BPF_NOEXIST): if an entry exists at this address its free was missed, and
@@ -263,7 +401,6 @@ pub fn alloc_return(ctx: RetProbeContext) -> u32 {
     if ALLOCS.insert(addr, info, 0).is_err() {
         count(Counter::AllocsMapFull);
     }
-    0
 }
 
 /// On `exit`/`_exit` of a launched command: stop it (SIGSTOP) so that user space can read

@@ -5,7 +5,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use leaktrace_common::KernelAlloc;
 
-use crate::{bpf::Outstanding, config::GroupBy};
+use crate::{
+    bpf::Outstanding,
+    config::GroupBy,
+    sampling::{Estimator, Sampler},
+};
 
 /// Bytes and allocation count.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -24,7 +28,7 @@ impl Totals {
 }
 
 /// Outstanding allocations that share one stack.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct StackGroup {
     /// Key of the stack in the stack map.
     pub stack_id: u64,
@@ -34,10 +38,12 @@ pub struct StackGroup {
     pub oldest_ns: u64,
     /// Each allocation (address, size, timestamp), oldest first, when asked for.
     pub allocations: Vec<(u64, u64, u64)>,
+    /// With sampling: the estimate behind `totals` (which are then its rounded figures).
+    pub estimate: Option<Estimator>,
 }
 
 /// The result of grouping.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Aggregate {
     /// Groups by stack, most bytes first.
     pub groups: Vec<StackGroup>,
@@ -49,36 +55,85 @@ pub struct Aggregate {
     pub without_stack: Totals,
 }
 
+/// Exact totals, or with sampling an estimate rounded into them at the end.
+#[derive(Default)]
+struct Sum {
+    exact: Totals,
+    estimate: Estimator,
+}
+
+impl Sum {
+    fn add(&mut self, size: u64, sampler: Option<&Sampler>) {
+        match sampler {
+            None => self.exact.add(size),
+            Some(sampler) => self.estimate.add(size, sampler.probability(size)),
+        }
+    }
+
+    fn totals(&self, sampled: bool) -> Totals {
+        if sampled {
+            Totals { bytes: self.estimate.bytes.round() as u64, count: self.estimate.count.round() as u64 }
+        } else {
+            self.exact
+        }
+    }
+}
+
 /// Groups `allocations` by stack. Allocations younger than `min_age_ns` at `now_ns` are only
 /// counted in `too_young`; negative stack ids (failed captures) only in `without_stack`.
-pub fn by_stack(allocations: &[Outstanding], now_ns: u64, min_age_ns: u64, keep_allocations: bool) -> Aggregate {
-    let mut aggregate = Aggregate::default();
-    let mut groups: HashMap<u64, StackGroup> = HashMap::new();
+/// With a `sampler` (`--sample-bytes`), every figure is an estimate from the tracked blocks.
+pub fn by_stack(
+    allocations: &[Outstanding],
+    now_ns: u64,
+    min_age_ns: u64,
+    keep_allocations: bool,
+    sampler: Option<&Sampler>,
+) -> Aggregate {
+    let sampled = sampler.is_some();
+    let (mut outstanding, mut too_young, mut without_stack) = (Sum::default(), Sum::default(), Sum::default());
+    let mut groups: HashMap<u64, (StackGroup, Sum)> = HashMap::new();
     for alloc in allocations {
         let info = alloc.info;
-        aggregate.outstanding.add(info.size);
+        outstanding.add(info.size, sampler);
         if now_ns.saturating_sub(info.timestamp_ns) < min_age_ns {
-            aggregate.too_young.add(info.size);
+            too_young.add(info.size, sampler);
             continue;
         }
         let stack_id = info.stack_id;
         if stack_id == 0 {
-            aggregate.without_stack.add(info.size);
+            without_stack.add(info.size, sampler);
             continue;
         }
-        let group = groups.entry(stack_id).or_insert_with(|| StackGroup {
-            stack_id,
-            totals: Totals::default(),
-            oldest_ns: u64::MAX,
-            allocations: Vec::new(),
+        let (group, sum) = groups.entry(stack_id).or_insert_with(|| {
+            let group = StackGroup {
+                stack_id,
+                totals: Totals::default(),
+                oldest_ns: u64::MAX,
+                allocations: Vec::new(),
+                estimate: None,
+            };
+            (group, Sum::default())
         });
-        group.totals.add(info.size);
+        sum.add(info.size, sampler);
         group.oldest_ns = group.oldest_ns.min(info.timestamp_ns);
         if keep_allocations {
             group.allocations.push((alloc.address, info.size, info.timestamp_ns));
         }
     }
-    let mut groups: Vec<StackGroup> = groups.into_values().collect();
+    let mut aggregate = Aggregate {
+        outstanding: outstanding.totals(sampled),
+        too_young: too_young.totals(sampled),
+        without_stack: without_stack.totals(sampled),
+        ..Aggregate::default()
+    };
+    let mut groups: Vec<StackGroup> = groups
+        .into_values()
+        .map(|(mut group, sum)| {
+            group.totals = sum.totals(sampled);
+            group.estimate = sampled.then_some(sum.estimate);
+            group
+        })
+        .collect();
     for group in &mut groups {
         group.allocations.sort_unstable_by_key(|&(address, _, ts)| (ts, address));
     }
@@ -108,7 +163,7 @@ mod tests {
             alloc(4, 75, 1, 9),
             alloc(5, 75, 2, 9),
         ];
-        let agg = by_stack(&allocs, 1_000, 0, true);
+        let agg = by_stack(&allocs, 1_000, 0, true, None);
         let order: Vec<_> = agg.groups.iter().map(|g| (g.stack_id, g.totals.bytes, g.totals.count)).collect();
         assert_eq!(order, [(7, 150, 2), (9, 150, 2), (3, 150, 1)]);
         assert_eq!(agg.groups[0].oldest_ns, 5);
@@ -119,7 +174,7 @@ mod tests {
     #[test]
     fn young_and_stackless_allocations_are_counted_apart() {
         let allocs = [alloc(1, 10, 990, 1), alloc(2, 20, 100, 0), alloc(3, 30, 100, 1), alloc(4, 40, 100, 0)];
-        let agg = by_stack(&allocs, 1_000, 500, false);
+        let agg = by_stack(&allocs, 1_000, 500, false, None);
         assert_eq!(agg.too_young, Totals { bytes: 10, count: 1 });
         assert_eq!(agg.without_stack, Totals { bytes: 60, count: 2 });
         assert_eq!(agg.groups.len(), 1);

@@ -27,6 +27,11 @@ pub struct AllocatorFn {
     /// Argument registers the entry program reads (rdi, rsi, rdx in order): the probe can
     /// only move past instructions that leave them alone.
     pub args: u8,
+    /// It may call another probed function (glibc's reallocarray tail-calls realloc). With
+    /// sampling such a function keeps its return probe even when unsampled: the state that
+    /// marks the inner call as nested lives until that return, and without it the inner call
+    /// would get a second, independent chance to be sampled.
+    pub calls_allocator: bool,
 }
 
 impl AllocatorFn {
@@ -37,7 +42,7 @@ impl AllocatorFn {
 }
 
 const fn hook(name: &'static str, entry_program: &'static str, required: bool, args: u8) -> AllocatorFn {
-    AllocatorFn { name, entry_program, returns_block: true, required, args }
+    AllocatorFn { name, entry_program, returns_block: true, required, args, calls_allocator: false }
 }
 
 /// Every function leaktrace hooks in a C allocator.
@@ -45,8 +50,15 @@ pub const ALLOCATOR_FUNCTIONS: &[AllocatorFn] = &[
     hook("malloc", names::PROG_SIZE_ARG0, true, 1),
     hook("calloc", names::PROG_CALLOC, true, 2),
     hook("realloc", names::PROG_REALLOC, true, 2),
-    AllocatorFn { name: "free", entry_program: names::PROG_FREE, returns_block: false, required: true, args: 1 },
-    hook("reallocarray", names::PROG_REALLOCARRAY, false, 3),
+    AllocatorFn {
+        name: "free",
+        entry_program: names::PROG_FREE,
+        returns_block: false,
+        required: true,
+        args: 1,
+        calls_allocator: false,
+    },
+    AllocatorFn { calls_allocator: true, ..hook("reallocarray", names::PROG_REALLOCARRAY, false, 3) },
     hook("posix_memalign", names::PROG_POSIX_MEMALIGN, false, 3),
     hook("aligned_alloc", names::PROG_SIZE_ARG1, false, 2),
     hook("memalign", names::PROG_SIZE_ARG1, false, 2),
@@ -68,9 +80,17 @@ pub struct ResolvedFn {
     pub file_offset: u64,
     /// Where in the function its probes go.
     pub site: Site,
+    /// Other names of the same code (glibc's aligned_alloc is memalign), probed once under
+    /// this one: two probes on one instruction would run the programs twice per call.
+    pub aliases: Vec<String>,
 }
 
 impl ResolvedFn {
+    /// Whether this probe covers the table row `name` (itself or an alias).
+    pub fn covers(&self, name: &str, prefix: &str) -> bool {
+        self.function.name == name || self.aliases.iter().any(|a| a.strip_prefix(prefix) == Some(name))
+    }
+
     /// File offset the probes are attached at.
     pub fn probe_offset(&self) -> u64 {
         self.file_offset + self.site.offset
@@ -189,11 +209,13 @@ pub fn inspect(path: &Path, prefix: &str) -> Result<ElfFacts> {
             })
             .collect();
         let sites = place(file, &found.iter().map(|(f, _, d)| (d, f.needs())).collect::<Vec<_>>());
-        let defined = found
-            .into_iter()
-            .zip(sites)
-            .map(|((function, symbol, d), site)| ResolvedFn { function, symbol, file_offset: d.file_offset, site })
-            .collect();
+        let mut defined: Vec<ResolvedFn> = Vec::new();
+        for ((function, symbol, d), site) in found.into_iter().zip(sites) {
+            match defined.iter_mut().find(|f| f.file_offset == d.file_offset && f.function.entry_program == function.entry_program) {
+                Some(first) => first.aliases.push(symbol),
+                None => defined.push(ResolvedFn { function, symbol, file_offset: d.file_offset, site, aliases: Vec::new() }),
+            }
+        }
         ElfFacts { defined, dynamic }
     })
 }
@@ -236,7 +258,7 @@ pub fn library_change_hook(path: &Path) -> Result<Option<HookSite>> {
 pub fn plan(path: &Path, facts: ElfFacts, prefix: &str) -> Result<AllocatorObject> {
     let missing: Vec<String> = ALLOCATOR_FUNCTIONS
         .iter()
-        .filter(|f| f.required && !facts.defined.iter().any(|d| d.function.name == f.name))
+        .filter(|f| f.required && !facts.defined.iter().any(|d| d.covers(f.name, prefix)))
         .map(|f| format!("{prefix}{}", f.name))
         .collect();
     if !missing.is_empty() {
@@ -244,7 +266,7 @@ pub fn plan(path: &Path, facts: ElfFacts, prefix: &str) -> Result<AllocatorObjec
     }
     let absent = ALLOCATOR_FUNCTIONS
         .iter()
-        .filter(|f| !facts.defined.iter().any(|d| d.function.name == f.name))
+        .filter(|f| !facts.defined.iter().any(|d| d.covers(f.name, prefix)))
         .map(|f| format!("{prefix}{}", f.name))
         .collect();
     Ok(AllocatorObject { path: path.to_path_buf(), functions: facts.defined, absent })
@@ -289,10 +311,15 @@ mod tests {
         let libc = this_systems_libc();
         let facts = inspect(libc, "").unwrap();
         let plan = plan(libc, facts, "").unwrap();
-        let names: Vec<_> = plan.functions.iter().map(|f| f.function.name).collect();
-        for name in ["malloc", "calloc", "realloc", "free", "posix_memalign", "aligned_alloc"] {
-            assert!(names.contains(&name), "{name} not found in {names:?}");
+        for name in ["malloc", "calloc", "realloc", "free", "posix_memalign", "aligned_alloc", "memalign"] {
+            assert!(plan.functions.iter().any(|f| f.covers(name, "")), "{name} not found in {:?}", plan.functions);
         }
+        // glibc's aligned_alloc and memalign are one function: probed once.
+        let offsets: Vec<u64> = plan.functions.iter().map(|f| f.file_offset).collect();
+        let mut unique = offsets.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(offsets.len(), unique.len(), "{:?}", plan.functions);
         assert!(plan.functions.iter().all(|f| f.file_offset > 0));
     }
 

@@ -153,6 +153,12 @@ struct TraceArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub unwind: UnwindMode,
 
+    /// Track a sample of allocations, each with probability 1 − exp(−size/BYTES), and report
+    /// estimates with 95 % intervals: cheap enough for production. BYTES may end in K, M or
+    /// G (default when given alone: 512K).
+    #[arg(long = "sample-bytes", value_name = "BYTES", num_args = 0..=1, default_missing_value = "512K", value_parser = parse_bytes)]
+    pub sample_bytes: Option<u64>,
+
     /// Capacity of the DWARF unwind-row table shared by every module (8 bytes a row); modules
     /// that no longer fit are unwound with frame pointers, and the report says so.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_UNWIND_ROWS)]
@@ -273,6 +279,17 @@ impl TraceArgs {
         if self.kernel_slab && self.unwind != UnwindMode::Auto {
             return Err(Error::Usage("--unwind applies to user-space tracing; kernel mode's user stacks use frame pointers".into()));
         }
+        if let Some(period) = self.sample_bytes {
+            if self.kernel_slab {
+                return Err(Error::Usage("--sample-bytes applies to user-space tracing".into()));
+            }
+            if period == 0 || period > leaktrace_common::sampling::MAX_SAMPLE_PERIOD {
+                return Err(Error::Usage(format!(
+                    "--sample-bytes must be between 1 and {} bytes",
+                    leaktrace_common::sampling::MAX_SAMPLE_PERIOD
+                )));
+            }
+        }
         if self.unwind_rows == 0 {
             return Err(Error::Usage("--unwind-rows must be at least 1".into()));
         }
@@ -309,8 +326,25 @@ impl TraceArgs {
             stack_storage: self.stack_storage_size,
             unwind: self.unwind,
             unwind_rows: self.unwind_rows,
+            sample_bytes: self.sample_bytes,
         })
     }
+}
+
+/// A byte count with an optional K, M or G suffix (powers of 1024).
+fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
+    let text = text.trim();
+    let (digits, multiplier) = match text.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&text[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&text[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&text[..i], 1 << 30),
+        _ => (text, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(|| format!("'{text}' is not a byte count (e.g. 524288, 512K, 1M)"))
 }
 
 #[cfg(test)]
@@ -324,6 +358,16 @@ mod tests {
             Action::Trace(config) => Ok(*config),
             other => panic!("expected a trace, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn sample_bytes_takes_suffixes_and_a_default() {
+        assert_eq!(parse(&["--sample-bytes", "64K", "-p", "1"]).unwrap().sample_bytes, Some(65536));
+        assert_eq!(parse(&["-p", "1", "--sample-bytes"]).unwrap().sample_bytes, Some(512 * 1024));
+        assert_eq!(parse(&["-p", "1"]).unwrap().sample_bytes, None);
+        assert!(parse(&["--sample-bytes", "0", "-p", "1"]).is_err());
+        assert!(parse(&["--sample-bytes", "lots", "-p", "1"]).is_err());
+        assert!(parse(&["--sample-bytes", "2G", "-p", "1"]).is_err());
     }
 
     #[test]

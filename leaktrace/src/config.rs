@@ -138,6 +138,8 @@ pub struct Config {
     pub unwind: UnwindMode,
     /// Capacity of the unwind-row table (8 bytes a row).
     pub unwind_rows: u32,
+    /// `--sample-bytes`: mean sampling period; none tracks every allocation.
+    pub sample_bytes: Option<u64>,
 }
 
 /// Files the final report is written to, each checked writable before tracing starts.

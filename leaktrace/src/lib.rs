@@ -20,6 +20,7 @@ pub mod kernel;
 pub mod privileges;
 pub mod probe_site;
 pub mod report;
+pub mod sampling;
 pub mod session;
 pub mod symbolize;
 pub mod target;

@@ -19,6 +19,7 @@ use crate::{
     error::{Error, Result},
     privileges,
     report::{self, Activity, Allocation, Filters, Lost, Report, StackReport},
+    sampling::Sampler,
     symbolize::Symbolizer,
     target::{self, launch, TargetInfo},
     trend::{self, Sample},
@@ -190,6 +191,8 @@ struct Session {
     unwind: Option<UnwindTables>,
     /// Where the allocator functions are probed.
     probes: Vec<report::ProbeReport>,
+    /// `--sample-bytes`: the sampler, and whether unsampled calls skip their return probe.
+    sampling: Option<(Sampler, bool)>,
 }
 
 /// Sends SIGCONT (to a process our probes stopped at exit or at a library load).
@@ -223,18 +226,34 @@ fn attach_library_hook(tracer: &mut Tracer, linker: &std::path::Path, pid: u32) 
     }
 }
 
-fn attach_all(tracer: &mut Tracer, allocator: &AllocatorObject, pid: u32) -> Result<()> {
+/// Attaches the allocator's probes. With `sessions` (sampling), each allocating function gets
+/// the session form of its program where the kernel has uprobe sessions, so that unsampled
+/// calls skip their return probe. Returns whether every allocating function got one.
+fn attach_all(tracer: &mut Tracer, allocator: &AllocatorObject, pid: u32, sessions: bool) -> Result<bool> {
+    let mut all_sessions = sessions;
     for f in &allocator.functions {
+        let offset = f.probe_offset();
+        if sessions && f.function.returns_block && !f.function.calls_allocator {
+            match tracer.attach_session(f.function.entry_program, &f.symbol, &allocator.path, offset, pid) {
+                Ok(()) => continue,
+                Err(e) => {
+                    if all_sessions {
+                        log::warn!("{e}; return probes stay on (uprobe sessions need Linux 6.13)");
+                    }
+                    all_sessions = false;
+                }
+            }
+        }
         // The return probe first: a call entered between an entry probe and its return probe
         // would leave an entry that never returns, and with its stack pointer standing, every
         // later call from deeper in the stack would be taken as nested in it and ignored (a
         // busy process attached with -p lost every allocation that way).
         let result = if f.function.returns_block {
-            tracer.attach_uprobe(names::PROG_ALLOC_RETURN, &f.symbol, &allocator.path, f.probe_offset(), pid)
+            tracer.attach_uprobe(names::PROG_ALLOC_RETURN, &f.symbol, &allocator.path, offset, pid)
         } else {
             Ok(())
         }
-        .and_then(|()| tracer.attach_uprobe(f.function.entry_program, &f.symbol, &allocator.path, f.probe_offset(), pid));
+        .and_then(|()| tracer.attach_uprobe(f.function.entry_program, &f.symbol, &allocator.path, offset, pid));
         match result {
             Ok(()) => {}
             Err(e) if !f.function.required && matches!(e, Error::Attach { .. }) => {
@@ -243,7 +262,7 @@ fn attach_all(tracer: &mut Tracer, allocator: &AllocatorObject, pid: u32) -> Res
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(all_sessions)
 }
 
 /// Runs a whole trace and prints its reports to stdout. Returns the final report.
@@ -260,13 +279,19 @@ pub async fn run(config: Config) -> Result<Outcome> {
     }
     let mut signals = StopSignals::install()?;
     let unwind_rows = if config.unwind == UnwindMode::Fp { 0 } else { config.unwind_rows };
+    let sampler = config.sample_bytes.map(Sampler::new);
     let load_options = LoadOptions {
         self_tgid: std::process::id(),
         min_size: config.min_size,
         max_size: config.max_size,
         max_allocs: config.max_allocs,
         stack_storage: config.stack_storage,
-        mode: crate::bpf::Mode::User { freeze_at_exit: matches!(config.target, Target::Launch { .. }), unwind_rows },
+        mode: crate::bpf::Mode::User {
+            freeze_at_exit: matches!(config.target, Target::Launch { .. }),
+            unwind_rows,
+            sample_period: sampler.as_ref().map_or(0, Sampler::period),
+            sample_table: sampler.as_ref().map(|s| s.table().to_vec()).unwrap_or_default(),
+        },
     };
     let prefix = config.symbol_prefix.clone();
     let object = config.object.clone();
@@ -275,6 +300,7 @@ pub async fn run(config: Config) -> Result<Outcome> {
     // An attached process's mappings are read before tracing starts (the unwind tables need
     // them); a launched command's once it has exec'd.
     let mut symbolizer: Option<Symbolizer> = None;
+    let sessions;
     let (mut tracer, target, allocator) = match &config.target {
         Target::Pid(pid) => {
             let pid = *pid;
@@ -294,7 +320,7 @@ pub async fn run(config: Config) -> Result<Outcome> {
                 }
             }
             tracer.add_target(pid)?;
-            attach_all(&mut tracer, &allocator, pid)?;
+            sessions = attach_all(&mut tracer, &allocator, pid, sampler.is_some())?;
             (tracer, info, allocator)
         }
         Target::Launch { program, args } => {
@@ -307,7 +333,7 @@ pub async fn run(config: Config) -> Result<Outcome> {
             let held = launch::hold(program, args)?;
             tracer.add_target(held.pid)?;
             // On failure `held` is dropped, which closes the gate: the command never runs.
-            attach_all(&mut tracer, &allocator, held.pid)?;
+            sessions = attach_all(&mut tracer, &allocator, held.pid, sampler.is_some())?;
             // A short-lived command may exit before its mappings are first read; it is stopped
             // at exit() for that (see `Session::poll`).
             for hook in crate::allocator::exit_functions(&allocator.path)? {
@@ -333,6 +359,7 @@ pub async fn run(config: Config) -> Result<Outcome> {
     let mut session = Session {
         unwind: unwind_tables,
         probes: report::ProbeReport::of(&allocator),
+        sampling: sampler.map(|s| (s, sessions)),
         symbolizer: symbolizer.unwrap_or_else(|| Symbolizer::new(target.pid)),
         allocator: allocator.path.display().to_string(),
         target,
@@ -357,6 +384,17 @@ pub async fn run(config: Config) -> Result<Outcome> {
         if allocator.absent.is_empty() { String::new() } else { format!(" (absent: {})", allocator.absent.join(", ")) },
     );
     eprintln!("Probes: {}", report::ProbeReport::summary(&session.probes));
+    if let Some((sampler, sessions)) = &session.sampling {
+        eprintln!(
+            "Sampling: one allocation per {} bytes on average (figures are estimates with 95 % intervals); {}",
+            sampler.period(),
+            if *sessions {
+                "unsampled calls skip their return probe"
+            } else {
+                "this kernel has no uprobe sessions, so unsampled calls still pay their return probe"
+            }
+        );
+    }
     session.child = child;
     let schedule = Schedule {
         started: session.started,
@@ -477,7 +515,8 @@ impl Traced for Session {
         }
         let sort = report::resolve_sort(self.config.sort, self.samples);
         let min_age = if self.exited { Duration::ZERO } else { self.config.older_than };
-        let grouped = aggregate::by_stack(&outstanding, now, min_age.as_nanos() as u64, self.config.show_allocs);
+        let sampler = self.sampling.as_ref().map(|(s, _)| s);
+        let grouped = aggregate::by_stack(&outstanding, now, min_age.as_nanos() as u64, self.config.show_allocs, sampler);
         // Every group gets its trend and is ordered first; only then are the shown ones
         // symbolized, so that the top by growth is named even when it is not the top by bytes.
         let mut ranked: Vec<(u64, StackReport)> = grouped
@@ -494,6 +533,7 @@ impl Traced for Session {
                         .map(|&(address, size, ts)| Allocation { address, size, age_ms: now.saturating_sub(ts) / 1_000_000 })
                         .collect(),
                     trend: self.series.get(&g.stack_id).map(|s| trend::classify(s)),
+                    estimate: g.estimate.map(|e| e.summary()),
                     ..StackReport::default()
                 };
                 (g.stack_id, report)
@@ -597,6 +637,11 @@ impl Traced for Session {
             kernel: None,
             unwind: self.unwind.as_ref().map(|t| t.summary(stacks_by_end, c[Counter::UnwindEventLost as usize])),
             probes: self.probes.clone(),
+            sampling: self.sampling.as_ref().map(|(sampler, sessions)| crate::sampling::SamplingSection {
+                period_bytes: sampler.period(),
+                return_probes_skipped: *sessions,
+                unsampled_calls: c[Counter::SampledOut as usize],
+            }),
         })
     }
 }

@@ -1,6 +1,8 @@
 //! The only module that calls aya: loading the eBPF object, attaching probes and reading maps.
 //! Everything else in leaktrace works with plain Rust values.
 
+mod uprobe_session;
+
 use std::{
     collections::HashMap as StdHashMap,
     num::NonZeroU32,
@@ -52,6 +54,10 @@ pub enum Mode {
         freeze_at_exit: bool,
         /// Capacity of the unwind-row table; 0 to walk frame pointers in the kernel instead.
         unwind_rows: u32,
+        /// `--sample-bytes`: mean sampling period in bytes, 0 to track every allocation.
+        sample_period: u64,
+        /// The sampling probability table (`leaktrace_common::sampling`); empty when not sampling.
+        sample_table: Vec<u32>,
     },
     /// The kernel's allocators, through tracepoints.
     Kernel {
@@ -79,6 +85,8 @@ pub struct Outstanding {
 pub struct Tracer {
     ebpf: Ebpf,
     loaded: Vec<String>,
+    /// Uprobe session programs, prepared on first use.
+    sessions: Option<uprobe_session::SessionPrograms>,
 }
 
 fn is_permission_error(text: &str) -> bool {
@@ -99,10 +107,11 @@ impl Tracer {
         let freeze: u8;
         let tables: u8;
         match &options.mode {
-            Mode::User { freeze_at_exit, unwind_rows } => {
+            Mode::User { freeze_at_exit, unwind_rows, sample_period, .. } => {
                 freeze = u8::from(*freeze_at_exit);
                 tables = u8::from(*unwind_rows > 0);
                 loader
+                    .override_global(names::GLOBAL_SAMPLE_PERIOD, sample_period, true)
                     .override_global(names::GLOBAL_FREEZE_AT_EXIT, &freeze, true)
                     .override_global(names::GLOBAL_UNWIND_TABLES, &tables, true)
                     .map_max_entries(names::UNWIND_ROWS, (*unwind_rows).max(1))
@@ -116,6 +125,7 @@ impl Tracer {
             Mode::Kernel { filter_targets, user_stacks, follow_forks, offsets } => {
                 flags = [u8::from(*filter_targets), u8::from(*user_stacks), u8::from(*follow_forks)];
                 loader
+                    .map_max_entries(names::SAMPLE_TABLE, 1)
                     .map_max_entries(names::ALLOCS, 1)
                     .map_max_entries(names::UNWIND_ROWS, 1)
                     .map_max_entries(names::PENDING, 1)
@@ -142,7 +152,47 @@ impl Tracer {
                     Error::Load(text)
                 }
             })?;
-        Ok(Self { ebpf, loaded: Vec::new() })
+        let mut tracer = Self { ebpf, loaded: Vec::new(), sessions: None };
+        if let Mode::User { sample_table, .. } = &options.mode {
+            tracer.write_sample_table(sample_table)?;
+        }
+        Ok(tracer)
+    }
+
+    fn write_sample_table(&mut self, table: &[u32]) -> Result<()> {
+        if table.is_empty() {
+            return Ok(());
+        }
+        let name = names::SAMPLE_TABLE;
+        let map = self.ebpf.map_mut(name).ok_or_else(|| missing_map(name))?;
+        let mut array: Array<_, u32> = Array::try_from(map).map_err(|e| map_error(name, e))?;
+        for (i, value) in table.iter().enumerate() {
+            array.set(i as u32, value, 0).map_err(|e| map_error(name, e))?;
+        }
+        Ok(())
+    }
+
+    /// Attaches the uprobe session form of `entry_program` (see `names::SESSION_PROGRAMS`)
+    /// at file offset `offset` of `path`, firing only in process `pid`: one program for the
+    /// call's entry and its return, whose return run the entry can skip. Fails on kernels
+    /// before 6.13.
+    pub fn attach_session(&mut self, entry_program: &str, symbol: &str, path: &Path, offset: u64, pid: u32) -> Result<()> {
+        let attach_error = |reason: String| Error::Attach {
+            program: entry_program.to_string(),
+            symbol: symbol.to_string(),
+            path: path.to_path_buf(),
+            reason,
+        };
+        let (_, session) = names::SESSION_PROGRAMS
+            .iter()
+            .find(|(entry, _)| *entry == entry_program)
+            .ok_or_else(|| attach_error("no session form of this program".into()))?;
+        if self.sessions.is_none() {
+            let all: Vec<&str> = names::SESSION_PROGRAMS.iter().map(|(_, s)| *s).collect();
+            self.sessions = Some(uprobe_session::SessionPrograms::prepare(OBJECT, &self.ebpf, &all).map_err(attach_error)?);
+        }
+        let sessions = self.sessions.as_mut().expect("prepared above");
+        sessions.attach(session, path, offset, pid).map_err(attach_error)
     }
 
     /// Adds a process to the traced set.
@@ -306,11 +356,13 @@ impl Tracer {
     /// Times the kernel skipped one of our programs because another BPF program was already
     /// running on that CPU (`recursion_misses` of each loaded program, summed).
     pub fn probe_misses(&self) -> u64 {
+        let sessions = self.sessions.iter().flat_map(|s| s.program_fds()).filter_map(recursion_misses);
         self.ebpf
             .programs()
             .filter_map(|(_, prog)| prog.fd().ok())
             .filter_map(|fd| recursion_misses(fd.as_fd()))
-            .sum()
+            .chain(sessions)
+            .sum::<u64>()
     }
 }
 

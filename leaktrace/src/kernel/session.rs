@@ -425,6 +425,7 @@ impl Traced for KernelSession {
             }),
             unwind: None,
             probes: Vec::new(),
+            sampling: None,
         })
     }
 }

@@ -97,6 +97,9 @@ pub struct Report {
     /// instruction (emulated: one trap per call; single-stepped: two).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub probes: Vec<ProbeReport>,
+    /// With `--sample-bytes`: the figures are estimates (see `stacks[].estimate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<crate::sampling::SamplingSection>,
 }
 
 /// One probed function.
@@ -104,6 +107,9 @@ pub struct Report {
 pub struct ProbeReport {
     /// Symbol name.
     pub function: String,
+    /// Other symbols of the same code, covered by this probe.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
     /// Bytes from the function's first instruction to the probed one.
     pub offset: u64,
     /// How the kernel runs the probed instruction.
@@ -120,6 +126,7 @@ impl ProbeReport {
             .iter()
             .map(|f| ProbeReport {
                 function: f.symbol.clone(),
+                aliases: f.aliases.clone(),
                 offset: f.site.offset,
                 handling: f.site.handling,
                 return_probe: f.function.returns_block,
@@ -131,7 +138,10 @@ impl ProbeReport {
     pub fn summary(probes: &[Self]) -> String {
         probes
             .iter()
-            .map(|p| format!("{}+{} {}", p.function, p.offset, p.handling.describe()))
+            .map(|p| {
+                let aliases: String = p.aliases.iter().map(|a| format!("={a}")).collect();
+                format!("{}{aliases}+{} {}", p.function, p.offset, p.handling.describe())
+            })
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -326,6 +336,10 @@ pub struct StackReport {
     /// `unwind::stack_end_name`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cut_short: Option<String>,
+    /// With `--sample-bytes`: `bytes` and `count` are estimates; how many blocks were tracked
+    /// and the 95 % interval of the bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<crate::sampling::Estimate>,
 }
 
 /// Puts items holding stack reports (already in bytes order) in the order `sort` asks for

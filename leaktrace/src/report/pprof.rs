@@ -36,6 +36,9 @@ struct Profile {
     period: i64,
     #[prost(int64, tag = "14")]
     default_sample_type: i64,
+    /// Free-form notes (string table indices).
+    #[prost(int64, repeated, tag = "13")]
+    comment: Vec<i64>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -215,9 +218,16 @@ pub fn render(report: &Report) -> Vec<u8> {
         .ok()
         .and_then(|t| t.timestamp_nanos_opt())
         .unwrap_or(0);
+    // Sampled values are already scaled to estimates, as Go's heap profiles are; the period
+    // says how they were sampled.
+    let comment = match &report.sampling {
+        Some(s) => vec![strings.id(&format!("estimates from allocations sampled once per {} bytes on average", s.period_bytes))],
+        None => Vec::new(),
+    };
     let profile = Profile {
         period_type: Some(ValueType { r#type: strings.id("space"), unit: strings.id("bytes") }),
-        period: 1,
+        period: report.sampling.as_ref().map_or(1, |s| s.period_bytes as i64),
+        comment,
         default_sample_type: strings.id("inuse_space"),
         sample_type,
         sample: samples,

@@ -64,11 +64,22 @@ pub fn render(report: &Report) -> String {
             Some(key) if !key.is_empty() => format!("from {key}"),
             _ => "from stack".to_string(),
         };
-        let _ = writeln!(
-            out,
-            "\t{} bytes in {} allocations {source} (oldest {} ms)",
-            stack.bytes, stack.count, stack.oldest_age_ms
-        );
+        match &stack.estimate {
+            Some(e) => {
+                let _ = writeln!(
+                    out,
+                    "\t~{} bytes (95 % interval {}–{}, from {} sampled) in ~{} allocations {source} (oldest {} ms)",
+                    stack.bytes, e.bytes_low, e.bytes_high, e.samples, stack.count, stack.oldest_age_ms
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "\t{} bytes in {} allocations {source} (oldest {} ms)",
+                    stack.bytes, stack.count, stack.oldest_age_ms
+                );
+            }
+        }
         if let Some(trend) = stack.trend.as_ref().filter(|t| t.class == crate::trend::Class::Unclear) {
             let _ = writeln!(out, "\t\ttrend: unclear after {} intervals", trend.intervals);
         } else if let Some(trend) = &stack.trend {
@@ -102,9 +113,10 @@ pub fn render(report: &Report) -> String {
         let count: u64 = rest.iter().map(|s| s.count).sum();
         let _ = writeln!(out, "\t... {} more stacks hold {bytes} bytes in {count} allocations", rest.len());
     }
+    let approx = if report.sampling.is_some() { "~" } else { "" };
     let _ = write!(
         out,
-        "Outstanding: {} bytes in {} allocations",
+        "Outstanding: {approx}{} bytes in {approx}{} allocations",
         report.totals.bytes, report.totals.count
     );
     if report.too_young.count > 0 {
@@ -152,9 +164,14 @@ pub fn render(report: &Report) -> String {
         render_slab_accounting(&mut out, report, kernel);
     }
     let a = &report.activity;
+    let (recorded, untracked) = if report.sampling.is_some() {
+        ("sampled allocations", "of blocks not sampled, allocated before tracing or untracked")
+    } else {
+        ("allocations", "of blocks allocated before tracing or untracked")
+    };
     let _ = writeln!(
         out,
-        "Activity: {} allocations, {} frees ({} of blocks allocated before tracing or untracked), {} nested calls, {} failed allocations",
+        "Activity: {} {recorded}, {} frees ({} {untracked}), {} nested calls, {} failed allocations",
         a.alloc_calls, a.free_calls, a.free_unknown, a.nested_calls, a.failed_allocs
     );
     if a.stacks_cut_short > 0 {
@@ -168,6 +185,15 @@ pub fn render(report: &Report) -> String {
         render_unwinding(&mut out, unwind);
     }
     render_probes(&mut out, &report.probes);
+    if let Some(sampling) = &report.sampling {
+        let _ = writeln!(
+            out,
+            "Sampling: one allocation per {} bytes on average; figures marked ~ are estimates; {} calls not sampled{}",
+            sampling.period_bytes,
+            sampling.unsampled_calls,
+            if sampling.return_probes_skipped { "" } else { " (their return probes still ran: no uprobe sessions)" }
+        );
+    }
     out
 }
 
