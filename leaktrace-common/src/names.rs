@@ -60,19 +60,22 @@ pub const SAMPLE_TABLE: &str = "SAMPLE_TABLE";
 /// Global: mean sampling period in bytes; 0 tracks every allocation.
 pub const GLOBAL_SAMPLE_PERIOD: &str = "SAMPLE_PERIOD";
 
-/// Uprobe session programs (Linux 6.13+), used with `--sample-bytes`: one program per
-/// allocator entry program, run at entry and, unless the entry declined, at return. Their
-/// section is the plain `uprobe` one so that aya accepts the object; the loader loads them
-/// itself with the session attach type. Pairs of (entry program, session program).
-pub const SESSION_PROGRAMS: [(&str, &str); 6] = [
+/// Uprobe session programs (Linux 6.13+), used wherever the kernel has them: one program per
+/// entry program, run at entry and, unless the entry declined (an unsampled call, or an
+/// entry-only probe), at return. Their section is the plain `uprobe` one so that aya accepts
+/// the object; the loader loads them itself with the session attach type. Pairs of (entry
+/// program, session program).
+pub const SESSION_PROGRAMS: [(&str, &str); 9] = [
     (PROG_SIZE_ARG0, "size_arg0_session"),
     (PROG_SIZE_ARG1, "size_arg1_session"),
     (PROG_CALLOC, "calloc_session"),
     (PROG_REALLOC, "realloc_session"),
     (PROG_REALLOCARRAY, "reallocarray_session"),
     (PROG_POSIX_MEMALIGN, "posix_memalign_session"),
+    (PROG_FREE, "free_session"),
+    (PROG_EXIT, "exit_session"),
+    (PROG_DL_STATE, "dl_state_session"),
 ];
-
 /// Kernel mode: `KernelKey` → `KernelAlloc` for every outstanding kernel object.
 pub const KALLOCS: &str = "KALLOCS";
 /// Kernel mode: kernel stacks.

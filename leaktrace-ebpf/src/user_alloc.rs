@@ -409,29 +409,39 @@ fn alloc_returned(ctx: &RetProbeContext) {
 /// snapshot of their mappings.
 #[uprobe]
 pub fn exit_enter(_ctx: ProbeContext) -> u32 {
+    exit_called();
+    0
+}
+
+#[inline(always)]
+fn exit_called() {
     if FREEZE_AT_EXIT.load() != 0 && traced_thread().is_some() {
         // SAFETY: plain helper call; it signals the current process.
         unsafe { aya_ebpf::helpers::bpf_send_signal(SIGSTOP) };
     }
-    0
 }
 
 #[uprobe]
 pub fn free_enter(ctx: ProbeContext) -> u32 {
-    let Some(_) = traced_thread() else { return 0 };
+    freed(&ctx);
+    0
+}
+
+#[inline(always)]
+fn freed(ctx: &ProbeContext) {
+    let Some(_) = traced_thread() else { return };
     let addr: u64 = ctx.arg(0).unwrap_or(0);
     if addr == 0 {
-        return 0;
+        return;
     }
     count(Counter::FreeCalls);
     // SAFETY: copied out before the entry is removed.
     let Some(&AllocInfo { stack_id, size, .. }) = (unsafe { ALLOCS.get(addr) }) else {
         count(Counter::FreeUnknown);
-        return 0;
+        return;
     };
     let _ = ALLOCS.remove(addr);
     stack_turnover(stack_id, size, false);
-    0
 }
 
 /// On the dynamic linker's `_dl_debug_state`, which it calls once a library is mapped and
@@ -441,10 +451,16 @@ pub fn free_enter(ctx: ProbeContext) -> u32 {
 /// unwound only as far as its first frame.
 #[uprobe]
 pub fn dl_state_enter(_ctx: ProbeContext) -> u32 {
+    libraries_changed();
+    0
+}
+
+#[inline(always)]
+fn libraries_changed() {
     if UNWIND_TABLES.load() == 0 {
-        return 0;
+        return;
     }
-    let Some((tgid, _)) = traced_thread() else { return 0 };
+    let Some((tgid, _)) = traced_thread() else { return };
     let event = UnwindEvent { tgid, kind: UnwindEventKind::LibrariesChanged as u32 };
     // The stop is queued before user space can hear of it, so its SIGCONT can never arrive
     // first and leave the process stopped for good.
@@ -455,5 +471,30 @@ pub fn dl_state_enter(_ctx: ProbeContext) -> u32 {
         unsafe { aya_ebpf::helpers::bpf_send_signal(SIGCONT) };
         count(Counter::UnwindEventLost);
     }
-    0
+}
+
+// Session forms of the entry-only programs: their entry returns 1, so no return run is
+// planted. Used wherever the kernel has uprobe sessions, because a session link detaches
+// with one wait for the probes to go quiet, where each perf-event uprobe waits on its own
+// under a global lock (twenty of them kept a traced command's exit waiting two seconds).
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "uprobe")]
+pub fn free_session(ctx: *mut c_void) -> u32 {
+    freed(&ProbeContext::new(ctx));
+    1
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "uprobe")]
+pub fn exit_session(_ctx: *mut c_void) -> u32 {
+    exit_called();
+    1
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "uprobe")]
+pub fn dl_state_session(_ctx: *mut c_void) -> u32 {
+    libraries_changed();
+    1
 }

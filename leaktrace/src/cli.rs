@@ -159,6 +159,12 @@ struct TraceArgs {
     #[arg(long = "sample-bytes", value_name = "BYTES", num_args = 0..=1, default_missing_value = "512K", value_parser = parse_bytes)]
     pub sample_bytes: Option<u64>,
 
+    /// Attach plain uprobes and uretprobes even where the kernel has uprobe sessions (Linux
+    /// 6.13+), as on older kernels: slower to detach, and with --sample-bytes unsampled calls
+    /// still pay their return probe.
+    #[arg(long = "no-sessions")]
+    pub no_sessions: bool,
+
     /// Capacity of the DWARF unwind-row table shared by every module (8 bytes a row); modules
     /// that no longer fit are unwound with frame pointers, and the report says so.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_UNWIND_ROWS)]
@@ -327,6 +333,7 @@ impl TraceArgs {
             unwind: self.unwind,
             unwind_rows: self.unwind_rows,
             sample_bytes: self.sample_bytes,
+            sessions: !self.no_sessions,
         })
     }
 }

@@ -140,6 +140,8 @@ pub struct Config {
     pub unwind_rows: u32,
     /// `--sample-bytes`: mean sampling period; none tracks every allocation.
     pub sample_bytes: Option<u64>,
+    /// Use uprobe session programs where the kernel has them (off: `--no-sessions`).
+    pub sessions: bool,
 }
 
 /// Files the final report is written to, each checked writable before tracing starts.

@@ -216,9 +216,9 @@ pub(crate) fn now_rfc3339() -> String {
 /// Stops the process at every library load so its unwind table can take the new library in
 /// before the library's code runs. Without the hook (a linker without the symbol), new
 /// libraries are still picked up at the next refresh, and their first stacks may end early.
-fn attach_library_hook(tracer: &mut Tracer, linker: &std::path::Path, pid: u32) -> Result<()> {
+fn attach_library_hook(tracer: &mut Tracer, linker: &std::path::Path, pid: u32, sessions: bool) -> Result<()> {
     match crate::allocator::library_change_hook(linker)? {
-        Some(hook) => tracer.attach_uprobe(names::PROG_DL_STATE, hook.symbol, linker, hook.probe_offset(), pid),
+        Some(hook) => attach_probe(tracer, names::PROG_DL_STATE, false, hook.symbol, linker, hook.probe_offset(), pid, sessions).map(drop),
         None => {
             log::warn!("{} has no _dl_debug_state: libraries loaded later are unwound from the next refresh", linker.display());
             Ok(())
@@ -226,41 +226,64 @@ fn attach_library_hook(tracer: &mut Tracer, linker: &std::path::Path, pid: u32) 
     }
 }
 
-/// Attaches the allocator's probes. With `sessions` (sampling), each allocating function gets
-/// the session form of its program where the kernel has uprobe sessions, so that unsampled
-/// calls skip their return probe. Returns whether every allocating function got one.
-fn attach_all(tracer: &mut Tracer, allocator: &AllocatorObject, pid: u32, sessions: bool) -> Result<bool> {
+/// Attaches `entry_program` at file offset `offset` of `path` for process `pid`, and the
+/// shared return program when `returns`: as one uprobe session link where the kernel has
+/// them and `session` allows (it detaches with a single wait, and lets an unsampled call skip
+/// its return), else as a uprobe and a uretprobe. Returns whether a session was used.
+#[allow(clippy::too_many_arguments)]
+fn attach_probe(
+    tracer: &mut Tracer,
+    entry_program: &str,
+    returns: bool,
+    symbol: &str,
+    path: &std::path::Path,
+    offset: u64,
+    pid: u32,
+    session: bool,
+) -> Result<bool> {
+    if session {
+        match tracer.attach_session(entry_program, symbol, path, offset, pid) {
+            Ok(()) => return Ok(true),
+            Err(e) => log::debug!("{e}; using a uprobe and a uretprobe"),
+        }
+    }
+    // The return probe first: a call entered between an entry probe and its return probe
+    // would leave an entry that never returns, and with its stack pointer standing, every
+    // later call from deeper in the stack would be taken as nested in it and ignored (a
+    // busy process attached with -p lost every allocation that way).
+    if returns {
+        tracer.attach_uprobe(names::PROG_ALLOC_RETURN, symbol, path, offset, pid)?;
+    }
+    tracer.attach_uprobe(entry_program, symbol, path, offset, pid)?;
+    Ok(false)
+}
+
+/// Attaches the allocator's probes. With `sampling`, a function that calls another probed
+/// function keeps a plain return probe: the state that marks the inner call as nested must
+/// live until the outer call returns, even when the outer call is not sampled. Returns
+/// whether every allocating function got a session (so that unsampled calls skip their
+/// return probe).
+fn attach_all(tracer: &mut Tracer, allocator: &AllocatorObject, pid: u32, sampling: bool, sessions: bool) -> Result<bool> {
+    if sessions {
+        let mut programs: Vec<&str> = allocator.functions.iter().map(|f| f.function.entry_program).collect();
+        programs.extend([names::PROG_EXIT, names::PROG_DL_STATE]);
+        tracer.preload_sessions(&programs);
+    }
     let mut all_sessions = sessions;
     for f in &allocator.functions {
-        let offset = f.probe_offset();
-        if sessions && f.function.returns_block && !f.function.calls_allocator {
-            match tracer.attach_session(f.function.entry_program, &f.symbol, &allocator.path, offset, pid) {
-                Ok(()) => continue,
-                Err(e) => {
-                    if all_sessions {
-                        log::warn!("{e}; return probes stay on (uprobe sessions need Linux 6.13)");
-                    }
-                    all_sessions = false;
-                }
-            }
-        }
-        // The return probe first: a call entered between an entry probe and its return probe
-        // would leave an entry that never returns, and with its stack pointer standing, every
-        // later call from deeper in the stack would be taken as nested in it and ignored (a
-        // busy process attached with -p lost every allocation that way).
-        let result = if f.function.returns_block {
-            tracer.attach_uprobe(names::PROG_ALLOC_RETURN, &f.symbol, &allocator.path, offset, pid)
-        } else {
-            Ok(())
-        }
-        .and_then(|()| tracer.attach_uprobe(f.function.entry_program, &f.symbol, &allocator.path, offset, pid));
+        let session = sessions && !(sampling && f.function.calls_allocator);
+        let result =
+            attach_probe(tracer, f.function.entry_program, f.function.returns_block, &f.symbol, &allocator.path, f.probe_offset(), pid, session);
         match result {
-            Ok(()) => {}
+            Ok(used) => all_sessions &= used || !f.function.returns_block || (sessions && !session),
             Err(e) if !f.function.required && matches!(e, Error::Attach { .. }) => {
                 log::warn!("{e}; {} calls are not traced", f.symbol);
             }
             Err(e) => return Err(e),
         }
+    }
+    if let Some(reason) = tracer.sessions_refused() {
+        log::debug!("uprobe sessions refused: {reason}");
     }
     Ok(all_sessions)
 }
@@ -316,11 +339,11 @@ pub async fn run(config: Config) -> Result<Outcome> {
                 unwind_tables = Some(tables);
                 symbolizer = Some(snapshot);
                 if let Some(linker) = target::dynamic_linker_of_pid(pid)? {
-                    attach_library_hook(&mut tracer, &linker, pid)?;
+                    attach_library_hook(&mut tracer, &linker, pid, config.sessions)?;
                 }
             }
             tracer.add_target(pid)?;
-            sessions = attach_all(&mut tracer, &allocator, pid, sampler.is_some())?;
+            sessions = attach_all(&mut tracer, &allocator, pid, sampler.is_some(), config.sessions)?;
             (tracer, info, allocator)
         }
         Target::Launch { program, args } => {
@@ -333,18 +356,18 @@ pub async fn run(config: Config) -> Result<Outcome> {
             let held = launch::hold(program, args)?;
             tracer.add_target(held.pid)?;
             // On failure `held` is dropped, which closes the gate: the command never runs.
-            sessions = attach_all(&mut tracer, &allocator, held.pid, sampler.is_some())?;
+            sessions = attach_all(&mut tracer, &allocator, held.pid, sampler.is_some(), config.sessions)?;
             // A short-lived command may exit before its mappings are first read; it is stopped
             // at exit() for that (see `Session::poll`).
             for hook in crate::allocator::exit_functions(&allocator.path)? {
-                tracer.attach_uprobe(names::PROG_EXIT, hook.symbol, &allocator.path, hook.probe_offset(), held.pid)?;
+                attach_probe(&mut tracer, names::PROG_EXIT, false, hook.symbol, &allocator.path, hook.probe_offset(), held.pid, config.sessions)?;
             }
             if unwind_rows > 0 {
                 // The tables are filled when the dynamic linker reports the first libraries,
                 // before main runs (a static executable's at the first refresh).
                 unwind_tables = Some(UnwindTables::new(config.unwind, unwind_rows, held.pid));
                 if let Some(linker) = &linker {
-                    attach_library_hook(&mut tracer, linker, held.pid)?;
+                    attach_library_hook(&mut tracer, linker, held.pid, config.sessions)?;
                 }
             }
             let launched = held.release()?;

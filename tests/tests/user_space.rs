@@ -10,11 +10,16 @@ use std::{
 use leaktrace_integration_tests::*;
 
 fn launch_and_check(fixture_args: &[&str]) {
+    launch_and_check_with(&[], fixture_args);
+}
+
+fn launch_and_check_with(options: &[&str], fixture_args: &[&str]) {
     require_root();
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
     let fixture = leaky();
-    let mut args = vec!["--json", json.to_str().unwrap(), "--"];
+    let mut args = options.to_vec();
+    args.extend(["--json", json.to_str().unwrap(), "--"]);
     args.push(fixture.to_str().unwrap());
     args.extend_from_slice(fixture_args);
     let output = run_leaktrace(&args);
@@ -41,6 +46,13 @@ fn launch_single_threaded_matches_truth() {
 #[test]
 fn launch_multi_threaded_matches_truth() {
     launch_and_check(&["--threads", "4"]);
+}
+
+/// Kernels before 6.13 have no uprobe sessions: the plain uprobe and uretprobe pairs, still
+/// placed where the kernel emulates the instruction, must be just as exact.
+#[test]
+fn plain_uprobes_without_sessions_match_truth() {
+    launch_and_check_with(&["--no-sessions"], &["--threads", "2"]);
 }
 
 /// A fixture waiting on stdin, with its stdout read line by line.

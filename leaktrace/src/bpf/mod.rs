@@ -12,7 +12,10 @@ use std::{
 
 use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap},
-    programs::{uprobe::UProbeScope, TracePoint, UProbe},
+    programs::{
+        uprobe::{UProbeLink, UProbeScope},
+        TracePoint, UProbe,
+    },
     Ebpf, EbpfLoader,
 };
 use leaktrace_common::{
@@ -83,10 +86,33 @@ pub struct Outstanding {
 
 /// Loaded programs and their maps. Dropping it detaches every probe.
 pub struct Tracer {
-    ebpf: Ebpf,
-    loaded: Vec<String>,
+    /// Attached uprobes, owned here so that they can be detached all at once (see `Drop`).
+    links: Vec<UProbeLink>,
     /// Uprobe session programs, prepared on first use.
     sessions: Option<uprobe_session::SessionPrograms>,
+    /// Why the kernel refused a session program, once it has: later probes are not tried.
+    sessions_refused: Option<String>,
+    ebpf: Ebpf,
+    loaded: Vec<String>,
+}
+
+impl Drop for Tracer {
+    /// Detaches every uprobe concurrently. Each detach waits for the kernel to know that no
+    /// task still runs the probe (an RCU grace period, about 100 ms here); one after the
+    /// other, twenty probes kept the traced command's exit waiting two seconds, while
+    /// concurrent waits share their grace periods.
+    fn drop(&mut self) {
+        let links = std::mem::take(&mut self.links);
+        let sessions = self.sessions.take();
+        std::thread::scope(|scope| {
+            if let Some(sessions) = sessions {
+                scope.spawn(move || drop(sessions));
+            }
+            for link in links {
+                scope.spawn(move || drop(link));
+            }
+        });
+    }
 }
 
 fn is_permission_error(text: &str) -> bool {
@@ -152,7 +178,7 @@ impl Tracer {
                     Error::Load(text)
                 }
             })?;
-        let mut tracer = Self { ebpf, loaded: Vec::new(), sessions: None };
+        let mut tracer = Self { links: Vec::new(), sessions: None, sessions_refused: None, ebpf, loaded: Vec::new() };
         if let Mode::User { sample_table, .. } = &options.mode {
             tracer.write_sample_table(sample_table)?;
         }
@@ -175,7 +201,7 @@ impl Tracer {
     /// Attaches the uprobe session form of `entry_program` (see `names::SESSION_PROGRAMS`)
     /// at file offset `offset` of `path`, firing only in process `pid`: one program for the
     /// call's entry and its return, whose return run the entry can skip. Fails on kernels
-    /// before 6.13.
+    /// before 6.13, and at once after a first refusal.
     pub fn attach_session(&mut self, entry_program: &str, symbol: &str, path: &Path, offset: u64, pid: u32) -> Result<()> {
         let attach_error = |reason: String| Error::Attach {
             program: entry_program.to_string(),
@@ -183,16 +209,53 @@ impl Tracer {
             path: path.to_path_buf(),
             reason,
         };
+        if let Some(reason) = &self.sessions_refused {
+            return Err(attach_error(reason.clone()));
+        }
+        let result = self.try_attach_session(entry_program, path, offset, pid);
+        if let Err(reason) = &result {
+            self.sessions_refused = Some(reason.clone());
+        }
+        result.map_err(attach_error)
+    }
+
+    /// Loads the session forms of `entry_programs` at once, one thread each, before they are
+    /// attached one by one (which then finds them loaded). A failure here is not reported:
+    /// attaching meets it again and falls back.
+    pub fn preload_sessions(&mut self, entry_programs: &[&str]) {
+        let sessions: Vec<&str> = names::SESSION_PROGRAMS
+            .iter()
+            .filter(|(entry, _)| entry_programs.contains(entry))
+            .map(|(_, session)| *session)
+            .collect();
+        if self.sessions.is_none() {
+            let all: Vec<&str> = names::SESSION_PROGRAMS.iter().map(|(_, s)| *s).collect();
+            match uprobe_session::SessionPrograms::prepare(OBJECT, &self.ebpf, &all) {
+                Ok(prepared) => self.sessions = Some(prepared),
+                Err(_) => return,
+            }
+        }
+        if let Some(prepared) = self.sessions.as_mut() {
+            let _ = prepared.preload(&sessions);
+        }
+    }
+
+    /// Why the kernel refused uprobe session programs, if it did.
+    pub fn sessions_refused(&self) -> Option<&str> {
+        self.sessions_refused.as_deref()
+    }
+
+    fn try_attach_session(&mut self, entry_program: &str, path: &Path, offset: u64, pid: u32) -> std::result::Result<(), String> {
         let (_, session) = names::SESSION_PROGRAMS
             .iter()
             .find(|(entry, _)| *entry == entry_program)
-            .ok_or_else(|| attach_error("no session form of this program".into()))?;
+            .ok_or_else(|| "no session form of this program".to_string())?;
         if self.sessions.is_none() {
             let all: Vec<&str> = names::SESSION_PROGRAMS.iter().map(|(_, s)| *s).collect();
-            self.sessions = Some(uprobe_session::SessionPrograms::prepare(OBJECT, &self.ebpf, &all).map_err(attach_error)?);
+            self.sessions = Some(uprobe_session::SessionPrograms::prepare(OBJECT, &self.ebpf, &all)?);
         }
         let sessions = self.sessions.as_mut().expect("prepared above");
-        sessions.attach(session, path, offset, pid).map_err(attach_error)
+        sessions.attach(session, path, offset, pid)
     }
 
     /// Adds a process to the traced set.
@@ -227,7 +290,8 @@ impl Tracer {
             uprobe.load().map_err(|e| load_error(program, e))?;
         }
         let scope = NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
-        uprobe.attach(offset, path, scope).map_err(|e| attach_error(format!("{e:#}")))?;
+        let link = uprobe.attach(offset, path, scope).map_err(|e| attach_error(format!("{e:#}")))?;
+        self.links.push(uprobe.take_link(link).map_err(|e| attach_error(format!("{e:#}")))?);
         Ok(())
     }
 

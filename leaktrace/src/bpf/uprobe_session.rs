@@ -104,6 +104,12 @@ fn sys_bpf<T>(command: libc::c_long, attr: &T) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+impl Drop for SessionPrograms {
+    fn drop(&mut self) {
+        self.detach_all();
+    }
+}
+
 /// One session program, relocated and ready to load.
 struct Relocated {
     instructions: Vec<aya_obj::generated::bpf_insn>,
@@ -156,6 +162,39 @@ fn map_fd(map: &Map) -> Option<RawFd> {
     Some(data.fd().as_fd().as_raw_fd())
 }
 
+/// Loads one relocated session program (the verifier runs here, in the calling thread).
+fn load_program(name: &str, program: &Relocated, btf: &OwnedFd) -> Result<OwnedFd, String> {
+    let mut log = vec![0u8; 1 << 20];
+    let mut prog_name = [0u8; 16];
+    let length = name.len().min(15);
+    prog_name[..length].copy_from_slice(&name.as_bytes()[..length]);
+    let attr = ProgLoad {
+        prog_type: BPF_PROG_TYPE_KPROBE,
+        insn_cnt: program.instructions.len() as u32,
+        insns: program.instructions.as_ptr() as u64,
+        license: program.license.as_ptr() as u64,
+        log_level: 1,
+        log_size: log.len() as u32,
+        log_buf: log.as_mut_ptr() as u64,
+        prog_name,
+        expected_attach_type: BPF_TRACE_UPROBE_SESSION,
+        prog_btf_fd: btf.as_raw_fd() as u32,
+        func_info_rec_size: program.func_info_rec_size,
+        func_info: program.func_info.as_ptr() as u64,
+        func_info_cnt: program.func_info_cnt,
+        line_info_rec_size: program.line_info_rec_size,
+        line_info: program.line_info.as_ptr() as u64,
+        line_info_cnt: program.line_info_cnt,
+        ..Default::default()
+    };
+    let fd = sys_bpf(BPF_PROG_LOAD, &attr).map_err(|e| {
+        let end = log.iter().position(|&b| b == 0).unwrap_or(0);
+        let tail: String = String::from_utf8_lossy(&log[..end]).lines().rev().take(3).collect::<Vec<_>>().join(" / ");
+        format!("loading {name} as a uprobe session program: {e}{}", if tail.is_empty() { String::new() } else { format!(" ({tail})") })
+    })?;
+    Ok(fd)
+}
+
 impl SessionPrograms {
     /// Relocates `names` from `object` against the maps aya created for it in `ebpf`.
     pub fn prepare(object: &[u8], ebpf: &aya::Ebpf, names: &[&str]) -> Result<Self, String> {
@@ -193,37 +232,32 @@ impl SessionPrograms {
     fn load(&mut self, name: &str) -> Result<&OwnedFd, String> {
         if !self.loaded.contains_key(name) {
             let program = self.relocated.get(name).ok_or_else(|| format!("{name} was not prepared"))?;
-            let mut log = vec![0u8; 1 << 20];
-            let mut prog_name = [0u8; 16];
-            let length = name.len().min(15);
-            prog_name[..length].copy_from_slice(&name.as_bytes()[..length]);
-            let attr = ProgLoad {
-                prog_type: BPF_PROG_TYPE_KPROBE,
-                insn_cnt: program.instructions.len() as u32,
-                insns: program.instructions.as_ptr() as u64,
-                license: program.license.as_ptr() as u64,
-                log_level: 1,
-                log_size: log.len() as u32,
-                log_buf: log.as_mut_ptr() as u64,
-                prog_name,
-                expected_attach_type: BPF_TRACE_UPROBE_SESSION,
-                prog_btf_fd: self.btf.as_raw_fd() as u32,
-                func_info_rec_size: program.func_info_rec_size,
-                func_info: program.func_info.as_ptr() as u64,
-                func_info_cnt: program.func_info_cnt,
-                line_info_rec_size: program.line_info_rec_size,
-                line_info: program.line_info.as_ptr() as u64,
-                line_info_cnt: program.line_info_cnt,
-                ..Default::default()
-            };
-            let fd = sys_bpf(BPF_PROG_LOAD, &attr).map_err(|e| {
-                let end = log.iter().position(|&b| b == 0).unwrap_or(0);
-                let tail: String = String::from_utf8_lossy(&log[..end]).lines().rev().take(3).collect::<Vec<_>>().join(" / ");
-                format!("loading {name} as a uprobe session program: {e}{}", if tail.is_empty() { String::new() } else { format!(" ({tail})") })
-            })?;
+            let fd = load_program(name, program, &self.btf)?;
             self.loaded.insert(name.to_string(), fd);
         }
         Ok(&self.loaded[name])
+    }
+
+    /// Loads `names` at once, one thread each: the verifier's time per program (the unwinder
+    /// makes them long) would otherwise add up in leaktrace's start-up.
+    pub fn preload(&mut self, names: &[&str]) -> Result<(), String> {
+        let (btf, relocated) = (&self.btf, &self.relocated);
+        let loaded: Vec<(String, Result<OwnedFd, String>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = names
+                .iter()
+                .filter(|name| !self.loaded.contains_key(**name))
+                .filter_map(|&name| relocated.get(name).map(|program| (name, program)))
+                .map(|(name, program)| (name, scope.spawn(move || load_program(name, program, btf))))
+                .collect();
+            handles
+                .into_iter()
+                .map(|(name, h)| (name.to_string(), h.join().unwrap_or_else(|_| Err(format!("loading {name} panicked")))))
+                .collect()
+        });
+        for (name, fd) in loaded {
+            self.loaded.insert(name, fd?);
+        }
+        Ok(())
     }
 
     /// Loads `name` if needed and attaches it at file offset `offset` of `path`, firing only
@@ -244,6 +278,16 @@ impl SessionPrograms {
         let link = sys_bpf(BPF_LINK_CREATE, &attr).map_err(|e| format!("attaching {name} as a uprobe session: {e}"))?;
         self.links.push(link);
         Ok(())
+    }
+
+    /// Detaches every link concurrently (see `Tracer`'s `Drop`).
+    fn detach_all(&mut self) {
+        let links = std::mem::take(&mut self.links);
+        std::thread::scope(|scope| {
+            for link in links {
+                scope.spawn(move || drop(link));
+            }
+        });
     }
 
     /// Descriptors of the loaded session programs (for their statistics).
