@@ -18,6 +18,9 @@ use crate::{
     workload::{self, LeakCheck, Output},
 };
 
+/// leaktrace's production mode as benchmarked: sampling once per 512 KiB on average.
+pub const SAMPLED: &[&str] = &["--sample-bytes", "512K"];
+
 /// Generous limits: a run that takes longer has hung.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -30,6 +33,8 @@ pub struct Env {
     pub leaktrace: PathBuf,
     /// The bpftrace script template.
     pub bpftrace_script: PathBuf,
+    /// bench/workload/memleak-bpfcc.py: bcc's memleak-bpfcc with Debian's Python binding fixed.
+    pub memleak_script: PathBuf,
     /// Scratch directory for reports.
     pub scratch: PathBuf,
 }
@@ -111,6 +116,35 @@ pub fn floor(env: &Env, a: &[String]) -> Result<Output> {
     workload::parse(&workload::lines(&String::from_utf8_lossy(&out.stdout)))
 }
 
+/// The workload launched held before exec, with one empty entry program at file offset
+/// `offset` of the C library and nothing else: the cost of one probe site.
+/// Returns the workload's output and how many times per operation the program ran (counted
+/// only while `kernel.bpf_stats_enabled` is on, 0 otherwise).
+pub fn floor_at(env: &Env, a: &[String], offset: u64) -> Result<(Output, f64)> {
+    let allocator = target::find_allocator_for_program(&env.workload, None, "")?;
+    let mut command = env.workload_command(a);
+    command.stdout(Stdio::piped()).stdin(Stdio::null());
+    let held = launch::hold_command(command)?;
+    let mut tracer = Tracer::load(&load_options())?;
+    tracer.attach_uprobe(names::PROG_FLOOR_ENTER, "site", &allocator.path, offset, held.pid)?;
+    let before = crate::stats::snapshot(std::process::id());
+    let child = held.release()?;
+    let out = child.wait_with_output()?;
+    let after = crate::stats::snapshot(std::process::id());
+    drop(tracer);
+    if !out.status.success() {
+        bail!("the workload failed under one floor probe ({})", out.status);
+    }
+    let out = workload::parse(&workload::lines(&String::from_utf8_lossy(&out.stdout)))?;
+    let hits = crate::stats::delta(&before, &after, out.ops)["programs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["runs_per_op"].as_f64())
+        .sum();
+    Ok((out, hits))
+}
+
 /// `leaktrace --json FILE -- workload …`: the timing, and the report checked against the truth.
 pub fn leaktrace_launch(env: &Env, a: &[String], options: &[&str]) -> Result<(Output, LeakCheck)> {
     let json = env.scratch("leaktrace-oneshot.json");
@@ -122,6 +156,16 @@ pub fn leaktrace_launch(env: &Env, a: &[String], options: &[&str]) -> Result<(Ou
     let report = workload::read_json(&json)?;
     let check = LeakCheck::compare(&out.truth, |site| workload::leaktrace_totals(&report, site));
     Ok((out, check))
+}
+
+/// `leaktrace OPTIONS --json FILE -- workload …`, returning the report itself.
+pub fn leaktrace_report(env: &Env, a: &[String], options: &[&str]) -> Result<(Output, serde_json::Value)> {
+    let json = env.scratch("leaktrace-report.json");
+    let _ = std::fs::remove_file(&json);
+    let mut command = Command::new(&env.leaktrace);
+    command.args(options).arg("--json").arg(&json).arg("--").arg(&env.workload).args(a).stderr(Stdio::null());
+    let text = proc::output(&mut command)?;
+    Ok((workload::parse(&workload::lines(&text))?, workload::read_json(&json)?))
 }
 
 /// What a `leaktrace -p` run measured.
@@ -224,6 +268,92 @@ pub fn bpftrace(env: &Env, a: &[String]) -> Result<(Output, LeakCheck)> {
     Ok((out, check))
 }
 
+/// Options of the one-shot memleak run: every outstanding allocation whatever its age (`-o 0`;
+/// the default hides those younger than 500 ms), every stack (`-T`, default 10), and a report
+/// every second (the only way to get one: on SIGINT memleak exits without reporting).
+/// bcc 0.26 has no --max-outstanding: its map holds 1,000,000 allocations.
+pub const MEMLEAK_ONESHOT_OPTIONS: [&str; 5] = ["-o", "0", "-T", "1000000", "1"];
+
+/// Probes memleak attaches to a glibc target: entry and return probes on malloc, calloc,
+/// realloc, mmap, posix_memalign, valloc, memalign, pvalloc and aligned_alloc, entry probes on
+/// free and munmap; each is one perf event.
+const MEMLEAK_PROBES: usize = 20;
+
+/// `python3 bench/workload/memleak-bpfcc.py -p PID options…` (the script runs Debian's
+/// /usr/sbin/memleak-bpfcc with bcc's Python binding fixed), unbuffered so that each report
+/// header arrives when memleak starts the report.
+pub fn memleak_command(env: &Env, pid: u32, options: &[&str]) -> Command {
+    // The system interpreter: bcc's Python module is Debian's python3-bpfcc.
+    let mut c = Command::new("/usr/bin/python3");
+    c.env("PYTHONUNBUFFERED", "1").arg(&env.memleak_script).arg("-p").arg(pid.to_string()).args(options);
+    c
+}
+
+/// Starts memleak on process `pid` and waits until all its probes are attached. It compiles
+/// its eBPF program first (a second or two), then prints "Attaching to pid …" and attaches.
+pub fn start_memleak(env: &Env, pid: u32, options: &[&str]) -> Result<TracerProcess> {
+    let mut tracer = TracerProcess::spawn(&mut memleak_command(env, pid, options))?;
+    tracer.wait_for_either(READY_TIMEOUT, |l| l.starts_with("Attaching to pid"))?;
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while proc::perf_event_fds(tracer.child.id()) < MEMLEAK_PROBES {
+        if Instant::now() > deadline || matches!(tracer.child.try_wait(), Ok(Some(_))) {
+            bail!(
+                "memleak did not attach its {MEMLEAK_PROBES} probes (it holds {}); stderr: {:?}",
+                proc::perf_event_fds(tracer.child.id()),
+                tracer.err.drain(Duration::from_secs(1))
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(tracer)
+}
+
+/// Whether a memleak output line starts a report ("[12:00:00] Top N stacks with outstanding
+/// allocations:").
+fn memleak_report_header(line: &str) -> bool {
+    line.starts_with('[') && line.contains("stacks with outstanding allocations")
+}
+
+/// The lines of the first whole report memleak started at or after `not_before`.
+fn memleak_report(tracer: &mut TracerProcess, not_before: Instant) -> Result<Vec<String>> {
+    loop {
+        let Some((at, _)) = tracer.out.wait_for(READY_TIMEOUT, memleak_report_header) else {
+            bail!("memleak printed no report; stderr: {:?}", tracer.err.drain(Duration::from_secs(1)));
+        };
+        if at >= not_before {
+            break;
+        }
+    }
+    let start = tracer.out.seen.len();
+    // The report is complete when the next one starts.
+    if tracer.out.wait_for(RUN_TIMEOUT, memleak_report_header).is_none() {
+        bail!("memleak's report did not end; stderr: {:?}", tracer.err.drain(Duration::from_secs(1)));
+    }
+    Ok(tracer.out.seen[start..tracer.out.seen.len() - 1].to_vec())
+}
+
+/// bcc's memleak attached with -p to the waiting workload. Its report is read while the
+/// workload is still alive (memleak symbolizes through /proc/PID), from the first report it
+/// began at least 250 ms after the workload printed `done`, so after the leaks were made.
+pub fn memleak(env: &Env, a: &[String]) -> Result<(Output, LeakCheck)> {
+    let mut wait_args = vec!["--wait".to_string()];
+    wait_args.extend_from_slice(a);
+    let mut w = Waiting::spawn(&mut env.workload_command(&wait_args), READY_TIMEOUT)?;
+    let mut tracer = start_memleak(env, w.pid, &MEMLEAK_ONESHOT_OPTIONS)?;
+    w.go()?;
+    let lines = w.wait_done(RUN_TIMEOUT)?;
+    let report = memleak_report(&mut tracer, Instant::now() + Duration::from_millis(250))?;
+    let (_, _, _, err) = tracer.stop(libc::SIGINT, RUN_TIMEOUT)?;
+    w.finish(RUN_TIMEOUT)?;
+    let out = workload::parse(&lines)?;
+    let totals = workload::memleak_totals(&report);
+    if totals.is_empty() {
+        bail!("memleak reported no outstanding allocation; report: {report:?}; stderr: {err:?}");
+    }
+    let check = LeakCheck::compare(&out.truth, |site| totals.get(site).copied().unwrap_or_default());
+    Ok((out, check))
+}
+
 /// heaptrack launching the workload; leaks read back with heaptrack_print.
 pub fn heaptrack(env: &Env, a: &[String], check_leaks: bool) -> Result<(Output, Option<LeakCheck>)> {
     let base = env.scratch("heaptrack");
@@ -275,8 +405,12 @@ pub enum Tool {
     Floor,
     /// leaktrace -p.
     Leaktrace,
+    /// leaktrace -p --sample-bytes 512K.
+    LeaktraceSampled,
     /// bpftrace -p with the memleak-like script.
     Bpftrace,
+    /// bcc's memleak -p.
+    Memleak,
     /// heaptrack launching the workload.
     Heaptrack,
     /// valgrind memcheck launching the workload.
@@ -285,7 +419,16 @@ pub enum Tool {
 
 impl Tool {
     /// Every tool, in table order.
-    pub const ALL: [Tool; 6] = [Tool::Untraced, Tool::Floor, Tool::Leaktrace, Tool::Bpftrace, Tool::Heaptrack, Tool::Valgrind];
+    pub const ALL: [Tool; 8] = [
+        Tool::Untraced,
+        Tool::Floor,
+        Tool::Leaktrace,
+        Tool::LeaktraceSampled,
+        Tool::Bpftrace,
+        Tool::Memleak,
+        Tool::Heaptrack,
+        Tool::Valgrind,
+    ];
 
     /// Its key in the JSON.
     pub fn key(self) -> &'static str {
@@ -293,7 +436,9 @@ impl Tool {
             Tool::Untraced => "untraced",
             Tool::Floor => "floor",
             Tool::Leaktrace => "leaktrace",
+            Tool::LeaktraceSampled => "leaktrace_sampled",
             Tool::Bpftrace => "bpftrace",
+            Tool::Memleak => "memleak",
             Tool::Heaptrack => "heaptrack",
             Tool::Valgrind => "valgrind",
         }
@@ -340,13 +485,17 @@ pub fn steady(env: &Env, tool: Tool, rate: u64, warmup: Duration, window: Durati
         }
         // Default settings: a report every 5 s, as someone watching a service would run it.
         Tool::Leaktrace => tracer = Some(start_leaktrace(env, w.pid, &[])?),
+        Tool::LeaktraceSampled => tracer = Some(start_leaktrace(env, w.pid, &args(SAMPLED))?),
         Tool::Bpftrace => tracer = Some(start_bpftrace(env, &w)?),
+        // Its defaults too: a report of the top 10 stacks of allocations older than 500 ms
+        // every 5 s.
+        Tool::Memleak => tracer = Some(start_memleak(env, w.pid, &[])?),
         _ => {}
     }
     let started = w.go()?;
     std::thread::sleep(warmup);
     let tracer_pid = match tool {
-        Tool::Leaktrace | Tool::Bpftrace => tracer.as_ref().map(|t| t.child.id()),
+        Tool::Leaktrace | Tool::LeaktraceSampled | Tool::Bpftrace | Tool::Memleak => tracer.as_ref().map(|t| t.child.id()),
         Tool::Heaptrack => proc::pids_named("heaptrack_inter").first().copied(),
         _ => None,
     };
@@ -359,7 +508,7 @@ pub fn steady(env: &Env, tool: Tool, rate: u64, warmup: Duration, window: Durati
     let wall = t0.elapsed().as_secs_f64();
     let lines = w.wait_done(RUN_TIMEOUT)?;
     let tracer = match tracer {
-        Some(t) if tool == Tool::Bpftrace => {
+        Some(t) if tool == Tool::Bpftrace || tool == Tool::Memleak => {
             t.stop(libc::SIGINT, RUN_TIMEOUT)?;
             None
         }

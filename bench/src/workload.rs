@@ -83,6 +83,8 @@ pub struct Output {
     pub truth: BTreeMap<String, (u64, u64)>,
     /// The pid it printed (steady mode).
     pub pid: Option<u32>,
+    /// CLOCK_MONOTONIC when its main began (without --wait).
+    pub main_ns: Option<u64>,
 }
 
 impl Output {
@@ -106,6 +108,7 @@ pub fn parse(lines: &[String]) -> Result<Output> {
             Some("OPS") => out.ops = f.next().unwrap_or("").parse()?,
             Some("ALLOC_CALLS") => out.alloc_calls = f.next().unwrap_or("").parse()?,
             Some("PID") => out.pid = f.next().and_then(|p| p.parse().ok()),
+            Some("MAIN_NS") => out.main_ns = f.next().and_then(|p| p.parse().ok()),
             Some("TRUTH") => {
                 let (Some(site), Some(bytes), Some(count)) = (f.next(), f.next(), f.next()) else {
                     bail!("bad TRUTH line {line:?}");
@@ -228,6 +231,44 @@ pub fn bpftrace_totals(dump: &[String]) -> BTreeMap<String, (u64, u64)> {
     totals
 }
 
+/// Outstanding bytes and counts per site in one report of bcc's memleak: blocks of
+/// `B bytes in N allocations from stack` followed by one frame a line
+/// (`0xADDRESS<TAB>function+0xOFFSET [module]`), counted for every function of the stack.
+pub fn memleak_totals(report: &[String]) -> BTreeMap<String, (u64, u64)> {
+    let mut totals: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut stacks: Vec<(u64, u64, Vec<String>)> = Vec::new();
+    for line in report {
+        let line = line.trim();
+        let header = line
+            .split_once(" bytes in ")
+            .and_then(|(bytes, rest)| Some((bytes.parse().ok()?, rest.strip_suffix(" allocations from stack")?.parse().ok()?)));
+        if let Some((bytes, count)) = header {
+            stacks.push((bytes, count, Vec::new()));
+        } else if let Some((_, _, frames)) = stacks.last_mut() {
+            let symbol = line.rsplit('\t').next().unwrap_or(line);
+            let name = symbol.split(['+', ' ']).next().unwrap_or(symbol);
+            if !name.is_empty() && !name.starts_with('[') {
+                frames.push(name.to_string());
+            }
+        }
+    }
+    for (bytes, count, frames) in stacks {
+        add_to_each_function(&mut totals, frames, bytes, count);
+    }
+    totals
+}
+
+/// Adds (bytes, count) once to each distinct function of a stack.
+fn add_to_each_function(totals: &mut BTreeMap<String, (u64, u64)>, mut names: Vec<String>, bytes: u64, count: u64) {
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        let t = totals.entry(name).or_default();
+        t.0 += bytes;
+        t.1 += count;
+    }
+}
+
 /// Leaked bytes and counts per site from heaptrack_print: bytes from the leaked-bytes
 /// flame graph lines (`main (workload.c);…;site (workload.c); BYTES`), counts from the
 /// `… leaked over N calls from` headers of the leak listing followed by the site's name.
@@ -272,14 +313,8 @@ pub fn valgrind_totals(xml: &str) -> BTreeMap<String, (u64, u64)> {
         }
         let bytes: u64 = tag(record, "leakedbytes").and_then(|b| b.parse().ok()).unwrap_or(0);
         let blocks: u64 = tag(record, "leakedblocks").and_then(|b| b.parse().ok()).unwrap_or(0);
-        let mut names: Vec<String> = record.split("<fn>").skip(1).filter_map(|f| f.split("</fn>").next()).map(str::to_string).collect();
-        names.sort_unstable();
-        names.dedup();
-        for name in names {
-            let t = totals.entry(name).or_default();
-            t.0 += bytes;
-            t.1 += blocks;
-        }
+        let names: Vec<String> = record.split("<fn>").skip(1).filter_map(|f| f.split("</fn>").next()).map(str::to_string).collect();
+        add_to_each_function(&mut totals, names, bytes, blocks);
     }
     totals
 }
@@ -304,6 +339,20 @@ mod tests {
         assert_eq!(t["leak_a"], (150, 2));
         assert_eq!(t["main"], (150, 2));
         assert_eq!(t["other"], (7, 1));
+    }
+
+    #[test]
+    fn reads_memleak_reports() {
+        let report = lines(
+            "\t3000 bytes in 1 allocations from stack\n\t\t0x0000558fd3fcf644\tleak_grown+0x30 [workload]\n\t\t0x0000558fd3fcf6f1\tmake_leaks+0x5e [workload]\n\
+             \t6000 bytes in 2 allocations from stack\n\t\t0x0000558fd3fcf644\tleak_grown+0x30 [workload]\n\t\t0x0000558fd3fcf6f6\tmake_leaks+0x63 [workload]\n\
+             \t417792 bytes in 2 allocations from stack\n\t\t0x00007fad2470df28\tsysmalloc_mmap.constprop.0+0x48 [libc.so.6]\n\t\t0x00007fad2470df00\t[unknown] [libc.so.6]\n",
+        );
+        let t = memleak_totals(&report);
+        assert_eq!(t["leak_grown"], (9000, 3));
+        assert_eq!(t["make_leaks"], (9000, 3));
+        assert_eq!(t["sysmalloc_mmap.constprop.0"], (417792, 2));
+        assert_eq!(t.len(), 3);
     }
 
     #[test]

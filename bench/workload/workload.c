@@ -26,6 +26,7 @@
 #define _GNU_SOURCE
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -81,6 +82,20 @@ NOINLINE void release(void *p) { free(p); free_calls++; }
 static void *leaked[MAX_LEAKS];
 static int n_leaked;
 static void keep(void *p) { if (n_leaked < MAX_LEAKS) leaked[n_leaked++] = p; }
+/* Sampled mode's leaks: a growing list of blocks, kept reachable. */
+static void **big_leaked;
+static size_t n_big, big_cap;
+static void keep_big(void *p) {
+    if (n_big == big_cap) {
+        big_cap = big_cap ? 2 * big_cap : 1024;
+        /* The list itself is allocated with mmap, so that it is no allocation to account for. */
+        void **grown = mmap(NULL, big_cap * sizeof(void *), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (grown == MAP_FAILED) abort();
+        if (big_leaked) { memcpy(grown, big_leaked, n_big * sizeof(void *)); munmap(big_leaked, n_big * sizeof(void *)); }
+        big_leaked = grown;
+    }
+    big_leaked[n_big++] = p;
+}
 
 struct site { const char *name; int count; size_t bytes; };
 static const struct site SITES[] = {
@@ -137,6 +152,34 @@ NOINLINE void run_oneshot(long n, long outstanding) {
         /* The holding array itself is outstanding too (one block from hold_outstanding). */
         printf("TRUTH hold_outstanding %llu %ld\n", (unsigned long long)(32ull * (unsigned long)outstanding + sizeof(void *) * (unsigned long)outstanding), outstanding + 1);
     }
+}
+
+/* Sampled mode: the one-shot churn, then leaks of at least 1 MiB made of blocks from far
+ * below to far above a 512 KiB sampling period, to measure --sample-bytes' estimates. */
+static const struct site BIG_SITES[] = {
+    {"leak_mib_of_64b", 16384, 64},
+    {"leak_4mib_of_16kib", 256, 16 * 1024},
+    {"leak_8mib_of_1mib", 8, 1024 * 1024},
+    {"leak_64mib_of_256b", 262144, 256},
+    {"leak_256mib_of_4kib", 65536, 4096},
+};
+NOINLINE void leak_mib_of_64b(void) { void *p = malloc(64); touch(p, 64); keep_big(p); }
+NOINLINE void leak_4mib_of_16kib(void) { void *p = malloc(16 * 1024); touch(p, 16); keep_big(p); }
+NOINLINE void leak_8mib_of_1mib(void) { void *p = malloc(1024 * 1024); touch(p, 16); keep_big(p); }
+NOINLINE void leak_64mib_of_256b(void) { void *p = malloc(256); touch(p, 16); keep_big(p); }
+NOINLINE void leak_256mib_of_4kib(void) { void *p = malloc(4096); touch(p, 16); keep_big(p); }
+
+NOINLINE void run_sampled(long n) {
+    uint64_t start = now_ns();
+    for (long i = 0; i < n; i++) release(one_op((unsigned)i));
+    uint64_t elapsed = now_ns() - start;
+    void (*const leak[])(void) = {leak_mib_of_64b, leak_4mib_of_16kib, leak_8mib_of_1mib, leak_64mib_of_256b, leak_256mib_of_4kib};
+    for (size_t s = 0; s < sizeof BIG_SITES / sizeof BIG_SITES[0]; s++)
+        for (int i = 0; i < BIG_SITES[s].count; i++) leak[s]();
+    printf("ELAPSED_NS %llu\nOPS %ld\nALLOC_CALLS %llu\nFREE_CALLS %llu\n", (unsigned long long)elapsed, n,
+           (unsigned long long)alloc_calls, (unsigned long long)free_calls);
+    for (size_t s = 0; s < sizeof BIG_SITES / sizeof BIG_SITES[0]; s++)
+        printf("TRUTH %s %zu %d\n", BIG_SITES[s].name, BIG_SITES[s].bytes * BIG_SITES[s].count, BIG_SITES[s].count);
 }
 
 /* Steady mode keeps the last RING blocks alive, so blocks live a few milliseconds. */
@@ -199,7 +242,7 @@ NOINLINE void run_syscalls(long n) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: workload [--wait] oneshot N [OUTSTANDING] | steady RATE SECONDS | stacks N | syscalls N\n");
+    fprintf(stderr, "usage: workload [--wait] oneshot N [OUTSTANDING] | sampled N | steady RATE SECONDS | stacks N | syscalls N\n");
     exit(2);
 }
 
@@ -211,11 +254,14 @@ int main(int argc, char **argv) {
     const char *mode = argv[a];
     long n = atol(argv[a + 1]);
     setvbuf(stdout, NULL, _IONBF, 0);
+    /* When main began (CLOCK_MONOTONIC), for leaktrace's launch start-up time. */
+    if (!wait) printf("MAIN_NS %llu\n", (unsigned long long)now_ns());
     if (wait) {
         printf("ready %d\n", (int)getpid());
         if (!fgets(line, sizeof line, stdin)) return 1;
     }
     if (!strcmp(mode, "oneshot")) run_oneshot(n, a + 2 < argc ? atol(argv[a + 2]) : 0);
+    else if (!strcmp(mode, "sampled")) run_sampled(n);
     else if (!strcmp(mode, "steady") && a + 2 < argc) run_steady(n, atof(argv[a + 2]));
     else if (!strcmp(mode, "stacks")) run_stacks(n);
     else if (!strcmp(mode, "syscalls")) run_syscalls(n);

@@ -1,5 +1,6 @@
 //! `cargo xtask bench [--quick] [--out DIR]`: installs the tools the benchmark compares
-//! leaktrace with (Debian's bpftrace, heaptrack and valgrind), builds leaktrace and the
+//! leaktrace with (Debian's bpftrace, heaptrack, valgrind and bcc's memleak from bpfcc-tools,
+//! with kernel headers for bcc) and the real program it runs (jq), builds leaktrace and the
 //! harness (bench/) in release mode and runs the harness. Results go to target/bench/
 //! (bench.json, bench.md); see docs/benchmarks.md.
 
@@ -10,11 +11,18 @@ use anyhow::Result;
 use crate::{cargo, exec};
 
 /// Debian packages and the command each provides.
-const TOOLS: &[(&str, &str)] = &[("bpftrace", "bpftrace"), ("heaptrack", "heaptrack"), ("valgrind", "valgrind")];
+const TOOLS: &[(&str, &str)] = &[
+    ("bpftrace", "bpftrace"),
+    ("heaptrack", "heaptrack"),
+    ("valgrind", "valgrind"),
+    ("bpfcc-tools", "memleak-bpfcc"),
+    ("jq", "jq"),
+];
 
 /// Runs the benchmark; `args` are passed to the harness (`--quick`, `--out DIR`).
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     crate::setup::ensure_debian_tools(TOOLS, "for the benchmark")?;
+    crate::setup::ensure_bcc_kernel_headers()?;
     exec(cargo(root).args(["build", "--release", "--package", "leaktrace", "--package", "leaktrace-bench"]))?;
     exec(
         Command::new(root.join("target/release/leaktrace-bench"))

@@ -152,6 +152,69 @@ pub fn ensure_debian_tools(tools: &[(&str, &str)], purpose: &str) -> Result<()> 
     .with_context(|| format!("installing {} failed", missing.join(", ")))
 }
 
+/// True when Debian's `package` is installed.
+fn debian_package_installed(package: &str) -> bool {
+    output(Command::new("dpkg-query").args(["-W", "--showformat=${Status}", package]))
+        .is_some_and(|s| s.ends_with(" installed") && !s.contains("not-installed"))
+}
+
+/// Kernel headers for bcc's memleak-bpfcc (the benchmark), which compiles its eBPF program at
+/// start against /lib/modules/$(uname -r)/build, and `source` beside it for a split tree.
+///
+/// Only when that `build` does not resolve (the benchmark's VMs run a 6.18 kernel Debian does
+/// not package: no /lib/modules, no /sys/kernel/kheaders.tar.xz), this installs Debian's
+/// linux-headers-<arch> (bookworm: linux-headers-6.1.0-N-amd64 and -common) and creates
+///   /lib/modules/$(uname -r)/build  -> /usr/src/linux-headers-6.1.0-N-amd64
+///   /lib/modules/$(uname -r)/source -> /usr/src/linux-headers-6.1.0-N-common
+/// copying the package's own /lib/modules/6.1.0-N-amd64/{build,source} links (a dangling link
+/// is replaced, an existing one kept). `build` alone is not enough: bcc then fails on
+/// `./include/linux/kconfig.h`. 6.1 headers do for memleak's programs on user-space allocators,
+/// which read no kernel structure.
+pub fn ensure_bcc_kernel_headers() -> Result<()> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").context("reading the kernel release")?;
+    let modules = Path::new("/lib/modules").join(release.trim());
+    let build = modules.join("build");
+    if build.is_dir() {
+        return Ok(());
+    }
+    let arch = output(Command::new("dpkg").arg("--print-architecture")).context("dpkg --print-architecture failed")?;
+    let package = format!("linux-headers-{arch}");
+    if !debian_package_installed(&package) {
+        println!("setup: installing Debian's {package}: bcc's memleak-bpfcc compiles against kernel headers (none for {})", release.trim());
+        exec(Command::new("apt-get").arg("update").arg("-q")).context("apt-get update failed")?;
+        exec(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends", &package])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+        .with_context(|| format!("installing {package} failed"))?;
+    }
+    // The versioned package the metapackage depends on: "linux-headers-6.1.0-57-amd64 (= …)".
+    let depends = output(Command::new("dpkg-query").args(["-W", "--showformat=${Depends}", &package])).unwrap_or_default();
+    let versioned = depends
+        .split([',', ' '])
+        .find_map(|d| d.strip_prefix("linux-headers-"))
+        .with_context(|| format!("cannot tell which headers {package} installed (Depends: {depends:?})"))?
+        .to_string();
+    let packaged = Path::new("/lib/modules").join(&versioned);
+    std::fs::create_dir_all(&modules).with_context(|| format!("creating {}", modules.display()))?;
+    for name in ["build", "source"] {
+        let link = modules.join(name);
+        if link.exists() {
+            continue;
+        }
+        let target = std::fs::read_link(packaged.join(name))
+            .with_context(|| format!("{package} installed no {}", packaged.join(name).display()))?;
+        if std::fs::symlink_metadata(&link).is_ok() {
+            // A dangling link, e.g. to headers an upgrade removed.
+            std::fs::remove_file(&link).with_context(|| format!("removing the dangling {}", link.display()))?;
+        }
+        std::os::unix::fs::symlink(&target, &link).with_context(|| format!("linking {}", link.display()))?;
+        println!("setup: linked {} -> {} (Debian's {versioned} headers, for bcc)", link.display(), target.display());
+    }
+    Ok(())
+}
+
 /// What the tests use beside leaktrace: the Go toolchain (they read leaktrace's pprof output
 /// with `go tool pprof`) and gdb (its backtraces check the unwinding fixture).
 pub fn ensure_test_tools() -> Result<()> {
