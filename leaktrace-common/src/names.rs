@@ -132,6 +132,8 @@ pub const UNWIND_ROWS: &str = "UNWIND_ROWS";
 pub const UNWIND_MAPPINGS: &str = "UNWIND_MAPPINGS";
 /// DWARF unwinding: tgid → `ProcessSlot`.
 pub const UNWIND_PROCESSES: &str = "UNWIND_PROCESSES";
+/// Per-CPU cache of unwind steps by address (`UnwindCacheEntry`).
+pub const UNWIND_CACHE: &str = "UNWIND_CACHE";
 /// DWARF unwinding: ring buffer of `UnwindEvent`s (the dynamic linker changed the mappings).
 pub const UNWIND_EVENTS: &str = "UNWIND_EVENTS";
 /// Global: 1 to unwind user stacks with the tables, 0 for the kernel's frame-pointer walk.

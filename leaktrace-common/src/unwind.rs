@@ -106,7 +106,49 @@ pub struct ProcessSlot {
     pub slot: u32,
     /// Valid mappings in the slot, sorted by start address.
     pub count: u32,
+    /// Changes with every new list of mappings (never 0): `UNWIND_CACHE` entries made under
+    /// another generation are stale.
+    pub generation: u32,
+    /// Explicit padding.
+    pub _pad: u32,
 }
+
+/// Entries of the per-CPU `UNWIND_CACHE`: how the last frame seen at an address was stepped,
+/// so that the next walk through the same code skips both binary searches (the mapping, then
+/// the row), which are most of a frame's cost.
+pub const UNWIND_CACHE_SIZE: u32 = 4096;
+
+/// How a frame at a cached address is stepped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum CachedStep {
+    /// Along the rbp chain (a module without rows, or an address no row covers).
+    FramePointer = 1,
+    /// With the cached row.
+    Row = 2,
+    /// The address is in no executable mapping of the process.
+    NoMapping = 3,
+}
+
+/// One `UNWIND_CACHE` entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct UnwindCacheEntry {
+    /// The looked-up address.
+    pub pc: u64,
+    /// Process it belongs to.
+    pub tgid: u32,
+    /// `ProcessSlot::generation` it was made under; 0 for an empty entry.
+    pub generation: u32,
+    /// A `CachedStep` value.
+    pub step: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+    /// The row, for `CachedStep::Row`.
+    pub row: UnwindRow,
+}
+
+const _: () = assert!(core::mem::size_of::<UnwindCacheEntry>() == 32);
 
 /// Why user space is told about a traced process (an `UNWIND_EVENTS` record).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,7 +236,7 @@ pub const DEFAULT_UNWIND_ROWS: u32 = 1 << 20;
 
 const _: () = assert!(core::mem::size_of::<UnwindRow>() == 8);
 const _: () = assert!(core::mem::size_of::<UnwindMapping>() == 40);
-const _: () = assert!(core::mem::size_of::<ProcessSlot>() == 8);
+const _: () = assert!(core::mem::size_of::<ProcessSlot>() == 16);
 const _: () = assert!(core::mem::size_of::<UnwindEvent>() == 8);
 
 #[cfg(feature = "user")]

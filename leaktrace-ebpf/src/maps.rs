@@ -11,7 +11,7 @@ use aya_ebpf::{
 use leaktrace_common::{
     names::{DEFAULT_MAX_ALLOCS, DEFAULT_MAX_KERNEL_ALLOCS, DEFAULT_STACK_STORAGE, MAX_PENDING, MAX_TARGETS},
     sampling::{sample_probability, weighted_bytes, weighted_count, SAMPLE_TABLE_LEN},
-    unwind::{DEFAULT_UNWIND_ROWS, MAX_UNWIND_MAPPINGS, UNWIND_SLOTS},
+    unwind::{DEFAULT_UNWIND_ROWS, MAX_UNWIND_MAPPINGS, UNWIND_CACHE_SIZE, UNWIND_SLOTS, UnwindCacheEntry},
     AllocInfo, Counter, KernelAlloc, KernelKey, PendingCall, ProcessSlot, StackRecord, StackStats, UnwindMapping,
     UnwindRow,
 };
@@ -118,6 +118,11 @@ pub static UNWIND_ROWS: Array<UnwindRow> = Array::with_max_entries(DEFAULT_UNWIN
 /// Executable mappings of traced processes, `MAX_UNWIND_MAPPINGS` per process slot.
 #[map]
 pub static UNWIND_MAPPINGS: Array<UnwindMapping> = Array::with_max_entries(UNWIND_SLOTS * MAX_UNWIND_MAPPINGS, 0);
+
+/// How the last frame at an address was stepped, per CPU (see `UnwindCacheEntry`). Per CPU:
+/// BPF programs do not run nested on one CPU, so an entry is never read half-written.
+#[map]
+pub static UNWIND_CACHE: PerCpuArray<UnwindCacheEntry> = PerCpuArray::with_max_entries(UNWIND_CACHE_SIZE, 0);
 
 /// Traced processes with an unwind table: tgid → slot.
 #[map]

@@ -15,11 +15,11 @@ use aya_ebpf::{
     helpers::{bpf_loop, bpf_probe_read_user},
 };
 use leaktrace_common::{
-    unwind::{MAPPING_SEARCH_STEPS, MAX_UNWIND_FRAMES, MAX_UNWIND_MAPPINGS, ROW_SEARCH_STEPS},
+    unwind::{CachedStep, MAPPING_SEARCH_STEPS, MAX_UNWIND_FRAMES, MAX_UNWIND_MAPPINGS, ROW_SEARCH_STEPS, UNWIND_CACHE_SIZE},
     MappingUnwinder, RowKind, StackEnd, StackRecord, UnwindMapping, UnwindRow,
 };
 
-use crate::maps::{UNWIND_MAPPINGS, UNWIND_PROCESSES, UNWIND_ROWS};
+use crate::maps::{UNWIND_CACHE, UNWIND_MAPPINGS, UNWIND_PROCESSES, UNWIND_ROWS};
 
 /// A frame's registers: what the next step needs.
 #[derive(Clone, Copy)]
@@ -38,6 +38,8 @@ struct Walk {
     count: u32,
     depth: u32,
     end: u32,
+    tgid: u32,
+    generation: u32,
 }
 
 /// Unwinds the stack at the probe into `record` (addresses, depth and how it ended).
@@ -56,6 +58,8 @@ pub fn unwind_user_stack(regs: &pt_regs, tgid: u32, record: *mut StackRecord) ->
         count: if process.count < MAX_UNWIND_MAPPINGS { process.count } else { MAX_UNWIND_MAPPINGS },
         depth: 0,
         end: StackEnd::DepthLimit as u32,
+        tgid,
+        generation: process.generation,
     };
     // SAFETY: `unwind_step` is a BPF subprogram with the callback signature bpf_loop expects,
     // and `walk` outlives the call.
@@ -81,14 +85,14 @@ extern "C" fn unwind_step(index: u64, context: *mut c_void) -> i64 {
     // Above the innermost frame each pc is a return address, which may be the first byte of
     // the next function when the call was a function's last instruction.
     let lookup = if i == 0 { frame.pc } else { frame.pc.wrapping_sub(1) };
-    let Some(mapping) = find_mapping(walk.slot_base, walk.count, lookup) else {
-        walk.end = StackEnd::UnknownMapping as u32;
-        return 1;
-    };
-    let next = if mapping.unwinder == MappingUnwinder::Dwarf as u32 {
-        dwarf_step(&mapping, lookup, frame)
-    } else {
-        frame_pointer_step(frame)
+    let (step, row) = step_for(walk, lookup);
+    let next = match step {
+        CachedStep::NoMapping => {
+            walk.end = StackEnd::UnknownMapping as u32;
+            return 1;
+        }
+        CachedStep::FramePointer => frame_pointer_step(frame),
+        CachedStep::Row => apply_row(row, frame),
     };
     match next {
         Ok(next) if next.pc == 0 => {
@@ -168,13 +172,51 @@ fn read_pair(address: u64) -> Result<[u64; 2], StackEnd> {
     unsafe { bpf_probe_read_user(address as *const [u64; 2]) }.map_err(|_| StackEnd::ReadFailed)
 }
 
-/// One step through a module's unwind rows.
+/// How to step a frame at `lookup`: from this CPU's cache when the same address was stepped
+/// under the process's current mappings, else by the two binary searches (then cached).
 #[inline(always)]
-fn dwarf_step(mapping: &UnwindMapping, lookup: u64, frame: Frame) -> Result<Frame, StackEnd> {
-    let Some(row) = find_row(mapping.first_row, mapping.row_count, lookup.wrapping_sub(mapping.bias)) else {
-        // Before the module's first described function: nothing better than rbp.
-        return frame_pointer_step(frame);
+fn step_for(walk: &Walk, lookup: u64) -> (CachedStep, UnwindRow) {
+    // Multiplicative hashing of the address; its top bits pick the slot.
+    let index = ((lookup.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as u32) % UNWIND_CACHE_SIZE;
+    let cached = UNWIND_CACHE.get_ptr_mut(index);
+    if let Some(entry) = cached {
+        // SAFETY: this CPU's own entry; programs do not nest on one CPU.
+        let entry = unsafe { &*entry };
+        if entry.pc == lookup && entry.tgid == walk.tgid && entry.generation == walk.generation {
+            let step = match entry.step {
+                1 => CachedStep::FramePointer,
+                2 => CachedStep::Row,
+                _ => CachedStep::NoMapping,
+            };
+            return (step, entry.row);
+        }
+    }
+    let (step, row) = match find_mapping(walk.slot_base, walk.count, lookup) {
+        None => (CachedStep::NoMapping, UnwindRow::default()),
+        Some(mapping) if mapping.unwinder == MappingUnwinder::Dwarf as u32 => {
+            match find_row(mapping.first_row, mapping.row_count, lookup.wrapping_sub(mapping.bias)) {
+                Some(row) => (CachedStep::Row, row),
+                // Before the module's first described function: nothing better than rbp.
+                None => (CachedStep::FramePointer, UnwindRow::default()),
+            }
+        }
+        Some(_) => (CachedStep::FramePointer, UnwindRow::default()),
     };
+    if let Some(entry) = cached {
+        // SAFETY: as above.
+        let entry = unsafe { &mut *entry };
+        entry.pc = lookup;
+        entry.tgid = walk.tgid;
+        entry.generation = walk.generation;
+        entry.step = step as u32;
+        entry.row = row;
+    }
+    (step, row)
+}
+
+/// One step with a module's unwind row.
+#[inline(always)]
+fn apply_row(row: UnwindRow, frame: Frame) -> Result<Frame, StackEnd> {
     let cfa = match RowKind::from_byte(row.kind) {
         Some(RowKind::CfaRsp) => frame.sp + u64::from(row.cfa_offset),
         Some(RowKind::CfaRbp) => frame.bp + u64::from(row.cfa_offset),

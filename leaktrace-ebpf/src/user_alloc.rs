@@ -333,9 +333,16 @@ pub fn alloc_return(ctx: RetProbeContext) -> u32 {
 /// An allocator call returned: record its block.
 #[inline(always)]
 fn alloc_returned(ctx: &RetProbeContext) {
-    let Some((tgid, tid)) = traced_thread() else { return };
+    // No traced-process lookup: only a traced thread's entry leaves the pending call looked
+    // up next, so a thread without one is simply not traced.
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     let Some(pending) = PENDING.get_ptr_mut(tid) else {
-        count(Counter::ReturnWithoutEntry);
+        // Untraced threads reach here too (a vfork child shares the probed memory); only a
+        // traced one's return is a call that began before its entry probe existed.
+        if traced_thread().is_some() {
+            count(Counter::ReturnWithoutEntry);
+        }
         return;
     };
     // SAFETY: this thread's own entry; copied before the slot is removed.

@@ -92,6 +92,8 @@ pub struct Tracer {
     sessions: Option<uprobe_session::SessionPrograms>,
     /// Why the kernel refused a session program, once it has: later probes are not tried.
     sessions_refused: Option<String>,
+    /// Last `ProcessSlot::generation` handed out.
+    generation: u32,
     ebpf: Ebpf,
     loaded: Vec<String>,
 }
@@ -141,6 +143,7 @@ impl Tracer {
                     .override_global(names::GLOBAL_FREEZE_AT_EXIT, &freeze, true)
                     .override_global(names::GLOBAL_UNWIND_TABLES, &tables, true)
                     .map_max_entries(names::UNWIND_ROWS, (*unwind_rows).max(1))
+                    .map_max_entries(names::UNWIND_CACHE, if *unwind_rows > 0 { leaktrace_common::unwind::UNWIND_CACHE_SIZE } else { 1 })
                     .map_max_entries(names::ALLOCS, options.max_allocs)
                     .map_max_entries(names::USTACKS, options.stack_storage)
                     .map_max_entries(names::STACKS, 1)
@@ -152,6 +155,7 @@ impl Tracer {
                 flags = [u8::from(*filter_targets), u8::from(*user_stacks), u8::from(*follow_forks)];
                 loader
                     .map_max_entries(names::SAMPLE_TABLE, 1)
+                    .map_max_entries(names::UNWIND_CACHE, 1)
                     .map_max_entries(names::ALLOCS, 1)
                     .map_max_entries(names::UNWIND_ROWS, 1)
                     .map_max_entries(names::PENDING, 1)
@@ -178,7 +182,8 @@ impl Tracer {
                     Error::Load(text)
                 }
             })?;
-        let mut tracer = Self { links: Vec::new(), sessions: None, sessions_refused: None, ebpf, loaded: Vec::new() };
+        let mut tracer =
+            Self { links: Vec::new(), sessions: None, sessions_refused: None, generation: 0, ebpf, loaded: Vec::new() };
         if let Mode::User { sample_table, .. } = &options.mode {
             tracer.write_sample_table(sample_table)?;
         }
@@ -466,6 +471,12 @@ impl Tracer {
         Ok(())
     }
 
+    /// A new mapping-list generation, never 0 (an empty unwind-cache entry's).
+    fn next_generation(&mut self) -> u32 {
+        self.generation = self.generation.wrapping_add(1).max(1);
+        self.generation
+    }
+
     /// Installs `mappings` (sorted by start) as process `tgid`'s table in `slot`.
     pub fn set_process_mappings(&mut self, tgid: u32, slot: u32, mappings: &[UnwindMapping]) -> Result<()> {
         if slot >= UNWIND_SLOTS || mappings.len() > MAX_UNWIND_MAPPINGS as usize {
@@ -481,11 +492,12 @@ impl Tracer {
                     .map_err(|e| map_error(names::UNWIND_MAPPINGS, e))?;
             }
         }
+        let generation = self.next_generation();
         let map = self.ebpf.map_mut(names::UNWIND_PROCESSES).ok_or_else(|| missing_map(names::UNWIND_PROCESSES))?;
         let mut processes: HashMap<_, u32, ProcessSlot> =
             HashMap::try_from(map).map_err(|e| map_error(names::UNWIND_PROCESSES, e))?;
         processes
-            .insert(tgid, ProcessSlot { slot, count: mappings.len() as u32 }, 0)
+            .insert(tgid, ProcessSlot { slot, count: mappings.len() as u32, generation, _pad: 0 }, 0)
             .map_err(|e| map_error(names::UNWIND_PROCESSES, e))
     }
 
