@@ -77,7 +77,10 @@ fn store_stack(ctx: &RetProbeContext, tgid: u32) -> u64 {
         // Another CPU stored it meanwhile.
         Err(err) if i64::from(err) == -EEXIST => match unsafe { USTACKS.get(hash) } {
             Some(stored) => same_stack(stored, record, hash),
-            None => 0,
+            None => {
+                count(Counter::StackLost);
+                0
+            }
         },
         Err(_) => {
             count(Counter::StackLost);
@@ -355,12 +358,11 @@ fn alloc_returned(ctx: &RetProbeContext) {
     let _ = PENDING.remove(tid);
 
     let ret: u64 = ctx.ret();
-    if call.sampled == 0 {
-        // Left out by the sampler; only a failed realloc's old block needs putting back.
-        if ret == 0 && call.has_old != 0 && !(call.size == 0 && call.kind == PendingKind::Realloc as u32) {
-            let _ = ALLOCS.insert(call.aux_ptr, call.old, 0);
-            stack_turnover(call.old.stack_id, call.old.size, true);
-        }
+    // posix_memalign returns an error number (0 on success), the others the block.
+    let failed = if call.kind == PendingKind::OutPointer as u32 { ret != 0 } else { ret == 0 };
+    if call.sampled == 0 && !failed {
+        // Left out by the sampler; a failure still goes below (a failed realloc's old block
+        // is put back).
         return;
     }
     let addr = if call.kind == PendingKind::OutPointer as u32 {

@@ -218,7 +218,7 @@ pub(crate) fn now_rfc3339() -> String {
 /// libraries are still picked up at the next refresh, and their first stacks may end early.
 fn attach_library_hook(tracer: &mut Tracer, linker: &std::path::Path, pid: u32, sessions: bool) -> Result<()> {
     match crate::allocator::library_change_hook(linker)? {
-        Some(hook) => attach_probe(tracer, names::PROG_DL_STATE, false, hook.symbol, linker, hook.probe_offset(), pid, sessions).map(drop),
+        Some(hook) => attach_probe(tracer, names::PROG_DL_STATE, false, hook.symbol, linker, hook.probe_offset(), pid, sessions),
         None => {
             log::warn!("{} has no _dl_debug_state: libraries loaded later are unwound from the next refresh", linker.display());
             Ok(())
@@ -229,7 +229,7 @@ fn attach_library_hook(tracer: &mut Tracer, linker: &std::path::Path, pid: u32, 
 /// Attaches `entry_program` at file offset `offset` of `path` for process `pid`, and the
 /// shared return program when `returns`: as one uprobe session link where the kernel has
 /// them and `session` allows (it detaches with a single wait, and lets an unsampled call skip
-/// its return), else as a uprobe and a uretprobe. Returns whether a session was used.
+/// its return), else as a uprobe and a uretprobe.
 #[allow(clippy::too_many_arguments)]
 fn attach_probe(
     tracer: &mut Tracer,
@@ -240,10 +240,10 @@ fn attach_probe(
     offset: u64,
     pid: u32,
     session: bool,
-) -> Result<bool> {
+) -> Result<()> {
     if session {
         match tracer.attach_session(entry_program, symbol, path, offset, pid) {
-            Ok(()) => return Ok(true),
+            Ok(()) => return Ok(()),
             Err(e) => log::debug!("{e}; using a uprobe and a uretprobe"),
         }
     }
@@ -254,8 +254,7 @@ fn attach_probe(
     if returns {
         tracer.attach_uprobe(names::PROG_ALLOC_RETURN, symbol, path, offset, pid)?;
     }
-    tracer.attach_uprobe(entry_program, symbol, path, offset, pid)?;
-    Ok(false)
+    tracer.attach_uprobe(entry_program, symbol, path, offset, pid)
 }
 
 /// Attaches the allocator's probes. With `sampling`, a function that calls another probed
@@ -269,23 +268,24 @@ fn attach_all(tracer: &mut Tracer, allocator: &AllocatorObject, pid: u32, sampli
         programs.extend([names::PROG_EXIT, names::PROG_DL_STATE]);
         tracer.preload_sessions(&programs);
     }
-    let mut all_sessions = sessions;
     for f in &allocator.functions {
         let session = sessions && !(sampling && f.function.calls_allocator);
         let result =
             attach_probe(tracer, f.function.entry_program, f.function.returns_block, &f.symbol, &allocator.path, f.probe_offset(), pid, session);
         match result {
-            Ok(used) => all_sessions &= used || !f.function.returns_block || (sessions && !session),
+            Ok(()) => {}
             Err(e) if !f.function.required && matches!(e, Error::Attach { .. }) => {
                 log::warn!("{e}; {} calls are not traced", f.symbol);
             }
             Err(e) => return Err(e),
         }
     }
+    // The first refusal turns sessions off for every later probe (`Tracer::attach_session`).
     if let Some(reason) = tracer.sessions_refused() {
         log::debug!("uprobe sessions refused: {reason}");
+        return Ok(false);
     }
-    Ok(all_sessions)
+    Ok(sessions)
 }
 
 /// Runs a whole trace and prints its reports to stdout. Returns the final report.

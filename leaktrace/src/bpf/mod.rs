@@ -100,9 +100,10 @@ pub struct Tracer {
 
 impl Drop for Tracer {
     /// Detaches every uprobe concurrently. Each detach waits for the kernel to know that no
-    /// task still runs the probe (an RCU grace period, about 100 ms here); one after the
-    /// other, twenty probes kept the traced command's exit waiting two seconds, while
-    /// concurrent waits share their grace periods.
+    /// task still runs the probe. Session links wait independently, so concurrent detaches
+    /// share their waits (0.6 s one after the other, under 0.1 s at once, on the benchmark
+    /// workload); perf-event uprobes wait under a global lock and gain little (2.1 s against
+    /// 1.7 s for twenty).
     fn drop(&mut self) {
         let links = std::mem::take(&mut self.links);
         let sessions = self.sessions.take();
@@ -233,16 +234,18 @@ impl Tracer {
             .filter(|(entry, _)| entry_programs.contains(entry))
             .map(|(_, session)| *session)
             .collect();
-        if self.sessions.is_none() {
-            let all: Vec<&str> = names::SESSION_PROGRAMS.iter().map(|(_, s)| *s).collect();
-            match uprobe_session::SessionPrograms::prepare(OBJECT, &self.ebpf, &all) {
-                Ok(prepared) => self.sessions = Some(prepared),
-                Err(_) => return,
-            }
-        }
-        if let Some(prepared) = self.sessions.as_mut() {
+        if let Ok(prepared) = self.prepared_sessions() {
             let _ = prepared.preload(&sessions);
         }
+    }
+
+    /// Every session program, relocated against this object's maps on first use.
+    fn prepared_sessions(&mut self) -> std::result::Result<&mut uprobe_session::SessionPrograms, String> {
+        if self.sessions.is_none() {
+            let all: Vec<&str> = names::SESSION_PROGRAMS.iter().map(|(_, s)| *s).collect();
+            self.sessions = Some(uprobe_session::SessionPrograms::prepare(OBJECT, &self.ebpf, &all)?);
+        }
+        Ok(self.sessions.as_mut().expect("prepared above"))
     }
 
     /// Why the kernel refused uprobe session programs, if it did.
@@ -255,12 +258,7 @@ impl Tracer {
             .iter()
             .find(|(entry, _)| *entry == entry_program)
             .ok_or_else(|| "no session form of this program".to_string())?;
-        if self.sessions.is_none() {
-            let all: Vec<&str> = names::SESSION_PROGRAMS.iter().map(|(_, s)| *s).collect();
-            self.sessions = Some(uprobe_session::SessionPrograms::prepare(OBJECT, &self.ebpf, &all)?);
-        }
-        let sessions = self.sessions.as_mut().expect("prepared above");
-        sessions.attach(session, path, offset, pid)
+        self.prepared_sessions()?.attach(session, path, offset, pid)
     }
 
     /// Adds a process to the traced set.
