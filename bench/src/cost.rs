@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, process::Command, time::Instant};
 
 use anyhow::Result;
-use leaktrace::{probe_site, target};
+use leaktrace::{probe_site, process};
 use serde_json::{json, Value};
 
 use crate::{
@@ -31,7 +31,7 @@ fn monotonic_ns() -> u64 {
 /// from one run with bpf_stats on, so the table gives nanoseconds per probe hit.
 pub fn floor_per_site(env: &Env, plan: &Plan) -> Result<Value> {
     let a = args(&["oneshot", &plan.oneshot_ops.to_string()]);
-    let allocator = target::find_allocator_for_program(&env.workload, None, "")?;
+    let allocator = process::find_allocator_for_program(&env.workload, None, "")?;
     let library = std::fs::read(&allocator.path)?;
     // (row key, function, offset from its start, file offset)
     let mut sites: Vec<(String, String, u64, u64)> = Vec::new();

@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use leaktrace::target::launch;
+use leaktrace::process::launch;
 
 use crate::{
     proc,

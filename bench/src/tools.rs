@@ -9,7 +9,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use leaktrace::{
     bpf::{LoadOptions, Mode, Tracer},
-    target::{self, launch},
+    process::{self, launch},
 };
 use leaktrace_common::names;
 
@@ -102,7 +102,7 @@ fn load_options() -> LoadOptions {
 
 /// The workload launched held before exec, with the floor attached from its first allocation.
 pub fn floor(env: &Env, a: &[String]) -> Result<Output> {
-    let allocator = target::find_allocator_for_program(&env.workload, None, "")?;
+    let allocator = process::find_allocator_for_program(&env.workload, None, "")?;
     let mut command = env.workload_command(a);
     command.stdout(Stdio::piped()).stdin(Stdio::null());
     let held = launch::hold_command(command)?;
@@ -121,7 +121,7 @@ pub fn floor(env: &Env, a: &[String]) -> Result<Output> {
 /// Returns the workload's output and how many times per operation the program ran (counted
 /// only while `kernel.bpf_stats_enabled` is on, 0 otherwise).
 pub fn floor_at(env: &Env, a: &[String], offset: u64) -> Result<(Output, f64)> {
-    let allocator = target::find_allocator_for_program(&env.workload, None, "")?;
+    let allocator = process::find_allocator_for_program(&env.workload, None, "")?;
     let mut command = env.workload_command(a);
     command.stdout(Stdio::piped()).stdin(Stdio::null());
     let held = launch::hold_command(command)?;
@@ -228,7 +228,7 @@ pub fn bpftrace_script(env: &Env, libc: &Path, pid: u32) -> Result<PathBuf> {
 
 /// Starts bpftrace on a waiting workload and waits until its probes are attached.
 pub fn start_bpftrace(env: &Env, w: &Waiting) -> Result<TracerProcess> {
-    let allocator = target::find_allocator(w.pid, None, "")?;
+    let allocator = process::find_allocator(w.pid, None, "")?;
     let script = bpftrace_script(env, &allocator.path, w.pid)?;
     let mut command = Command::new("bpftrace");
     // Room for every outstanding block (the default is 4096 keys per map).
@@ -480,7 +480,7 @@ pub fn steady(env: &Env, tool: Tool, rate: u64, warmup: Duration, window: Durati
     let mut tracer = None;
     match tool {
         Tool::Floor => {
-            let allocator = target::find_allocator(w.pid, None, "")?;
+            let allocator = process::find_allocator(w.pid, None, "")?;
             floor_tracer = Some(floor_user(&allocator, w.pid)?);
         }
         // Default settings: a report every 5 s, as someone watching a service would run it.

@@ -11,21 +11,7 @@ use crate::{
     sampling::{Estimator, Sampler},
 };
 
-/// Bytes and allocation count.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Totals {
-    /// Bytes requested.
-    pub bytes: u64,
-    /// Number of allocations.
-    pub count: u64,
-}
-
-impl Totals {
-    fn add(&mut self, size: u64) {
-        self.bytes += size;
-        self.count += 1;
-    }
-}
+pub use crate::model::Totals;
 
 /// Outstanding allocations that share one stack.
 #[derive(Clone, Debug, PartialEq)]

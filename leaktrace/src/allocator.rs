@@ -9,7 +9,7 @@ use leaktrace_common::names;
 use object::{Object, ObjectSection, ObjectSymbol};
 
 use crate::{
-    error::{Error, Result},
+    error::{Cause, Error, Result},
     probe_site::{self, Handling, Needs, Site},
 };
 
@@ -190,9 +190,9 @@ fn place(file: &object::File<'_>, functions: &[(&Defined, Needs)]) -> Vec<Site> 
 }
 
 fn parse<T>(path: &Path, then: impl FnOnce(&object::File<'_>) -> T) -> Result<T> {
-    let bad = |reason: String| Error::BadElf { path: path.to_path_buf(), reason };
-    let data = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let file = object::File::parse(&*data).map_err(|e| bad(e.to_string()))?;
+    let bad = |source: Cause| Error::BadElf { path: path.to_path_buf(), source };
+    let data = std::fs::read(path).map_err(|e| bad(e.into()))?;
+    let file = object::File::parse(&*data).map_err(|e| bad(e.into()))?;
     Ok(then(&file))
 }
 

@@ -1,13 +1,24 @@
-//! What an invocation does: trace, render a saved report, or compare two.
+//! What an invocation does: trace (user or kernel mode), render a saved report, or compare
+//! two; and how it ended.
 
 use std::io::Write as _;
 
 use crate::{
-    config::Action,
+    config::{Action, Target},
     error::{Error, Result},
-    report::{self, diff},
-    session,
+    kernel,
+    render::{self, diff},
+    user,
 };
+
+/// How an invocation that did its work ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing to report beyond the output.
+    Done,
+    /// `diff --fail-if-growth`: stacks grew by more than the threshold.
+    Grown(diff::Growth),
+}
 
 fn write_stdout(bytes: &[u8]) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
@@ -19,42 +30,43 @@ fn write_stdout(bytes: &[u8]) -> Result<()> {
 }
 
 /// Carries out `action`.
-pub fn run(action: Action) -> Result<()> {
+pub fn run(action: Action) -> Result<Verdict> {
     match action {
         Action::Trace(config) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| Error::io("starting the async runtime", e))?;
-            runtime.block_on(session::run(*config)).map(|_| ())
+            let config = *config;
+            let outcome = match &config.target {
+                Target::Kernel(options) => {
+                    let options = options.clone();
+                    runtime.block_on(kernel::run(config, options))
+                }
+                Target::Pid(_) | Target::Launch { .. } => runtime.block_on(user::run(config)),
+            };
+            outcome.map(|_| Verdict::Done)
         }
         Action::Render { report: path, format, output } => {
-            let report = report::json::load(&path)?;
-            let bytes = report::render(&report, format)?;
+            let report = render::json::load(&path)?;
+            let bytes = render::render(&report, format)?;
             match output {
-                Some(output) => report::output::write_atomic(&output, &bytes),
-                None => write_stdout(&bytes),
+                Some(output) => render::output::write_atomic(&output, &bytes)?,
+                None => write_stdout(&bytes)?,
             }
+            Ok(Verdict::Done)
         }
         Action::Diff { before, after, json, fail_if_growth, top } => {
             if let Some(path) = &json {
-                report::output::check_writable(path)?;
+                render::output::check_writable(path)?;
             }
-            let comparison = diff::compare(&report::json::load(&before)?, &report::json::load(&after)?);
+            let comparison = diff::compare(&render::json::load(&before)?, &render::json::load(&after)?);
             write_stdout(diff::render_text(&comparison, top).as_bytes())?;
             if let Some(path) = &json {
-                let mut text = serde_json::to_string_pretty(&comparison).expect("the diff model always serializes");
-                text.push('\n');
-                report::output::write_atomic(path, text.as_bytes())?;
+                render::output::write_atomic(path, diff::to_json(&comparison).as_bytes())?;
             }
-            if let Some(threshold) = fail_if_growth {
-                let grown: Vec<i64> =
-                    comparison.stacks.iter().map(|d| d.bytes_delta).filter(|&d| d > threshold as i64).collect();
-                if let Some(&largest) = grown.iter().max() {
-                    return Err(Error::GrowthAboveThreshold { threshold, stacks: grown.len(), largest });
-                }
-            }
-            Ok(())
+            let growth = fail_if_growth.and_then(|threshold| diff::growth_above(&comparison, threshold));
+            Ok(growth.map_or(Verdict::Done, Verdict::Grown))
         }
     }
 }

@@ -9,7 +9,7 @@ use leaktrace_common::{
 };
 
 use crate::{
-    config::{Action, Config, Exports, Format, GroupBy, KernelOptions, RunSpec, SortBy, Target, UnwindMode},
+    config::{Action, Config, Export, Format, GroupBy, KernelOptions, RunSpec, SortBy, Target, UnwindMode},
     error::{Error, Result},
 };
 
@@ -235,78 +235,14 @@ impl Cli {
 impl TraceArgs {
     /// Checks the combination of options and produces the run's configuration.
     fn into_config(self) -> Result<Config> {
-        let target = if self.kernel_slab {
-            if !self.command.is_empty() {
-                return Err(Error::Usage("--kernel-slab traces the kernel: use --run CMD instead of -- COMMAND".into()));
-            }
-            if self.object.is_some() || !self.symbols_prefix.is_empty() {
-                return Err(Error::Usage("-O and --symbols-prefix apply to user-space tracing, not --kernel-slab".into()));
-            }
-            if self.repeat == 0 {
-                return Err(Error::Usage("--repeat must be at least 1".into()));
-            }
-            Target::Kernel(KernelOptions {
-                pids: self.pid.into_iter().collect(),
-                comm: self.comm,
-                cache: self.cache,
-                pages: self.pages,
-                percpu: self.percpu,
-                user_stacks: self.user_stacks,
-                group_by: self.group_by,
-                run: self.run.map(|command| RunSpec { command, repeat: self.repeat }),
-            })
-        } else { match (self.pid, self.command.is_empty()) {
-            (Some(_), false) => {
-                return Err(Error::Usage("give either -p PID or -- COMMAND, not both".into()))
-            }
-            (Some(0), true) => return Err(Error::Usage("pid 0 is not a process".into())),
-            (Some(pid), true) => Target::Pid(pid),
-            (None, false) => {
-                let mut command = self.command.into_iter();
-                let program = command.next().unwrap_or_default();
-                Target::Launch { program, args: command.collect() }
-            }
-            (None, true) => {
-                return Err(Error::Usage(
-                    "nothing to trace: give -p PID, -- COMMAND [ARGS...] or --kernel-slab (see --help)".into(),
-                ))
-            }
-        }};
-        let min_size = self.min_size.unwrap_or(0);
-        let max_size = self.max_size.unwrap_or(u64::MAX);
-        if min_size > max_size {
-            return Err(Error::Usage(format!(
-                "--min-size ({min_size}) is larger than --max-size ({max_size})"
-            )));
-        }
-        if self.top == 0 {
-            return Err(Error::Usage("--top must be at least 1".into()));
-        }
-        if self.kernel_slab && self.unwind != UnwindMode::Auto {
-            return Err(Error::Usage("--unwind applies to user-space tracing; kernel mode's user stacks use frame pointers".into()));
-        }
-        if let Some(period) = self.sample_bytes {
-            if self.kernel_slab {
-                return Err(Error::Usage("--sample-bytes applies to user-space tracing".into()));
-            }
-            if period == 0 || period > leaktrace_common::sampling::MAX_SAMPLE_PERIOD {
-                return Err(Error::Usage(format!(
-                    "--sample-bytes must be between 1 and {} bytes",
-                    leaktrace_common::sampling::MAX_SAMPLE_PERIOD
-                )));
-            }
-        }
-        if self.unwind_rows == 0 {
-            return Err(Error::Usage("--unwind-rows must be at least 1".into()));
-        }
-        if self.max_allocs == 0 || self.stack_storage_size == 0 {
-            return Err(Error::Usage("--max-allocs and --stack-storage-size must be at least 1".into()));
-        }
+        let target = self.target()?;
+        self.check_limits()?;
         let count = match (self.count, self.interval) {
             (Some(0), _) => return Err(Error::Usage("COUNT must be at least 1".into())),
             (Some(_), None) => unreachable!("clap fills INTERVAL before COUNT"),
             (count, _) => count,
         };
+        let exports = self.exports();
         Ok(Config {
             target,
             // memleak prints every 5 s unless told otherwise; so do we.
@@ -316,16 +252,10 @@ impl TraceArgs {
             top: self.top,
             sort: self.sort,
             older_than: Duration::from_millis(self.older_ms),
-            min_size,
-            max_size,
+            min_size: self.min_size.unwrap_or(0),
+            max_size: self.max_size.unwrap_or(u64::MAX),
             show_allocs: self.show_allocs,
-            exports: Exports {
-                json: self.json,
-                folded: self.folded,
-                folded_count: self.folded_count,
-                svg: self.svg,
-                pprof: self.pprof,
-            },
+            exports,
             object: self.object,
             symbol_prefix: self.symbols_prefix,
             max_allocs: self.max_allocs,
@@ -335,6 +265,82 @@ impl TraceArgs {
             sample_bytes: self.sample_bytes,
             sessions: !self.no_sessions,
         })
+    }
+
+    /// What to trace: the kernel, a pid or a command.
+    fn target(&self) -> Result<Target> {
+        if self.kernel_slab {
+            return self.kernel_target();
+        }
+        match (self.pid, self.command.split_first()) {
+            (Some(_), Some(_)) => Err(Error::Usage("give either -p PID or -- COMMAND, not both".into())),
+            (Some(0), None) => Err(Error::Usage("pid 0 is not a process".into())),
+            (Some(pid), None) => Ok(Target::Pid(pid)),
+            (None, Some((program, args))) => Ok(Target::Launch { program: program.clone(), args: args.to_vec() }),
+            (None, None) => {
+                Err(Error::Usage("nothing to trace: give -p PID, -- COMMAND [ARGS...] or --kernel-slab (see --help)".into()))
+            }
+        }
+    }
+
+    /// `--kernel-slab` and the options that go with it.
+    fn kernel_target(&self) -> Result<Target> {
+        if !self.command.is_empty() {
+            return Err(Error::Usage("--kernel-slab traces the kernel: use --run CMD instead of -- COMMAND".into()));
+        }
+        if self.object.is_some() || !self.symbols_prefix.is_empty() {
+            return Err(Error::Usage("-O and --symbols-prefix apply to user-space tracing, not --kernel-slab".into()));
+        }
+        if self.repeat == 0 {
+            return Err(Error::Usage("--repeat must be at least 1".into()));
+        }
+        if self.unwind != UnwindMode::Auto {
+            return Err(Error::Usage("--unwind applies to user-space tracing; kernel mode's user stacks use frame pointers".into()));
+        }
+        if self.sample_bytes.is_some() {
+            return Err(Error::Usage("--sample-bytes applies to user-space tracing".into()));
+        }
+        Ok(Target::Kernel(KernelOptions {
+            pids: self.pid.into_iter().collect(),
+            comm: self.comm.clone(),
+            cache: self.cache.clone(),
+            pages: self.pages,
+            percpu: self.percpu,
+            user_stacks: self.user_stacks,
+            group_by: self.group_by,
+            run: self.run.clone().map(|command| RunSpec { command, repeat: self.repeat }),
+        }))
+    }
+
+    /// Sizes and counts that must be positive or ordered.
+    fn check_limits(&self) -> Result<()> {
+        let (min_size, max_size) = (self.min_size.unwrap_or(0), self.max_size.unwrap_or(u64::MAX));
+        if min_size > max_size {
+            return Err(Error::Usage(format!("--min-size ({min_size}) is larger than --max-size ({max_size})")));
+        }
+        if self.top == 0 {
+            return Err(Error::Usage("--top must be at least 1".into()));
+        }
+        let max_period = leaktrace_common::sampling::MAX_SAMPLE_PERIOD;
+        if self.sample_bytes.is_some_and(|period| period == 0 || period > max_period) {
+            return Err(Error::Usage(format!("--sample-bytes must be between 1 and {max_period} bytes")));
+        }
+        if self.unwind_rows == 0 {
+            return Err(Error::Usage("--unwind-rows must be at least 1".into()));
+        }
+        if self.max_allocs == 0 || self.stack_storage_size == 0 {
+            return Err(Error::Usage("--max-allocs and --stack-storage-size must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The files the final report goes to.
+    fn exports(&self) -> Vec<Export> {
+        let folded = if self.folded_count { Format::FoldedCount } else { Format::Folded };
+        [(&self.json, Format::Json), (&self.folded, folded), (&self.svg, Format::Svg), (&self.pprof, Format::Pprof)]
+            .into_iter()
+            .filter_map(|(path, format)| path.clone().map(|path| Export { format, path }))
+            .collect()
     }
 }
 

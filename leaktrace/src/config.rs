@@ -18,58 +18,7 @@ pub enum Target {
     Kernel(KernelOptions),
 }
 
-/// Order of the stacks in a report.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SortBy {
-    /// By growth once enough intervals have passed to judge it, by bytes before.
-    #[default]
-    Auto,
-    /// Outstanding bytes.
-    Bytes,
-    /// Growing stacks first, by recent growth rate.
-    Growth,
-    /// Outstanding allocations.
-    Count,
-}
-
-/// How kernel objects are grouped in reports.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GroupBy {
-    /// By kernel call stack.
-    #[default]
-    Stack,
-    /// By slab cache.
-    Cache,
-    /// By the allocating task's command name.
-    Comm,
-}
-
-/// How user stacks are unwound.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UnwindMode {
-    /// Per module: its DWARF unwind rows when it was built without frame pointers, the rbp
-    /// chain when it keeps them or has no unwind information.
-    #[default]
-    Auto,
-    /// DWARF unwind rows for every module that has them.
-    Dwarf,
-    /// The kernel's frame-pointer walk only (cheapest; wrong through code without frame pointers).
-    Fp,
-}
-
-impl UnwindMode {
-    /// The name used on the command line and in reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::Dwarf => "dwarf",
-            Self::Fp => "fp",
-        }
-    }
-}
+pub use crate::model::{GroupBy, SortBy, UnwindMode};
 
 /// `--kernel-slab` settings.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -125,7 +74,7 @@ pub struct Config {
     /// List each outstanding allocation under its stack.
     pub show_allocs: bool,
     /// Files the final report is written to.
-    pub exports: Exports,
+    pub exports: Vec<Export>,
     /// The library or executable holding the allocator (default: found in the target).
     pub object: Option<PathBuf>,
     /// Prefix of the allocator's symbols (`je_` for a prefixed jemalloc).
@@ -144,26 +93,13 @@ pub struct Config {
     pub sessions: bool,
 }
 
-/// Files the final report is written to, each checked writable before tracing starts.
-#[derive(Clone, Debug, Default)]
-pub struct Exports {
-    /// JSON report.
-    pub json: Option<PathBuf>,
-    /// Folded stacks.
-    pub folded: Option<PathBuf>,
-    /// Folded stacks weigh allocation counts instead of bytes.
-    pub folded_count: bool,
-    /// SVG flame graph of outstanding bytes.
-    pub svg: Option<PathBuf>,
-    /// Gzipped pprof profile.
-    pub pprof: Option<PathBuf>,
-}
-
-impl Exports {
-    /// Every requested output path.
-    pub fn paths(&self) -> impl Iterator<Item = &PathBuf> {
-        [&self.json, &self.folded, &self.svg, &self.pprof].into_iter().flatten()
-    }
+/// One file the final report is written to (checked writable before tracing starts).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Export {
+    /// Its format.
+    pub format: Format,
+    /// Its path.
+    pub path: PathBuf,
 }
 
 /// Formats a saved report can be rendered in.

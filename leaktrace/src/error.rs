@@ -6,6 +6,10 @@ use std::path::PathBuf;
 /// Convenience alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What went wrong underneath a failure, with its own chain of sources (an aya, procfs,
+/// object or I/O error, or a message where there is no error value).
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Everything that can stop a trace from starting or finishing.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -59,21 +63,21 @@ pub enum Error {
     },
 
     /// An ELF file could not be read or parsed.
-    #[error("{path}: not a readable ELF file: {reason}")]
+    #[error("{path}: not a readable ELF file: {source}")]
     BadElf {
         /// The file.
         path: PathBuf,
         /// Why.
-        reason: String,
+        source: Cause,
     },
 
     /// The program to launch could not be found or executed.
-    #[error("cannot run {program}: {reason}")]
+    #[error("cannot run {program}: {source}")]
     Launch {
         /// The program.
         program: String,
         /// Why.
-        reason: String,
+        source: Cause,
     },
 
     /// An output file cannot be written.
@@ -86,31 +90,29 @@ pub enum Error {
     },
 
     /// A saved report could not be read.
-    #[error("{path}: not a leaktrace JSON report: {reason}")]
+    #[error("{path}: not a leaktrace JSON report: {source}")]
     BadReport {
         /// The file.
         path: PathBuf,
         /// Why.
-        reason: String,
+        source: serde_json::Error,
     },
 
-    /// `diff --fail-if-growth`: a stack grew more than allowed.
-    #[error("{stacks} stacks grew by more than {threshold} bytes (largest: {largest:+} bytes)")]
-    GrowthAboveThreshold {
-        /// The threshold.
-        threshold: u64,
-        /// How many stacks exceeded it.
-        stacks: usize,
-        /// The largest growth.
-        largest: i64,
+    /// The kernel refused to load the eBPF object or one of its programs.
+    #[error("loading the eBPF programs failed: {what}: {source}")]
+    Load {
+        /// The program, or "the object".
+        what: String,
+        /// Why.
+        source: Cause,
     },
 
-    /// The kernel refused to load the eBPF programs.
-    #[error("loading the eBPF programs failed: {0}")]
-    Load(String),
+    /// This kernel lacks a tracepoint or field leaktrace reads, or lays it out differently.
+    #[error("this kernel is not supported: {0}")]
+    UnsupportedKernel(String),
 
     /// A probe could not be attached.
-    #[error("attaching {program} to {symbol} in {path}: {reason}")]
+    #[error("attaching {program} to {symbol} in {path}: {source}")]
     Attach {
         /// The BPF program.
         program: String,
@@ -119,21 +121,21 @@ pub enum Error {
         /// The object probed.
         path: PathBuf,
         /// Why.
-        reason: String,
+        source: Cause,
     },
 
     /// Reading a BPF map failed.
-    #[error("reading BPF map {map}: {reason}")]
+    #[error("reading BPF map {map}: {source}")]
     Map {
         /// The map.
         map: &'static str,
         /// Why.
-        reason: String,
+        source: Cause,
     },
 
     /// tracefs is needed and could not be found or mounted.
     #[error("tracefs is not mounted at /sys/kernel/tracing and mounting it failed: {0}")]
-    Tracefs(String),
+    Tracefs(#[source] std::io::Error),
 
     /// Any other I/O failure, with what was being done.
     #[error("{context}: {source}")]
@@ -149,5 +151,39 @@ impl Error {
     /// Wraps an I/O error with a description of what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io { context: context.into(), source }
+    }
+}
+
+/// True when `error` or any of its sources is the kernel saying "not permitted" (EPERM or
+/// EACCES): the process lacks a capability, whatever the library wrapped it in.
+pub fn is_permission_denied(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::PermissionDenied
+                || matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+            {
+                return true;
+            }
+        }
+        next = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permission_errors_are_found_by_errno_through_the_chain() {
+        let eperm = std::io::Error::from_raw_os_error(libc::EPERM);
+        let wrapped = Error::Load { what: "malloc_enter".into(), source: Box::new(eperm) };
+        assert!(is_permission_denied(&wrapped));
+        let enoent = Error::Load { what: "x".into(), source: Box::new(std::io::Error::from_raw_os_error(libc::ENOENT)) };
+        assert!(!is_permission_denied(&enoent));
+        // A message that merely mentions the words is not a permission error.
+        let text = Error::Load { what: "x".into(), source: "Operation not permitted (os error 1)".into() };
+        assert!(!is_permission_denied(&text));
     }
 }

@@ -1,30 +1,36 @@
 //! leaktrace: find memory leaks in running Linux processes with eBPF.
 //!
-//! The flow of a run, module by module:
-//! [`cli`] turns arguments into a [`config::Config`]; [`session`] resolves the
-//! [`target`] and its [`allocator`], loads and attaches the programs through [`bpf`] (the
-//! only module that calls aya), then periodically reads the outstanding allocations,
-//! groups them with [`aggregate`], names their frames with [`symbolize`] and renders a
-//! [`report`] as text, JSON, folded stacks, a flame graph or a pprof profile. [`app`]
-//! dispatches between tracing and working on saved reports (`report`, `diff`).
+//! The flow of a run, module by module (docs/architecture.md draws it):
+//! [`cli`] turns arguments into a [`config::Config`]; [`app`] sends it to a mode, [`user`]
+//! (a process's allocator, through uprobes) or [`kernel`] (the slab, page and percpu
+//! allocators, through tracepoints), and both run on the [`driver`] (the loop, signals,
+//! final report and exports). A mode finds its targets ([`process`], [`allocator`],
+//! [`probe_site`]), loads and attaches the programs through [`bpf`] (the only module that
+//! calls aya), keeps [`mappings`] and [`unwind`] tables current, and at each report reads
+//! the maps, groups with [`aggregate`], follows growth with [`trend`] (and [`sampling`]
+//! estimates), names frames with [`symbolize`] and builds one [`model::Report`], which the
+//! [`render`]ers turn into text, JSON, folded stacks, a flame graph or a pprof profile.
 #![deny(missing_docs)]
 
 pub mod aggregate;
-pub mod app;
 pub mod allocator;
+pub mod app;
 pub mod bpf;
 pub mod cli;
 pub mod config;
+pub mod driver;
 pub mod error;
 pub mod kernel;
+pub mod mappings;
+pub mod model;
 pub mod privileges;
 pub mod probe_site;
-pub mod report;
+pub mod process;
+pub mod render;
 pub mod sampling;
-pub mod session;
 pub mod symbolize;
-pub mod target;
 pub mod trend;
 pub mod unwind;
+pub mod user;
 
 pub use error::{Error, Result};

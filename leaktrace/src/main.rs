@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use leaktrace::{cli::Cli, Error};
+use leaktrace::{app::Verdict, cli::Cli, Error};
 
 /// Exit status when `diff --fail-if-growth` finds a stack that grew too much.
 const EXIT_GROWTH: u8 = 3;
@@ -14,13 +14,21 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_timestamp(None)
         .init();
-    match Cli::parse().into_action().and_then(leaktrace::app::run) {
-        Ok(()) => ExitCode::SUCCESS,
+    exit_code(Cli::parse().into_action().and_then(leaktrace::app::run))
+}
+
+/// The one place an outcome becomes an exit status (and its last line on stderr).
+fn exit_code(outcome: Result<Verdict, Error>) -> ExitCode {
+    match outcome {
+        Ok(Verdict::Done) => ExitCode::SUCCESS,
+        Ok(Verdict::Grown(growth)) => {
+            eprintln!("leaktrace: {growth}");
+            ExitCode::from(EXIT_GROWTH)
+        }
         Err(e) => {
             eprintln!("leaktrace: error: {e}");
             match e {
                 Error::Usage(_) => ExitCode::from(EXIT_USAGE),
-                Error::GrowthAboveThreshold { .. } => ExitCode::from(EXIT_GROWTH),
                 _ => ExitCode::FAILURE,
             }
         }

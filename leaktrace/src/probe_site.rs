@@ -17,30 +17,8 @@
 use std::collections::BTreeSet;
 
 use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, OpAccess, OpKind, Register};
-use serde::{Deserialize, Serialize};
 
-/// How the kernel runs the instruction under a uprobe.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Handling {
-    /// Emulated in the breakpoint handler: one trap.
-    Emulated,
-    /// Copied out of line and single-stepped: two traps.
-    SingleStepped,
-    /// The kernel refuses to probe it (a segment or lock prefix, a system instruction).
-    Refused,
-}
-
-impl Handling {
-    /// Word used in reports.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Handling::Emulated => "emulated",
-            Handling::SingleStepped => "single-stepped",
-            Handling::Refused => "refused",
-        }
-    }
-}
+pub use crate::model::Handling;
 
 /// What the programs at a site need from the machine state there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,7 +7,7 @@
 //! by `Σ size² (1 − p) / p²` over its tracked blocks, which gives the 95 % interval shown.
 
 use leaktrace_common::sampling::{sample_probability, CERTAIN, SAMPLE_TABLE_LEN, SAMPLE_TABLE_STEPS};
-use serde::{Deserialize, Serialize};
+pub use crate::model::Estimate;
 
 /// The default period of `--sample-bytes` given without a value: 512 KiB, as tcmalloc's.
 pub const DEFAULT_PERIOD: u64 = 512 * 1024;
@@ -83,30 +83,6 @@ impl Estimator {
             bytes_high: (self.bytes + half).ceil() as u64,
         }
     }
-}
-
-/// How a sampled figure was estimated: how many blocks were really tracked, and the 95 %
-/// confidence interval of the bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Estimate {
-    /// Blocks tracked behind the estimate.
-    pub samples: u64,
-    /// Lower end of the 95 % confidence interval of the bytes.
-    pub bytes_low: u64,
-    /// Upper end of the 95 % confidence interval of the bytes.
-    pub bytes_high: u64,
-}
-
-/// Report section of a sampled trace.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SamplingSection {
-    /// Mean sampling period in bytes (`--sample-bytes`).
-    pub period_bytes: u64,
-    /// True when unsampled calls skipped their return probe (uprobe session programs);
-    /// false when the kernel lacks them and every call still paid its return probe.
-    pub return_probes_skipped: bool,
-    /// Allocation calls the sampler left out.
-    pub unsampled_calls: u64,
 }
 
 #[cfg(test)]

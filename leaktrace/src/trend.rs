@@ -11,77 +11,19 @@
 //! The rules are deliberately simple and documented (docs/json-report.md) so a user can
 //! check a verdict against the series, which the JSON report carries.
 
-use serde::{Deserialize, Serialize};
+use std::{
+    collections::{HashMap, HashSet},
+    hash::Hash,
+};
 
-/// Fewest completed intervals before a stack is classified.
-pub const MIN_INTERVALS: usize = 4;
+pub use crate::model::{Class, Sample, Trend, MIN_INTERVALS};
+
 /// Samples kept per stack; older ones are thinned (every other one dropped) beyond this.
 pub const MAX_SAMPLES: usize = 240;
 /// churn: bytes allocated over the trace at least this many times the peak outstanding.
 pub const CHURN_TURNOVER: f64 = 20.0;
 /// growing: of the recent half's movement, at most this share may be decreases.
 pub const MAX_GIVE_BACK: f64 = 0.25;
-
-/// One point of a stack's series.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Sample {
-    /// Seconds since tracing began.
-    pub t_s: f64,
-    /// Outstanding bytes.
-    pub bytes: u64,
-    /// Outstanding allocations.
-    pub count: u64,
-    /// Bytes allocated since tracing began (null when not counted, as in kernel mode).
-    pub allocated_bytes: Option<u64>,
-    /// Bytes freed since tracing began (null when not counted).
-    pub freed_bytes: Option<u64>,
-}
-
-/// The verdict on one stack.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Class {
-    /// Keeps rising.
-    Growing,
-    /// Rose, then stayed bounded.
-    Plateau,
-    /// Allocated and freed at a high rate, outstanding stable.
-    Churn,
-    /// Too few intervals to say.
-    Unclear,
-}
-
-impl Class {
-    /// Lower-case name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Class::Growing => "growing",
-            Class::Plateau => "plateau",
-            Class::Churn => "churn",
-            Class::Unclear => "unclear",
-        }
-    }
-}
-
-/// Growth of one stack over the trace.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Trend {
-    /// The verdict.
-    pub class: Class,
-    /// Recent growth rate: least-squares slope of outstanding bytes over the recent half of
-    /// the series, per minute.
-    pub bytes_per_min: f64,
-    /// Goodness of that fit (1 = a straight line), a confidence measure for the rate.
-    pub r_squared: f64,
-    /// Intervals in which outstanding bytes rose.
-    pub intervals_grown: usize,
-    /// Completed intervals.
-    pub intervals: usize,
-    /// Bytes allocated per minute over the whole trace, when counted.
-    pub allocated_per_min: Option<f64>,
-    /// The samples the verdict is based on.
-    pub series: Vec<Sample>,
-}
 
 /// Least-squares slope (per second) and r² of bytes over time.
 fn fit(samples: &[Sample]) -> (f64, f64) {
@@ -155,6 +97,69 @@ pub fn push_sample(series: &mut Vec<Sample>, sample: Sample) {
     }
 }
 
+/// The series of every stack (or group) of a trace, sampled once per interval report.
+#[derive(Debug)]
+pub struct SeriesBook<K> {
+    series: HashMap<K, Vec<Sample>>,
+    /// The start value of a series, with the figures a new series starts from.
+    zero: Sample,
+    last_t: Option<f64>,
+    samples: usize,
+}
+
+impl<K: Hash + Eq + Clone> SeriesBook<K> {
+    /// An empty book whose series start from `zero` (its `t_s` is ignored).
+    pub fn new(zero: Sample) -> Self {
+        Self { series: HashMap::new(), zero, last_t: None, samples: 0 }
+    }
+
+    /// Appends one sample per key at `t_s`. A key seen for the first time gets zero samples
+    /// at the start and at the previous sample, so its series says when it appeared. With
+    /// `absent_is_zero`, keys not in `points` get a zero sample (they hold nothing now).
+    pub fn record(&mut self, t_s: f64, points: impl IntoIterator<Item = (K, Sample)>, absent_is_zero: bool) {
+        let previous = self.last_t;
+        let zero = Sample { t_s: 0.0, ..self.zero };
+        let mut seen = HashSet::new();
+        for (key, sample) in points {
+            let series = self.series.entry(key.clone()).or_insert_with(|| {
+                let mut start = vec![zero];
+                if let Some(previous) = previous {
+                    start.push(Sample { t_s: previous, ..zero });
+                }
+                start
+            });
+            push_sample(series, Sample { t_s, ..sample });
+            if absent_is_zero {
+                seen.insert(key);
+            }
+        }
+        if absent_is_zero {
+            for (key, series) in &mut self.series {
+                if !seen.contains(key) {
+                    push_sample(series, Sample { t_s, ..zero });
+                }
+            }
+        }
+        self.last_t = Some(t_s);
+        self.samples += 1;
+    }
+
+    /// The series of `key`.
+    pub fn get(&self, key: &K) -> Option<&[Sample]> {
+        self.series.get(key).map(Vec::as_slice)
+    }
+
+    /// Every series.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &[Sample])> {
+        self.series.iter().map(|(k, s)| (k, s.as_slice()))
+    }
+
+    /// Samples recorded so far.
+    pub fn samples(&self) -> usize {
+        self.samples
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +218,17 @@ mod tests {
         assert!(s.len() <= MAX_SAMPLES);
         assert_eq!(s[0].t_s, 0.0);
         assert_eq!(s.last().unwrap().bytes, MAX_SAMPLES as u64);
+    }
+
+    #[test]
+    fn a_book_starts_new_series_at_zero_and_fills_absent_keys() {
+        let mut book = SeriesBook::new(Sample::default());
+        book.record(1.0, [("a", Sample { bytes: 10, ..Sample::default() })], true);
+        book.record(2.0, [("b", Sample { bytes: 5, ..Sample::default() })], true);
+        let a: Vec<(f64, u64)> = book.get(&"a").unwrap().iter().map(|s| (s.t_s, s.bytes)).collect();
+        assert_eq!(a, [(0.0, 0), (1.0, 10), (2.0, 0)]);
+        let b: Vec<(f64, u64)> = book.get(&"b").unwrap().iter().map(|s| (s.t_s, s.bytes)).collect();
+        assert_eq!(b, [(0.0, 0), (1.0, 0), (2.0, 5)]);
+        assert_eq!(book.samples(), 2);
     }
 }

@@ -4,6 +4,7 @@
 //! `bench` run it first, so each of them is one command on a new machine.
 
 mod bench;
+mod deps;
 mod setup;
 
 use std::{
@@ -32,6 +33,12 @@ enum Task {
         /// Only run integration tests whose name contains this.
         filter: Option<String>,
     },
+    /// Print leaktrace's module import graph and fail on a cycle.
+    Deps {
+        /// Another source folder to check (default leaktrace/src).
+        #[arg(long, value_name = "DIR")]
+        src: Option<PathBuf>,
+    },
     /// Measure leaktrace's overhead against empty eBPF programs, bpftrace, heaptrack and
     /// valgrind; writes target/bench/bench.json and bench.md.
     Bench {
@@ -59,6 +66,7 @@ fn run() -> Result<()> {
             setup::run(&root)?;
             demo(&root)
         }
+        Task::Deps { src } => deps::check(&src.unwrap_or_else(|| root.join("leaktrace/src"))),
         Task::Test { filter } => {
             setup::run(&root)?;
             setup::ensure_test_tools()?;
@@ -120,6 +128,10 @@ fn demo(root: &Path) -> Result<()> {
 }
 
 fn test(root: &Path, filter: Option<&str>) -> Result<()> {
+    // House rules first: they fail in seconds.
+    exec(cargo(root).args(["fmt", "--all", "--check"]))?;
+    exec(cargo(root).args(["clippy", "--workspace", "--exclude", "leaktrace-ebpf", "--all-targets", "--", "-D", "warnings"]))?;
+    deps::check(&root.join("leaktrace/src"))?;
     // Unit tests of every host crate (the eBPF crate only builds for the BPF target).
     exec(cargo(root).args(["test", "--workspace", "--exclude", "leaktrace-ebpf", "--exclude", "leaktrace-integration-tests"]))?;
     // The root tests run the real binary; build it first so they test this tree.

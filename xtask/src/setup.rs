@@ -218,7 +218,19 @@ pub fn ensure_bcc_kernel_headers() -> Result<()> {
 /// What the tests use beside leaktrace: the Go toolchain (they read leaktrace's pprof output
 /// with `go tool pprof`) and gdb (its backtraces check the unwinding fixture).
 pub fn ensure_test_tools() -> Result<()> {
+    ensure_lint_tools()?;
     ensure_debian_tools(&[("golang-go", "go"), ("gdb", "gdb")], "for the tests")
+}
+
+/// rustfmt and clippy for the toolchain that builds leaktrace: the tests check formatting
+/// and lints first.
+fn ensure_lint_tools() -> Result<()> {
+    let has = |tool: &str| Command::new("cargo").args([tool, "--version"]).output().is_ok_and(|o| o.status.success());
+    if has("fmt") && has("clippy") {
+        return Ok(());
+    }
+    println!("setup: installing rustfmt and clippy");
+    exec(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]))
 }
 
 /// Installs whatever is missing; does nothing when everything is in place.

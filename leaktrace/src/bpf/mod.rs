@@ -26,7 +26,7 @@ use leaktrace_common::{
     UnwindRow,
 };
 
-use crate::error::{Error, Result};
+use crate::error::{is_permission_denied, Cause, Error, Result};
 
 /// The eBPF object, built by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/leaktrace"));
@@ -118,10 +118,6 @@ impl Drop for Tracer {
     }
 }
 
-fn is_permission_error(text: &str) -> bool {
-    text.contains("Operation not permitted") || text.contains("EPERM") || text.contains("os error 1)")
-}
-
 impl Tracer {
     /// Loads the eBPF object with the given settings. Programs are loaded when first attached.
     pub fn load(options: &LoadOptions) -> Result<Self> {
@@ -175,14 +171,7 @@ impl Tracer {
         }
         let ebpf = loader
             .load(OBJECT)
-            .map_err(|e| {
-                let text = format!("{e:#}");
-                if is_permission_error(&text) {
-                    Error::NotPrivileged
-                } else {
-                    Error::Load(text)
-                }
-            })?;
+            .map_err(|e| load_error("the object", e))?;
         let mut tracer =
             Self { links: Vec::new(), sessions: None, sessions_refused: None, generation: 0, ebpf, loaded: Vec::new() };
         if let Mode::User { sample_table, .. } = &options.mode {
@@ -213,7 +202,7 @@ impl Tracer {
             program: entry_program.to_string(),
             symbol: symbol.to_string(),
             path: path.to_path_buf(),
-            reason,
+            source: reason.into(),
         };
         if let Some(reason) = &self.sessions_refused {
             return Err(attach_error(reason.clone()));
@@ -278,44 +267,45 @@ impl Tracer {
         offset: u64,
         pid: u32,
     ) -> Result<()> {
-        let attach_error = |reason: String| Error::Attach {
+        let attach_error = |source: Cause| Error::Attach {
             program: program.to_string(),
             symbol: symbol.to_string(),
             path: path.to_path_buf(),
-            reason,
+            source,
         };
         let prog = self
             .ebpf
             .program_mut(program)
             .ok_or_else(|| attach_error("program missing from the eBPF object".into()))?;
-        let uprobe: &mut UProbe = prog.try_into().map_err(|e| attach_error(format!("{e:#}")))?;
+        let uprobe: &mut UProbe = prog.try_into().map_err(|e: aya::programs::ProgramError| attach_error(e.into()))?;
         if first_use(&mut self.loaded, program) {
             uprobe.load().map_err(|e| load_error(program, e))?;
         }
         let scope = NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
-        let link = uprobe.attach(offset, path, scope).map_err(|e| attach_error(format!("{e:#}")))?;
-        self.links.push(uprobe.take_link(link).map_err(|e| attach_error(format!("{e:#}")))?);
+        let link = uprobe.attach(offset, path, scope).map_err(|e| attach_error(e.into()))?;
+        self.links.push(uprobe.take_link(link).map_err(|e| attach_error(e.into()))?);
         Ok(())
     }
 
     /// Loads `program` and attaches it to the tracepoint `category:event`.
     pub fn attach_tracepoint(&mut self, program: &str, category: &str, event: &str) -> Result<()> {
-        let attach_error = |reason: String| Error::Attach {
+        let attach_error = |source: Cause| Error::Attach {
             program: program.to_string(),
             symbol: format!("{category}:{event}"),
             path: "tracefs".into(),
-            reason,
+            source,
         };
         let prog = self
             .ebpf
             .program_mut(program)
             .ok_or_else(|| attach_error("program missing from the eBPF object".into()))?;
-        let tracepoint: &mut TracePoint = prog.try_into().map_err(|e| attach_error(format!("{e:#}")))?;
+        let tracepoint: &mut TracePoint =
+            prog.try_into().map_err(|e: aya::programs::ProgramError| attach_error(e.into()))?;
         // One program may serve several events (kmalloc and kmalloc_node): load it once.
         if first_use(&mut self.loaded, program) {
             tracepoint.load().map_err(|e| load_error(program, e))?;
         }
-        tracepoint.attach(category, event).map_err(|e| attach_error(format!("{e:#}")))?;
+        tracepoint.attach(category, event).map_err(|e| attach_error(e.into()))?;
         Ok(())
     }
 
@@ -626,19 +616,19 @@ fn first_use(loaded: &mut Vec<String>, program: &str) -> bool {
     true
 }
 
-fn load_error(program: &str, e: impl std::fmt::Display) -> Error {
-    let text = format!("{e:#}");
-    if is_permission_error(&text) {
+/// A load failure; a refusal for want of privileges is told apart by its errno.
+fn load_error(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    if is_permission_denied(&e) {
         Error::NotPrivileged
     } else {
-        Error::Load(format!("{program}: {text}"))
+        Error::Load { what: what.to_string(), source: Box::new(e) }
     }
 }
 
 fn missing_map(name: &'static str) -> Error {
-    Error::Map { map: name, reason: "not found in the eBPF object".into() }
+    Error::Map { map: name, source: "not found in the eBPF object".into() }
 }
 
-fn map_error(name: &'static str, e: impl std::fmt::Display) -> Error {
-    Error::Map { map: name, reason: e.to_string() }
+fn map_error(name: &'static str, e: impl Into<Cause>) -> Error {
+    Error::Map { map: name, source: e.into() }
 }

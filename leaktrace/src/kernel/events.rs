@@ -107,6 +107,6 @@ pub const FORK: EventSpec = EventSpec {
 pub fn offsets_of(tracefs: &Path, spec: &EventSpec) -> Result<Vec<(&'static str, u32)>> {
     let name = format!("{}:{}", spec.category, spec.event);
     let format = EventFormat::read(tracefs, spec.category, spec.event)
-        .ok_or_else(|| Error::Load(format!("tracepoint {name} does not exist on this kernel")))?;
+        .ok_or_else(|| Error::UnsupportedKernel(format!("tracepoint {name} does not exist on this kernel")))?;
     spec.fields.iter().map(|&(field, size, global)| format.offset(&name, field, size).map(|o| (global, o))).collect()
 }

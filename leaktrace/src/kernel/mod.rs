@@ -1,7 +1,10 @@
 //! Kernel memory (`--kernel-slab`): tracepoints on the slab, page and percpu allocators,
-//! slab accounting from /proc, and the session that ties them together.
+//! slab accounting from /proc, and the trace that ties them together.
 
+pub mod build;
 pub mod events;
-pub mod session;
 pub mod slab;
+mod trace;
 pub mod tracefs;
+
+pub use trace::run;

@@ -3,30 +3,18 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
 
-/// The slab lines of /proc/meminfo, in bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SlabMeminfo {
-    /// `Slab`.
-    pub slab: u64,
-    /// `SReclaimable`.
-    pub reclaimable: u64,
-    /// `SUnreclaim`.
-    pub unreclaimable: u64,
-}
+pub use crate::model::SlabMeminfo;
 
-impl SlabMeminfo {
-    /// Reads /proc/meminfo.
-    pub fn read() -> Self {
-        procfs::Current::current()
-            .map(|m: procfs::Meminfo| SlabMeminfo {
-                slab: m.slab,
-                reclaimable: m.s_reclaimable.unwrap_or(0),
-                unreclaimable: m.s_unreclaim.unwrap_or(0),
-            })
-            .unwrap_or_default()
-    }
+/// Reads the slab lines of /proc/meminfo.
+pub fn read_meminfo() -> SlabMeminfo {
+    procfs::Current::current()
+        .map(|m: procfs::Meminfo| SlabMeminfo {
+            slab: m.slab,
+            reclaimable: m.s_reclaimable.unwrap_or(0),
+            unreclaimable: m.s_unreclaim.unwrap_or(0),
+        })
+        .unwrap_or_default()
 }
 
 /// One cache's line of /proc/slabinfo.
@@ -123,6 +111,6 @@ mod tests {
         for name in ["kmalloc-64", "kmalloc-cg-128", "kmalloc-rcl-256"] {
             assert!(caches.contains_key(name), "{name} not in /proc/slabinfo");
         }
-        assert!(SlabMeminfo::read().unreclaimable > 0);
+        assert!(read_meminfo().unreclaimable > 0);
     }
 }

@@ -24,7 +24,7 @@ pub fn ensure_mounted() -> Result<PathBuf> {
     // SAFETY: plain mount(2) with NUL-terminated strings and no data.
     let rc = unsafe { libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
     if rc != 0 {
-        return Err(Error::Tracefs(std::io::Error::last_os_error().to_string()));
+        return Err(Error::Tracefs(std::io::Error::last_os_error()));
     }
     eprintln!("leaktrace: mounted tracefs at {TRACEFS}");
     Ok(PathBuf::from(TRACEFS))
@@ -73,10 +73,10 @@ impl EventFormat {
     pub fn offset(&self, event: &str, field: &str, size: u32) -> Result<u32> {
         match self.fields.get(field) {
             Some(&(offset, actual)) if actual == size => Ok(offset),
-            Some(&(_, actual)) => Err(Error::Load(format!(
+            Some(&(_, actual)) => Err(Error::UnsupportedKernel(format!(
                 "tracepoint {event}: field {field} is {actual} bytes, expected {size}; this kernel's layout is not supported"
             ))),
-            None => Err(Error::Load(format!("tracepoint {event} has no field {field} on this kernel"))),
+            None => Err(Error::UnsupportedKernel(format!("tracepoint {event} has no field {field} on this kernel"))),
         }
     }
 }

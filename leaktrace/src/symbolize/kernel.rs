@@ -9,7 +9,7 @@ use blazesym::symbolize::{
     Input, Symbolized, Symbolizer as Blazesym,
 };
 
-use crate::report::Frame;
+use crate::model::Frame;
 
 /// Symbolizes kernel stack addresses, caching by address.
 pub struct KernelSymbolizer {

@@ -2,7 +2,6 @@
 //! blazesym does the ELF and DWARF work; this module decides which file to ask about.
 
 pub mod kernel;
-mod modules;
 
 use std::collections::HashMap;
 
@@ -11,72 +10,57 @@ use blazesym::symbolize::{
     Input, Symbolized, Symbolizer as Blazesym,
 };
 
-pub use modules::{ExecMapping, ProcessModules};
+use crate::{mappings::ProcessModules, model::Frame};
 
-use crate::report::Frame;
-
-/// Symbolizes user addresses of one process, caching results per file and offset.
+/// Symbolizes user addresses, caching results per file (device, inode) and offset, so that
+/// processes mapping the same library share its names.
 pub struct Symbolizer {
-    modules: ProcessModules,
     blazesym: Blazesym,
-    cache: HashMap<(usize, u64), Vec<Frame>>,
+    cache: HashMap<((u64, u64), u64), Vec<Frame>>,
+}
+
+impl Default for Symbolizer {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Symbolizer {
-    /// A symbolizer for `pid`; mappings are snapshotted by [`refresh`](Self::refresh).
-    pub fn new(pid: u32) -> Self {
+    /// A symbolizer with an empty cache.
+    pub fn new() -> Self {
         let blazesym = Blazesym::builder()
             .enable_code_info(true)
             .enable_inlined_fns(true)
             .enable_demangling(true)
             .build();
-        Self { modules: ProcessModules::new(pid), blazesym, cache: HashMap::new() }
+        Self { blazesym, cache: HashMap::new() }
     }
 
-    /// Snapshots the process's mappings; false when it is gone (the last snapshot is kept).
-    pub fn refresh(&mut self) -> bool {
-        self.modules.refresh()
-    }
-
-    /// The executable mappings of the latest snapshot, by address.
-    pub fn mappings(&self) -> impl Iterator<Item = ExecMapping<'_>> {
-        self.modules.mappings()
-    }
-
-    /// Build-ids of the modules seen, by path.
-    pub fn build_ids(&self) -> std::collections::BTreeMap<String, String> {
-        self.modules.build_ids().map(|(m, id)| (m.to_string(), id.to_string())).collect()
-    }
-
-    /// Whether any snapshot of the mappings was ever taken.
-    pub fn has_snapshot(&self) -> bool {
-        self.modules.snapshots() > 0
-    }
-
-    /// Frames for each address, innermost first; an address inside inlined code yields
-    /// several frames. Addresses are return addresses, so the instruction before is looked up
-    /// (the call), which gives the caller's line rather than the line after the call.
-    pub fn symbolize(&mut self, addresses: &[u64]) -> HashMap<u64, Vec<Frame>> {
+    /// Frames for each address of a process with mappings `modules`, innermost first; an
+    /// address inside inlined code yields several frames. Addresses are return addresses, so
+    /// the instruction before is looked up (the call), which gives the caller's line rather
+    /// than the line after the call.
+    pub fn symbolize(&mut self, modules: &ProcessModules, addresses: &[u64]) -> HashMap<u64, Vec<Frame>> {
         let mut wanted: HashMap<usize, Vec<u64>> = HashMap::new();
         let mut located = Vec::with_capacity(addresses.len());
         for &address in addresses {
-            let spot = self.modules.locate(address.saturating_sub(1));
-            if let Some((module, offset)) = spot {
-                if !self.cache.contains_key(&(module, offset)) {
-                    wanted.entry(module).or_default().push(offset);
+            let spot = modules.locate(address.saturating_sub(1)).map(|(index, offset)| (index, modules.module(index).file, offset));
+            if let Some((index, file, offset)) = spot {
+                if !self.cache.contains_key(&(file, offset)) {
+                    wanted.entry(index).or_default().push(offset);
                 }
             }
-            located.push((address, spot));
+            located.push((address, spot.map(|(_, file, offset)| (file, offset))));
         }
-        for (module, mut offsets) in wanted {
+        for (index, mut offsets) in wanted {
             offsets.sort_unstable();
             offsets.dedup();
-            let source = Source::from(Elf::new(self.modules.module(module).open_path.clone()));
-            let name = self.modules.module(module).name.clone();
+            let module = modules.module(index);
+            let source = Source::from(Elf::new(module.open_path.clone()));
             let results = self.blazesym.symbolize(&source, Input::FileOffset(&offsets));
             for (i, &offset) in offsets.iter().enumerate() {
                 let symbolized = results.as_ref().ok().and_then(|r| r.get(i));
-                self.cache.insert((module, offset), frames_for(&name, offset, symbolized));
+                self.cache.insert((module.file, offset), frames_for(&module.name, offset, symbolized));
             }
         }
         located
@@ -118,12 +102,13 @@ mod tests {
 
     #[test]
     fn names_frames_in_this_binary_and_in_libc() {
-        let mut symbolizer = Symbolizer::new(std::process::id());
-        assert!(symbolizer.refresh());
+        let mut modules = ProcessModules::new(std::process::id());
+        assert!(modules.refresh());
+        let mut symbolizer = Symbolizer::new();
         // +1: addresses are treated as return addresses (the byte before is looked up).
         let own = names_frames_in_this_binary_and_in_libc as *const () as usize as u64 + 1;
         let libc_fn = libc::malloc as *const () as usize as u64 + 1;
-        let frames = symbolizer.symbolize(&[own, libc_fn]);
+        let frames = symbolizer.symbolize(&modules, &[own, libc_fn]);
         let own_frame = frames[&own].last().unwrap();
         assert!(own_frame.symbol.as_deref().unwrap().contains("names_frames_in_this_binary_and_in_libc"), "{own_frame:?}");
         assert!(own_frame.file.as_deref().unwrap().ends_with("mod.rs"), "{own_frame:?}");

@@ -2,18 +2,23 @@
 //! mapped by a traced process, compiled here and loaded into BPF maps.
 //!
 //! Rows are compiled once per file (by device and inode) and appended to one shared row
-//! table, so every process mapping the same library shares its rows. Each traced process
-//! gets a sorted list of its executable mappings, written into the spare one of its two
-//! slots and then switched to, so the programs never see a half-written list.
+//! table ([`RowStore`]), so every process mapping the same library shares its rows. Each
+//! traced process ([`ProcessUnwind`]) gets a sorted list of its executable mappings, written
+//! into the spare one of its two slots and then switched to, so the programs never see a
+//! half-written list.
 
 pub mod table;
 
 use std::collections::{BTreeMap, HashMap};
 
 use leaktrace_common::{unwind::MAX_UNWIND_MAPPINGS, MappingUnwinder, StackEnd, UnwindMapping, UnwindRow};
-use serde::{Deserialize, Serialize};
 
-use crate::{bpf::Tracer, config::UnwindMode, error::Result, symbolize::ExecMapping};
+use crate::{
+    bpf::Tracer,
+    error::Result,
+    model::{StackEnding, UnwindMode, UnwindModule, UnwindSection, Unwinder},
+    mappings::{ExecMapping, Module},
+};
 
 /// How one module's frames are unwound, and why.
 #[derive(Clone, Debug)]
@@ -39,14 +44,20 @@ impl ModuleTable {
     }
 }
 
-/// The unwind tables of one traced process.
-pub struct UnwindTables {
+/// The unwind rows of every file any traced process maps, compiled once per file (by device
+/// and inode) into the one row table the eBPF unwinder reads.
+pub struct RowStore {
     mode: UnwindMode,
     capacity: u32,
     next_row: u32,
-    tgid: u32,
     /// By (device, inode).
     files: HashMap<(u64, u64), ModuleTable>,
+}
+
+/// One traced process's view of the row table: the sorted list of its executable mappings,
+/// each pointing at its file's rows, in one of the process's two slots.
+pub struct ProcessUnwind {
+    tgid: u32,
     /// The mapping list last installed, to skip rewriting an unchanged one.
     installed: Vec<UnwindMapping>,
     /// Which of the process's two slots holds `installed`.
@@ -56,59 +67,19 @@ pub struct UnwindTables {
     updates: u64,
 }
 
-impl UnwindTables {
-    /// Tables for process `tgid`, with room for `capacity` rows in all.
-    pub fn new(mode: UnwindMode, capacity: u32, tgid: u32) -> Self {
-        Self {
-            mode,
-            capacity,
-            next_row: 0,
-            tgid,
-            files: HashMap::new(),
-            installed: Vec::new(),
-            slot: 1,
-            mappings_dropped: 0,
-            updates: 0,
-        }
+impl RowStore {
+    /// A store with room for `capacity` rows in all.
+    pub fn new(mode: UnwindMode, capacity: u32) -> Self {
+        Self { mode, capacity, next_row: 0, files: HashMap::new() }
     }
 
-    /// Brings the process's table in line with `mappings` (the symbolizer's latest snapshot,
-    /// which holds each mapped file open): compiles the rows of files not seen before and
-    /// installs the mapping list if it changed.
-    pub fn sync<'a>(&mut self, tracer: &mut Tracer, mappings: impl Iterator<Item = ExecMapping<'a>>) -> Result<()> {
-        let mut installed = Vec::new();
-        for map in mappings {
-            let key = map.module.file;
-            if !self.files.contains_key(&key) {
-                let module = self.compile(&map.module.name, &map.module.open_path, tracer)?;
-                self.files.insert(key, module);
-            }
-            let module = &self.files[&key];
-            let mut mapping = UnwindMapping { start: map.start, end: map.end, ..UnwindMapping::default() };
-            if module.unwinder == MappingUnwinder::Dwarf {
-                if let Some(vaddr) = module.vaddr_of_file_offset(map.file_offset) {
-                    // pc - bias = pc's ELF address - base, the row pc.
-                    mapping.bias = map.start.wrapping_sub(vaddr).wrapping_add(module.base);
-                    mapping.first_row = module.first_row;
-                    mapping.row_count = module.row_count;
-                    mapping.unwinder = MappingUnwinder::Dwarf as u32;
-                }
-            }
-            installed.push(mapping);
+    /// The table of `module`, compiled and loaded the first time any process maps it.
+    fn table_of(&mut self, tracer: &mut Tracer, module: &Module) -> Result<&ModuleTable> {
+        if !self.files.contains_key(&module.file) {
+            let table = self.compile(&module.name, &module.open_path, tracer)?;
+            self.files.insert(module.file, table);
         }
-        // The snapshot is sorted by address already.
-        if installed.len() > MAX_UNWIND_MAPPINGS as usize {
-            self.mappings_dropped = (installed.len() - MAX_UNWIND_MAPPINGS as usize) as u64;
-            installed.truncate(MAX_UNWIND_MAPPINGS as usize);
-        }
-        if installed != self.installed {
-            let slot = 1 - self.slot;
-            tracer.set_process_mappings(self.tgid, slot, &installed)?;
-            self.slot = slot;
-            self.installed = installed;
-            self.updates += 1;
-        }
-        Ok(())
+        Ok(&self.files[&module.file])
     }
 
     fn compile(&mut self, name: &str, path: &std::path::Path, tracer: &mut Tracer) -> Result<ModuleTable> {
@@ -153,30 +124,39 @@ impl UnwindTables {
         Ok(module)
     }
 
-    /// What the report says about unwinding.
-    pub fn summary(&self, stacks_by_end: BTreeMap<String, u64>, library_events_lost: u64) -> UnwindSection {
+    /// What the report says about unwinding, over every process in `processes`.
+    pub fn section<'a>(
+        &self,
+        processes: impl IntoIterator<Item = &'a ProcessUnwind>,
+        stacks_by_end: BTreeMap<StackEnding, u64>,
+        library_events_lost: u64,
+    ) -> UnwindSection {
         let mut modules: Vec<UnwindModule> = self
             .files
             .values()
             .map(|m| UnwindModule {
                 module: m.name.clone(),
                 unwinder: match m.unwinder {
-                    MappingUnwinder::Dwarf => "dwarf",
-                    MappingUnwinder::FramePointer => "frame-pointer",
-                }
-                .to_string(),
+                    MappingUnwinder::Dwarf => Unwinder::Dwarf,
+                    MappingUnwinder::FramePointer => Unwinder::FramePointer,
+                },
                 reason: m.reason.to_string(),
                 rows: u64::from(m.row_count),
             })
             .collect();
         modules.sort_by(|a, b| a.module.cmp(&b.module));
+        let (mut mappings_dropped, mut table_updates) = (0, 0);
+        for process in processes {
+            mappings_dropped += process.mappings_dropped;
+            table_updates += process.updates;
+        }
         UnwindSection {
             mode: self.mode,
             rows_used: u64::from(self.next_row),
             rows_capacity: u64::from(self.capacity),
             table_bytes: u64::from(self.capacity) * std::mem::size_of::<UnwindRow>() as u64,
-            mappings_dropped: self.mappings_dropped,
-            table_updates: self.updates,
+            mappings_dropped,
+            table_updates,
             library_events_lost,
             modules,
             stacks_by_end,
@@ -184,60 +164,63 @@ impl UnwindTables {
     }
 }
 
-/// The report's account of how stacks were unwound.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UnwindSection {
-    /// `--unwind`.
-    pub mode: UnwindMode,
-    /// Unwind rows loaded, over every module.
-    pub rows_used: u64,
-    /// Rows the table can hold (`--unwind-rows`).
-    pub rows_capacity: u64,
-    /// Kernel memory taken by the row table (it is allocated whole).
-    pub table_bytes: u64,
-    /// Executable mappings beyond what a process's table holds (their frames end stacks).
-    pub mappings_dropped: u64,
-    /// Times the process's mapping list was installed (1 + library loads and unloads seen).
-    pub table_updates: u64,
-    /// Library loads user space was not told of at once (event buffer full): the process was
-    /// not stopped, and the new library's first stacks may end as `unknown mapping`.
-    #[serde(default)]
-    pub library_events_lost: u64,
-    /// Every module mapped executable, with its unwinder.
-    pub modules: Vec<UnwindModule>,
-    /// Distinct stacks in the report by how their unwinding ended (see [`stack_end_name`]).
-    pub stacks_by_end: BTreeMap<String, u64>,
-}
+impl ProcessUnwind {
+    /// No table yet for process `tgid`.
+    pub fn new(tgid: u32) -> Self {
+        Self { tgid, installed: Vec::new(), slot: 1, mappings_dropped: 0, updates: 0 }
+    }
 
-/// How one module's frames were unwound.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UnwindModule {
-    /// Path as the process sees it.
-    pub module: String,
-    /// `"dwarf"` or `"frame-pointer"`.
-    pub unwinder: String,
-    /// Why that unwinder.
-    pub reason: String,
-    /// Unwind rows loaded for it.
-    pub rows: u64,
-}
-
-/// The report's name for how a stack ended.
-pub fn stack_end_name(end: StackEnd) -> &'static str {
-    match end {
-        StackEnd::FramePointerWalk => "frame-pointer walk",
-        StackEnd::Complete => "complete",
-        StackEnd::DepthLimit => "frame limit",
-        StackEnd::UnknownMapping => "unknown mapping",
-        StackEnd::Unsupported => "unsupported unwind info",
-        StackEnd::SignalFrame => "signal frame",
-        StackEnd::ReadFailed => "stack unreadable",
-        StackEnd::NoTable => "no table yet",
-        StackEnd::FramePointerLost => "frame pointer lost",
+    /// Brings the process's mapping list in line with `mappings` (its latest snapshot, which
+    /// holds each mapped file open): compiles the rows of files not seen before and installs
+    /// the list if it changed.
+    pub fn sync<'a>(
+        &mut self,
+        rows: &mut RowStore,
+        tracer: &mut Tracer,
+        mappings: impl Iterator<Item = ExecMapping<'a>>,
+    ) -> Result<()> {
+        let mut installed = Vec::new();
+        for map in mappings {
+            let module = rows.table_of(tracer, map.module)?;
+            let mut mapping = UnwindMapping { start: map.start, end: map.end, ..UnwindMapping::default() };
+            if module.unwinder == MappingUnwinder::Dwarf {
+                if let Some(vaddr) = module.vaddr_of_file_offset(map.file_offset) {
+                    // pc - bias = pc's ELF address - base, the row pc.
+                    mapping.bias = map.start.wrapping_sub(vaddr).wrapping_add(module.base);
+                    mapping.first_row = module.first_row;
+                    mapping.row_count = module.row_count;
+                    mapping.unwinder = MappingUnwinder::Dwarf as u32;
+                }
+            }
+            installed.push(mapping);
+        }
+        // The snapshot is sorted by address already.
+        if installed.len() > MAX_UNWIND_MAPPINGS as usize {
+            self.mappings_dropped = (installed.len() - MAX_UNWIND_MAPPINGS as usize) as u64;
+            installed.truncate(MAX_UNWIND_MAPPINGS as usize);
+        }
+        if installed != self.installed {
+            let slot = 1 - self.slot;
+            tracer.set_process_mappings(self.tgid, slot, &installed)?;
+            self.slot = slot;
+            self.installed = installed;
+            self.updates += 1;
+        }
+        Ok(())
     }
 }
 
-/// True when a stack with this ending is known to stop before the outermost frame.
-pub fn is_cut_short(end: StackEnd) -> bool {
-    !matches!(end, StackEnd::Complete | StackEnd::FramePointerWalk)
+/// The report's name for how a stack ended.
+pub fn ending(end: StackEnd) -> StackEnding {
+    match end {
+        StackEnd::FramePointerWalk => StackEnding::FramePointerWalk,
+        StackEnd::Complete => StackEnding::Complete,
+        StackEnd::DepthLimit => StackEnding::FrameLimit,
+        StackEnd::UnknownMapping => StackEnding::UnknownMapping,
+        StackEnd::Unsupported => StackEnding::UnsupportedUnwindInfo,
+        StackEnd::SignalFrame => StackEnding::SignalFrame,
+        StackEnd::ReadFailed => StackEnding::StackUnreadable,
+        StackEnd::NoTable => StackEnding::NoTableYet,
+        StackEnd::FramePointerLost => StackEnding::FramePointerLost,
+    }
 }

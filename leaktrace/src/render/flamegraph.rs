@@ -2,11 +2,11 @@
 
 use inferno::flamegraph::{self, color::BasicPalette, Options, Palette};
 
-use super::{
-    folded::{self, Weight},
-    Report,
+use super::folded::{self, Weight};
+use crate::{
+    error::{Error, Result},
+    model::Report,
 };
-use crate::error::{Error, Result};
 
 /// Renders an SVG flame graph of the report's outstanding bytes.
 pub fn render_svg(report: &Report) -> Result<Vec<u8>> {

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use super::{names::folded_path, Report};
+use super::names::folded_path;
+use crate::model::Report;
 
 /// What each line's value counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,10 +7,8 @@ use std::io::Write as _;
 
 use prost::Message;
 
-use super::{
-    names::{export_frames, frame_name},
-    Report,
-};
+use super::names::{export_frames, frame_name};
+use crate::model::Report;
 
 #[derive(Clone, PartialEq, Message)]
 struct Profile {
@@ -220,13 +218,14 @@ pub fn render(report: &Report) -> Vec<u8> {
         .unwrap_or(0);
     // Sampled values are already scaled to estimates, as Go's heap profiles are; the period
     // says how they were sampled.
-    let comment = match &report.sampling {
+    let sampling = report.user().and_then(|u| u.sampling.as_ref());
+    let comment = match sampling {
         Some(s) => vec![strings.id(&format!("estimates from allocations sampled once per {} bytes on average", s.period_bytes))],
         None => Vec::new(),
     };
     let profile = Profile {
         period_type: Some(ValueType { r#type: strings.id("space"), unit: strings.id("bytes") }),
-        period: report.sampling.as_ref().map_or(1, |s| s.period_bytes as i64),
+        period: sampling.map_or(1, |s| s.period_bytes as i64),
         comment,
         default_sample_type: strings.id("inuse_space"),
         sample_type,

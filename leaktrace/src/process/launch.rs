@@ -74,11 +74,11 @@ pub fn hold_command(mut command: Command) -> Result<Held> {
     let mut ready = File::from(ready_read);
     let mut pid = [0u8; 4];
     if ready.read_exact(&mut pid).is_err() {
-        let reason = match spawner.join() {
-            Ok(Err(e)) => e.to_string(),
+        let source = match spawner.join() {
+            Ok(Err(e)) => e.into(),
             _ => "the child exited before it could be traced".into(),
         };
-        return Err(Error::Launch { program, reason });
+        return Err(Error::Launch { program, source });
     }
     Ok(Held { pid: i32::from_ne_bytes(pid) as u32, program, gate: File::from(gate_write), spawner })
 }
@@ -86,11 +86,11 @@ pub fn hold_command(mut command: Command) -> Result<Held> {
 impl Held {
     /// Lets the child exec. Returns once exec has succeeded.
     pub fn release(mut self) -> Result<Child> {
-        let launch_error = |reason: String| Error::Launch { program: self.program.clone(), reason };
-        self.gate.write_all(&[1]).map_err(|e| launch_error(e.to_string()))?;
+        let launch_error = |source: crate::error::Cause| Error::Launch { program: self.program.clone(), source };
+        self.gate.write_all(&[1]).map_err(|e| launch_error(e.into()))?;
         match self.spawner.join() {
             Ok(Ok(child)) => Ok(child),
-            Ok(Err(e)) => Err(launch_error(e.to_string())),
+            Ok(Err(e)) => Err(launch_error(e.into())),
             Err(_) => Err(launch_error("the launcher thread panicked".into())),
         }
     }

@@ -7,7 +7,8 @@ use std::{collections::HashMap, fmt::Write as _};
 
 use serde::{Deserialize, Serialize};
 
-use super::{names::folded_path, Frame, Report, Totals};
+use super::names::folded_path;
+use crate::model::{Frame, Report, Totals};
 
 /// Version of the diff JSON layout.
 pub const DIFF_SCHEMA_VERSION: u32 = 1;
@@ -116,3 +117,34 @@ pub fn render_text(diff: &Diff, top: usize) -> String {
     }
     out
 }
+/// The diff as pretty JSON, newline-terminated.
+pub fn to_json(diff: &Diff) -> String {
+    let mut text = serde_json::to_string_pretty(diff).expect("the diff model always serializes");
+    text.push('\n');
+    text
+}
+
+/// Stacks that grew by more than a threshold (`--fail-if-growth`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Growth {
+    /// The threshold.
+    pub threshold: u64,
+    /// How many stacks exceeded it.
+    pub stacks: usize,
+    /// The largest growth.
+    pub largest: i64,
+}
+
+impl std::fmt::Display for Growth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Growth { threshold, stacks, largest } = self;
+        write!(f, "{stacks} stacks grew by more than {threshold} bytes (largest: {largest:+} bytes)")
+    }
+}
+
+/// `--fail-if-growth`: the stacks that grew by more than `threshold` bytes, if any did.
+pub fn growth_above(diff: &Diff, threshold: u64) -> Option<Growth> {
+    let grown: Vec<i64> = diff.stacks.iter().map(|d| d.bytes_delta).filter(|&d| d > threshold as i64).collect();
+    grown.iter().max().map(|&largest| Growth { threshold, stacks: grown.len(), largest })
+}
+

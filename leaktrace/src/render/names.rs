@@ -1,7 +1,7 @@
 //! How a frame is named in exports that only carry names (folded stacks, flame graphs,
 //! pprof functions without symbols, diff keys).
 
-use super::{Frame, StackReport};
+use crate::model::{Frame, StackReport};
 
 /// `symbol`, else `module+0xoffset`, else `[unknown]`; kernel frames end in `_[k]`. Semicolons are replaced because the
 /// folded format uses them as separators (Rust names like `[u8; 4]` contain one).

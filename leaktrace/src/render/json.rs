@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::Report;
+use crate::model::Report;
 use crate::error::{Error, Result};
 
 /// Serializes `report` (pretty-printed, newline-terminated).
@@ -15,5 +15,5 @@ pub fn to_string(report: &Report) -> String {
 /// Reads a report saved with `--json`.
 pub fn load(path: &Path) -> Result<Report> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    serde_json::from_str(&text).map_err(|e| Error::BadReport { path: path.to_path_buf(), reason: e.to_string() })
+    serde_json::from_str(&text).map_err(|source| Error::BadReport { path: path.to_path_buf(), source })
 }

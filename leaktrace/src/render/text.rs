@@ -2,7 +2,10 @@
 
 use std::fmt::Write as _;
 
-use super::{Frame, Report};
+use crate::model::{
+    Class, Frame, GroupBy, Handling, KernelGroup, KernelSection, ProbeReport, Report, SamplingSection, Share, StackEnding,
+    StackReport, UnwindSection, Unwinder,
+};
 
 fn module_name(module: &str) -> &str {
     module.rsplit('/').next().unwrap_or(module)
@@ -49,76 +52,93 @@ fn clock(rfc3339: &str) -> &str {
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
     let shown = report.stacks.len().min(report.filters.top);
-    let groups = match report.kernel.as_ref().map(|k| k.group_by) {
-        Some(crate::config::GroupBy::Cache) => "caches",
-        Some(crate::config::GroupBy::Comm) => "commands",
+    let groups = match report.kernel().map(|k| k.group_by) {
+        Some(GroupBy::Cache) => "caches",
+        Some(GroupBy::Comm) => "commands",
         _ => "stacks",
     };
-    let _ = writeln!(
-        out,
-        "[{}] Top {shown} {groups} with outstanding allocations:",
-        clock(&report.generated_at)
-    );
+    let _ = writeln!(out, "[{}] Top {shown} {groups} with outstanding allocations:", clock(&report.generated_at));
     for stack in report.stacks.iter().take(shown) {
-        let source = match stack.kernel.as_ref().map(|k| k.key.as_str()) {
-            Some(key) if !key.is_empty() => format!("from {key}"),
-            _ => "from stack".to_string(),
-        };
-        match &stack.estimate {
-            Some(e) => {
-                let _ = writeln!(
-                    out,
-                    "\t~{} bytes (95 % interval {}–{}, from {} sampled) in ~{} allocations {source} (oldest {} ms)",
-                    stack.bytes, e.bytes_low, e.bytes_high, e.samples, stack.count, stack.oldest_age_ms
-                );
-            }
-            None => {
-                let _ = writeln!(
-                    out,
-                    "\t{} bytes in {} allocations {source} (oldest {} ms)",
-                    stack.bytes, stack.count, stack.oldest_age_ms
-                );
-            }
-        }
-        if let Some(trend) = stack.trend.as_ref().filter(|t| t.class == crate::trend::Class::Unclear) {
-            let _ = writeln!(out, "\t\ttrend: unclear after {} intervals", trend.intervals);
-        } else if let Some(trend) = &stack.trend {
-            let _ = writeln!(
-                out,
-                "\t\ttrend: {}/min, {}, grew in {}/{} intervals (r² {:.2}){}",
-                human_bytes(trend.bytes_per_min),
-                trend.class.name(),
-                trend.intervals_grown,
-                trend.intervals,
-                trend.r_squared,
-                trend.allocated_per_min.map_or(String::new(), |a| format!(", {}/min allocated", human_bytes(a)))
-            );
-        }
-        if let Some(kernel) = &stack.kernel {
-            render_kernel_group(&mut out, kernel);
-        }
-        for frame in &stack.frames {
-            let _ = writeln!(out, "\t\t{}", frame_line(frame));
-        }
-        if let Some(reason) = &stack.cut_short {
-            let _ = writeln!(out, "\t\t(stack cut short: {reason})");
-        }
-        for alloc in &stack.allocations {
-            let _ = writeln!(out, "\t\t\taddr = {:#x} size = {} age = {} ms", alloc.address, alloc.size, alloc.age_ms);
-        }
+        render_stack(&mut out, stack);
     }
     if report.stacks.len() > shown {
         let rest = &report.stacks[shown..];
         let bytes: u64 = rest.iter().map(|s| s.bytes).sum();
         let count: u64 = rest.iter().map(|s| s.count).sum();
-        let _ = writeln!(out, "\t... {} more stacks hold {bytes} bytes in {count} allocations", rest.len());
+        let _ = writeln!(out, "\t... {} more {groups} hold {bytes} bytes in {count} allocations", rest.len());
     }
-    let approx = if report.sampling.is_some() { "~" } else { "" };
-    let _ = write!(
-        out,
-        "Outstanding: {approx}{} bytes in {approx}{} allocations",
-        report.totals.bytes, report.totals.count
-    );
+    render_totals(&mut out, report);
+    render_losses(&mut out, report);
+    if let Some(kernel) = report.kernel() {
+        render_slab_accounting(&mut out, report, kernel);
+    }
+    render_activity(&mut out, report);
+    if let Some(user) = report.user() {
+        if let Some(unwind) = &user.unwind {
+            render_unwinding(&mut out, unwind);
+        }
+        render_probes(&mut out, &user.probes);
+        if let Some(sampling) = &user.sampling {
+            render_sampling(&mut out, sampling);
+        }
+    }
+    out
+}
+
+/// One stack: its figures, trend, kernel detail, frames and allocations.
+fn render_stack(out: &mut String, stack: &StackReport) {
+    let source = match stack.kernel.as_ref().map(|k| k.key.as_str()) {
+        Some(key) if !key.is_empty() => format!("from {key}"),
+        _ => "from stack".to_string(),
+    };
+    match &stack.estimate {
+        Some(e) => {
+            let _ = writeln!(
+                out,
+                "\t~{} bytes (95 % interval {}–{}, from {} sampled) in ~{} allocations {source} (oldest {} ms)",
+                stack.bytes, e.bytes_low, e.bytes_high, e.samples, stack.count, stack.oldest_age_ms
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "\t{} bytes in {} allocations {source} (oldest {} ms)",
+                stack.bytes, stack.count, stack.oldest_age_ms
+            );
+        }
+    }
+    if let Some(trend) = stack.trend.as_ref().filter(|t| t.class == Class::Unclear) {
+        let _ = writeln!(out, "\t\ttrend: unclear after {} intervals", trend.intervals);
+    } else if let Some(trend) = &stack.trend {
+        let _ = writeln!(
+            out,
+            "\t\ttrend: {}/min, {}, grew in {}/{} intervals (r² {:.2}){}",
+            human_bytes(trend.bytes_per_min),
+            trend.class.name(),
+            trend.intervals_grown,
+            trend.intervals,
+            trend.r_squared,
+            trend.allocated_per_min.map_or(String::new(), |a| format!(", {}/min allocated", human_bytes(a)))
+        );
+    }
+    if let Some(kernel) = &stack.kernel {
+        render_kernel_group(out, kernel);
+    }
+    for frame in &stack.frames {
+        let _ = writeln!(out, "\t\t{}", frame_line(frame));
+    }
+    if let Some(reason) = &stack.cut_short {
+        let _ = writeln!(out, "\t\t(stack cut short: {})", reason.name());
+    }
+    for alloc in &stack.allocations {
+        let _ = writeln!(out, "\t\t\taddr = {:#x} size = {} age = {} ms", alloc.address, alloc.size, alloc.age_ms);
+    }
+}
+
+/// The `Outstanding:` line.
+fn render_totals(out: &mut String, report: &Report) {
+    let approx = if report.is_sampled() { "~" } else { "" };
+    let _ = write!(out, "Outstanding: {approx}{} bytes in {approx}{} allocations", report.totals.bytes, report.totals.count);
     if report.too_young.count > 0 {
         let _ = write!(
             out,
@@ -134,6 +154,10 @@ pub fn render(report: &Report) -> String {
         );
     }
     out.push('\n');
+}
+
+/// The `Lost events:` line: every loss by cause, and what it means for the figures.
+fn render_losses(out: &mut String, report: &Report) {
     let lost = &report.lost;
     let causes: Vec<String> = [
         (lost.allocs_map_full, "allocations not tracked (allocation map full, raise --max-allocs)"),
@@ -153,18 +177,19 @@ pub fn render(report: &Report) -> String {
     if causes.is_empty() {
         out.push_str("Lost events: none\n");
     } else {
-        let consequence = if report.mode == "kernel" {
+        let consequence = if report.kernel().is_some() {
             "outstanding figures may be inflated (a missed free looks like a leak) or incomplete"
         } else {
             "the figures above may be incomplete"
         };
         let _ = writeln!(out, "Lost events: {}; {consequence}", causes.join(", "));
     }
-    if let Some(kernel) = &report.kernel {
-        render_slab_accounting(&mut out, report, kernel);
-    }
+}
+
+/// The `Activity:` line, and the count of stacks a frame-pointer walk cut short.
+fn render_activity(out: &mut String, report: &Report) {
     let a = &report.activity;
-    let (recorded, untracked) = if report.sampling.is_some() {
+    let (recorded, untracked) = if report.is_sampled() {
         ("sampled allocations", "of blocks not sampled, allocated before tracing or untracked")
     } else {
         ("allocations", "of blocks allocated before tracing or untracked")
@@ -181,30 +206,26 @@ pub fn render(report: &Report) -> String {
             a.stacks_cut_short
         );
     }
-    if let Some(unwind) = &report.unwind {
-        render_unwinding(&mut out, unwind);
-    }
-    render_probes(&mut out, &report.probes);
-    if let Some(sampling) = &report.sampling {
-        let _ = writeln!(
-            out,
-            "Sampling: one allocation per {} bytes on average; figures marked ~ are estimates; {} calls not sampled{}",
-            sampling.period_bytes,
-            sampling.unsampled_calls,
-            if sampling.return_probes_skipped { "" } else { " (their return probes still ran: no uprobe sessions)" }
-        );
-    }
-    out
+}
+
+fn render_sampling(out: &mut String, sampling: &SamplingSection) {
+    let _ = writeln!(
+        out,
+        "Sampling: one allocation per {} bytes on average; figures marked ~ are estimates; {} calls not sampled{}",
+        sampling.period_bytes,
+        sampling.unsampled_calls,
+        if sampling.return_probes_skipped { "" } else { " (their return probes still ran: no uprobe sessions)" }
+    );
 }
 
 /// One line naming the probes the kernel single-steps (each costs a second trap per call).
-fn render_probes(out: &mut String, probes: &[super::ProbeReport]) {
+fn render_probes(out: &mut String, probes: &[ProbeReport]) {
     if probes.is_empty() {
         return;
     }
     let stepped: Vec<String> = probes
         .iter()
-        .filter(|p| p.handling != crate::probe_site::Handling::Emulated)
+        .filter(|p| p.handling != Handling::Emulated)
         .map(|p| format!("{}+{}", p.function, p.offset))
         .collect();
     let _ = writeln!(
@@ -217,12 +238,12 @@ fn render_probes(out: &mut String, probes: &[super::ProbeReport]) {
 }
 
 /// One line on the unwinders and their table, and one on stacks cut short, if any.
-fn render_unwinding(out: &mut String, unwind: &crate::unwind::UnwindSection) {
-    let dwarf: Vec<&str> = unwind.modules.iter().filter(|m| m.unwinder == "dwarf").map(|m| module_name(&m.module)).collect();
+fn render_unwinding(out: &mut String, unwind: &UnwindSection) {
+    let dwarf: Vec<&str> = unwind.modules.iter().filter(|m| m.unwinder == Unwinder::Dwarf).map(|m| module_name(&m.module)).collect();
     let frame_pointer: Vec<String> = unwind
         .modules
         .iter()
-        .filter(|m| m.unwinder != "dwarf")
+        .filter(|m| m.unwinder != Unwinder::Dwarf)
         .map(|m| format!("{} ({})", module_name(&m.module), m.reason))
         .collect();
     let _ = writeln!(
@@ -239,8 +260,8 @@ fn render_unwinding(out: &mut String, unwind: &crate::unwind::UnwindSection) {
     let cut: Vec<String> = unwind
         .stacks_by_end
         .iter()
-        .filter(|(end, _)| end.as_str() != crate::unwind::stack_end_name(leaktrace_common::StackEnd::Complete))
-        .map(|(end, n)| format!("{n} {end}"))
+        .filter(|(end, _)| **end != StackEnding::Complete)
+        .map(|(end, n)| format!("{n} {}", end.name()))
         .collect();
     if !cut.is_empty() {
         let _ = writeln!(out, "Stacks cut short: {}", cut.join(", "));
@@ -253,7 +274,7 @@ fn render_unwinding(out: &mut String, unwind: &crate::unwind::UnwindSection) {
     }
 }
 
-fn shares(shares: &[super::Share]) -> String {
+fn shares(shares: &[Share]) -> String {
     const SHOWN: usize = 4;
     let mut parts: Vec<String> =
         shares.iter().take(SHOWN).map(|s| format!("{} ({} objects, {} bytes)", s.name, s.count, s.bytes)).collect();
@@ -263,7 +284,7 @@ fn shares(shares: &[super::Share]) -> String {
     parts.join(", ")
 }
 
-fn render_kernel_group(out: &mut String, kernel: &super::KernelGroup) {
+fn render_kernel_group(out: &mut String, kernel: &KernelGroup) {
     let _ = writeln!(out, "\t\tcaches: {}", shares(&kernel.caches));
     let _ = writeln!(out, "\t\tallocated by: {}", shares(&kernel.comms));
     if let Some(per_run) = &kernel.per_run {
@@ -281,7 +302,7 @@ fn kib(bytes: i64) -> String {
     format!("{:+} kB", bytes / 1024)
 }
 
-fn render_slab_accounting(out: &mut String, report: &Report, kernel: &super::KernelSection) {
+fn render_slab_accounting(out: &mut String, report: &Report, kernel: &KernelSection) {
     let (start, now) = (&kernel.meminfo_start, &kernel.meminfo_now);
     let unreclaim_delta = now.unreclaimable as i64 - start.unreclaimable as i64;
     let _ = writeln!(

@@ -1,4 +1,5 @@
-//! The executable mappings of the traced process, kept usable after it exits.
+//! The executable mappings of a traced process, kept usable after it exits: what the
+//! symbolizer names frames in and what the unwinder builds its tables from.
 //!
 //! blazesym can symbolize a live process directly, but the final report is often written
 //! after the target has exited, when /proc/PID/maps is gone. So the mappings are snapshotted

@@ -5,7 +5,6 @@ pub mod launch;
 use std::path::{Path, PathBuf};
 
 use procfs::process::{MMapPath, Process};
-use serde::{Deserialize, Serialize};
 
 use crate::{
     allocator::{self, AllocatorObject},
@@ -15,16 +14,7 @@ use crate::{
 /// `PF_KTHREAD` from include/linux/sched.h: set in /proc/PID/stat flags for kernel threads.
 const PF_KTHREAD: u32 = 0x0020_0000;
 
-/// What the report says about the traced process.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TargetInfo {
-    /// Process id.
-    pub pid: u32,
-    /// Command line, space-joined.
-    pub command: String,
-    /// Executable path.
-    pub exe: String,
-}
+pub use crate::model::TargetInfo;
 
 fn open(pid: u32) -> Result<Process> {
     let pid_i32 = i32::try_from(pid).map_err(|_| Error::NoSuchProcess { pid })?;
@@ -142,7 +132,7 @@ pub fn dynamic_linker_of_program(program: &Path) -> Result<Option<PathBuf>> {
     if let Some(linker) = linker.as_ref().filter(|l| !l.exists()) {
         return Err(Error::Launch {
             program: program.display().to_string(),
-            reason: format!("its dynamic linker {} does not exist", linker.display()),
+            source: format!("its dynamic linker {} does not exist", linker.display()).into(),
         });
     }
     Ok(linker)
@@ -188,9 +178,9 @@ fn from_explicit_object(object: &Path, process: Option<(&Process, &Path)>, prefi
                 MMapPath::Path(p) if p.file_name().is_some_and(|n| n == wanted || n.to_string_lossy().starts_with(&*wanted.to_string_lossy())) => Some(under_root(root, &p)),
                 _ => None,
             })
-            .ok_or_else(|| Error::BadElf { path: object.to_path_buf(), reason: "no such file, and the target maps no library of that name".into() })?
+            .ok_or_else(|| Error::BadElf { path: object.to_path_buf(), source: "no such file, and the target maps no library of that name".into() })?
     } else {
-        return Err(Error::BadElf { path: object.to_path_buf(), reason: "no such file".into() });
+        return Err(Error::BadElf { path: object.to_path_buf(), source: "no such file".into() });
     };
     let facts = allocator::inspect(&path, prefix)?;
     allocator::plan(&path, facts, prefix)

@@ -1,0 +1,317 @@
+//! A `--kernel-slab` run: attach the kmem tracepoints, optionally run a command repeatedly,
+//! and report outstanding kernel objects by stack, cache or command, beside the slab
+//! figures the kernel itself reports.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    process::Child,
+    time::{Duration, Instant},
+};
+
+use super::{
+    build::{self, Context, NameFilters, NamedStacks, SlabFigures, Snapshot},
+    events, slab, tracefs,
+};
+use crate::{
+    aggregate::GroupKey,
+    bpf::{LoadOptions, Mode as LoadMode, Tracer},
+    config::{Config, KernelOptions},
+    driver::{self, monotonic_ns, Mode, Outcome, RunClock, Schedule, StopReason},
+    error::{Error, Result},
+    mappings::ProcessModules,
+    model::{Filters, Report, Runs, Sample, TargetInfo},
+    process::{self, launch},
+    symbolize::{kernel::KernelSymbolizer, Symbolizer},
+    trend::SeriesBook,
+};
+
+/// After the last `--run`, wait this long for RCU-deferred frees before the final report.
+const RUN_SETTLE: Duration = Duration::from_millis(500);
+
+/// State of `--run CMD --repeat N`.
+struct Runner {
+    command: String,
+    repeat: u32,
+    current: Option<Child>,
+    exit_codes: Vec<i32>,
+    finished_at: Option<Instant>,
+}
+
+struct KernelTrace {
+    config: Config,
+    options: KernelOptions,
+    tracer: Tracer,
+    kernel_symbols: KernelSymbolizer,
+    /// With --user-stacks: the mappings of each allocating process seen, by tgid.
+    user_modules: HashMap<u32, ProcessModules>,
+    user_symbols: Symbolizer,
+    events: Vec<String>,
+    clock: RunClock,
+    meminfo_start: slab::SlabMeminfo,
+    slabinfo_start: BTreeMap<String, slab::CacheFigures>,
+    runner: Option<Runner>,
+    exited: bool,
+    series: SeriesBook<GroupKey>,
+}
+
+/// Runs a kernel-mode trace and prints its reports.
+pub async fn run(config: Config, options: KernelOptions) -> Result<Outcome> {
+    let mut signals = driver::preflight(&config.exports)?;
+    let tracefs = tracefs::ensure_mounted()?;
+    let specs = event_specs(&options);
+    let mut offsets = Vec::new();
+    for spec in &specs {
+        offsets.extend(events::offsets_of(&tracefs, spec)?);
+    }
+    for &pid in &options.pids {
+        process::inspect_pid(pid)?;
+    }
+    let filtering = !options.pids.is_empty() || options.run.is_some();
+    let mut tracer = Tracer::load(&LoadOptions {
+        self_tgid: std::process::id(),
+        min_size: 0,
+        max_size: u64::MAX,
+        max_allocs: config.max_allocs,
+        stack_storage: config.stack_storage,
+        mode: LoadMode::Kernel { filter_targets: filtering, user_stacks: options.user_stacks, follow_forks: filtering, offsets },
+    })?;
+    for &pid in &options.pids {
+        tracer.add_target(pid)?;
+    }
+    let events = attach_events(&mut tracer, &tracefs, &specs)?;
+    let trace = KernelTrace::new(config, options, tracer, events);
+    trace.announce();
+    let schedule = Schedule::of(&trace.config);
+    let exports = trace.config.exports.clone();
+    driver::drive(trace, &schedule, &mut signals, &exports).await
+}
+
+/// The tracepoints `options` ask for.
+fn event_specs(options: &KernelOptions) -> Vec<events::EventSpec> {
+    let mut specs: Vec<events::EventSpec> = events::SLAB.to_vec();
+    if options.pages {
+        specs.extend_from_slice(events::PAGES);
+    }
+    if options.percpu {
+        specs.extend_from_slice(events::PERCPU);
+    }
+    if !options.pids.is_empty() || options.run.is_some() {
+        specs.push(events::FORK);
+    }
+    specs
+}
+
+/// Attaches every tracepoint of `specs`, and the NUMA variants older kernels have. Returns
+/// their `category:event` names.
+fn attach_events(tracer: &mut Tracer, tracefs: &std::path::Path, specs: &[events::EventSpec]) -> Result<Vec<String>> {
+    let mut attached = Vec::new();
+    for spec in specs {
+        tracer.attach_tracepoint(spec.program, spec.category, spec.event)?;
+        attached.push(format!("{}:{}", spec.category, spec.event));
+    }
+    // Kernels before 6.1 report NUMA-aware allocations through separate events.
+    for (variant, base) in events::NODE_VARIANTS {
+        let spec = events::EventSpec { event: variant, ..*base };
+        if let Ok(variant_offsets) = events::offsets_of(tracefs, &spec) {
+            if variant_offsets == events::offsets_of(tracefs, base)? {
+                tracer.attach_tracepoint(spec.program, spec.category, variant)?;
+                attached.push(format!("kmem:{variant}"));
+            } else {
+                log::warn!("kmem:{variant} has a different layout from kmem:{}; not traced", base.event);
+            }
+        }
+    }
+    Ok(attached)
+}
+
+impl KernelTrace {
+    fn new(config: Config, options: KernelOptions, tracer: Tracer, events: Vec<String>) -> Self {
+        let runner = options.run.as_ref().map(|spec| Runner {
+            command: spec.command.clone(),
+            repeat: spec.repeat,
+            current: None,
+            exit_codes: Vec::new(),
+            finished_at: None,
+        });
+        Self {
+            kernel_symbols: KernelSymbolizer::new(),
+            user_modules: HashMap::new(),
+            user_symbols: Symbolizer::new(),
+            events,
+            clock: RunClock::start(),
+            meminfo_start: slab::read_meminfo(),
+            slabinfo_start: slab::read_slabinfo(),
+            runner,
+            exited: false,
+            series: SeriesBook::new(Sample::default()),
+            tracer,
+            options,
+            config,
+        }
+    }
+
+    fn announce(&self) {
+        eprintln!(
+            "Tracing kernel allocations ({}){}. Ctrl-C to end.",
+            self.events.join(", "),
+            match (&self.options.run, self.options.pids.as_slice()) {
+                (Some(run), _) => format!(" made by `{}` run {} times", run.command, run.repeat),
+                (None, []) => String::new(),
+                (None, pids) => format!(" made by pid {}", pids.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")),
+            }
+        );
+        if !self.kernel_symbols.visible() {
+            eprintln!("leaktrace: kernel addresses are hidden (kernel.kptr_restrict); kernel frames will be shown as addresses");
+        }
+    }
+
+    /// Starts the next run or reaps the current one. Returns false once all runs are done
+    /// and the settle time has passed.
+    fn drive_runs(&mut self) -> Result<bool> {
+        let Some(runner) = self.runner.as_mut() else { return Ok(true) };
+        if let Some(child) = runner.current.as_mut() {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    runner.exit_codes.push(status.code().unwrap_or(-1));
+                    runner.current = None;
+                }
+                Ok(None) => return Ok(true),
+                Err(e) => return Err(Error::io("waiting for --run command", e)),
+            }
+        }
+        if runner.exit_codes.len() < runner.repeat as usize {
+            let held = launch::hold("sh", &["-c".to_string(), runner.command.clone()])?;
+            self.tracer.add_target(held.pid)?;
+            runner.current = Some(held.release()?);
+            return Ok(true);
+        }
+        let finished = *runner.finished_at.get_or_insert_with(Instant::now);
+        Ok(finished.elapsed() < RUN_SETTLE)
+    }
+
+    /// What the report's `target` says: the `--run` command, the `-p` process, or the kernel.
+    fn target(&self) -> TargetInfo {
+        match (&self.runner, self.options.pids.first()) {
+            (Some(r), _) => TargetInfo { pid: 0, command: format!("sh -c {}", r.command), exe: String::new() },
+            (None, Some(&pid)) => TargetInfo {
+                pid,
+                command: process::describe_pid(pid).map(|t| t.command).unwrap_or_default(),
+                exe: String::new(),
+            },
+            (None, None) => TargetInfo { pid: 0, command: "kernel".to_string(), exe: String::new() },
+        }
+    }
+
+    /// Reads and names the stacks of the ranked groups.
+    fn name_stacks(&mut self, ranked: &build::Ranked) -> Result<NamedStacks> {
+        let kernel = self.tracer.kernel_stacks(ranked.kernel_stack_ids())?;
+        let kernel_frames = self.kernel_symbols.symbolize(&build::distinct_addresses(kernel.values()));
+        let mut user = HashMap::new();
+        if self.options.user_stacks {
+            let wanted: Vec<(u32, u32)> = ranked.user_stacks().collect();
+            let stacks = self.tracer.task_user_stacks(wanted.iter().map(|&(_, id)| id))?;
+            for (tgid, id) in wanted {
+                let addresses = stacks.get(&id).cloned().unwrap_or_default();
+                let modules = self.user_modules.entry(tgid).or_insert_with(|| {
+                    let mut modules = ProcessModules::new(tgid);
+                    modules.refresh();
+                    modules
+                });
+                let frames = self.user_symbols.symbolize(modules, &addresses);
+                user.insert((tgid, id), addresses.iter().flat_map(|a| frames.get(a).cloned().unwrap_or_default()).collect());
+            }
+        }
+        Ok(NamedStacks { kernel, kernel_frames, user })
+    }
+
+    fn context(&self, min_age: Duration, sort: crate::model::SortBy) -> Result<Context> {
+        Ok(Context {
+            target: self.target(),
+            stamp: self.clock.stamp(),
+            exited: self.exited,
+            filters: Filters { older_than_ms: min_age.as_millis() as u64, min_size: 0, max_size: None, top: self.config.top, sort },
+            group_by: self.options.group_by,
+            counters: self.tracer.counters()?,
+            probe_misses: self.tracer.probe_misses(),
+            events: self.events.clone(),
+            symbols_visible: self.kernel_symbols.visible(),
+            slab: SlabFigures {
+                meminfo_start: self.meminfo_start,
+                meminfo_now: slab::read_meminfo(),
+                slabinfo_start: self.slabinfo_start.clone(),
+                slabinfo_now: slab::read_slabinfo(),
+            },
+            runs: self.runner.as_ref().map(|r| Runs {
+                command: r.command.clone(),
+                repeat: r.repeat,
+                completed: r.exit_codes.len() as u32,
+                exit_codes: r.exit_codes.clone(),
+            }),
+        })
+    }
+}
+
+impl Mode for KernelTrace {
+    fn poll(&mut self) -> Result<bool> {
+        if self.runner.is_some() {
+            let more = self.drive_runs()?;
+            self.exited = !more;
+            return Ok(more);
+        }
+        if !self.options.pids.is_empty() && !self.options.pids.iter().any(|&p| process::is_alive(p)) {
+            self.exited = true;
+            return Ok(false);
+        }
+        for &pid in &self.options.pids {
+            self.user_modules.entry(pid).or_insert_with(|| ProcessModules::new(pid)).refresh();
+        }
+        Ok(true)
+    }
+
+    fn report(&mut self, final_report: bool) -> Result<Report> {
+        let raw = self.tracer.kernel_outstanding()?;
+        let now_ns = monotonic_ns();
+        let min_age = if self.exited { Duration::ZERO } else { self.config.older_than };
+        let filters = NameFilters { comm: self.options.comm.clone(), cache: self.options.cache.clone() };
+        let objects = build::name_objects(&raw, &filters);
+        if !self.exited || self.runner.is_some() {
+            // After a -p target exits nothing changes; after --run the settle time matters.
+            let points = build::series_points(&objects, now_ns, self.options.group_by);
+            self.series.record(self.clock.elapsed_s(), points, true);
+        }
+        let sort = self.config.sort.resolve(self.series.samples());
+        let snapshot = Snapshot {
+            objects: &objects,
+            now_ns,
+            min_age_ns: min_age.as_nanos() as u64,
+            group_by: self.options.group_by,
+            series: &self.series,
+            sort,
+            top: (!final_report).then_some(self.config.top),
+            runs: self.runner.as_ref().map(|r| r.exit_codes.len() as u32),
+        };
+        let ranked = build::rank(&snapshot);
+        let named = self.name_stacks(&ranked)?;
+        let context = self.context(min_age, sort)?;
+        Ok(build::build_report(ranked, &named, context))
+    }
+
+    fn wind_down(&mut self, _stop: StopReason) {
+        if let Some(child) = self.runner.as_mut().and_then(|r| r.current.as_mut()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn detach(self) {
+        drop(self.tracer);
+    }
+
+    fn exit_wording(&self) -> &'static str {
+        if self.runner.is_some() {
+            "runs completed"
+        } else {
+            "target exited"
+        }
+    }
+}

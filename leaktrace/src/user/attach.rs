@@ -1,0 +1,112 @@
+//! Putting the probes on a process: the allocator's functions, its exit, and the dynamic
+//! linker's library hook; as uprobe session links where the kernel has them.
+
+use std::path::Path;
+
+use leaktrace_common::names;
+
+use crate::{
+    allocator::{self, AllocatorObject},
+    bpf::Tracer,
+    error::{Error, Result},
+};
+
+/// Where one probe goes.
+#[derive(Clone, Copy, Debug)]
+struct Spot<'a> {
+    /// The function probed (for messages).
+    symbol: &'a str,
+    /// The object holding it.
+    path: &'a Path,
+    /// File offset of the probed instruction.
+    offset: u64,
+}
+
+/// How probes are attached to one process.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Attach {
+    /// The process.
+    pub pid: u32,
+    /// Use uprobe session links where the kernel has them.
+    pub sessions: bool,
+}
+
+impl Attach {
+    /// Attaches `entry_program` at `spot`, and the shared return program when `returns`: as
+    /// one uprobe session link where the kernel has them and sessions are allowed (it detaches
+    /// with a single wait, and lets an unsampled call skip its return), else as a uprobe and a
+    /// uretprobe.
+    fn probe(self, tracer: &mut Tracer, entry_program: &str, returns: bool, spot: Spot<'_>, session: bool) -> Result<()> {
+        let Spot { symbol, path, offset } = spot;
+        if session {
+            match tracer.attach_session(entry_program, symbol, path, offset, self.pid) {
+                Ok(()) => return Ok(()),
+                Err(e) => log::debug!("{e}; using a uprobe and a uretprobe"),
+            }
+        }
+        // The return probe first: a call entered between an entry probe and its return probe
+        // would leave an entry that never returns, and with its stack pointer standing, every
+        // later call from deeper in the stack would be taken as nested in it and ignored (a
+        // busy process attached with -p lost every allocation that way).
+        if returns {
+            tracer.attach_uprobe(names::PROG_ALLOC_RETURN, symbol, path, offset, self.pid)?;
+        }
+        tracer.attach_uprobe(entry_program, symbol, path, offset, self.pid)
+    }
+
+    /// Attaches the allocator's probes. With `sampling`, a function that calls another probed
+    /// function keeps a plain return probe: the state that marks the inner call as nested
+    /// must live until the outer call returns, even when the outer call is not sampled.
+    /// Returns whether every allocating function got a session (so that unsampled calls skip
+    /// their return probe).
+    pub fn allocator(self, tracer: &mut Tracer, allocator: &AllocatorObject, sampling: bool) -> Result<bool> {
+        if self.sessions {
+            let mut programs: Vec<&str> = allocator.functions.iter().map(|f| f.function.entry_program).collect();
+            programs.extend([names::PROG_EXIT, names::PROG_DL_STATE]);
+            tracer.preload_sessions(&programs);
+        }
+        for f in &allocator.functions {
+            let session = self.sessions && !(sampling && f.function.calls_allocator);
+            let spot = Spot { symbol: &f.symbol, path: &allocator.path, offset: f.probe_offset() };
+            match self.probe(tracer, f.function.entry_program, f.function.returns_block, spot, session) {
+                Ok(()) => {}
+                Err(e) if !f.function.required && matches!(e, Error::Attach { .. }) => {
+                    log::warn!("{e}; {} calls are not traced", f.symbol);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // The first refusal turns sessions off for every later probe (`Tracer::attach_session`).
+        if let Some(reason) = tracer.sessions_refused() {
+            log::debug!("uprobe sessions refused: {reason}");
+            return Ok(false);
+        }
+        Ok(self.sessions)
+    }
+
+    /// Stops a launched command at exit(), so that a short-lived one's mappings can still be
+    /// read (see `UserTrace::poll`).
+    pub fn exit_hooks(self, tracer: &mut Tracer, allocator: &AllocatorObject) -> Result<()> {
+        for hook in allocator::exit_functions(&allocator.path)? {
+            let spot = Spot { symbol: hook.symbol, path: &allocator.path, offset: hook.probe_offset() };
+            self.probe(tracer, names::PROG_EXIT, false, spot, self.sessions)?;
+        }
+        Ok(())
+    }
+
+    /// Stops the process at every library load so its unwind table can take the new library
+    /// in before the library's code runs. Without the hook (a linker without the symbol), new
+    /// libraries are still picked up at the next refresh, and their first stacks may end early.
+    pub fn library_hook(self, tracer: &mut Tracer, linker: &Path) -> Result<()> {
+        match allocator::library_change_hook(linker)? {
+            Some(hook) => {
+                let spot = Spot { symbol: hook.symbol, path: linker, offset: hook.probe_offset() };
+                self.probe(tracer, names::PROG_DL_STATE, false, spot, self.sessions)
+            }
+            None => {
+                log::warn!("{} has no _dl_debug_state: libraries loaded later are unwound from the next refresh", linker.display());
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! A user-mode report from what was read out of the maps: pure, so that it is tested without
+//! a kernel. Two steps, because only the stacks that will be shown are read and named:
+//! [`rank`] orders every group, then [`build_report`] puts the named stacks in.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use leaktrace_common::{Counter, StackEnd};
+
+use crate::{
+    aggregate::{self, Aggregate},
+    bpf::Outstanding,
+    driver::from_counters,
+    model::{
+        self, Activity, Allocation, Figures, Frame, Lost, ProbeReport, Report, SamplingSection, Section, SortBy,
+        StackReport, Stamp, TargetInfo, UnwindSection, UserSection,
+    },
+    sampling::Sampler,
+    trend::{self, Class, SeriesBook},
+    unwind,
+};
+
+/// What the maps held at one moment.
+pub struct Snapshot<'a> {
+    /// Every outstanding allocation.
+    pub outstanding: &'a [Outstanding],
+    /// Now, on the clock of the allocations' timestamps.
+    pub now_ns: u64,
+    /// Allocations younger than this are left out.
+    pub min_age_ns: u64,
+    /// Keep each allocation under its stack (`--show-allocs`).
+    pub show_allocs: bool,
+    /// With `--sample-bytes`.
+    pub sampler: Option<&'a Sampler>,
+    /// Each stack's series so far.
+    pub series: &'a SeriesBook<u64>,
+    /// The order (already resolved from `auto`).
+    pub sort: SortBy,
+    /// Keep only this many stacks (interval reports); all of them for the final report.
+    pub top: Option<usize>,
+}
+
+/// Every group, in report order, before its stack is named.
+pub struct Ranked {
+    aggregate: Aggregate,
+    stacks: Vec<(u64, StackReport)>,
+}
+
+impl Ranked {
+    /// The stack ids to read and name, in report order.
+    pub fn stack_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.stacks.iter().map(|(id, _)| *id)
+    }
+}
+
+/// Groups the outstanding allocations by stack, gives each its trend, adds the churn stacks
+/// that hold nothing now, and orders them. Every group gets its trend and is ordered before
+/// any is named, so that the top by growth is named even when it is not the top by bytes.
+pub fn rank(snapshot: &Snapshot<'_>) -> Ranked {
+    let now = snapshot.now_ns;
+    let aggregate =
+        aggregate::by_stack(snapshot.outstanding, now, snapshot.min_age_ns, snapshot.show_allocs, snapshot.sampler);
+    let mut stacks: Vec<(u64, StackReport)> = aggregate
+        .groups
+        .iter()
+        .map(|g| {
+            let report = StackReport {
+                bytes: g.totals.bytes,
+                count: g.totals.count,
+                oldest_age_ms: now.saturating_sub(g.oldest_ns) / 1_000_000,
+                allocations: g
+                    .allocations
+                    .iter()
+                    .map(|&(address, size, ts)| Allocation { address, size, age_ms: now.saturating_sub(ts) / 1_000_000 })
+                    .collect(),
+                trend: snapshot.series.get(&g.stack_id).map(trend::classify),
+                estimate: g.estimate.map(|e| e.summary()),
+                ..StackReport::default()
+            };
+            (g.stack_id, report)
+        })
+        .collect();
+    // Stacks holding nothing now but turning memory over at a high rate are reported too
+    // (with zero bytes): telling churn from a leak is part of the answer.
+    let holding: HashSet<u64> = stacks.iter().map(|(id, _)| *id).collect();
+    let mut churn: Vec<(u64, StackReport)> = snapshot
+        .series
+        .iter()
+        .filter(|(id, _)| !holding.contains(id))
+        .map(|(&id, series)| (id, trend::classify(series)))
+        .filter(|(_, trend)| trend.class == Class::Churn)
+        .map(|(id, trend)| (id, StackReport { trend: Some(trend), ..StackReport::default() }))
+        .collect();
+    // The series are in a hash map: order them so that equal input gives equal output.
+    churn.sort_by_key(|(id, _)| *id);
+    stacks.extend(churn);
+    model::order_by(&mut stacks, snapshot.sort, |(_, r)| r);
+    if let Some(top) = snapshot.top {
+        stacks.truncate(top);
+    }
+    Ranked { aggregate, stacks }
+}
+
+/// The stacks of the ranked groups, read and named.
+#[derive(Default)]
+pub struct NamedStacks {
+    /// Each stack's return addresses (innermost first) and how its unwinding ended.
+    pub stacks: HashMap<u64, (Vec<u64>, StackEnd)>,
+    /// The frames of each address.
+    pub frames: HashMap<u64, Vec<Frame>>,
+}
+
+/// Everything else the report says.
+pub struct Context {
+    /// The traced process.
+    pub target: TargetInfo,
+    /// The allocator's object.
+    pub allocator: String,
+    /// When.
+    pub stamp: Stamp,
+    /// Whether the process had exited.
+    pub exited: bool,
+    /// The filters in force.
+    pub filters: model::Filters,
+    /// The `COUNTERS` array, summed over CPUs.
+    pub counters: [u64; Counter::LEN as usize],
+    /// Probe hits the kernel skipped.
+    pub probe_misses: u64,
+    /// The unwind section without its `stacks_by_end` (filled here); none with `--unwind fp`.
+    pub unwind: Option<UnwindSection>,
+    /// Where each function is probed.
+    pub probes: Vec<ProbeReport>,
+    /// With `--sample-bytes`: the period and whether unsampled calls skipped their returns.
+    pub sampling: Option<(u64, bool)>,
+    /// Build-ids of every module the process mapped, by path.
+    pub build_ids: BTreeMap<String, String>,
+}
+
+/// Which counter feeds which loss.
+const LOSSES: &[(Counter, fn(&mut Lost) -> &mut u64)] = &[
+    (Counter::AllocsMapFull, |l| &mut l.allocs_map_full),
+    (Counter::StackLost, |l| &mut l.stack_lost),
+    (Counter::StackCollision, |l| &mut l.stack_collision),
+    (Counter::ReturnWithoutEntry, |l| &mut l.return_without_entry),
+    (Counter::PendingMapFull, |l| &mut l.pending_map_full),
+    (Counter::PendingStale, |l| &mut l.pending_stale),
+    (Counter::OutPointerUnreadable, |l| &mut l.out_pointer_unreadable),
+];
+
+/// Which counter feeds which activity figure.
+const ACTIVITY: &[(Counter, fn(&mut Activity) -> &mut u64)] = &[
+    (Counter::AllocCalls, |a| &mut a.alloc_calls),
+    (Counter::FreeCalls, |a| &mut a.free_calls),
+    (Counter::FreeUnknown, |a| &mut a.free_unknown),
+    (Counter::NestedCalls, |a| &mut a.nested_calls),
+    (Counter::FailedAllocs, |a| &mut a.failed_allocs),
+];
+
+/// The report: the ranked groups with their named frames, totals, losses and sections.
+pub fn build_report(ranked: Ranked, named: &NamedStacks, context: Context) -> Report {
+    let Ranked { aggregate, stacks: ranked } = ranked;
+    let mut cut_short = 0u64;
+    let mut stacks_by_end = BTreeMap::new();
+    let stacks: Vec<StackReport> = ranked
+        .into_iter()
+        .map(|(id, mut report)| {
+            let (addresses, end) =
+                named.stacks.get(&id).map_or((&[][..], StackEnd::Complete), |(ips, end)| (ips.as_slice(), *end));
+            let ending = unwind::ending(end);
+            report.cut_short = ending.is_cut_short().then_some(ending);
+            *stacks_by_end.entry(ending).or_insert(0u64) += 1;
+            // A frame-pointer walk through code built without frame pointers reads arbitrary
+            // stack words as return addresses; the first one outside every executable mapping
+            // ends the stack, and what follows it is not shown.
+            let mapped = addresses
+                .iter()
+                .take_while(|a| named.frames.get(a).is_some_and(|f| f.first().is_some_and(|f| f.module.is_some())))
+                .count();
+            if mapped < addresses.len() {
+                cut_short += 1;
+            }
+            report.frames = addresses[..mapped].iter().flat_map(|a| named.frames.get(a).cloned().unwrap_or_default()).collect();
+            report
+        })
+        .collect();
+    let c = &context.counters;
+    let lost = Lost { probe_misses: context.probe_misses, ..from_counters(c, LOSSES) };
+    let activity = Activity { stacks_cut_short: cut_short, ..from_counters(c, ACTIVITY) };
+    let used: BTreeSet<&str> = stacks.iter().flat_map(|s| &s.frames).filter_map(|f| f.module.as_deref()).collect();
+    let build_ids = context.build_ids.into_iter().filter(|(m, _)| used.contains(m.as_str())).collect();
+    let section = Section::User(UserSection {
+        unwind: context.unwind.map(|u| UnwindSection { stacks_by_end, ..u }),
+        probes: context.probes,
+        sampling: context.sampling.map(|(period_bytes, return_probes_skipped)| SamplingSection {
+            period_bytes,
+            return_probes_skipped,
+            unsampled_calls: c[Counter::SampledOut as usize],
+        }),
+    });
+    let figures = Figures {
+        target_exited: context.exited,
+        filters: context.filters,
+        totals: aggregate.outstanding,
+        too_young: aggregate.too_young,
+        without_stack: aggregate.without_stack,
+        lost,
+        activity,
+        stacks,
+        build_ids,
+    };
+    Report::assemble(section, context.target, context.allocator, context.stamp, figures)
+}
