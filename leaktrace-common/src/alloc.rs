@@ -32,16 +32,17 @@ pub struct StackRecord {
 }
 
 
-/// Which allocator entry point a pending call came from; decides how its return is read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum PendingKind {
-    /// The return value is the new block (malloc, calloc, memalign, …).
-    Plain = 0,
-    /// realloc/reallocarray: the old block was taken out at entry and is put back on failure.
-    Realloc = 1,
-    /// posix_memalign: the block is written through the out-pointer; 0 means success.
-    OutPointer = 2,
+indexed_enum! {
+    /// Which allocator entry point a pending call came from; decides how its return is read.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum PendingKind {
+        /// The return value is the new block (malloc, calloc, memalign, …).
+        Plain = 0,
+        /// realloc/reallocarray: the old block was taken out at entry and is put back on failure.
+        Realloc = 1,
+        /// posix_memalign: the block is written through the out-pointer; 0 means success.
+        OutPointer = 2,
+    }
 }
 
 /// A traced allocator call between its entry and its return, keyed by thread id in `PENDING`.

@@ -1,16 +1,17 @@
 //! Kernel-mode (`--kernel-slab`) shared types.
 
-/// Which allocator an outstanding kernel object came from; also keeps the key spaces apart
-/// (slab addresses, page frame numbers and percpu pointers can coincide numerically).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum KernelSpace {
-    /// kmalloc / kmem_cache_alloc objects, keyed by address.
-    Slab = 0,
-    /// Page allocator, keyed by page frame number.
-    Page = 1,
-    /// Percpu allocator, keyed by percpu pointer.
-    Percpu = 2,
+indexed_enum! {
+    /// Which allocator an outstanding kernel object came from; also keeps the key spaces apart
+    /// (slab addresses, page frame numbers and percpu pointers can coincide numerically).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum KernelSpace {
+        /// kmalloc / kmem_cache_alloc objects, keyed by address.
+        Slab = 0,
+        /// Page allocator, keyed by page frame number.
+        Page = 1,
+        /// Percpu allocator, keyed by percpu pointer.
+        Percpu = 2,
+    }
 }
 
 /// Key of `KALLOCS`.

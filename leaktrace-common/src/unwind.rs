@@ -57,15 +57,16 @@ pub struct UnwindRow {
     pub rbp_offset: i8,
 }
 
-/// How frames in one mapping are unwound.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum MappingUnwinder {
-    /// Follow the rbp chain (the module keeps frame pointers, has no unwind info, or its
-    /// rows did not fit).
-    FramePointer = 0,
-    /// Look the pc up in the module's rows.
-    Dwarf = 1,
+indexed_enum! {
+    /// How frames in one mapping are unwound.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum MappingUnwinder {
+        /// Follow the rbp chain (the module keeps frame pointers, has no unwind info, or its
+        /// rows did not fit).
+        FramePointer = 0,
+        /// Look the pc up in the module's rows.
+        Dwarf = 1,
+    }
 }
 
 /// One executable mapping of a traced process.
@@ -171,52 +172,29 @@ pub struct UnwindEvent {
     pub kind: u32,
 }
 
-/// How a stored stack ended (`StackRecord::end`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum StackEnd {
-    /// The kernel's frame-pointer walk took it (`--unwind fp`): it ends where the rbp chain ends.
-    FramePointerWalk = 0,
-    /// The unwinder reached the outermost frame.
-    Complete = 1,
-    /// Cut at the frame limit.
-    DepthLimit = 2,
-    /// A return address outside every known executable mapping (JIT or anonymous code, or a
-    /// library mapped after the last table update).
-    UnknownMapping = 3,
-    /// Unwind information the unwinder cannot follow (a DWARF expression, an unknown register).
-    Unsupported = 4,
-    /// A signal handler's frame.
-    SignalFrame = 5,
-    /// The stack memory holding a return address or saved rbp could not be read.
-    ReadFailed = 6,
-    /// The process had no unwind table yet: the kernel's frame-pointer walk was used.
-    NoTable = 7,
-    /// A frame-pointer step found rbp outside the stack (code built without frame pointers).
-    FramePointerLost = 8,
-}
-
-impl StackEnd {
-    /// Every value, in order.
-    pub const ALL: [StackEnd; 9] = [
-        StackEnd::FramePointerWalk,
-        StackEnd::Complete,
-        StackEnd::DepthLimit,
-        StackEnd::UnknownMapping,
-        StackEnd::Unsupported,
-        StackEnd::SignalFrame,
-        StackEnd::ReadFailed,
-        StackEnd::NoTable,
-        StackEnd::FramePointerLost,
-    ];
-
-    /// The value stored in a record.
-    pub const fn from_u32(value: u32) -> Option<Self> {
-        if (value as usize) < Self::ALL.len() {
-            Some(Self::ALL[value as usize])
-        } else {
-            None
-        }
+indexed_enum! {
+    /// How a stored stack ended (`StackRecord::end`).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum StackEnd {
+        /// The kernel's frame-pointer walk took it (`--unwind fp`): it ends where the rbp chain ends.
+        FramePointerWalk = 0,
+        /// The unwinder reached the outermost frame.
+        Complete = 1,
+        /// Cut at the frame limit.
+        DepthLimit = 2,
+        /// A return address outside every known executable mapping (JIT or anonymous code, or a
+        /// library mapped after the last table update).
+        UnknownMapping = 3,
+        /// Unwind information the unwinder cannot follow (a DWARF expression, an unknown register).
+        Unsupported = 4,
+        /// A signal handler's frame.
+        SignalFrame = 5,
+        /// The stack memory holding a return address or saved rbp could not be read.
+        ReadFailed = 6,
+        /// The process had no unwind table yet: the kernel's frame-pointer walk was used.
+        NoTable = 7,
+        /// A frame-pointer step found rbp outside the stack (code built without frame pointers).
+        FramePointerLost = 8,
     }
 }
 

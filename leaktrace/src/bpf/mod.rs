@@ -1,7 +1,10 @@
 //! The only module that calls aya: loading the eBPF object, attaching probes and reading maps.
 //! Everything else in leaktrace works with plain Rust values.
 
+mod events;
 mod uprobe_session;
+
+pub use events::UnwindEvents;
 
 use std::{
     collections::HashMap as StdHashMap,
@@ -21,7 +24,7 @@ use aya::{
 use leaktrace_common::{
     names,
     unwind::{MAX_UNWIND_MAPPINGS, UNWIND_SLOTS},
-    AllocInfo, Counter, KernelAlloc, KernelKey, ProcessSlot, StackEnd, StackRecord, StackStats, UnwindEvent,
+    AllocInfo, Counter, KernelAlloc, KernelKey, ProcessSlot, StackEnd, StackRecord, StackStats,
     UnwindMapping,
     UnwindRow,
 };
@@ -499,45 +502,6 @@ impl Tracer {
         let fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| map_error(name, e))?;
         Ok(UnwindEvents { fd })
-    }
-}
-
-/// Library-load events from the eBPF programs, readable as they come.
-pub struct UnwindEvents {
-    fd: tokio::io::unix::AsyncFd<RingBuf<MapData>>,
-}
-
-impl UnwindEvents {
-    /// Waits until at least one event is available and returns every pending one.
-    pub async fn next_batch(&mut self) -> Result<Vec<UnwindEvent>> {
-        loop {
-            let mut guard = self.fd.readable_mut().await.map_err(|e| map_error(names::UNWIND_EVENTS, e))?;
-            let ring = guard.get_inner_mut();
-            let mut events = Vec::new();
-            while let Some(item) = ring.next() {
-                if item.len() >= std::mem::size_of::<UnwindEvent>() {
-                    // SAFETY: the programs write whole UnwindEvent values; read unaligned.
-                    events.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<UnwindEvent>()) });
-                }
-            }
-            guard.clear_ready();
-            if !events.is_empty() {
-                return Ok(events);
-            }
-        }
-    }
-
-    /// Every event already in the buffer, without waiting.
-    pub fn drain_now(&mut self) -> Vec<UnwindEvent> {
-        let ring = self.fd.get_mut();
-        let mut events = Vec::new();
-        while let Some(item) = ring.next() {
-            if item.len() >= std::mem::size_of::<UnwindEvent>() {
-                // SAFETY: as in `next_batch`.
-                events.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<UnwindEvent>()) });
-            }
-        }
-        events
     }
 }
 

@@ -278,3 +278,120 @@ pub fn build_report(ranked: Ranked, named: &NamedStacks, context: Context) -> Re
 pub fn distinct_addresses<'a>(stacks: impl IntoIterator<Item = &'a Vec<u64>>) -> Vec<u64> {
     stacks.into_iter().flatten().copied().collect::<BTreeSet<_>>().into_iter().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Filters;
+
+    const MS: u64 = 1_000_000;
+
+    fn object(addr: u64, bytes: (u64, u64), stack: i32, comm: &str, cache: &str) -> (KernelKey, KernelAlloc) {
+        let mut alloc = KernelAlloc {
+            timestamp_ns: 0,
+            bytes_alloc: bytes.0,
+            bytes_req: bytes.1,
+            gfp_flags: 0xcc0,
+            order: 0,
+            kernel_stack_id: stack,
+            user_stack_id: -1,
+            pid: 42,
+            tgid: 42,
+            comm: [0; 16],
+            cache: [0; 32],
+            space: KernelSpace::Slab as u32,
+            _pad: 0,
+        };
+        alloc.comm[..comm.len()].copy_from_slice(comm.as_bytes());
+        alloc.cache[..cache.len()].copy_from_slice(cache.as_bytes());
+        (KernelKey { addr, space: KernelSpace::Slab as u32, _pad: 0 }, alloc)
+    }
+
+    fn figures(active_objects: u64, object_size: u64) -> CacheFigures {
+        CacheFigures { active_objects, object_size }
+    }
+
+    /// Two msg_msg objects and a filp from one stack, a kmalloc-64 from another (named from
+    /// its size), and one from a task the `--comm` filter drops.
+    fn report(group_by: GroupBy) -> Report {
+        let raw = [
+            object(0x1000, (192, 148), 1, "perl", "msg_msg-192"),
+            object(0x2000, (192, 148), 1, "perl", "msg_msg-192"),
+            object(0x3000, (256, 232), 1, "perl", "filp"),
+            object(0x4000, (64, 48), 2, "perl", ""),
+            object(0x5000, (4096, 4096), 2, "other", "kmalloc-4k"),
+        ];
+        let objects = name_objects(&raw, &NameFilters { comm: Some("perl".into()), cache: None });
+        let series = SeriesBook::new(model::Sample::default());
+        let snapshot = Snapshot {
+            objects: &objects,
+            now_ns: 10 * MS,
+            min_age_ns: 0,
+            group_by,
+            series: &series,
+            sort: SortBy::Bytes,
+            top: None,
+            runs: Some(2),
+        };
+        let ranked = rank(&snapshot);
+        let mut named = NamedStacks::default();
+        named.kernel.insert(1, vec![0xffff_1000]);
+        named.kernel.insert(2, vec![0xffff_2000]);
+        named.kernel_frames.insert(0xffff_1000, Frame { address: 0xffff_1000, symbol: Some("load_msg".into()), kernel: true, ..Frame::default() });
+        named.kernel_frames.insert(0xffff_2000, Frame { address: 0xffff_2000, symbol: Some("eventfd".into()), kernel: true, ..Frame::default() });
+        let slab = SlabFigures {
+            meminfo_start: SlabMeminfo::default(),
+            meminfo_now: SlabMeminfo::default(),
+            slabinfo_start: [("msg_msg-192".to_string(), figures(10, 192))].into_iter().collect(),
+            slabinfo_now: [("msg_msg-192".to_string(), figures(12, 192))].into_iter().collect(),
+        };
+        let mut counters = [0; Counter::LEN as usize];
+        counters[Counter::KernelStackCollision as usize] = 3;
+        counters[Counter::KernelFrees as usize] = 9;
+        let context = Context {
+            target: TargetInfo::default(),
+            stamp: Stamp::default(),
+            exited: true,
+            filters: Filters { top: 10, ..Filters::default() },
+            group_by,
+            counters,
+            probe_misses: 0,
+            events: vec!["kmem:kmalloc".into()],
+            symbols_visible: true,
+            slab,
+            runs: None,
+        };
+        build_report(ranked, &named, context)
+    }
+
+    #[test]
+    fn groups_by_stack_with_caches_requests_and_per_run_figures() {
+        let report = report(GroupBy::Stack);
+        assert_eq!(report.totals, Totals { bytes: 192 + 192 + 256 + 64, count: 4 });
+        let stack = &report.stacks[0];
+        assert_eq!((stack.bytes, stack.count), (640, 3));
+        assert_eq!(stack.frames[0].symbol.as_deref(), Some("load_msg"));
+        let kernel = stack.kernel.as_ref().unwrap();
+        assert_eq!(kernel.requested_bytes, 148 + 148 + 232);
+        let caches: Vec<(&str, u64, u64)> = kernel.caches.iter().map(|s| (s.name.as_str(), s.bytes, s.count)).collect();
+        assert_eq!(caches, [("msg_msg-192", 384, 2), ("filp", 256, 1)]);
+        assert_eq!(kernel.per_run, Some(PerRun { bytes: 320.0, count: 1.5 }));
+        // The object without a cache name is named from its size and flags.
+        assert_eq!(report.stacks[1].kernel.as_ref().unwrap().caches[0].name, "kmalloc-64");
+        let section = report.kernel().unwrap();
+        let msg = section.caches.iter().find(|c| c.name == "msg_msg-192").unwrap();
+        assert_eq!((msg.traced, msg.slabinfo_objects_delta, msg.slabinfo_bytes_delta), (Totals { bytes: 384, count: 2 }, Some(2), Some(384)));
+        assert_eq!(report.lost.stack_collision, 3);
+        assert_eq!(report.activity.free_calls, 9);
+        assert!(report.incomplete);
+    }
+
+    #[test]
+    fn groups_by_cache() {
+        let report = report(GroupBy::Cache);
+        let keys: Vec<(&str, u64)> =
+            report.stacks.iter().map(|s| (s.kernel.as_ref().unwrap().key.as_str(), s.bytes)).collect();
+        assert_eq!(keys, [("msg_msg-192", 384), ("filp", 256), ("kmalloc-64", 64)]);
+        assert!(report.stacks.iter().all(|s| s.frames.is_empty()));
+    }
+}

@@ -209,3 +209,119 @@ pub fn build_report(ranked: Ranked, named: &NamedStacks, context: Context) -> Re
     };
     Report::assemble(section, context.target, context.allocator, context.stamp, figures)
 }
+
+#[cfg(test)]
+mod tests {
+    use leaktrace_common::AllocInfo;
+
+    use super::*;
+    use crate::model::{Filters, Sample, StackEnding};
+
+    const MS: u64 = 1_000_000;
+
+    fn alloc(address: u64, size: u64, timestamp_ns: u64, stack_id: u64) -> Outstanding {
+        Outstanding { address, info: AllocInfo { size, timestamp_ns, stack_id, tgid: 7, _pad: 0 } }
+    }
+
+    fn frame(address: u64, module: &str, symbol: &str) -> Frame {
+        Frame { address, module: Some(module.into()), symbol: Some(symbol.into()), offset: Some(4), ..Frame::default() }
+    }
+
+    fn context(counters: [u64; Counter::LEN as usize], probe_misses: u64) -> Context {
+        Context {
+            target: TargetInfo { pid: 7, command: "app".into(), exe: "/bin/app".into() },
+            allocator: "/lib/libc.so.6".into(),
+            stamp: Stamp::default(),
+            exited: true,
+            filters: Filters { top: 10, ..Filters::default() },
+            counters,
+            probe_misses,
+            unwind: None,
+            probes: Vec::new(),
+            sampling: None,
+            build_ids: [("/bin/app".to_string(), "ab".to_string()), ("/lib/other.so".to_string(), "cd".to_string())]
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    /// Two stacks (300 and 200 bytes), a young block and a block without a stack.
+    fn report(counters: [u64; Counter::LEN as usize], probe_misses: u64) -> Report {
+        let outstanding = [
+            alloc(0x10, 100, 0, 1),
+            alloc(0x20, 200, 0, 1),
+            alloc(0x30, 200, 0, 2),
+            alloc(0x40, 50, 10 * MS, 1),
+            alloc(0x50, 70, 0, 0),
+        ];
+        let series = SeriesBook::new(Sample::default());
+        let snapshot = Snapshot {
+            outstanding: &outstanding,
+            now_ns: 10 * MS,
+            min_age_ns: 5 * MS,
+            show_allocs: false,
+            sampler: None,
+            series: &series,
+            sort: SortBy::Bytes,
+            top: None,
+        };
+        let ranked = rank(&snapshot);
+        assert_eq!(ranked.stack_ids().collect::<Vec<_>>(), [1, 2]);
+        let mut named = NamedStacks::default();
+        named.stacks.insert(1, (vec![0x1000, 0x2000], StackEnd::Complete));
+        // Stack 2's second address is in no mapping: the stack is shown up to it.
+        named.stacks.insert(2, (vec![0x1000, 0x9999], StackEnd::DepthLimit));
+        named.frames.insert(0x1000, vec![frame(0x1000, "/bin/app", "leak")]);
+        named.frames.insert(0x2000, vec![frame(0x2000, "/bin/app", "main")]);
+        named.frames.insert(0x9999, vec![Frame { address: 0x9999, ..Frame::default() }]);
+        build_report(ranked, &named, context(counters, probe_misses))
+    }
+
+    #[test]
+    fn figures_stacks_and_frames_come_out_exactly() {
+        let report = report([0; Counter::LEN as usize], 0);
+        assert_eq!(report.totals, model::Totals { bytes: 620, count: 5 });
+        assert_eq!(report.too_young, model::Totals { bytes: 50, count: 1 });
+        assert_eq!(report.without_stack, model::Totals { bytes: 70, count: 1 });
+        let figures: Vec<(u64, u64)> = report.stacks.iter().map(|s| (s.bytes, s.count)).collect();
+        assert_eq!(figures, [(300, 2), (200, 1)]);
+        let names: Vec<Vec<&str>> =
+            report.stacks.iter().map(|s| s.frames.iter().map(|f| f.symbol.as_deref().unwrap()).collect()).collect();
+        assert_eq!(names, [vec!["leak", "main"], vec!["leak"]]);
+        assert_eq!(report.stacks[0].cut_short, None);
+        assert_eq!(report.stacks[1].cut_short, Some(StackEnding::FrameLimit));
+        assert_eq!(report.activity.stacks_cut_short, 1);
+        // Only modules that appear in a stack keep their build-id.
+        assert_eq!(report.build_ids.keys().collect::<Vec<_>>(), ["/bin/app"]);
+        assert_eq!(report.target.pid, 7);
+        assert!(report.user().is_some());
+    }
+
+    #[test]
+    fn every_counter_lands_in_its_own_field() {
+        let mut counters = [0; Counter::LEN as usize];
+        for (i, value) in counters.iter_mut().enumerate() {
+            *value = 100 + i as u64;
+        }
+        let report = report(counters, 2);
+        let at = |c: Counter| 100 + c as u64;
+        let lost = &report.lost;
+        assert_eq!(
+            [lost.allocs_map_full, lost.stack_lost, lost.stack_collision, lost.return_without_entry],
+            [at(Counter::AllocsMapFull), at(Counter::StackLost), at(Counter::StackCollision), at(Counter::ReturnWithoutEntry)]
+        );
+        assert_eq!(
+            [lost.pending_map_full, lost.pending_stale, lost.out_pointer_unreadable, lost.probe_misses],
+            [at(Counter::PendingMapFull), at(Counter::PendingStale), at(Counter::OutPointerUnreadable), 2]
+        );
+        let a = &report.activity;
+        assert_eq!(
+            [a.alloc_calls, a.free_calls, a.free_unknown, a.nested_calls, a.failed_allocs],
+            [at(Counter::AllocCalls), at(Counter::FreeCalls), at(Counter::FreeUnknown), at(Counter::NestedCalls), at(Counter::FailedAllocs)]
+        );
+        assert!(report.incomplete);
+        assert!(!self::report([0; Counter::LEN as usize], 0).incomplete);
+        // A skipped probe hit alone makes the figures incomplete.
+        assert!(self::report([0; Counter::LEN as usize], 1).incomplete);
+    }
+}
