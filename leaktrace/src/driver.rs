@@ -258,9 +258,12 @@ fn now_rfc3339() -> String {
     chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
 }
 
+/// Which counter slot feeds which `u64` field of a `T`.
+pub(crate) type CounterFields<T> = [(leaktrace_common::Counter, fn(&mut T) -> &mut u64)];
+
 /// Reads the counters `table` names into a value of `T` (a report's losses or activity):
 /// the one place a counter slot becomes a report field.
-pub(crate) fn from_counters<T: Default>(counters: &[u64], table: &[(leaktrace_common::Counter, fn(&mut T) -> &mut u64)]) -> T {
+pub(crate) fn from_counters<T: Default>(counters: &[u64], table: &CounterFields<T>) -> T {
     let mut value = T::default();
     for (counter, field) in table {
         *field(&mut value) = counters[*counter as usize];

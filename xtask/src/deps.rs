@@ -12,6 +12,9 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
+/// Longest function allowed in shipped code, in lines.
+const MAX_FUNCTION_LINES: usize = 80;
+
 /// The modules every other one may use and which use none of ours.
 const LEAVES: &[&str] = &["model"];
 
@@ -139,6 +142,51 @@ pub fn find_cycle(graph: &Graph) -> Option<Vec<String>> {
     graph.keys().find_map(|node| visit(node, graph, &mut Vec::new(), &mut done))
 }
 
+/// Functions longer than `limit` lines in `text` (test modules left out), as (name, first
+/// line, length). A function ends at the first line that closes it at its own indent.
+pub fn long_functions(text: &str, limit: usize) -> Vec<(String, usize, usize)> {
+    let lines: Vec<&str> = text.lines().take_while(|l| !l.starts_with("#[cfg(test)]")).collect();
+    let mut long = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        let indent = &line[..line.len() - trimmed.len()];
+        let Some(signature) = ["pub(crate) fn ", "pub(super) fn ", "pub fn ", "async fn ", "pub async fn ", "const fn ", "pub const fn ", "fn "]
+            .iter()
+            .find_map(|prefix| trimmed.strip_prefix(prefix))
+        else {
+            continue;
+        };
+        if trimmed.ends_with(';') {
+            continue; // a declaration in a trait
+        }
+        let name: String = signature.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        let closing = format!("{indent}}}");
+        let end = lines[i..].iter().position(|l| *l == closing).map_or(lines.len(), |n| i + n);
+        let length = end - i + 1;
+        if length > limit {
+            long.push((name, i + 1, length));
+        }
+    }
+    long
+}
+
+/// Fails on a function over [`MAX_FUNCTION_LINES`] in the shipped crates under `root`.
+pub fn check_function_lengths(root: &Path) -> Result<()> {
+    let mut long = Vec::new();
+    for crate_dir in ["leaktrace/src", "leaktrace-common/src", "leaktrace-ebpf/src"] {
+        for path in walk(&root.join(crate_dir))? {
+            let text = std::fs::read_to_string(&path)?;
+            for (name, line, length) in long_functions(&text, MAX_FUNCTION_LINES) {
+                long.push(format!("{}:{line} {name} ({length} lines)", path.strip_prefix(root)?.display()));
+            }
+        }
+    }
+    if !long.is_empty() {
+        bail!("functions over {MAX_FUNCTION_LINES} lines (split them):\n{}", long.join("\n"));
+    }
+    Ok(())
+}
+
 /// Prints the graph of the crate source folder `src` and fails on a cycle or a leaf that
 /// uses another module.
 pub fn check(src: &Path) -> Result<()> {
@@ -167,6 +215,13 @@ mod tests {
         let text = "use crate::{\n    aggregate::{self, X},\n    bpf::Tracer,\n    error::{Error, Result}, model,\n    render,\n};\nlet x = crate::trend::classify(s); // crate::ignored\n";
         let names: Vec<String> = crate_references(text).into_iter().collect();
         assert_eq!(names, ["aggregate", "bpf", "error", "model", "render", "trend"]);
+    }
+
+    #[test]
+    fn measures_functions() {
+        let text = "fn short() {\n    1\n}\n\nimpl X {\n    pub fn long() {\n        a();\n        b();\n    }\n}\n";
+        assert_eq!(long_functions(text, 3), [("long".to_string(), 6, 4)]);
+        assert!(long_functions(text, 4).is_empty());
     }
 
     #[test]

@@ -33,7 +33,7 @@ enum Task {
         /// Only run integration tests whose name contains this.
         filter: Option<String>,
     },
-    /// Print leaktrace's module import graph and fail on a cycle.
+    /// Print leaktrace's module import graph; fail on a cycle or an over-long function.
     Deps {
         /// Another source folder to check (default leaktrace/src).
         #[arg(long, value_name = "DIR")]
@@ -66,7 +66,10 @@ fn run() -> Result<()> {
             setup::run(&root)?;
             demo(&root)
         }
-        Task::Deps { src } => deps::check(&src.unwrap_or_else(|| root.join("leaktrace/src"))),
+        Task::Deps { src } => {
+            deps::check(&src.unwrap_or_else(|| root.join("leaktrace/src")))?;
+            deps::check_function_lengths(&root)
+        }
         Task::Test { filter } => {
             setup::run(&root)?;
             setup::ensure_test_tools()?;
@@ -132,6 +135,7 @@ fn test(root: &Path, filter: Option<&str>) -> Result<()> {
     exec(cargo(root).args(["fmt", "--all", "--check"]))?;
     exec(cargo(root).args(["clippy", "--workspace", "--exclude", "leaktrace-ebpf", "--all-targets", "--", "-D", "warnings"]))?;
     deps::check(&root.join("leaktrace/src"))?;
+    deps::check_function_lengths(root)?;
     // Unit tests of every host crate (the eBPF crate only builds for the BPF target).
     exec(cargo(root).args(["test", "--workspace", "--exclude", "leaktrace-ebpf", "--exclude", "leaktrace-integration-tests"]))?;
     // The root tests run the real binary; build it first so they test this tree.

@@ -13,7 +13,7 @@ use crate::{
         self, Activity, CacheAccount, Figures, Frame, GroupBy, KernelGroup, KernelSection, Lost, PerRun, Report, Runs,
         Section, Share, SlabMeminfo, SortBy, StackReport, Stamp, TargetInfo, Totals,
     },
-    driver::from_counters,
+    driver::{from_counters, CounterFields},
     trend::{self, SeriesBook},
 };
 
@@ -79,10 +79,13 @@ pub struct Snapshot<'a> {
     pub runs: Option<u32>,
 }
 
+/// A group's key, its (tgid, user stack id) if it has one, and its report so far.
+type RankedGroup = (GroupKey, Option<(u32, u32)>, StackReport);
+
 /// Every group, in report order, before its stacks are named.
 pub struct Ranked {
     aggregate: KernelAggregate,
-    groups: Vec<(GroupKey, Option<(u32, u32)>, StackReport)>,
+    groups: Vec<RankedGroup>,
 }
 
 impl Ranked {
@@ -133,7 +136,7 @@ fn group_report(g: &KernelGroupAgg, snapshot: &Snapshot<'_>) -> StackReport {
 /// Groups the objects old enough to report, gives each group its trend, and orders them.
 pub fn rank(snapshot: &Snapshot<'_>) -> Ranked {
     let aggregate = aggregate::kernel_groups(snapshot.objects, snapshot.now_ns, snapshot.min_age_ns, snapshot.group_by);
-    let mut groups: Vec<(GroupKey, Option<(u32, u32)>, StackReport)> =
+    let mut groups: Vec<RankedGroup> =
         aggregate.groups.iter().map(|g| (g.key.clone(), g.user_stack, group_report(g, snapshot))).collect();
     model::order_by(&mut groups, snapshot.sort, |(_, _, r)| r);
     if let Some(top) = snapshot.top {
@@ -191,14 +194,14 @@ pub struct Context {
     pub runs: Option<Runs>,
 }
 
-const LOSSES: &[(Counter, fn(&mut Lost) -> &mut u64)] = &[
+const LOSSES: &CounterFields<Lost> = &[
     (Counter::KernelMapFull, |l| &mut l.allocs_map_full),
     (Counter::KernelStackLost, |l| &mut l.stack_lost),
     (Counter::KernelStackCollision, |l| &mut l.stack_collision),
     (Counter::KernelUserStackLost, |l| &mut l.user_stack_lost),
 ];
 
-const ACTIVITY: &[(Counter, fn(&mut Activity) -> &mut u64)] = &[
+const ACTIVITY: &CounterFields<Activity> = &[
     (Counter::KernelAllocs, |a| &mut a.alloc_calls),
     (Counter::KernelFrees, |a| &mut a.free_calls),
     (Counter::KernelFreeUnknown, |a| &mut a.free_unknown),

@@ -8,7 +8,7 @@ use std::io::Write as _;
 use prost::Message;
 
 use super::names::{export_frames, frame_name};
-use crate::model::Report;
+use crate::model::{Frame, Report};
 
 #[derive(Clone, PartialEq, Message)]
 struct Profile {
@@ -128,90 +128,115 @@ impl Strings {
     }
 }
 
+/// The tables of a profile being built, each entry given an id on first use.
+#[derive(Default)]
+struct Builder {
+    strings: Strings,
+    mappings: Vec<Mapping>,
+    mapping_ids: HashMap<String, u64>,
+    functions: Vec<Function>,
+    function_ids: HashMap<(String, String), u64>,
+    locations: Vec<Location>,
+    // Keyed by address and name: frames without an address (a group named after a cache)
+    // must not share one location.
+    location_ids: HashMap<(u64, String), u64>,
+}
+
+impl Builder {
+    /// The mapping of `module` (0 for none).
+    fn mapping_id(&mut self, module: &str, build_ids: &std::collections::BTreeMap<String, String>) -> u64 {
+        if module.is_empty() {
+            return 0;
+        }
+        if let Some(&id) = self.mapping_ids.get(module) {
+            return id;
+        }
+        let id = self.mappings.len() as u64 + 1;
+        let filename = self.strings.id(module);
+        let build_id = build_ids.get(module).map_or(0, |id| self.strings.id(id));
+        self.mappings.push(Mapping {
+            id,
+            filename,
+            build_id,
+            has_functions: true,
+            has_filenames: true,
+            has_line_numbers: true,
+            has_inline_frames: true,
+        });
+        self.mapping_ids.insert(module.to_string(), id);
+        id
+    }
+
+    /// The function of `frame`, by name and file.
+    fn function_id(&mut self, frame: &Frame) -> u64 {
+        let name = frame_name(frame);
+        let file = frame.file.clone().unwrap_or_default();
+        let key = (name, file);
+        if let Some(&id) = self.function_ids.get(&key) {
+            return id;
+        }
+        let id = self.functions.len() as u64 + 1;
+        let name_id = self.strings.id(&key.0);
+        let filename = self.strings.id(&key.1);
+        self.functions.push(Function { id, name: name_id, system_name: name_id, filename });
+        self.function_ids.insert(key, id);
+        id
+    }
+
+    /// The location of frames sharing one address: inlined calls first, then the function
+    /// they were inlined into, which is pprof's order for `Location.line` too.
+    fn location_id(&mut self, group: &[Frame], build_ids: &std::collections::BTreeMap<String, String>) -> u64 {
+        let address = group[0].address;
+        let key = (address, frame_name(&group[0]));
+        if let Some(&id) = self.location_ids.get(&key) {
+            return id;
+        }
+        let mapping_id = self.mapping_id(group[0].module.as_deref().unwrap_or_default(), build_ids);
+        let line = group
+            .iter()
+            .map(|frame| Line { function_id: self.function_id(frame), line: i64::from(frame.line.unwrap_or(0)) })
+            .collect();
+        let id = self.locations.len() as u64 + 1;
+        self.locations.push(Location { id, mapping_id, address, line });
+        self.location_ids.insert(key, id);
+        id
+    }
+}
+
+/// Splits frames into runs that share an address (a frame without one stands alone).
+fn by_address(frames: &[Frame]) -> Vec<&[Frame]> {
+    let mut groups = Vec::new();
+    let mut i = 0;
+    while i < frames.len() {
+        let address = frames[i].address;
+        let mut j = i + 1;
+        while address != 0 && j < frames.len() && frames[j].address == address {
+            j += 1;
+        }
+        groups.push(&frames[i..j]);
+        i = j;
+    }
+    groups
+}
+
 /// Encodes the report as a gzipped pprof profile with the sample types
 /// `inuse_space`/bytes and `inuse_objects`/count.
 pub fn render(report: &Report) -> Vec<u8> {
-    let mut strings = Strings::default();
-    strings.id("");
+    let mut b = Builder::default();
+    b.strings.id("");
     let sample_type = vec![
-        ValueType { r#type: strings.id("inuse_space"), unit: strings.id("bytes") },
-        ValueType { r#type: strings.id("inuse_objects"), unit: strings.id("count") },
+        ValueType { r#type: b.strings.id("inuse_space"), unit: b.strings.id("bytes") },
+        ValueType { r#type: b.strings.id("inuse_objects"), unit: b.strings.id("count") },
     ];
-    let mut mappings: Vec<Mapping> = Vec::new();
-    let mut mapping_ids: HashMap<String, u64> = HashMap::new();
-    let mut functions: Vec<Function> = Vec::new();
-    let mut function_ids: HashMap<(String, String), u64> = HashMap::new();
-    let mut locations: Vec<Location> = Vec::new();
-    // Keyed by address and name: frames without an address (a group named after a cache)
-    // must not share one location.
-    let mut location_ids: HashMap<(u64, String), u64> = HashMap::new();
-    let mut samples = Vec::with_capacity(report.stacks.len());
-
-    for stack in &report.stacks {
-        let frames = export_frames(stack);
-        let mut location_id = Vec::new();
-        // Frames sharing an address form one location: inlined calls first, then the
-        // function they were inlined into, which is pprof's order for Location.line too.
-        let mut i = 0;
-        while i < frames.len() {
-            let address = frames[i].address;
-            let mut j = i + 1;
-            while address != 0 && j < frames.len() && frames[j].address == address {
-                j += 1;
-            }
-            let group = &frames[i..j];
-            i = j;
-            let location_key = (address, frame_name(&group[0]));
-            if let Some(&id) = location_ids.get(&location_key) {
-                location_id.push(id);
-                continue;
-            }
-            let module = group[0].module.clone().unwrap_or_default();
-            let mapping_id = if module.is_empty() {
-                0
-            } else if let Some(&id) = mapping_ids.get(&module) {
-                id
-            } else {
-                let id = mappings.len() as u64 + 1;
-                mappings.push(Mapping {
-                    id,
-                    filename: strings.id(&module),
-                    build_id: report.build_ids.get(&module).map_or(0, |id| strings.id(id)),
-                    has_functions: true,
-                    has_filenames: true,
-                    has_line_numbers: true,
-                    has_inline_frames: true,
-                });
-                mapping_ids.insert(module.clone(), id);
-                id
-            };
-            let lines = group
-                .iter()
-                .map(|frame| {
-                    let name = frame_name(frame);
-                    let file = frame.file.clone().unwrap_or_default();
-                    let key = (name.clone(), file.clone());
-                    let function_id = match function_ids.get(&key) {
-                        Some(&id) => id,
-                        None => {
-                            let id = functions.len() as u64 + 1;
-                            let name_id = strings.id(&name);
-                            functions.push(Function { id, name: name_id, system_name: name_id, filename: strings.id(&file) });
-                            function_ids.insert(key, id);
-                            id
-                        }
-                    };
-                    Line { function_id, line: i64::from(frame.line.unwrap_or(0)) }
-                })
-                .collect();
-            let id = locations.len() as u64 + 1;
-            locations.push(Location { id, mapping_id, address, line: lines });
-            location_ids.insert(location_key, id);
-            location_id.push(id);
-        }
-        samples.push(Sample { location_id, value: vec![stack.bytes as i64, stack.count as i64] });
-    }
-
+    let samples: Vec<Sample> = report
+        .stacks
+        .iter()
+        .map(|stack| {
+            let frames = export_frames(stack);
+            let location_id = by_address(&frames).into_iter().map(|group| b.location_id(group, &report.build_ids)).collect();
+            Sample { location_id, value: vec![stack.bytes as i64, stack.count as i64] }
+        })
+        .collect();
     let time_nanos = chrono::DateTime::parse_from_rfc3339(&report.started_at)
         .ok()
         .and_then(|t| t.timestamp_nanos_opt())
@@ -220,20 +245,20 @@ pub fn render(report: &Report) -> Vec<u8> {
     // says how they were sampled.
     let sampling = report.user().and_then(|u| u.sampling.as_ref());
     let comment = match sampling {
-        Some(s) => vec![strings.id(&format!("estimates from allocations sampled once per {} bytes on average", s.period_bytes))],
+        Some(s) => vec![b.strings.id(&format!("estimates from allocations sampled once per {} bytes on average", s.period_bytes))],
         None => Vec::new(),
     };
     let profile = Profile {
-        period_type: Some(ValueType { r#type: strings.id("space"), unit: strings.id("bytes") }),
+        period_type: Some(ValueType { r#type: b.strings.id("space"), unit: b.strings.id("bytes") }),
         period: sampling.map_or(1, |s| s.period_bytes as i64),
         comment,
-        default_sample_type: strings.id("inuse_space"),
+        default_sample_type: b.strings.id("inuse_space"),
         sample_type,
         sample: samples,
-        mapping: mappings,
-        location: locations,
-        function: functions,
-        string_table: std::mem::take(&mut strings.table),
+        mapping: b.mappings,
+        location: b.locations,
+        function: b.functions,
+        string_table: std::mem::take(&mut b.strings.table),
         time_nanos,
         duration_nanos: (report.duration_s * 1e9) as i64,
     };

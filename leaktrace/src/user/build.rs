@@ -9,7 +9,7 @@ use leaktrace_common::{Counter, StackEnd};
 use crate::{
     aggregate::{self, Aggregate},
     bpf::Outstanding,
-    driver::from_counters,
+    driver::{from_counters, CounterFields},
     model::{
         self, Activity, Allocation, Figures, Frame, Lost, ProbeReport, Report, SamplingSection, Section, SortBy,
         StackReport, Stamp, TargetInfo, UnwindSection, UserSection,
@@ -136,7 +136,7 @@ pub struct Context {
 }
 
 /// Which counter feeds which loss.
-const LOSSES: &[(Counter, fn(&mut Lost) -> &mut u64)] = &[
+const LOSSES: &CounterFields<Lost> = &[
     (Counter::AllocsMapFull, |l| &mut l.allocs_map_full),
     (Counter::StackLost, |l| &mut l.stack_lost),
     (Counter::StackCollision, |l| &mut l.stack_collision),
@@ -147,7 +147,7 @@ const LOSSES: &[(Counter, fn(&mut Lost) -> &mut u64)] = &[
 ];
 
 /// Which counter feeds which activity figure.
-const ACTIVITY: &[(Counter, fn(&mut Activity) -> &mut u64)] = &[
+const ACTIVITY: &CounterFields<Activity> = &[
     (Counter::AllocCalls, |a| &mut a.alloc_calls),
     (Counter::FreeCalls, |a| &mut a.free_calls),
     (Counter::FreeUnknown, |a| &mut a.free_unknown),
