@@ -272,19 +272,40 @@ pub fn plan(path: &Path, facts: ElfFacts, prefix: &str) -> Result<AllocatorObjec
     Ok(AllocatorObject { path: path.to_path_buf(), functions: facts.defined, absent })
 }
 
-/// True for file names of the C library or of a malloc replacement that exports `malloc`.
+/// One allocator implementation, as the libraries it ships in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Family {
+    /// Its name.
+    pub name: &'static str,
+    /// Prefixes of the file names of its libraries.
+    pub libraries: &'static [&'static str],
+    /// Whether it is the C library's own allocator; a replacement loaded beside it
+    /// interposes its malloc, so replacements are chosen first.
+    pub is_libc: bool,
+}
+
+/// The allocators leaktrace looks for among a process's libraries, replacements first.
+pub const FAMILIES: &[Family] = &[
+    Family { name: "jemalloc", libraries: &["libjemalloc"], is_libc: false },
+    Family { name: "tcmalloc", libraries: &["libtcmalloc"], is_libc: false },
+    Family { name: "mimalloc", libraries: &["libmimalloc"], is_libc: false },
+    Family { name: "glibc", libraries: &["libc.so", "libc-"], is_libc: true },
+    Family { name: "musl", libraries: &["ld-musl-"], is_libc: true },
+];
+
+/// The allocator family of a library, by its file name.
+pub fn family_of(file_name: &str) -> Option<&'static Family> {
+    FAMILIES.iter().find(|f| f.libraries.iter().any(|prefix| file_name.starts_with(prefix)))
+}
+
+/// True for a library that holds an allocator leaktrace knows.
 pub fn looks_like_allocator_library(file_name: &str) -> bool {
-    const NAMES: &[&str] = &["libc.so", "libc-", "ld-musl-", "libjemalloc", "libtcmalloc", "libmimalloc"];
-    NAMES.iter().any(|n| file_name.starts_with(n))
+    family_of(file_name).is_some()
 }
 
 /// Replacement allocators come before libc: when loaded they interpose its malloc.
 pub fn allocator_rank(file_name: &str) -> u8 {
-    if file_name.starts_with("libc.so") || file_name.starts_with("libc-") || file_name.starts_with("ld-musl-") {
-        1
-    } else {
-        0
-    }
+    u8::from(family_of(file_name).is_some_and(|f| f.is_libc))
 }
 
 #[cfg(test)]
