@@ -354,8 +354,13 @@ pub struct Frame {
     pub module: Option<String>,
     /// Function name, demangled.
     pub symbol: Option<String>,
-    /// Offset from the function's start, or from the module's start when there is no symbol.
+    /// Offset from the function's start (from `part`'s start when there is one), or from the
+    /// module's start when there is no symbol; absent when it cannot be known.
     pub offset: Option<u64>,
+    /// The part of a function the compiler split (`foo.cold`) that holds the address, when it
+    /// is not the function's entry part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<String>,
     /// Source file, with debug info.
     pub file: Option<String>,
     /// Source line, with debug info.

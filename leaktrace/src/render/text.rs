@@ -16,7 +16,11 @@ pub fn frame_line(frame: &Frame) -> String {
     let mut line = match (&frame.symbol, &frame.module) {
         (Some(symbol), Some(module)) if frame.inlined => format!("{symbol} [{}] (inlined)", module_name(module)),
         (Some(symbol), Some(module)) => {
-            format!("{symbol}+{:#x} [{}]", frame.offset.unwrap_or(0), module_name(module))
+            let name = frame.part.as_deref().unwrap_or(symbol);
+            match frame.offset {
+                Some(offset) => format!("{name}+{offset:#x} [{}]", module_name(module)),
+                None => format!("{name} [{}]", module_name(module)),
+            }
         }
         (None, Some(module)) => format!("{}+{:#x}", module_name(module), frame.offset.unwrap_or(0)),
         (_, None) => format!("[unknown] {:#x}", frame.address),
@@ -367,10 +371,13 @@ mod tests {
             line: Some(12),
             inlined: false,
             kernel: false,
+            part: None,
         };
         assert_eq!(frame_line(&named), "leak+0x1e [app] app.c:12");
         let stripped = Frame { symbol: None, file: None, line: None, offset: Some(0x1136), ..named.clone() };
         assert_eq!(frame_line(&stripped), "app+0x1136");
+        let cold = Frame { part: Some("leak.cold".into()), offset: Some(0x6), file: None, line: None, ..named.clone() };
+        assert_eq!(frame_line(&cold), "leak.cold+0x6 [app]");
         let unknown = Frame { address: 0x7f00, ..Frame::default() };
         assert_eq!(frame_line(&unknown), "[unknown] 0x7f00");
     }

@@ -3,7 +3,7 @@
 
 pub mod kernel;
 
-use std::collections::HashMap;
+use std::{collections::HashMap, path::Path};
 
 use blazesym::symbolize::{
     source::{Elf, Source},
@@ -56,11 +56,8 @@ impl Symbolizer {
             offsets.sort_unstable();
             offsets.dedup();
             let module = modules.module(index);
-            let source = Source::from(Elf::new(module.open_path.clone()));
-            let results = self.blazesym.symbolize(&source, Input::FileOffset(&offsets));
-            for (i, &offset) in offsets.iter().enumerate() {
-                let symbolized = results.as_ref().ok().and_then(|r| r.get(i));
-                self.cache.insert((module.file, offset), frames_for(&module.name, offset, symbolized));
+            for (offset, frames) in self.frames_in_file(&module.name, &module.open_path, &offsets) {
+                self.cache.insert((module.file, offset), frames);
             }
         }
         located
@@ -79,7 +76,43 @@ impl Symbolizer {
     }
 }
 
-fn frames_for(module: &str, file_offset: u64, symbolized: Option<&Symbolized<'_>>) -> Vec<Frame> {
+impl Symbolizer {
+    /// The frames at each of `offsets` (sorted, distinct) in the file at `path`, named `name`.
+    fn frames_in_file(&self, name: &str, path: &Path, offsets: &[u64]) -> Vec<(u64, Vec<Frame>)> {
+        let results = self.blazesym.symbolize(&Source::from(Elf::new(path)), Input::FileOffset(offsets));
+        let results = results.as_deref().unwrap_or_default();
+        // A function the compiler split into parts (a hot part and `name.cold`, DWARF
+        // `DW_AT_ranges`) comes back from the debug information without a start address;
+        // its offset is then taken from the ELF symbol of the part that holds the address.
+        let split: Vec<u64> = offsets
+            .iter()
+            .zip(results)
+            .filter(|(_, r)| matches!(r, Symbolized::Sym(sym) if sym.addr == 0))
+            .map(|(&offset, _)| offset)
+            .collect();
+        let mut parts: HashMap<u64, (String, u64)> = HashMap::new();
+        if !split.is_empty() {
+            let mut symtab = Elf::new(path);
+            symtab.debug_syms = false;
+            if let Ok(found) = self.blazesym.symbolize(&Source::from(symtab), Input::FileOffset(&split)) {
+                for (&offset, part) in split.iter().zip(&found) {
+                    if let Symbolized::Sym(sym) = part {
+                        parts.insert(offset, (sym.name.to_string(), sym.offset as u64));
+                    }
+                }
+            }
+        }
+        offsets
+            .iter()
+            .enumerate()
+            .map(|(i, &offset)| (offset, frames_for(name, offset, results.get(i), parts.get(&offset))))
+            .collect()
+    }
+}
+
+/// The frames at `file_offset`: inlined calls first, then the function that holds them.
+/// `part` is the ELF symbol and offset of a split function's part (see `frames_in_file`).
+fn frames_for(module: &str, file_offset: u64, symbolized: Option<&Symbolized<'_>>, part: Option<&(String, u64)>) -> Vec<Frame> {
     let base = Frame { module: Some(module.to_string()), offset: Some(file_offset), ..Frame::default() };
     let Some(Symbolized::Sym(sym)) = symbolized else { return vec![base] };
     let location = |info: Option<&blazesym::symbolize::CodeInfo<'_>>| {
@@ -92,7 +125,16 @@ fn frames_for(module: &str, file_offset: u64, symbolized: Option<&Symbolized<'_>
         frames.push(Frame { symbol: Some(inlined.name.to_string()), offset: None, file, line, inlined: true, ..base.clone() });
     }
     let (file, line) = location(sym.code_info.as_deref());
-    frames.push(Frame { symbol: Some(sym.name.to_string()), offset: Some(sym.offset as u64), file, line, ..base });
+    let (offset, part) = match part {
+        _ if sym.addr != 0 => (Some(sym.offset as u64), None),
+        // The entry part has the function's own name; another (`foo.cold`) is named, so that
+        // name and offset locate the address.
+        Some((name, offset)) if *name == sym.name => (Some(*offset), None),
+        Some((name, offset)) if name.starts_with(&*sym.name) => (Some(*offset), Some(name.clone())),
+        // No part found: the name is right, an offset would be a guess.
+        _ => (None, None),
+    };
+    frames.push(Frame { symbol: Some(sym.name.to_string()), offset, part, file, line, ..base });
     frames
 }
 
@@ -115,5 +157,52 @@ mod tests {
         let libc_frame = frames[&libc_fn].last().unwrap();
         assert!(libc_frame.module.as_deref().unwrap().contains("libc.so"), "{libc_frame:?}");
         assert!(libc_frame.symbol.as_deref().is_some_and(|s| s.contains("malloc")), "{libc_frame:?}");
+    }
+}
+
+#[cfg(test)]
+mod split_function_tests {
+    use object::{Object as _, ObjectSegment as _, ObjectSymbol as _};
+
+    use super::*;
+
+    /// File offset of ELF symbol `name` in `data`, plus `delta`.
+    fn file_offset(data: &[u8], name: &str, delta: u64) -> u64 {
+        let file = object::File::parse(data).unwrap();
+        let symbol = file.symbols().find(|s| s.name() == Ok(name)).unwrap_or_else(|| panic!("no symbol {name}"));
+        let address = symbol.address() + delta;
+        let segment = file
+            .segments()
+            .find(|s| (s.address()..s.address() + s.size()).contains(&address))
+            .expect("the symbol is in a segment");
+        address - segment.address() + segment.file_range().0
+    }
+
+    #[test]
+    fn a_split_function_gets_offsets_from_its_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = dir.path().join("cold_parts");
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/cold_parts.c");
+        let status = std::process::Command::new("cc")
+            .args(["-O2", "-g", "-o"])
+            .arg(&binary)
+            .arg(&source)
+            .status()
+            .expect("a C compiler (cargo xtask setup installs one)");
+        assert!(status.success());
+        let data = std::fs::read(&binary).unwrap();
+        let hot = file_offset(&data, "span_alloc_record", 0xd);
+        let cold = file_offset(&data, "span_alloc_record.cold", 0x6);
+        let symbolizer = Symbolizer::new();
+        let frames: HashMap<u64, Vec<Frame>> =
+            symbolizer.frames_in_file("cold_parts", &binary, &[hot.min(cold), hot.max(cold)]).into_iter().collect();
+        let outer = |offset: u64| frames[&offset].last().unwrap().clone();
+        let (hot_frame, cold_frame) = (outer(hot), outer(cold));
+        assert_eq!(hot_frame.symbol.as_deref(), Some("span_alloc_record"));
+        assert_eq!((hot_frame.offset, hot_frame.part.as_deref()), (Some(0xd), None), "{hot_frame:?}");
+        assert_eq!(cold_frame.symbol.as_deref(), Some("span_alloc_record"));
+        assert_eq!((cold_frame.offset, cold_frame.part.as_deref()), (Some(0x6), Some("span_alloc_record.cold")), "{cold_frame:?}");
+        // The source line still comes from the debug information.
+        assert!(cold_frame.file.as_deref().is_some_and(|f| f.ends_with("cold_parts.c")), "{cold_frame:?}");
     }
 }
