@@ -4,7 +4,7 @@
 use std::io::Write as _;
 
 use crate::{
-    config::{Action, Target},
+    config::{Action, Format, Target},
     error::{Error, Result},
     kernel,
     render::{self, diff},
@@ -47,9 +47,12 @@ pub fn run(action: Action) -> Result<Verdict> {
             };
             outcome.map(|_| Verdict::Done)
         }
-        Action::Render { report: path, format, output } => {
+        Action::Render { report: path, format, output, text } => {
             let report = render::json::load(&path)?;
-            let bytes = render::render(&report, format)?;
+            let bytes = match format {
+                Format::Text => render::text::render_with(&report, text, false).into_bytes(),
+                _ => render::render(&report, format)?,
+            };
             match output {
                 Some(output) => render::output::write_atomic(&output, &bytes)?,
                 None => write_stdout(&bytes)?,

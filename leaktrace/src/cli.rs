@@ -9,7 +9,7 @@ use leaktrace_common::{
 };
 
 use crate::{
-    config::{Action, Config, Export, Format, GroupBy, KernelOptions, RunSpec, SortBy, Target, UnwindMode},
+    config::{Action, Config, Export, Format, GroupBy, KernelOptions, RunSpec, SortBy, Target, TextOptions, UnwindMode},
     error::{Error, Result},
 };
 
@@ -49,6 +49,12 @@ enum Command {
         /// Write to FILE instead of stdout.
         #[arg(short = 'o', long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Text: list the stacks that churn memory and hold none.
+        #[arg(long)]
+        show_churn: bool,
+        /// Text: name every module in the unwinding summary.
+        #[arg(short = 'v', long)]
+        verbose: bool,
     },
     /// Compare two saved JSON reports: per stack, the change in outstanding bytes and count.
     Diff {
@@ -110,6 +116,14 @@ struct TraceArgs {
     /// List every outstanding allocation (address, size, age) under its stack.
     #[arg(short = 'a', long = "show-allocs")]
     pub show_allocs: bool,
+
+    /// List the stacks that turn memory over fast and hold none (by default one summary line).
+    #[arg(long)]
+    pub show_churn: bool,
+
+    /// Name every module in the unwinding summary.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
 
     /// Write the final report as JSON to FILE (see docs/json-report.md).
     #[arg(long, value_name = "FILE")]
@@ -223,7 +237,9 @@ impl Cli {
     /// Checks the combination of options and says what to do.
     pub fn into_action(self) -> Result<Action> {
         match self.command {
-            Some(Command::Report { file, format, output }) => Ok(Action::Render { report: file, format, output }),
+            Some(Command::Report { file, format, output, show_churn, verbose }) => {
+                Ok(Action::Render { report: file, format, output, text: TextOptions { verbose, show_churn } })
+            }
             Some(Command::Diff { before, after, json, fail_if_growth, top }) => {
                 Ok(Action::Diff { before, after, json, fail_if_growth, top: top.max(1) })
             }
@@ -255,6 +271,7 @@ impl TraceArgs {
             min_size: self.min_size.unwrap_or(0),
             max_size: self.max_size.unwrap_or(u64::MAX),
             show_allocs: self.show_allocs,
+            text: TextOptions { verbose: self.verbose, show_churn: self.show_churn },
             exports,
             object: self.object,
             symbol_prefix: self.symbols_prefix,

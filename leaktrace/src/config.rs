@@ -73,6 +73,8 @@ pub struct Config {
     pub max_size: u64,
     /// List each outstanding allocation under its stack.
     pub show_allocs: bool,
+    /// How the text report reads.
+    pub text: TextOptions,
     /// Files the final report is written to.
     pub exports: Vec<Export>,
     /// The library or executable holding the allocator (default: found in the target).
@@ -91,6 +93,15 @@ pub struct Config {
     pub sample_bytes: Option<u64>,
     /// Use uprobe session programs where the kernel has them (off: `--no-sessions`).
     pub sessions: bool,
+}
+
+/// How the text report reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TextOptions {
+    /// Every module in the unwinding line, not only the first few.
+    pub verbose: bool,
+    /// List the stacks that churn memory and hold none, not only their summary.
+    pub show_churn: bool,
 }
 
 /// One file the final report is written to (checked writable before tracing starts).
@@ -132,6 +143,8 @@ pub enum Action {
         format: Format,
         /// Output file (stdout when absent).
         output: Option<PathBuf>,
+        /// How a text rendering reads.
+        text: TextOptions,
     },
     /// Compare two saved reports.
     Diff {

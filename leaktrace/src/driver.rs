@@ -13,7 +13,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     bpf::UnwindEvents,
-    config::{Config, Export},
+    config::{Config, Export, TextOptions},
     error::{Error, Result},
     model::{Report, TargetInfo},
     privileges, render,
@@ -118,18 +118,14 @@ pub(crate) fn preflight(exports: &[Export]) -> Result<StopSignals> {
 
 /// Runs `mode` to its end and produces the final report: the loop, the final text report on
 /// stdout, every export, then the detach.
-pub(crate) async fn drive(
-    mut mode: impl Mode,
-    schedule: &Schedule,
-    signals: &mut StopSignals,
-    exports: &[Export],
-) -> Result<Outcome> {
+pub(crate) async fn drive(mut mode: impl Mode, config: &Config, signals: &mut StopSignals) -> Result<Outcome> {
+    let schedule = Schedule::of(config);
     let library_events = mode.take_library_events()?;
-    let stop = trace_loop(&mut mode, schedule, signals, library_events).await?;
+    let stop = trace_loop(&mut mode, &schedule, signals, library_events, config.text).await?;
     mode.wind_down(stop);
     let report = mode.report(true)?;
-    print_final(&report, stop, mode.exit_wording());
-    let exported = export(&report, exports);
+    print_final(&report, stop, mode.exit_wording(), config.text);
+    let exported = export(&report, &config.exports);
     // Whatever happened to the files, the probes come off and the targets are released.
     mode.detach();
     exported?;
@@ -151,6 +147,7 @@ async fn trace_loop(
     schedule: &Schedule,
     signals: &mut StopSignals,
     mut library_events: Option<UnwindEvents>,
+    text: TextOptions,
 ) -> Result<StopReason> {
     let far = Duration::from_secs(365 * 24 * 3600);
     let deadline = tokio::time::sleep(schedule.duration.unwrap_or(far));
@@ -166,7 +163,7 @@ async fn trace_loop(
             () = &mut deadline => return Ok(StopReason::Duration),
             events = next_library_change(&mut library_events) => mode.libraries_changed(&events?)?,
             _ = reports.tick() => {
-                print_stdout(&render::text::render(&mode.report(false)?));
+                print_stdout(&render::text::render_with(&mode.report(false)?, text, true));
                 printed += 1;
                 if schedule.count.is_some_and(|count| printed >= count) {
                     return Ok(StopReason::Count);
@@ -188,8 +185,18 @@ fn print_stdout(text: &str) {
     let _ = stdout.flush();
 }
 
+/// Who the report is about, for headings: `pid 42 (app)`, `command `…``, `system-wide`.
+fn subject(report: &Report) -> String {
+    let TargetInfo { pid, command, .. } = &report.target;
+    match report.kernel().map(|k| k.runs.as_ref()) {
+        Some(Some(runs)) => format!("command `{}`", runs.command),
+        Some(None) if *pid == 0 => "system-wide".to_string(),
+        _ => format!("pid {pid} ({command})"),
+    }
+}
+
 /// Prints the final report under a heading that says why tracing ended.
-fn print_final(report: &Report, stop: StopReason, exited_wording: &str) {
+fn print_final(report: &Report, stop: StopReason, exited_wording: &str, text: TextOptions) {
     let why = match stop {
         StopReason::TargetExited => exited_wording,
         StopReason::Duration => "duration reached",
@@ -197,9 +204,8 @@ fn print_final(report: &Report, stop: StopReason, exited_wording: &str) {
         StopReason::Interrupted => "interrupted",
         StopReason::Terminated => "terminated",
     };
-    let TargetInfo { pid, command, .. } = &report.target;
-    let heading = format!("\nFinal report: pid {pid} ({command}), traced {:.1} s, {why}:\n", report.duration_s);
-    print_stdout(&(heading + &render::text::render(report)));
+    let heading = format!("\nFinal report: {}, traced {:.1} s, {why}:\n", subject(report), report.duration_s);
+    print_stdout(&(heading + &render::text::render_with(report, text, false)));
 }
 
 /// Writes the final report to every requested file.

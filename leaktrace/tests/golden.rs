@@ -1,4 +1,5 @@
-//! Golden files: committed reports (one user-mode, one sampled, one kernel-mode, saved by
+//! Golden files: committed reports (user mode, sampled, kernel mode, and one with growth
+//! trends and churn, saved by
 //! leaktrace itself) rendered into every format and compared byte for byte with the
 //! committed output. No root needed.
 //!
@@ -8,11 +9,11 @@
 use std::path::{Path, PathBuf};
 
 use leaktrace::{
-    config::Format,
+    config::{Format, TextOptions},
     render::{self, RENDERERS},
 };
 
-const REPORTS: &[&str] = &["user", "user-sampled", "kernel"];
+const REPORTS: &[&str] = &["user", "user-sampled", "kernel", "growth"];
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
@@ -46,11 +47,16 @@ fn every_report_renders_as_its_golden_files() {
                 continue;
             }
             let expected = std::fs::read(&path).unwrap_or_default();
-            if rendered != expected {
-                let actual = PathBuf::from(format!("{}.actual", path.display()));
-                std::fs::write(&actual, &rendered).expect("writing the actual output");
-                mismatches.push(format!("{} (actual output in {})", path.display(), actual.display()));
-            }
+            check(&path, &rendered, &expected, &mut mismatches);
+        }
+        // An interval report, with every option of the text report on.
+        let options = TextOptions { verbose: true, show_churn: true };
+        let rendered = render::text::render_with(&report, options, true).into_bytes();
+        let path = golden_dir().join(format!("{name}.interval.txt"));
+        if bless {
+            std::fs::write(&path, &rendered).expect("writing a golden file");
+        } else {
+            check(&path, &rendered, &std::fs::read(&path).unwrap_or_default(), &mut mismatches);
         }
     }
     assert!(
@@ -58,4 +64,13 @@ fn every_report_renders_as_its_golden_files() {
         "rendered output differs from the golden files (LEAKTRACE_BLESS=1 to accept an intended change):\n{}",
         mismatches.join("\n")
     );
+}
+
+/// Records a mismatch, with the actual output beside the golden file.
+fn check(path: &Path, rendered: &[u8], expected: &[u8], mismatches: &mut Vec<String>) {
+    if rendered != expected {
+        let actual = PathBuf::from(format!("{}.actual", path.display()));
+        std::fs::write(&actual, rendered).expect("writing the actual output");
+        mismatches.push(format!("{} (actual output in {})", path.display(), actual.display()));
+    }
 }

@@ -16,7 +16,7 @@ use crate::{
     aggregate::GroupKey,
     bpf::{LoadOptions, Mode as LoadMode, Tracer},
     config::{Config, KernelOptions},
-    driver::{self, monotonic_ns, Mode, Outcome, RunClock, Schedule, StopReason},
+    driver::{self, monotonic_ns, Mode, Outcome, RunClock, StopReason},
     error::{Error, Result},
     mappings::ProcessModules,
     model::{Filters, Report, Runs, Sample, TargetInfo},
@@ -81,9 +81,8 @@ pub async fn run(config: Config, options: KernelOptions) -> Result<Outcome> {
     let events = attach_events(&mut tracer, &tracefs, &specs)?;
     let trace = KernelTrace::new(config, options, tracer, events);
     trace.announce();
-    let schedule = Schedule::of(&trace.config);
-    let exports = trace.config.exports.clone();
-    driver::drive(trace, &schedule, &mut signals, &exports).await
+    let config = trace.config.clone();
+    driver::drive(trace, &config, &mut signals).await
 }
 
 /// The tracepoints `options` ask for.

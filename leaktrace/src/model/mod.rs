@@ -304,7 +304,8 @@ pub struct Activity {
     pub alloc_calls: u64,
     /// free() calls with a non-NULL pointer.
     pub free_calls: u64,
-    /// Frees of blocks not being tracked (most were allocated before tracing began).
+    /// Frees of blocks not being tracked: allocated before tracing, not sampled, or freed
+    /// again by glibc from an exiting thread's cache. Not a loss.
     pub free_unknown: u64,
     /// Allocator calls made inside another traced call (accounted to the outer call).
     pub nested_calls: u64,

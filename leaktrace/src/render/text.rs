@@ -2,9 +2,12 @@
 
 use std::fmt::Write as _;
 
-use crate::model::{
+use crate::{
+    config::TextOptions,
+    model::{
     Class, Frame, GroupBy, Handling, KernelGroup, KernelSection, ProbeReport, Report, SamplingSection, Share, StackEnding,
-    StackReport, UnwindSection, Unwinder,
+    StackReport, Trend, UnwindSection, Unwinder,
+    },
 };
 
 fn module_name(module: &str) -> &str {
@@ -48,29 +51,39 @@ pub fn human_bytes(bytes: f64) -> String {
 }
 
 fn clock(rfc3339: &str) -> &str {
-    // "2026-11-22T05:05:41.123+00:00" → "05:05:41"
-    rfc3339.get(11..19).unwrap_or(rfc3339)
+    // "2026-11-22T05:05:41.123+00:00" → "05:05:41.123": two reports in one second differ.
+    rfc3339.get(11..23).unwrap_or(rfc3339)
 }
 
-/// Renders the report. Shows the top `report.filters.top` stacks, then totals and losses.
+/// Renders the report as the final report reads, with default options.
 pub fn render(report: &Report) -> String {
+    render_with(report, TextOptions::default(), false)
+}
+
+/// Renders the report: the top `report.filters.top` stacks that hold memory, one line on
+/// those that only churn, then totals and losses. An `interval` report leaves out what the
+/// start-up lines and the final report already say (unwinding, probe sites).
+pub fn render_with(report: &Report, options: TextOptions, interval: bool) -> String {
     let mut out = String::new();
-    let shown = report.stacks.len().min(report.filters.top);
     let groups = match report.kernel().map(|k| k.group_by) {
         Some(GroupBy::Cache) => "caches",
         Some(GroupBy::Comm) => "commands",
         _ => "stacks",
     };
+    let (holding, churning): (Vec<&StackReport>, Vec<&StackReport>) =
+        report.stacks.iter().partition(|s| s.bytes > 0 || s.count > 0);
+    let shown = holding.len().min(report.filters.top);
     let _ = writeln!(out, "[{}] Top {shown} {groups} with outstanding allocations:", clock(&report.generated_at));
-    for stack in report.stacks.iter().take(shown) {
+    for stack in &holding[..shown] {
         render_stack(&mut out, stack);
     }
-    if report.stacks.len() > shown {
-        let rest = &report.stacks[shown..];
+    if holding.len() > shown {
+        let rest = &holding[shown..];
         let bytes: u64 = rest.iter().map(|s| s.bytes).sum();
         let count: u64 = rest.iter().map(|s| s.count).sum();
         let _ = writeln!(out, "\t... {} more {groups} hold {bytes} bytes in {count} allocations", rest.len());
     }
+    render_churn(&mut out, &churning, groups, options.show_churn);
     render_totals(&mut out, report);
     render_losses(&mut out, report);
     if let Some(kernel) = report.kernel() {
@@ -78,15 +91,39 @@ pub fn render(report: &Report) -> String {
     }
     render_activity(&mut out, report);
     if let Some(user) = report.user() {
-        if let Some(unwind) = &user.unwind {
-            render_unwinding(&mut out, unwind);
+        if let Some(unwind) = user.unwind.as_ref().filter(|_| !interval) {
+            render_unwinding(&mut out, unwind, options.verbose);
         }
-        render_probes(&mut out, &user.probes);
+        if !interval {
+            render_probes(&mut out, &user.probes);
+        }
         if let Some(sampling) = &user.sampling {
             render_sampling(&mut out, sampling);
         }
     }
     out
+}
+
+/// Stacks that allocate and free at a high rate and hold nothing now: one line, or each of
+/// them with `--show-churn`.
+fn render_churn(out: &mut String, churning: &[&StackReport], groups: &str, list: bool) {
+    if churning.is_empty() {
+        return;
+    }
+    let rate: f64 = churning.iter().filter_map(|s| s.trend.as_ref()?.allocated_per_min).sum();
+    let noun = if churning.len() == 1 { groups.trim_end_matches('s') } else { groups };
+    let _ = writeln!(
+        out,
+        "\t{} {noun} churned {}/min and hold nothing{}",
+        churning.len(),
+        human_bytes(rate).trim_start_matches('+'),
+        if list { ":" } else { " (--show-churn lists them)" }
+    );
+    if list {
+        for stack in churning {
+            render_stack(out, stack);
+        }
+    }
 }
 
 /// One stack: its figures, trend, kernel detail, frames and allocations.
@@ -103,6 +140,9 @@ fn render_stack(out: &mut String, stack: &StackReport) {
                 stack.bytes, e.bytes_low, e.bytes_high, e.samples, stack.count, stack.oldest_age_ms
             );
         }
+        None if stack.bytes == 0 && stack.count == 0 => {
+            let _ = writeln!(out, "\tnothing outstanding {source}");
+        }
         None => {
             let _ = writeln!(
                 out,
@@ -111,19 +151,8 @@ fn render_stack(out: &mut String, stack: &StackReport) {
             );
         }
     }
-    if let Some(trend) = stack.trend.as_ref().filter(|t| t.class == Class::Unclear) {
-        let _ = writeln!(out, "\t\ttrend: unclear after {} intervals", trend.intervals);
-    } else if let Some(trend) = &stack.trend {
-        let _ = writeln!(
-            out,
-            "\t\ttrend: {}/min, {}, grew in {}/{} intervals (r² {:.2}){}",
-            human_bytes(trend.bytes_per_min),
-            trend.class.name(),
-            trend.intervals_grown,
-            trend.intervals,
-            trend.r_squared,
-            trend.allocated_per_min.map_or(String::new(), |a| format!(", {}/min allocated", human_bytes(a)))
-        );
+    if let Some(trend) = &stack.trend {
+        render_trend(out, trend);
     }
     if let Some(kernel) = &stack.kernel {
         render_kernel_group(out, kernel);
@@ -137,6 +166,27 @@ fn render_stack(out: &mut String, stack: &StackReport) {
     for alloc in &stack.allocations {
         let _ = writeln!(out, "\t\t\taddr = {:#x} size = {} age = {} ms", alloc.address, alloc.size, alloc.age_ms);
     }
+}
+
+/// The trend line, with the figures that mean something for its class: a rate and its fit
+/// only for a growing stack.
+fn render_trend(out: &mut String, trend: &Trend) {
+    let allocated = trend.allocated_per_min.map_or(String::new(), |a| format!(", {}/min allocated", human_bytes(a)));
+    let _ = match trend.class {
+        Class::Unclear => writeln!(out, "\t\ttrend: unclear after {} intervals", trend.intervals),
+        Class::Growing => writeln!(
+            out,
+            "\t\ttrend: {}/min, growing, grew in {}/{} intervals (r² {:.2}){allocated}",
+            human_bytes(trend.bytes_per_min),
+            trend.intervals_grown,
+            trend.intervals,
+            trend.r_squared,
+        ),
+        Class::Plateau => {
+            writeln!(out, "\t\ttrend: plateau, grew in {}/{} intervals{allocated}", trend.intervals_grown, trend.intervals)
+        }
+        Class::Churn => writeln!(out, "\t\ttrend: churn{allocated}"),
+    };
 }
 
 /// The `Outstanding:` line.
@@ -193,10 +243,18 @@ fn render_losses(out: &mut String, report: &Report) {
 /// The `Activity:` line, and the count of stacks a frame-pointer walk cut short.
 fn render_activity(out: &mut String, report: &Report) {
     let a = &report.activity;
+    if report.kernel().is_some() {
+        let _ = writeln!(
+            out,
+            "Activity: {} allocations, {} frees ({} of objects allocated before tracing or not traced)",
+            a.alloc_calls, a.free_calls, a.free_unknown
+        );
+        return;
+    }
     let (recorded, untracked) = if report.is_sampled() {
-        ("sampled allocations", "of blocks not sampled, allocated before tracing or untracked")
+        ("sampled allocations", "of untracked blocks: not sampled, allocated before tracing, or freed again from a thread's cache")
     } else {
-        ("allocations", "of blocks allocated before tracing or untracked")
+        ("allocations", "of untracked blocks: allocated before tracing, or freed again from a thread's cache")
     };
     let _ = writeln!(
         out,
@@ -242,8 +300,16 @@ fn render_probes(out: &mut String, probes: &[ProbeReport]) {
 }
 
 /// One line on the unwinders and their table, and one on stacks cut short, if any.
-fn render_unwinding(out: &mut String, unwind: &UnwindSection) {
-    let dwarf: Vec<&str> = unwind.modules.iter().filter(|m| m.unwinder == Unwinder::Dwarf).map(|m| module_name(&m.module)).collect();
+fn render_unwinding(out: &mut String, unwind: &UnwindSection, verbose: bool) {
+    // Without -v, a few names per unwinder: a PHP or Python process maps dozens of modules.
+    const SHOWN: usize = 3;
+    let list = |names: Vec<String>| match names.len() {
+        0 => "none".to_string(),
+        n if n > SHOWN && !verbose => format!("{} and {} more", names[..SHOWN].join(", "), n - SHOWN),
+        _ => names.join(", "),
+    };
+    let dwarf: Vec<String> =
+        unwind.modules.iter().filter(|m| m.unwinder == Unwinder::Dwarf).map(|m| module_name(&m.module).to_string()).collect();
     let frame_pointer: Vec<String> = unwind
         .modules
         .iter()
@@ -254,8 +320,8 @@ fn render_unwinding(out: &mut String, unwind: &UnwindSection) {
         out,
         "Unwinding ({}): DWARF for {}; frame pointers for {}; {} rows of {} ({} KiB of {} KiB)",
         unwind.mode.name(),
-        if dwarf.is_empty() { "none".to_string() } else { dwarf.join(", ") },
-        if frame_pointer.is_empty() { "none".to_string() } else { frame_pointer.join(", ") },
+        list(dwarf),
+        list(frame_pointer),
         unwind.rows_used,
         unwind.rows_capacity,
         unwind.rows_used * 8 / 1024,

@@ -19,7 +19,7 @@ use crate::{
     allocator::AllocatorObject,
     bpf::{LoadOptions, Tracer, UnwindEvents},
     config::{Config, Target, UnwindMode},
-    driver::{self, monotonic_ns, Mode, Outcome, RunClock, Schedule, StopReason},
+    driver::{self, monotonic_ns, Mode, Outcome, RunClock, StopReason},
     error::{Error, Result},
     model::{Filters, ProbeReport, Report, Sample, TargetInfo},
     process::{self, launch},
@@ -34,9 +34,8 @@ pub async fn run(config: Config) -> Result<Outcome> {
     let mut signals = driver::preflight(&config.exports)?;
     let trace = UserTrace::start(config)?;
     trace.announce();
-    let schedule = Schedule::of(&trace.config);
-    let exports = trace.config.exports.clone();
-    driver::drive(trace, &schedule, &mut signals, &exports).await
+    let config = trace.config.clone();
+    driver::drive(trace, &config, &mut signals).await
 }
 
 /// A user-space trace in progress.
