@@ -238,7 +238,8 @@ impl Cli {
     pub fn into_action(self) -> Result<Action> {
         match self.command {
             Some(Command::Report { file, format, output, show_churn, verbose }) => {
-                Ok(Action::Render { report: file, format, output, text: TextOptions { verbose, show_churn } })
+                let color = output.is_none() && TextOptions::color_for_stdout();
+                Ok(Action::Render { report: file, format, output, text: TextOptions { verbose, show_churn, color } })
             }
             Some(Command::Diff { before, after, json, fail_if_growth, top }) => {
                 Ok(Action::Diff { before, after, json, fail_if_growth, top: top.max(1) })
@@ -271,7 +272,7 @@ impl TraceArgs {
             min_size: self.min_size.unwrap_or(0),
             max_size: self.max_size.unwrap_or(u64::MAX),
             show_allocs: self.show_allocs,
-            text: TextOptions { verbose: self.verbose, show_churn: self.show_churn },
+            text: TextOptions { verbose: self.verbose, show_churn: self.show_churn, color: TextOptions::color_for_stdout() },
             exports,
             object: self.object,
             symbol_prefix: self.symbols_prefix,

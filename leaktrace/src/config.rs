@@ -102,6 +102,17 @@ pub struct TextOptions {
     pub verbose: bool,
     /// List the stacks that churn memory and hold none, not only their summary.
     pub show_churn: bool,
+    /// Terminal colours (stdout is a terminal and `NO_COLOR` is not set).
+    pub color: bool,
+}
+
+impl TextOptions {
+    /// Colours when stdout is a terminal and the user did not opt out with `NO_COLOR`
+    /// (no-color.org: set to anything non-empty).
+    pub fn color_for_stdout() -> bool {
+        use std::io::IsTerminal as _;
+        std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    }
 }
 
 /// One file the final report is written to (checked writable before tracing starts).

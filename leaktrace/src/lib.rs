@@ -8,7 +8,7 @@
 //! [`probe_site`]), loads and attaches the programs through [`bpf`] (the only module that
 //! calls aya), keeps [`mappings`] and [`unwind`] tables current, and at each report reads
 //! the maps, groups with [`aggregate`], follows growth with [`trend`] (and [`sampling`]
-//! estimates), names frames with [`symbolize`] and builds one [`model::Report`], which the
+//! estimates), names frames with [`symbolize`] (marking the first of the program's own, [`focus`]) and builds one [`model::Report`], which the
 //! [`render`]ers turn into text, JSON, folded stacks, a flame graph or a pprof profile.
 #![deny(missing_docs)]
 
@@ -20,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod driver;
 pub mod error;
+pub mod focus;
 pub mod kernel;
 pub mod mappings;
 pub mod model;

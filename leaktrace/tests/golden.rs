@@ -49,8 +49,8 @@ fn every_report_renders_as_its_golden_files() {
             let expected = std::fs::read(&path).unwrap_or_default();
             check(&path, &rendered, &expected, &mut mismatches);
         }
-        // An interval report, with every option of the text report on.
-        let options = TextOptions { verbose: true, show_churn: true };
+        // An interval report, with every option of the text report on (colours too).
+        let options = TextOptions { verbose: true, show_churn: true, color: true };
         let rendered = render::text::render_with(&report, options, true).into_bytes();
         let path = golden_dir().join(format!("{name}.interval.txt"));
         if bless {

@@ -14,6 +14,7 @@ use crate::{
         Section, Share, SlabMeminfo, SortBy, StackReport, Stamp, TargetInfo, Totals,
     },
     driver::{from_counters, CounterFields},
+    focus,
     trend::{self, SeriesBook},
 };
 
@@ -241,6 +242,7 @@ pub fn build_report(ranked: Ranked, named: &NamedStacks, context: Context) -> Re
                     .get(&id)
                     .map(|s| s.iter().filter_map(|a| named.kernel_frames.get(a).cloned()).collect())
                     .unwrap_or_default();
+                report.focus_frame = focus::kernel_focus(&report.frames);
             }
             if let (Some(user), Some(kernel)) = (user, report.kernel.as_mut()) {
                 kernel.user_frames = named.user.get(&user).cloned().unwrap_or_default();

@@ -337,6 +337,11 @@ pub struct StackReport {
     /// Growth over the trace (absent before the first interval).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trend: Option<Trend>,
+    /// Index in `frames` of the first frame of the program's own code (past the C library,
+    /// allocators and language runtimes; in kernel mode, past the kernel's allocators): the
+    /// frame to look at first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub focus_frame: Option<usize>,
     /// Why the unwinder stopped before the outermost frame, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cut_short: Option<StackEnding>,

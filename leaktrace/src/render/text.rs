@@ -74,8 +74,9 @@ pub fn render_with(report: &Report, options: TextOptions, interval: bool) -> Str
         report.stacks.iter().partition(|s| s.bytes > 0 || s.count > 0);
     let shown = holding.len().min(report.filters.top);
     let _ = writeln!(out, "[{}] Top {shown} {groups} with outstanding allocations:", clock(&report.generated_at));
+    let style = Styles::new(options.color);
     for stack in &holding[..shown] {
-        render_stack(&mut out, stack);
+        render_stack(&mut out, stack, style);
     }
     if holding.len() > shown {
         let rest = &holding[shown..];
@@ -83,7 +84,7 @@ pub fn render_with(report: &Report, options: TextOptions, interval: bool) -> Str
         let count: u64 = rest.iter().map(|s| s.count).sum();
         let _ = writeln!(out, "\t... {} more {groups} hold {bytes} bytes in {count} allocations", rest.len());
     }
-    render_churn(&mut out, &churning, groups, options.show_churn);
+    render_churn(&mut out, &churning, groups, options.show_churn, style);
     render_totals(&mut out, report);
     render_losses(&mut out, report);
     if let Some(kernel) = report.kernel() {
@@ -106,7 +107,7 @@ pub fn render_with(report: &Report, options: TextOptions, interval: bool) -> Str
 
 /// Stacks that allocate and free at a high rate and hold nothing now: one line, or each of
 /// them with `--show-churn`.
-fn render_churn(out: &mut String, churning: &[&StackReport], groups: &str, list: bool) {
+fn render_churn(out: &mut String, churning: &[&StackReport], groups: &str, list: bool, style: Styles) {
     if churning.is_empty() {
         return;
     }
@@ -121,13 +122,35 @@ fn render_churn(out: &mut String, churning: &[&StackReport], groups: &str, list:
     );
     if list {
         for stack in churning {
-            render_stack(out, stack);
+            render_stack(out, stack, style);
+        }
+    }
+}
+
+/// What marks the first frame of the program's own code.
+const FOCUS_MARK: &str = "  <==";
+
+/// Terminal styles; all plain without colour.
+#[derive(Clone, Copy, Default)]
+struct Styles {
+    focus: anstyle::Style,
+    growing: anstyle::Style,
+}
+
+impl Styles {
+    fn new(color: bool) -> Self {
+        if !color {
+            return Self::default();
+        }
+        Self {
+            focus: anstyle::Style::new().bold(),
+            growing: anstyle::Style::new().bold().fg_color(Some(anstyle::AnsiColor::Red.into())),
         }
     }
 }
 
 /// One stack: its figures, trend, kernel detail, frames and allocations.
-fn render_stack(out: &mut String, stack: &StackReport) {
+fn render_stack(out: &mut String, stack: &StackReport, style: Styles) {
     let source = match stack.kernel.as_ref().map(|k| k.key.as_str()) {
         Some(key) if !key.is_empty() => format!("from {key}"),
         _ => "from stack".to_string(),
@@ -152,13 +175,17 @@ fn render_stack(out: &mut String, stack: &StackReport) {
         }
     }
     if let Some(trend) = &stack.trend {
-        render_trend(out, trend);
+        render_trend(out, trend, style);
     }
     if let Some(kernel) = &stack.kernel {
         render_kernel_group(out, kernel);
     }
-    for frame in &stack.frames {
-        let _ = writeln!(out, "\t\t{}", frame_line(frame));
+    for (i, frame) in stack.frames.iter().enumerate() {
+        if stack.focus_frame == Some(i) {
+            let _ = writeln!(out, "\t\t{}{}{FOCUS_MARK}{}", style.focus.render(), frame_line(frame), style.focus.render_reset());
+        } else {
+            let _ = writeln!(out, "\t\t{}", frame_line(frame));
+        }
     }
     if let Some(reason) = &stack.cut_short {
         let _ = writeln!(out, "\t\t(stack cut short: {})", reason.name());
@@ -170,14 +197,16 @@ fn render_stack(out: &mut String, stack: &StackReport) {
 
 /// The trend line, with the figures that mean something for its class: a rate and its fit
 /// only for a growing stack.
-fn render_trend(out: &mut String, trend: &Trend) {
+fn render_trend(out: &mut String, trend: &Trend, style: Styles) {
     let allocated = trend.allocated_per_min.map_or(String::new(), |a| format!(", {}/min allocated", human_bytes(a)));
     let _ = match trend.class {
         Class::Unclear => writeln!(out, "\t\ttrend: unclear after {} intervals", trend.intervals),
         Class::Growing => writeln!(
             out,
-            "\t\ttrend: {}/min, growing, grew in {}/{} intervals (r² {:.2}){allocated}",
+            "\t\ttrend: {}{}/min, growing{}, grew in {}/{} intervals (r² {:.2}){allocated}",
+            style.growing.render(),
             human_bytes(trend.bytes_per_min),
+            style.growing.render_reset(),
             trend.intervals_grown,
             trend.intervals,
             trend.r_squared,

@@ -10,6 +10,7 @@ use crate::{
     aggregate::{self, Aggregate},
     bpf::Outstanding,
     driver::{from_counters, CounterFields},
+    focus,
     model::{
         self, Activity, Allocation, Figures, Frame, Lost, ProbeReport, Report, SamplingSection, Section, SortBy,
         StackReport, Stamp, TargetInfo, UnwindSection, UserSection,
@@ -179,6 +180,7 @@ pub fn build_report(ranked: Ranked, named: &NamedStacks, context: Context) -> Re
                 cut_short += 1;
             }
             report.frames = addresses[..mapped].iter().flat_map(|a| named.frames.get(a).cloned().unwrap_or_default()).collect();
+            report.focus_frame = focus::user_focus(&report.frames);
             report
         })
         .collect();
