@@ -20,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod driver;
 pub mod error;
+pub mod features;
 pub mod focus;
 pub mod kernel;
 pub mod mappings;

@@ -18,6 +18,7 @@ use crate::{
     config::{Config, KernelOptions},
     driver::{self, monotonic_ns, Mode, Outcome, RunClock, StopReason},
     error::{Error, Result},
+    features::{self, Release},
     mappings::ProcessModules,
     model::{Filters, Report, Runs, Sample, TargetInfo},
     process::{self, launch},
@@ -57,6 +58,8 @@ struct KernelTrace {
 /// Runs a kernel-mode trace and prints its reports.
 pub async fn run(config: Config, options: KernelOptions) -> Result<Outcome> {
     let mut signals = driver::preflight(&config.exports)?;
+    // Kernel mode walks user stacks by frame pointers and uses no uprobe: no fallback to apply.
+    features::assess(Release::running())?;
     let tracefs = tracefs::ensure_mounted()?;
     let specs = event_specs(&options);
     let mut offsets = Vec::new();

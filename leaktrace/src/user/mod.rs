@@ -21,6 +21,7 @@ use crate::{
     config::{Config, Target, UnwindMode},
     driver::{self, monotonic_ns, Mode, Outcome, RunClock, StopReason},
     error::{Error, Result},
+    features::{self, Release, Support},
     model::{Filters, ProbeReport, Report, Sample, TargetInfo},
     process::{self, launch},
     sampling::Sampler,
@@ -30,12 +31,31 @@ use crate::{
 };
 
 /// Runs a whole user-space trace and prints its reports to stdout.
-pub async fn run(config: Config) -> Result<Outcome> {
+pub async fn run(mut config: Config) -> Result<Outcome> {
     let mut signals = driver::preflight(&config.exports)?;
+    adapt_to_kernel(&mut config, &features::assess(Release::running())?);
     let trace = UserTrace::start(config)?;
     trace.announce();
     let config = trace.config.clone();
     driver::drive(trace, &config, &mut signals).await
+}
+
+/// Applies the fallbacks of a kernel that lacks a feature, saying so once.
+fn adapt_to_kernel(config: &mut Config, support: &Support) {
+    for feature in &support.fallbacks {
+        eprintln!(
+            "leaktrace: this kernel lacks {} (Linux {}): {}",
+            feature.name,
+            feature.since,
+            feature.fallback.unwrap_or_default()
+        );
+    }
+    if support.lacks("bpf_loop") {
+        config.unwind = UnwindMode::Fp;
+    }
+    if support.lacks("uprobe sessions") {
+        config.sessions = false;
+    }
 }
 
 /// A user-space trace in progress.
