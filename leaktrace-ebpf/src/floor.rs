@@ -49,9 +49,12 @@ pub fn floor_kmem_cache_free(_ctx: TracePointContext) -> u32 {
 #[uretprobe]
 pub fn floor_stack_return(ctx: RetProbeContext) -> u32 {
     if let Some(scratch) = STACK_SCRATCH.get_ptr_mut(0) {
-        // SAFETY: this CPU's scratch slot.
+        // SAFETY: the lookup returned a valid pointer to this CPU's scratch record, which
+        // nothing else writes while this program runs (see "Per-CPU values" in maps.rs).
         let record = unsafe { &mut *scratch };
         let size = core::mem::size_of_val(&record.ips) as u32;
+        // SAFETY: the helper writes at most `size` bytes, the size of `record.ips`, from its
+        // start, and reads the registers from this program's own context.
         let _ = unsafe { bpf_get_stack(ctx.as_ptr(), record.ips.as_mut_ptr().cast(), size, BPF_F_USER_STACK as u64) };
     }
     0

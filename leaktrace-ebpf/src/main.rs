@@ -1,9 +1,13 @@
 //! leaktrace's eBPF programs. Built for `bpfel-unknown-none` by `leaktrace/build.rs`.
 //!
 //! Everything is gated on `target_arch = "bpf"` so that a host build of the workspace
-//! (`cargo clippy --workspace`) does not try to link a second panic handler.
+//! (`cargo clippy --workspace`) does not try to link a second panic handler. The host build
+//! therefore lints nothing; lint the programs as they are built with
+//! `cargo +nightly clippy -p leaktrace-ebpf --target bpfel-unknown-none -Z build-std=core -- -D warnings`.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 #[cfg(target_arch = "bpf")]
 mod floor;
