@@ -10,7 +10,7 @@ use super::{load_error, prog_info, Tracer};
 use crate::error::Result;
 
 /// The floor object (`leaktrace-floor`), built by `build.rs` with the `bench` feature.
-static FLOOR_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/leaktrace-floor"));
+pub(super) static FLOOR_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/leaktrace-floor"));
 
 impl Tracer {
     /// Loads the floor object: the programs named `names::PROG_FLOOR_*`, attached with

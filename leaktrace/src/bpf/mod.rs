@@ -3,6 +3,8 @@
 
 #[cfg(feature = "bench")]
 pub mod bench;
+#[cfg(test)]
+mod names_check;
 mod uprobe_session;
 
 use std::{
