@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::Result;
-use leaktrace::bpf::{loaded_program_stats, ProgramStats};
+use leaktrace::bpf::bench::{loaded_program_stats, ProgramStats};
 use serde_json::{json, Value};
 
 use crate::proc;

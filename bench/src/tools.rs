@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use leaktrace::{
-    bpf::{LoadOptions, Mode, Tracer},
+    bpf::Tracer,
     process::{self, launch},
 };
 use leaktrace_common::names;
@@ -70,7 +70,7 @@ pub fn floor_user(allocator: &leaktrace::allocator::AllocatorObject, pid: u32) -
 
 /// [`floor_user`] with another return program (floor_stack_return: only the stack walk).
 pub fn floor_user_with(allocator: &leaktrace::allocator::AllocatorObject, pid: u32, return_program: &str) -> Result<Tracer> {
-    let mut tracer = Tracer::load(&load_options())?;
+    let mut tracer = Tracer::load_floor()?;
     for f in &allocator.functions {
         tracer.attach_uprobe(names::PROG_FLOOR_ENTER, &f.symbol, &allocator.path, f.probe_offset(), pid)?;
         if f.function.returns_block {
@@ -83,7 +83,7 @@ pub fn floor_user_with(allocator: &leaktrace::allocator::AllocatorObject, pid: u
 /// Empty programs on the four slab tracepoints leaktrace --kernel-slab uses; with
 /// `kernel_stacks`, the two allocation events get floor_kstack (only the stack walk).
 pub fn floor_kernel(kernel_stacks: bool) -> Result<Tracer> {
-    let mut tracer = Tracer::load(&load_options())?;
+    let mut tracer = Tracer::load_floor()?;
     for (program, category, event) in names::PROG_FLOOR_SLAB {
         let program = if kernel_stacks && (event == "kmalloc" || event == "kmem_cache_alloc") {
             names::PROG_FLOOR_KSTACK
@@ -93,11 +93,6 @@ pub fn floor_kernel(kernel_stacks: bool) -> Result<Tracer> {
         tracer.attach_tracepoint(program, category, event)?;
     }
     Ok(tracer)
-}
-
-fn load_options() -> LoadOptions {
-    // The floor programs use no map: every map is shrunk to one entry.
-    LoadOptions { self_tgid: std::process::id(), min_size: 0, max_size: u64::MAX, max_allocs: 1, stack_storage: 1, mode: Mode::User { freeze_at_exit: false, unwind_rows: 0, sample_period: 0, sample_table: Vec::new() } }
 }
 
 /// The workload launched held before exec, with the floor attached from its first allocation.
@@ -125,7 +120,7 @@ pub fn floor_at(env: &Env, a: &[String], offset: u64) -> Result<(Output, f64)> {
     let mut command = env.workload_command(a);
     command.stdout(Stdio::piped()).stdin(Stdio::null());
     let held = launch::hold_command(command)?;
-    let mut tracer = Tracer::load(&load_options())?;
+    let mut tracer = Tracer::load_floor()?;
     tracer.attach_uprobe(names::PROG_FLOOR_ENTER, "site", &allocator.path, offset, held.pid)?;
     let before = crate::stats::snapshot(std::process::id());
     let child = held.release()?;

@@ -110,6 +110,9 @@ pub const PROG_PERCPU_FREE: &str = "percpu_free_percpu";
 /// sched_process_fork tracepoint program.
 pub const PROG_FORK: &str = "sched_process_fork";
 
+// The benchmark's floor programs. They are in their own object (`leaktrace-floor`, loaded by
+// `Tracer::load_floor` with leaktrace's `bench` feature), not in the production object.
+
 /// Benchmark floor: empty uprobe, attached at allocator entries.
 pub const PROG_FLOOR_ENTER: &str = "floor_enter";
 /// Benchmark floor: empty uretprobe, attached at allocator returns.

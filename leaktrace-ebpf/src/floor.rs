@@ -7,12 +7,22 @@
 use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
     helpers::bpf_get_stack,
-    macros::{tracepoint, uprobe, uretprobe},
+    macros::{map, tracepoint, uprobe, uretprobe},
+    maps::{PerCpuArray, StackTrace},
     programs::{tracing::StackIdContext, ProbeContext, RetProbeContext, TracePointContext},
     EbpfContext,
 };
+use leaktrace_common::StackRecord;
 
-use crate::maps::{KSTACKS, STACK_SCRATCH};
+/// Where `floor_stack_return` captures a stack, as leaktrace's return program does into its
+/// own `STACK_SCRATCH`.
+#[map]
+static STACK_SCRATCH: PerCpuArray<StackRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// `floor_kstack`'s stack map. One entry: the stack is captured and hashed, and whether it
+/// is then stored does not matter to the floor.
+#[map]
+static KSTACKS: StackTrace = StackTrace::with_max_entries(1, 0);
 
 #[uprobe]
 pub fn floor_enter(_ctx: ProbeContext) -> u32 {
@@ -49,9 +59,13 @@ pub fn floor_kmem_cache_free(_ctx: TracePointContext) -> u32 {
 #[uretprobe]
 pub fn floor_stack_return(ctx: RetProbeContext) -> u32 {
     if let Some(scratch) = STACK_SCRATCH.get_ptr_mut(0) {
-        // SAFETY: this CPU's scratch slot.
+        // SAFETY: the lookup returned a valid pointer to this CPU's scratch record, which
+        // nothing else writes while this program runs (see "Per-CPU values" in maps.rs; the
+        // same holds for this object's map).
         let record = unsafe { &mut *scratch };
         let size = core::mem::size_of_val(&record.ips) as u32;
+        // SAFETY: the helper writes at most `size` bytes, the size of `record.ips`, from its
+        // start, and reads the registers from this program's own context.
         let _ = unsafe { bpf_get_stack(ctx.as_ptr(), record.ips.as_mut_ptr().cast(), size, BPF_F_USER_STACK as u64) };
     }
     0

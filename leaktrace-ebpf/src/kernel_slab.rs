@@ -50,10 +50,14 @@ offsets!(
     OFF_FORK_CHILD_PID,
 );
 
+/// The field at `offset` in the event's record, or zero when it cannot be read. `T` is one of
+/// the integer types the format files give the fields.
 #[inline(always)]
-fn field<T>(ctx: &TracePointContext, offset: &Global<u32>) -> T {
-    // SAFETY: offsets come from the event's own format file; the helper handles faults.
-    unsafe { ctx.read_at::<T>(offset.load() as usize) }.unwrap_or_else(|_| unsafe { core::mem::zeroed() })
+fn field<T: Default>(ctx: &TracePointContext, offset: &Global<u32>) -> T {
+    // SAFETY: `read_at` copies `size_of::<T>()` bytes at `offset` in the event's record
+    // through `bpf_probe_read_kernel`, which reports a bad address instead of faulting. The
+    // offsets come from the event's own format file, and any bytes are a valid integer.
+    unsafe { ctx.read_at::<T>(offset.load() as usize) }.unwrap_or_default()
 }
 
 /// Size and request of one allocation event.
@@ -80,7 +84,7 @@ fn record(ctx: &TracePointContext, request: Request, cache_name_loc: Option<u32>
     if tgid == SELF_TGID.load() {
         return;
     }
-    // SAFETY: presence test only.
+    // SAFETY: the reference is dropped unread: only whether the key exists is used.
     if FILTER_TARGETS.load() != 0 && unsafe { TARGETS.get(tgid) }.is_none() {
         return;
     }
@@ -102,8 +106,10 @@ fn record(ctx: &TracePointContext, request: Request, cache_name_loc: Option<u32>
     } else {
         -1
     };
+    // SAFETY: a helper without arguments, which tracepoint programs may call.
+    let timestamp_ns = unsafe { bpf_ktime_get_ns() };
     let mut alloc = KernelAlloc {
-        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        timestamp_ns,
         bytes_alloc: request.bytes_alloc,
         bytes_req: request.bytes_req,
         gfp_flags: request.gfp_flags,
@@ -119,7 +125,11 @@ fn record(ctx: &TracePointContext, request: Request, cache_name_loc: Option<u32>
     };
     if let Some(loc) = cache_name_loc {
         // __data_loc: low 16 bits are the string's offset in the record, high 16 its length.
+        // SAFETY: the offset is the record's own __data_loc field, which the kernel sets to
+        // the string's place inside the record: the result points into the same record.
         let src = unsafe { (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize) };
+        // SAFETY: the helper copies at most `alloc.cache.len()` bytes into `alloc.cache` and
+        // reads the source with the kernel's fault-handling access.
         let _ = unsafe { bpf_probe_read_kernel_str_bytes(src, &mut alloc.cache) };
     }
     count(Counter::KernelAllocs);
@@ -234,7 +244,7 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: presence test only.
+    // SAFETY: the reference is dropped unread: only whether the key exists is used.
     if unsafe { TARGETS.get(parent) }.is_some() {
         let child: i32 = field(&ctx, &OFF_FORK_CHILD_PID);
         let _ = TARGETS.insert(child as u32, 1u8, 0);

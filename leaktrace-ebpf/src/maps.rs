@@ -1,6 +1,20 @@
 //! Every map and load-time global of the programs, in one place.
 //!
 //! Capacities here are defaults: the loader resizes ALLOCS and STACKS from the command line.
+//!
+//! # Per-CPU values
+//!
+//! The programs write `STACK_SCRATCH`, `STACK_STATS`, `COUNTERS` and `UNWIND_CACHE` through
+//! plain references. A per-CPU lookup returns the running CPU's copy, and the kernel runs a
+//! program with migration disabled, so the copy stays this CPU's until the program returns.
+//! No other program run writes it meanwhile: the kernel does not nest tracepoint programs on
+//! a CPU (a nested run is skipped and counted in the program's `recursion_misses`), and a
+//! uprobe program runs in the probed task, which the kernel does not switch away from inside
+//! the program unless it preempts kernel code (`preempt=full`, PREEMPT_RT). On such a kernel
+//! a preempted program's copy can be written by another task's program on the same CPU; the
+//! verifier still bounds every access and the values are plain integers, so that costs a
+//! wrong stack or a lost count, never an access outside the value. User space only reads
+//! these maps, through the bpf system call, which copies them.
 
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
@@ -70,7 +84,9 @@ pub fn stack_turnover(id: u64, size: u64, allocated: bool) {
         (weighted_bytes(size, probability), weighted_count(probability))
     };
     if let Some(stats) = STACK_STATS.get_ptr_mut(id) {
-        // SAFETY: this CPU's own slot; uprobe programs do not nest on one CPU.
+        // SAFETY: the lookup returned a valid pointer to this CPU's copy of the stack's
+        // entry, which nothing else writes while this program runs (see "Per-CPU values"
+        // above); programs never delete entries and user space does not either.
         let stats = unsafe { &mut *stats };
         if allocated {
             stats.alloc_bytes += size;
@@ -156,7 +172,9 @@ pub static SAMPLE_PERIOD: Global<u64> = Global::new(0);
 #[inline(always)]
 pub fn count(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
-        // Per-CPU slot, and uprobe programs do not nest on one CPU: a plain add is safe.
+        // SAFETY: the lookup returned a valid pointer to this CPU's counter (an array slot
+        // exists as long as the map), which nothing else writes while this program runs (see
+        // "Per-CPU values" above): a plain add is enough.
         unsafe { *slot += 1 };
     }
 }

@@ -49,8 +49,11 @@ struct Walk {
 /// unrolled copies of it (which took it most of a second per load).
 #[inline(always)]
 pub fn unwind_user_stack(regs: &pt_regs, tgid: u32, record: *mut StackRecord) -> bool {
-    // SAFETY: copied out at once.
-    let Some(process) = (unsafe { UNWIND_PROCESSES.get(&tgid) }).copied() else { return false };
+    // SAFETY: the value is copied out at once. The map is preallocated, so the element's
+    // memory lasts as long as the map; user space may replace the entry meanwhile, and a copy
+    // racing that is still a valid value (plain integers), which the walk bounds like any
+    // other (mapping count clamped, every lookup checked).
+    let Some(process) = (unsafe { UNWIND_PROCESSES.get(tgid) }).copied() else { return false };
     let mut walk = Walk {
         frame: Frame { pc: regs.rip, sp: regs.rsp, bp: regs.rbp },
         record,
@@ -61,8 +64,10 @@ pub fn unwind_user_stack(regs: &pt_regs, tgid: u32, record: *mut StackRecord) ->
         tgid,
         generation: process.generation,
     };
-    // SAFETY: `unwind_step` is a BPF subprogram with the callback signature bpf_loop expects,
-    // and `walk` outlives the call.
+    // SAFETY: bpf_loop calls `unwind_step`, whose signature is the callback type the verifier
+    // checks, with the pointer to `walk`, a local that outlives the call and that nothing
+    // else uses until bpf_loop returns. `record` is the caller's scratch record (valid, and
+    // not referenced elsewhere while the unwinder runs: see `store_stack`).
     unsafe {
         bpf_loop(MAX_UNWIND_FRAMES as u32, unwind_step as *mut c_void, (&mut walk as *mut Walk).cast(), 0);
         (*record).depth = walk.depth;
@@ -74,10 +79,12 @@ pub fn unwind_user_stack(regs: &pt_regs, tgid: u32, record: *mut StackRecord) ->
 /// One frame: records the pc, then steps to the caller. Returns 1 to stop the loop.
 #[inline(never)]
 extern "C" fn unwind_step(index: u64, context: *mut c_void) -> i64 {
-    // SAFETY: bpf_loop passes back the `Walk` given to it, on the caller's stack.
+    // SAFETY: bpf_loop passes back the context given to it by `unwind_user_stack`: a pointer
+    // to its `Walk`, alive and used by nothing else until bpf_loop returns.
     let walk = unsafe { &mut *context.cast::<Walk>() };
     let i = index as usize;
-    // SAFETY: the caller's scratch record, which only this program uses on this CPU.
+    // SAFETY: `walk.record` is the caller's scratch record, valid for the whole walk and
+    // referenced nowhere else while it runs (see `unwind_user_stack`); `get_mut` checks `i`.
     let Some(slot) = (unsafe { (*walk.record).ips.get_mut(i) }) else { return 1 };
     let frame = walk.frame;
     *slot = frame.pc;
@@ -160,7 +167,8 @@ fn find_row(first: u32, count: u32, pc: u64) -> Option<UnwindRow> {
 
 #[inline(always)]
 fn read_word(address: u64) -> Result<u64, StackEnd> {
-    // SAFETY: the helper reads user memory and reports faults instead of taking them.
+    // SAFETY: the helper copies from the traced process's memory with the kernel's
+    // fault-handling user access: a bad address is an error, not a fault.
     unsafe { bpf_probe_read_user(address as *const u64) }.map_err(|_| StackEnd::ReadFailed)
 }
 
@@ -180,7 +188,8 @@ fn step_for(walk: &Walk, lookup: u64) -> (CachedStep, UnwindRow) {
     let index = ((lookup.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as u32) % UNWIND_CACHE_SIZE;
     let cached = UNWIND_CACHE.get_ptr_mut(index);
     if let Some(entry) = cached {
-        // SAFETY: this CPU's own entry; programs do not nest on one CPU.
+        // SAFETY: the lookup returned a valid pointer to this CPU's copy of the entry, which
+        // nothing else writes while this program runs (see "Per-CPU values" in maps.rs).
         let entry = unsafe { &*entry };
         if entry.pc == lookup && entry.tgid == walk.tgid && entry.generation == walk.generation {
             let step = match entry.step {
@@ -203,7 +212,7 @@ fn step_for(walk: &Walk, lookup: u64) -> (CachedStep, UnwindRow) {
         Some(_) => (CachedStep::FramePointer, UnwindRow::default()),
     };
     if let Some(entry) = cached {
-        // SAFETY: as above.
+        // SAFETY: as above; the shared reference taken there is no longer used.
         let entry = unsafe { &mut *entry };
         entry.pc = lookup;
         entry.tgid = walk.tgid;

@@ -40,13 +40,18 @@ const EEXIST: i64 = 17;
 #[inline(always)]
 fn store_stack(ctx: &RetProbeContext, tgid: u32) -> u64 {
     let Some(scratch) = STACK_SCRATCH.get_ptr_mut(0) else { return 0 };
-    // SAFETY: this CPU's scratch slot, not shared with a nested program.
-    let record: &mut StackRecord = unsafe { &mut *scratch };
-    // SAFETY: a uprobe's context is the user register set saved by the kernel.
+    // SAFETY: a uprobe program's context is the probed task's `pt_regs`, saved by the kernel
+    // and left unchanged while the program runs; the verifier checks each field read.
     let regs = unsafe { &*(ctx.as_ptr() as *const pt_regs) };
     let unwound = UNWIND_TABLES.load() != 0 && unwind_user_stack(regs, tgid, scratch);
+    // SAFETY: the lookup returned a valid pointer to this CPU's scratch record, which nothing
+    // else writes while this program runs (see "Per-CPU values" in maps.rs); the unwinder,
+    // the only other user of `scratch`, has returned.
+    let record: &mut StackRecord = unsafe { &mut *scratch };
     if !unwound {
         let size = core::mem::size_of_val(&record.ips) as u32;
+        // SAFETY: the helper writes at most `size` bytes, the size of `record.ips`, from its
+        // start, and reads the registers from this program's own context.
         let bytes = unsafe { bpf_get_stack(ctx.as_ptr(), record.ips.as_mut_ptr().cast(), size, BPF_F_USER_STACK as u64) };
         if bytes <= 0 {
             count(Counter::StackLost);
@@ -55,6 +60,7 @@ fn store_stack(ctx: &RetProbeContext, tgid: u32) -> u64 {
         record.depth = ((bytes as usize) / 8).min(MAX_STACK_DEPTH) as u32;
         record.end = if UNWIND_TABLES.load() != 0 { StackEnd::NoTable } else { StackEnd::FramePointerWalk } as u32;
     }
+    let record: &StackRecord = record;
     let depth = record.depth as usize;
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for i in 0..MAX_STACK_DEPTH {
@@ -68,13 +74,16 @@ fn store_stack(ctx: &RetProbeContext, tgid: u32) -> u64 {
     // stack map keys by bucket and loses stacks far sooner); 0 is kept for "no stack".
     let hash = hash | 1;
     // Most stacks have been seen before: look first, insert only a new one.
-    // SAFETY: read-only comparison of a stored record.
+    // SAFETY: USTACKS entries are only ever inserted, with BPF_NOEXIST: never updated or
+    // deleted, by the programs or by user space. The stored record is valid and unchanging
+    // for the whole run, and it is only read.
     if let Some(stored) = unsafe { USTACKS.get(hash) } {
         return same_stack(stored, record, hash);
     }
-    match USTACKS.insert(hash, &*record, BPF_NOEXIST as u64) {
+    match USTACKS.insert(hash, record, BPF_NOEXIST as u64) {
         Ok(()) => hash,
         // Another CPU stored it meanwhile.
+        // SAFETY: as for the lookup above.
         Err(err) if i64::from(err) == -EEXIST => match unsafe { USTACKS.get(hash) } {
             Some(stored) => same_stack(stored, record, hash),
             None => {
@@ -110,14 +119,15 @@ fn traced_thread() -> Option<(u32, u32)> {
     if tgid == SELF_TGID.load() {
         return None;
     }
-    // SAFETY: the value is only tested for presence.
+    // SAFETY: the reference is dropped unread: only whether the key exists is used.
     unsafe { TARGETS.get(tgid) }?;
     Some((tgid, tid))
 }
 
 #[inline(always)]
 fn stack_pointer(ctx: &ProbeContext) -> u64 {
-    // SAFETY: a uprobe's context is the user register set saved by the kernel.
+    // SAFETY: a uprobe program's context is the probed task's `pt_regs`, saved by the kernel;
+    // the verifier checks the read of this field.
     unsafe { (*(ctx.as_ptr() as *const pt_regs)).rsp }
 }
 
@@ -138,7 +148,9 @@ fn enter(ctx: &ProbeContext, size: u64, kind: PendingKind, aux_ptr: u64, session
     let Some((_, tid)) = traced_thread() else { return false };
     let sp = stack_pointer(ctx);
     if let Some(outer) = PENDING.get_ptr_mut(tid) {
-        // SAFETY: the entry belongs to this thread; only this thread's probes touch it.
+        // SAFETY: the lookup returned a valid pointer to the calling thread's entry (keyed by
+        // its thread id), which only this thread's programs insert, change or remove, one at
+        // a time; user space never touches PENDING.
         let outer = unsafe { &mut *outer };
         // Deeper means called from inside; equal means a tail call (glibc's reallocarray
         // jumps into realloc), after which both return probes fire on the single return.
@@ -154,6 +166,7 @@ fn enter(ctx: &ProbeContext, size: u64, kind: PendingKind, aux_ptr: u64, session
             let _ = PENDING.remove(tid);
         }
     }
+    // SAFETY: a helper without arguments, which uprobe programs may call.
     let sampled = SAMPLE_PERIOD.load() == 0
         || u64::from(unsafe { bpf_get_prandom_u32() }) < sample_probability_of(size);
     let mut pending = PendingCall {
@@ -169,7 +182,10 @@ fn enter(ctx: &ProbeContext, size: u64, kind: PendingKind, aux_ptr: u64, session
     if kind == PendingKind::Realloc && aux_ptr != 0 {
         // Take the old block out now: once realloc frees it inside, another thread may get the
         // same address and record it before our return runs. It is restored if realloc fails.
-        // SAFETY: copied out immediately.
+        // SAFETY: the value (plain integers) is copied out at once. The kernel keeps a
+        // looked-up element's memory valid until the program returns, and only a store at the
+        // same address changes it, which needs the allocator to hand out a block that this
+        // thread is still reallocating.
         if let Some(old) = unsafe { ALLOCS.get(aux_ptr) } {
             pending.old = *old;
             pending.has_old = 1;
@@ -278,7 +294,8 @@ pub fn posix_memalign_enter(ctx: ProbeContext) -> u32 {
 /// address at return.
 #[inline(always)]
 fn session(ctx: *mut c_void, entry: fn(&ProbeContext, bool) -> bool) -> u32 {
-    // SAFETY: a uprobe's context is the user register set saved by the kernel.
+    // SAFETY: `ctx` is this program's context, the probed task's `pt_regs` as for any uprobe
+    // program: the helper takes it as it is, and the verifier checks the read of `rip`.
     let at_entry = unsafe { bpf_get_func_ip(ctx) == (*(ctx as *const pt_regs)).rip };
     if at_entry {
         u32::from(!entry(&ProbeContext::new(ctx), true))
@@ -348,7 +365,8 @@ fn alloc_returned(ctx: &RetProbeContext) {
         }
         return;
     };
-    // SAFETY: this thread's own entry; copied before the slot is removed.
+    // SAFETY: as in `enter`: the calling thread's own entry, which only its programs touch.
+    // The reference is last used before the entry is removed.
     let pending = unsafe { &mut *pending };
     if pending.nested > 0 {
         pending.nested -= 1;
@@ -369,7 +387,9 @@ fn alloc_returned(ctx: &RetProbeContext) {
         if ret != 0 {
             0 // posix_memalign returns an error number; nothing was allocated.
         } else {
-            // SAFETY: reads user memory through the helper, which handles faults.
+            // SAFETY: the helper copies 8 bytes of the traced process's memory (the pointer
+            // posix_memalign stored) with the kernel's fault-handling user access: a bad
+            // address is an error, not a fault.
             match unsafe { bpf_probe_read_user(call.aux_ptr as *const u64) } {
                 Ok(addr) => addr,
                 Err(_) => {
@@ -403,7 +423,9 @@ fn alloc_returned(ctx: &RetProbeContext) {
     }
     count(Counter::AllocCalls);
     let stack_id = store_stack(ctx, tgid);
-    let info = AllocInfo { size: call.size, timestamp_ns: unsafe { bpf_ktime_get_ns() }, stack_id, tgid, _pad: 0 };
+    // SAFETY: a helper without arguments, which uprobe programs may call.
+    let timestamp_ns = unsafe { bpf_ktime_get_ns() };
+    let info = AllocInfo { size: call.size, timestamp_ns, stack_id, tgid, _pad: 0 };
     stack_turnover(stack_id, call.size, true);
     // Overwrite (no BPF_NOEXIST): if an entry exists at this address its free was missed, and
     // the newest allocation there is the live one.
@@ -425,7 +447,7 @@ pub fn exit_enter(_ctx: ProbeContext) -> u32 {
 #[inline(always)]
 fn exit_called() {
     if FREEZE_AT_EXIT.load() != 0 && traced_thread().is_some() {
-        // SAFETY: plain helper call; it signals the current process.
+        // SAFETY: the helper takes only a signal number and signals the current process.
         unsafe { aya_ebpf::helpers::bpf_send_signal(SIGSTOP) };
     }
 }
@@ -444,7 +466,9 @@ fn freed(ctx: &ProbeContext) {
         return;
     }
     count(Counter::FreeCalls);
-    // SAFETY: copied out before the entry is removed.
+    // SAFETY: as for realloc's old block in `enter`: the fields are copied out at once, and
+    // only a store at this address, which the allocator cannot hand out before this free
+    // returns, changes them.
     let Some(&AllocInfo { stack_id, size, .. }) = (unsafe { ALLOCS.get(addr) }) else {
         count(Counter::FreeUnknown);
         return;
@@ -473,10 +497,11 @@ fn libraries_changed() {
     let event = UnwindEvent { tgid, kind: UnwindEventKind::LibrariesChanged as u32 };
     // The stop is queued before user space can hear of it, so its SIGCONT can never arrive
     // first and leave the process stopped for good.
-    // SAFETY: plain helper calls; they signal the current process.
+    // SAFETY: the helper takes only a signal number and signals the current process.
     unsafe { aya_ebpf::helpers::bpf_send_signal(SIGSTOP) };
     if UNWIND_EVENTS.output::<UnwindEvent>(&event, 0).is_err() {
         // Nobody will resume it: a SIGCONT discards the pending stop.
+        // SAFETY: as above.
         unsafe { aya_ebpf::helpers::bpf_send_signal(SIGCONT) };
         count(Counter::UnwindEventLost);
     }

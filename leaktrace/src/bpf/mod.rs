@@ -1,7 +1,11 @@
 //! The only module that calls aya: loading the eBPF object, attaching probes and reading maps.
 //! Everything else in leaktrace works with plain Rust values.
 
+#[cfg(feature = "bench")]
+pub mod bench;
 mod events;
+#[cfg(test)]
+mod names_check;
 mod uprobe_session;
 
 pub use events::UnwindEvents;
@@ -503,40 +507,6 @@ impl Tracer {
             .map_err(|e| map_error(name, e))?;
         Ok(UnwindEvents { fd })
     }
-}
-
-/// Run-time statistics of one loaded eBPF program, whoever loaded it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProgramStats {
-    /// The kernel's program id.
-    pub id: u32,
-    /// The program's name (at most 15 bytes, as the kernel keeps it).
-    pub name: String,
-    /// Total time spent running it; 0 unless `kernel.bpf_stats_enabled` is 1.
-    pub run_time_ns: u64,
-    /// Times it ran; 0 unless `kernel.bpf_stats_enabled` is 1.
-    pub run_cnt: u64,
-    /// Times the kernel skipped it because another program was running on that CPU.
-    pub recursion_misses: u64,
-}
-
-/// Statistics of every eBPF program loaded on the machine (for the benchmark's per-program
-/// costs; needs root).
-pub fn loaded_program_stats() -> Vec<ProgramStats> {
-    aya::programs::loaded_programs()
-        .filter_map(|p| p.ok())
-        .filter_map(|p| {
-            let fd = p.fd().ok()?;
-            let info = prog_info(fd.as_fd())?;
-            Some(ProgramStats {
-                id: p.id(),
-                name: p.name_as_str().unwrap_or_default().to_string(),
-                run_time_ns: info.run_time_ns,
-                run_cnt: info.run_cnt,
-                recursion_misses: info.recursion_misses,
-            })
-        })
-        .collect()
 }
 
 /// Reads `recursion_misses` from `bpf_prog_info`, which aya 0.14's `ProgramInfo` does not expose.
