@@ -5,6 +5,7 @@
 
 mod bench;
 mod deps;
+mod lint;
 mod setup;
 
 use std::{
@@ -134,6 +135,7 @@ fn test(root: &Path, filter: Option<&str>) -> Result<()> {
     // House rules first: they fail in seconds.
     exec(cargo(root).args(["fmt", "--all", "--check"]))?;
     exec(cargo(root).args(["clippy", "--workspace", "--exclude", "leaktrace-ebpf", "--all-targets", "--", "-D", "warnings"]))?;
+    lint::ebpf_clippy(root)?;
     deps::check(&root.join("leaktrace/src"))?;
     deps::check_function_lengths(root)?;
     // Unit tests of every host crate (the eBPF crate only builds for the BPF target).

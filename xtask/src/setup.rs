@@ -225,12 +225,19 @@ pub fn ensure_test_tools() -> Result<()> {
 /// rustfmt and clippy for the toolchain that builds leaktrace: the tests check formatting
 /// and lints first.
 fn ensure_lint_tools() -> Result<()> {
-    let has = |tool: &str| Command::new("cargo").args([tool, "--version"]).output().is_ok_and(|o| o.status.success());
-    if has("fmt") && has("clippy") {
-        return Ok(());
+    let has = |toolchain: &[&str], tool: &str| {
+        Command::new("cargo").args(toolchain).args([tool, "--version"]).output().is_ok_and(|o| o.status.success())
+    };
+    if !(has(&[], "fmt") && has(&[], "clippy")) {
+        println!("setup: installing rustfmt and clippy");
+        exec(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]))?;
     }
-    println!("setup: installing rustfmt and clippy");
-    exec(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]))
+    // The eBPF crate is linted by the nightly that builds it.
+    if !has(&["+nightly"], "clippy") {
+        println!("setup: installing clippy for the nightly toolchain");
+        exec(Command::new("rustup").args(["component", "add", "clippy", "--toolchain", "nightly"]))?;
+    }
+    Ok(())
 }
 
 /// Installs whatever is missing; does nothing when everything is in place.
