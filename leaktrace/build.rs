@@ -9,19 +9,14 @@ use anyhow::{anyhow, Context as _};
 use aya_build::{Package, Toolchain};
 
 fn main() -> anyhow::Result<()> {
-    let metadata = cargo_metadata::MetadataCommand::new()
-        .no_deps()
-        .exec()
-        .context("cargo metadata")?;
+    let metadata = cargo_metadata::MetadataCommand::new().no_deps().exec().context("cargo metadata")?;
     let ebpf = metadata
         .packages
         .into_iter()
         .find(|p| p.name.as_str() == "leaktrace-ebpf")
         .ok_or_else(|| anyhow!("leaktrace-ebpf package not found"))?;
-    let root_dir = ebpf
-        .manifest_path
-        .parent()
-        .ok_or_else(|| anyhow!("leaktrace-ebpf manifest has no parent directory"))?;
+    let root_dir =
+        ebpf.manifest_path.parent().ok_or_else(|| anyhow!("leaktrace-ebpf manifest has no parent directory"))?;
     let features: &[&str] = if std::env::var_os("CARGO_FEATURE_BENCH").is_some() { &["floor"] } else { &[] };
     let package = Package { name: ebpf.name.as_str(), root_dir: root_dir.as_str(), features, ..Default::default() };
     aya_build::build_ebpf([package], Toolchain::default())

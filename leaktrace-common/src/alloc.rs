@@ -31,7 +31,6 @@ pub struct StackRecord {
     pub ips: [u64; MAX_STACK_DEPTH],
 }
 
-
 indexed_enum! {
     /// Which allocator entry point a pending call came from; decides how its return is read.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]

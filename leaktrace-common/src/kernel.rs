@@ -69,13 +69,8 @@ pub mod offsets {
     pub const KMALLOC: [&str; 4] =
         ["OFF_KMALLOC_PTR", "OFF_KMALLOC_BYTES_REQ", "OFF_KMALLOC_BYTES_ALLOC", "OFF_KMALLOC_GFP"];
     /// kmem_cache_alloc: ptr, bytes_req, bytes_alloc, gfp_flags, name.
-    pub const KMEM_CACHE_ALLOC: [&str; 5] = [
-        "OFF_KCA_PTR",
-        "OFF_KCA_BYTES_REQ",
-        "OFF_KCA_BYTES_ALLOC",
-        "OFF_KCA_GFP",
-        "OFF_KCA_NAME",
-    ];
+    pub const KMEM_CACHE_ALLOC: [&str; 5] =
+        ["OFF_KCA_PTR", "OFF_KCA_BYTES_REQ", "OFF_KCA_BYTES_ALLOC", "OFF_KCA_GFP", "OFF_KCA_NAME"];
     /// kfree: ptr.
     pub const KFREE_PTR: &str = "OFF_KFREE_PTR";
     /// kmem_cache_free: ptr.

@@ -57,4 +57,6 @@ pub mod unwind;
 pub use alloc::{AllocInfo, PendingCall, PendingKind, StackRecord, StackStats, MAX_STACK_DEPTH};
 pub use counters::Counter;
 pub use kernel::{KernelAlloc, KernelKey, KernelSpace};
-pub use unwind::{MappingUnwinder, ProcessSlot, RowKind, StackEnd, UnwindEvent, UnwindEventKind, UnwindMapping, UnwindRow};
+pub use unwind::{
+    MappingUnwinder, ProcessSlot, RowKind, StackEnd, UnwindEvent, UnwindEventKind, UnwindMapping, UnwindRow,
+};

@@ -25,7 +25,7 @@ use aya_ebpf::{
 use leaktrace_common::{
     names::{DEFAULT_MAX_ALLOCS, DEFAULT_MAX_KERNEL_ALLOCS, DEFAULT_STACK_STORAGE, MAX_PENDING, MAX_TARGETS},
     sampling::{sample_probability, weighted_bytes, weighted_count, SAMPLE_TABLE_LEN},
-    unwind::{DEFAULT_UNWIND_ROWS, MAX_UNWIND_MAPPINGS, UNWIND_CACHE_SIZE, UNWIND_SLOTS, UnwindCacheEntry},
+    unwind::{UnwindCacheEntry, DEFAULT_UNWIND_ROWS, MAX_UNWIND_MAPPINGS, UNWIND_CACHE_SIZE, UNWIND_SLOTS},
     AllocInfo, Counter, KernelAlloc, KernelKey, PendingCall, ProcessSlot, StackRecord, StackStats, UnwindMapping,
     UnwindRow,
 };
@@ -33,8 +33,7 @@ use leaktrace_common::{
 /// Outstanding allocations. Not preallocated: a million-entry preallocated hash would pin
 /// ~100 MiB of kernel memory on the traced machine before the first allocation.
 #[map]
-pub static ALLOCS: HashMap<u64, AllocInfo> =
-    HashMap::with_max_entries(DEFAULT_MAX_ALLOCS, BPF_F_NO_PREALLOC);
+pub static ALLOCS: HashMap<u64, AllocInfo> = HashMap::with_max_entries(DEFAULT_MAX_ALLOCS, BPF_F_NO_PREALLOC);
 
 /// In-flight allocator calls by thread id.
 #[map]

@@ -15,7 +15,9 @@ use aya_ebpf::{
     helpers::{bpf_loop, bpf_probe_read_user},
 };
 use leaktrace_common::{
-    unwind::{CachedStep, MAPPING_SEARCH_STEPS, MAX_UNWIND_FRAMES, MAX_UNWIND_MAPPINGS, ROW_SEARCH_STEPS, UNWIND_CACHE_SIZE},
+    unwind::{
+        CachedStep, MAPPING_SEARCH_STEPS, MAX_UNWIND_FRAMES, MAX_UNWIND_MAPPINGS, ROW_SEARCH_STEPS, UNWIND_CACHE_SIZE,
+    },
     MappingUnwinder, RowKind, StackEnd, StackRecord, UnwindMapping, UnwindRow,
 };
 
@@ -149,7 +151,8 @@ fn find_mapping(slot_base: u32, count: u32, pc: u64) -> Option<UnwindMapping> {
     if count == 0 {
         return None;
     }
-    let index = last_at_or_below(count, MAPPING_SEARCH_STEPS, pc, |i| UNWIND_MAPPINGS.get(slot_base + i).map(|m| m.start))?;
+    let index =
+        last_at_or_below(count, MAPPING_SEARCH_STEPS, pc, |i| UNWIND_MAPPINGS.get(slot_base + i).map(|m| m.start))?;
     let mapping = *UNWIND_MAPPINGS.get(slot_base + index)?;
     (mapping.start <= pc && pc < mapping.end).then_some(mapping)
 }

@@ -52,7 +52,8 @@ fn store_stack(ctx: &RetProbeContext, tgid: u32) -> u64 {
         let size = core::mem::size_of_val(&record.ips) as u32;
         // SAFETY: the helper writes at most `size` bytes, the size of `record.ips`, from its
         // start, and reads the registers from this program's own context.
-        let bytes = unsafe { bpf_get_stack(ctx.as_ptr(), record.ips.as_mut_ptr().cast(), size, BPF_F_USER_STACK as u64) };
+        let bytes =
+            unsafe { bpf_get_stack(ctx.as_ptr(), record.ips.as_mut_ptr().cast(), size, BPF_F_USER_STACK as u64) };
         if bytes <= 0 {
             count(Counter::StackLost);
             return 0;
@@ -167,8 +168,8 @@ fn enter(ctx: &ProbeContext, size: u64, kind: PendingKind, aux_ptr: u64, session
         }
     }
     // SAFETY: a helper without arguments, which uprobe programs may call.
-    let sampled = SAMPLE_PERIOD.load() == 0
-        || u64::from(unsafe { bpf_get_prandom_u32() }) < sample_probability_of(size);
+    let sampled =
+        SAMPLE_PERIOD.load() == 0 || u64::from(unsafe { bpf_get_prandom_u32() }) < sample_probability_of(size);
     let mut pending = PendingCall {
         size,
         entry_sp: sp,

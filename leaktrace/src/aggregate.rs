@@ -142,13 +142,8 @@ mod tests {
 
     #[test]
     fn groups_sums_and_orders_by_bytes_then_count_then_id() {
-        let allocs = [
-            alloc(1, 100, 10, 7),
-            alloc(2, 50, 5, 7),
-            alloc(3, 150, 20, 3),
-            alloc(4, 75, 1, 9),
-            alloc(5, 75, 2, 9),
-        ];
+        let allocs =
+            [alloc(1, 100, 10, 7), alloc(2, 50, 5, 7), alloc(3, 150, 20, 3), alloc(4, 75, 1, 9), alloc(5, 75, 2, 9)];
         let agg = by_stack(&allocs, 1_000, 0, true, None);
         let order: Vec<_> = agg.groups.iter().map(|g| (g.stack_id, g.totals.bytes, g.totals.count)).collect();
         assert_eq!(order, [(7, 150, 2), (9, 150, 2), (3, 150, 1)]);

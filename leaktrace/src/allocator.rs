@@ -151,7 +151,11 @@ fn defined(file: &object::File<'_>, symbol: &str) -> Option<Defined> {
     let section_index = sym.section_index()?;
     let section = file.section_by_index(section_index).ok()?;
     let (file_start, _) = section.file_range()?;
-    Some(Defined { address: sym.address(), file_offset: sym.address() - section.address() + file_start, section: section_index })
+    Some(Defined {
+        address: sym.address(),
+        file_offset: sym.address() - section.address() + file_start,
+        section: section_index,
+    })
 }
 
 /// Chooses the probe site of each function (see [`probe_site`]); a function whose code
@@ -173,14 +177,13 @@ fn place(file: &object::File<'_>, functions: &[(&Defined, Needs)]) -> Vec<Site> 
     functions
         .iter()
         .map(|(d, needs)| {
-            let code = file
-                .section_by_index(d.section)
-                .ok()
-                .and_then(|s| Some((s.address(), s.data().ok()?)))
-                .and_then(|(start, data)| {
-                    let from = usize::try_from(d.address.checked_sub(start)?).ok()?;
-                    data.get(from..(from + probe_site::WINDOW).min(data.len()))
-                });
+            let code =
+                file.section_by_index(d.section).ok().and_then(|s| Some((s.address(), s.data().ok()?))).and_then(
+                    |(start, data)| {
+                        let from = usize::try_from(d.address.checked_sub(start)?).ok()?;
+                        data.get(from..(from + probe_site::WINDOW).min(data.len()))
+                    },
+                );
             match code {
                 Some(code) => probe_site::choose(code, *needs, |offset| targets.contains(&(d.address + offset))),
                 None => Site { offset: 0, handling: Handling::SingleStepped, stack_delta: 0 },
@@ -211,9 +214,14 @@ pub fn inspect(path: &Path, prefix: &str) -> Result<ElfFacts> {
         let sites = place(file, &found.iter().map(|(f, _, d)| (d, f.needs())).collect::<Vec<_>>());
         let mut defined: Vec<ResolvedFn> = Vec::new();
         for ((function, symbol, d), site) in found.into_iter().zip(sites) {
-            match defined.iter_mut().find(|f| f.file_offset == d.file_offset && f.function.entry_program == function.entry_program) {
+            match defined
+                .iter_mut()
+                .find(|f| f.file_offset == d.file_offset && f.function.entry_program == function.entry_program)
+            {
                 Some(first) => first.aliases.push(symbol),
-                None => defined.push(ResolvedFn { function, symbol, file_offset: d.file_offset, site, aliases: Vec::new() }),
+                None => {
+                    defined.push(ResolvedFn { function, symbol, file_offset: d.file_offset, site, aliases: Vec::new() })
+                }
             }
         }
         ElfFacts { defined, dynamic }

@@ -9,7 +9,9 @@ use leaktrace_common::{
 };
 
 use crate::{
-    config::{Action, Config, Export, Format, GroupBy, KernelOptions, RunSpec, SortBy, Target, TextOptions, UnwindMode},
+    config::{
+        Action, Config, Export, Format, GroupBy, KernelOptions, RunSpec, SortBy, Target, TextOptions, UnwindMode,
+    },
     error::{Error, Result},
 };
 
@@ -272,7 +274,11 @@ impl TraceArgs {
             min_size: self.min_size.unwrap_or(0),
             max_size: self.max_size.unwrap_or(u64::MAX),
             show_allocs: self.show_allocs,
-            text: TextOptions { verbose: self.verbose, show_churn: self.show_churn, color: TextOptions::color_for_stdout() },
+            text: TextOptions {
+                verbose: self.verbose,
+                show_churn: self.show_churn,
+                color: TextOptions::color_for_stdout(),
+            },
             exports,
             object: self.object,
             symbol_prefix: self.symbols_prefix,
@@ -295,9 +301,9 @@ impl TraceArgs {
             (Some(0), None) => Err(Error::Usage("pid 0 is not a process".into())),
             (Some(pid), None) => Ok(Target::Pid(pid)),
             (None, Some((program, args))) => Ok(Target::Launch { program: program.clone(), args: args.to_vec() }),
-            (None, None) => {
-                Err(Error::Usage("nothing to trace: give -p PID, -- COMMAND [ARGS...] or --kernel-slab (see --help)".into()))
-            }
+            (None, None) => Err(Error::Usage(
+                "nothing to trace: give -p PID, -- COMMAND [ARGS...] or --kernel-slab (see --help)".into(),
+            )),
         }
     }
 
@@ -313,7 +319,9 @@ impl TraceArgs {
             return Err(Error::Usage("--repeat must be at least 1".into()));
         }
         if self.unwind != UnwindMode::Auto {
-            return Err(Error::Usage("--unwind applies to user-space tracing; kernel mode's user stacks use frame pointers".into()));
+            return Err(Error::Usage(
+                "--unwind applies to user-space tracing; kernel mode's user stacks use frame pointers".into(),
+            ));
         }
         if self.sample_bytes.is_some() {
             return Err(Error::Usage("--sample-bytes applies to user-space tracing".into()));
@@ -412,10 +420,7 @@ mod tests {
     #[test]
     fn launch_keeps_arguments_verbatim() {
         let config = parse(&["--", "prog", "-p", "x"]).unwrap();
-        assert_eq!(
-            config.target,
-            Target::Launch { program: "prog".into(), args: vec!["-p".into(), "x".into()] }
-        );
+        assert_eq!(config.target, Target::Launch { program: "prog".into(), args: vec!["-p".into(), "x".into()] });
     }
 
     #[test]

@@ -231,7 +231,10 @@ impl RunClock {
         Self {
             started: Instant::now(),
             started_at: now_rfc3339(),
-            kernel_release: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
+            kernel_release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
         }
     }
 

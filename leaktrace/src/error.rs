@@ -180,7 +180,8 @@ mod tests {
         let eperm = std::io::Error::from_raw_os_error(libc::EPERM);
         let wrapped = Error::Load { what: "malloc_enter".into(), source: Box::new(eperm) };
         assert!(is_permission_denied(&wrapped));
-        let enoent = Error::Load { what: "x".into(), source: Box::new(std::io::Error::from_raw_os_error(libc::ENOENT)) };
+        let enoent =
+            Error::Load { what: "x".into(), source: Box::new(std::io::Error::from_raw_os_error(libc::ENOENT)) };
         assert!(!is_permission_denied(&enoent));
         // A message that merely mentions the words is not a permission error.
         let text = Error::Load { what: "x".into(), source: "Operation not permitted (os error 1)".into() };

@@ -45,14 +45,26 @@ pub struct Feature {
 
 /// Every feature, oldest first (the README's kernel-support table lists the same).
 pub const FEATURES: &[Feature] = &[
-    Feature { name: "BPF global variables", since: Release(5, 2), used_for: "settings of the eBPF programs", fallback: None },
-    Feature { name: "bpf_probe_read_user", since: Release(5, 5), used_for: "reading posix_memalign results and user stacks", fallback: None },
+    Feature {
+        name: "BPF global variables",
+        since: Release(5, 2),
+        used_for: "settings of the eBPF programs",
+        fallback: None,
+    },
+    Feature {
+        name: "bpf_probe_read_user",
+        since: Release(5, 5),
+        used_for: "reading posix_memalign results and user stacks",
+        fallback: None,
+    },
     Feature { name: "BPF ring buffer", since: Release(5, 8), used_for: "library-load events", fallback: None },
     Feature {
         name: "bpf_loop",
         since: Release(5, 17),
         used_for: "DWARF unwinding of code built without frame pointers",
-        fallback: Some("stacks are walked by frame pointers (--unwind fp): through code built without them they end early"),
+        fallback: Some(
+            "stacks are walked by frame pointers (--unwind fp): through code built without them they end early",
+        ),
     },
     Feature {
         name: "uprobe sessions",

@@ -6,16 +6,50 @@ use crate::model::Frame;
 
 /// File-name prefixes of user-space modules that are runtime, not the program's own code.
 const RUNTIME_MODULES: &[&str] = &[
-    "libc.so", "libc-", "ld-linux", "ld-musl", "libstdc++", "libgcc_s", "libpthread", "libm.so", "libjemalloc",
-    "libtcmalloc", "libmimalloc", "php", "python", "perl", "ruby", "node",
+    "libc.so",
+    "libc-",
+    "ld-linux",
+    "ld-musl",
+    "libstdc++",
+    "libgcc_s",
+    "libpthread",
+    "libm.so",
+    "libjemalloc",
+    "libtcmalloc",
+    "libmimalloc",
+    "php",
+    "python",
+    "perl",
+    "ruby",
+    "node",
 ];
 
 /// Name prefixes of kernel functions that allocate on behalf of their caller.
 const KERNEL_ALLOCATORS: &[&str] = &[
-    "kmalloc", "__kmalloc", "kmem_cache_alloc", "__kmem_cache_alloc", "kvmalloc", "__kvmalloc", "kzalloc",
-    "krealloc", "slab_", "___slab", "__slab", "alloc_pages", "__alloc_pages", "alloc_slab", "new_slab",
-    "allocate_slab", "pcpu_", "__alloc_percpu", "folio_alloc", "__folio_alloc", "get_free_pages", "__get_free_pages",
-    "mas_", "kmem_",
+    "kmalloc",
+    "__kmalloc",
+    "kmem_cache_alloc",
+    "__kmem_cache_alloc",
+    "kvmalloc",
+    "__kvmalloc",
+    "kzalloc",
+    "krealloc",
+    "slab_",
+    "___slab",
+    "__slab",
+    "alloc_pages",
+    "__alloc_pages",
+    "alloc_slab",
+    "new_slab",
+    "allocate_slab",
+    "pcpu_",
+    "__alloc_percpu",
+    "folio_alloc",
+    "__folio_alloc",
+    "get_free_pages",
+    "__get_free_pages",
+    "mas_",
+    "kmem_",
 ];
 
 fn module_file(frame: &Frame) -> &str {

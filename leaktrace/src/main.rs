@@ -11,9 +11,7 @@ const EXIT_GROWTH: u8 = 3;
 const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format_timestamp(None)
-        .init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).format_timestamp(None).init();
     exit_code(Cli::parse().into_action().and_then(leaktrace::app::run))
 }
 

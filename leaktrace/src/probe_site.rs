@@ -16,7 +16,9 @@
 
 use std::collections::BTreeSet;
 
-use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, OpAccess, OpKind, Register};
+use iced_x86::{
+    Code, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, OpAccess, OpKind, Register,
+};
 
 pub use crate::model::Handling;
 
@@ -42,7 +44,8 @@ pub struct Site {
 }
 
 /// The System V argument registers, in order.
-const ARG_REGISTERS: [Register; 6] = [Register::RDI, Register::RSI, Register::RDX, Register::RCX, Register::R8, Register::R9];
+const ARG_REGISTERS: [Register; 6] =
+    [Register::RDI, Register::RSI, Register::RDX, Register::RCX, Register::R8, Register::R9];
 
 /// Instructions looked at before giving up (entry blocks of allocator functions are short).
 const MAX_INSTRUCTIONS: usize = 16;
@@ -84,11 +87,37 @@ pub fn kernel_handling(bytes: &[u8]) -> Handling {
         0x0f if !has_66 && matches!(bytes.get(i + 1), Some(0x80..=0x8f)) => Handling::Emulated,
         // push reg: one byte, or two with exactly REX 0x41 (r8–r15).
         0x50..=0x57 if !legacy && (rex.is_none() || rex == Some(0x41)) => Handling::Emulated,
-        0x0f if matches!(bytes.get(i + 1), Some(0x00 | 0x01 | 0x05..=0x09 | 0x0b | 0x30 | 0x34 | 0x35 | 0x37 | 0x78 | 0x79 | 0xae)) => {
+        0x0f if matches!(
+            bytes.get(i + 1),
+            Some(0x00 | 0x01 | 0x05..=0x09 | 0x0b | 0x30 | 0x34 | 0x35 | 0x37 | 0x78 | 0x79 | 0xae)
+        ) =>
+        {
             Handling::Refused
         }
-        0x06 | 0x07 | 0x0e | 0x16 | 0x17 | 0x1e | 0x1f | 0x27 | 0x2f | 0x37 | 0x3f | 0x60..=0x62 | 0x6c..=0x6f | 0x82
-        | 0x9a | 0xcc..=0xcf | 0xd4..=0xd6 | 0xe4..=0xe7 | 0xea | 0xec..=0xef | 0xf1 | 0xf4 | 0xfa | 0xfb => Handling::Refused,
+        0x06
+        | 0x07
+        | 0x0e
+        | 0x16
+        | 0x17
+        | 0x1e
+        | 0x1f
+        | 0x27
+        | 0x2f
+        | 0x37
+        | 0x3f
+        | 0x60..=0x62
+        | 0x6c..=0x6f
+        | 0x82
+        | 0x9a
+        | 0xcc..=0xcf
+        | 0xd4..=0xd6
+        | 0xe4..=0xe7
+        | 0xea
+        | 0xec..=0xef
+        | 0xf1
+        | 0xf4
+        | 0xfa
+        | 0xfb => Handling::Refused,
         _ => Handling::SingleStepped,
     }
 }
@@ -134,17 +163,13 @@ pub fn choose(code: &[u8], needs: Needs, is_branch_target: impl Fn(u64) -> bool)
         let writes = |access: OpAccess| {
             matches!(access, OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite)
         };
-        let clobbers_argument = info
-            .used_registers()
-            .iter()
-            .any(|r| writes(r.access()) && watched.contains(&r.register().full_register()));
+        let clobbers_argument =
+            info.used_registers().iter().any(|r| writes(r.access()) && watched.contains(&r.register().full_register()));
         if clobbers_argument {
             break;
         }
-        let moves_stack = info
-            .used_registers()
-            .iter()
-            .any(|r| writes(r.access()) && r.register().full_register() == Register::RSP);
+        let moves_stack =
+            info.used_registers().iter().any(|r| writes(r.access()) && r.register().full_register() == Register::RSP);
         if moves_stack {
             if needs.return_probe {
                 break;
@@ -226,28 +251,28 @@ mod tests {
     #[test]
     fn the_kernels_emulated_forms() {
         for bytes in [
-            &[0x55][..],                         // push %rbp
-            &[0x41, 0x54],                       // push %r12
-            &[0xeb, 0x10],                       // jmp rel8
-            &[0xe9, 0, 0, 0, 0],                 // jmp rel32
-            &[0xe8, 0, 0, 0, 0],                 // call rel32
-            &[0x74, 0x07],                       // je rel8
-            &[0x0f, 0x84, 0xbf, 0, 0, 0],        // je rel32
-            &[0x90],                             // nop
-            &[0x66, 0x90],                       // xchg %ax,%ax
-            &[0xf2, 0xe9, 0, 0, 0, 0],           // bnd jmp
+            &[0x55][..],                  // push %rbp
+            &[0x41, 0x54],                // push %r12
+            &[0xeb, 0x10],                // jmp rel8
+            &[0xe9, 0, 0, 0, 0],          // jmp rel32
+            &[0xe8, 0, 0, 0, 0],          // call rel32
+            &[0x74, 0x07],                // je rel8
+            &[0x0f, 0x84, 0xbf, 0, 0, 0], // je rel32
+            &[0x90],                      // nop
+            &[0x66, 0x90],                // xchg %ax,%ax
+            &[0xf2, 0xe9, 0, 0, 0, 0],    // bnd jmp
         ] {
             assert_eq!(kernel_handling(bytes), Handling::Emulated, "{bytes:02x?}");
         }
         for bytes in [
-            &[0x48, 0x85, 0xff][..],             // test %rdi,%rdi
-            &[0xf3, 0x0f, 0x1e, 0xfa],           // endbr64
-            &[0x0f, 0x1f, 0x44, 0, 0],           // nopl (multi-byte nops are stepped)
-            &[0x48, 0x83, 0xec, 0x18],           // sub $0x18,%rsp
-            &[0x41, 0x90],                       // xchg %eax,%r8d, not a nop
-            &[0x49, 0x54],                       // push with REX.W|B: not the 0x41 form
-            &[0x66, 0xe9, 0, 0],                 // 16-bit jmp
-            &[0xc3],                             // ret
+            &[0x48, 0x85, 0xff][..],   // test %rdi,%rdi
+            &[0xf3, 0x0f, 0x1e, 0xfa], // endbr64
+            &[0x0f, 0x1f, 0x44, 0, 0], // nopl (multi-byte nops are stepped)
+            &[0x48, 0x83, 0xec, 0x18], // sub $0x18,%rsp
+            &[0x41, 0x90],             // xchg %eax,%r8d, not a nop
+            &[0x49, 0x54],             // push with REX.W|B: not the 0x41 form
+            &[0x66, 0xe9, 0, 0],       // 16-bit jmp
+            &[0xc3],                   // ret
         ] {
             assert_eq!(kernel_handling(bytes), Handling::SingleStepped, "{bytes:02x?}");
         }
@@ -283,7 +308,10 @@ mod tests {
     fn an_overwritten_argument_keeps_the_entry() {
         // mov %rsi,%rdi; push %rbx — the program reads rdi, gone after the mov.
         let code = [0x48, 0x89, 0xf7, 0x53];
-        assert_eq!(choose(&code, FREE_LIKE, NONE), Site { offset: 0, handling: Handling::SingleStepped, stack_delta: 0 });
+        assert_eq!(
+            choose(&code, FREE_LIKE, NONE),
+            Site { offset: 0, handling: Handling::SingleStepped, stack_delta: 0 }
+        );
         // The same mov is harmless when only rdi's old value is not needed.
         assert_eq!(choose(&code, Needs { args: 0, return_probe: false }, NONE).offset, 3);
         // A 32-bit write clobbers the whole register: mov %eax,%esi for a two-argument program.
@@ -313,11 +341,10 @@ mod tests {
         // sub $0x18,%rsp; mov %rsi,0x8(%rsp); call rel32
         let code = [0x48, 0x83, 0xec, 0x18, 0x48, 0x89, 0x74, 0x24, 0x08, 0xe8, 0, 0, 0, 0];
         // Entry-only (exit-like): the site is the call, 0x18 bytes below the return address.
-        assert_eq!(choose(&code, Needs { args: 2, return_probe: false }, NONE), Site {
-            offset: 9,
-            handling: Handling::Emulated,
-            stack_delta: 0x18
-        });
+        assert_eq!(
+            choose(&code, Needs { args: 2, return_probe: false }, NONE),
+            Site { offset: 9, handling: Handling::Emulated, stack_delta: 0x18 }
+        );
         // With a return probe the kernel would hijack the wrong word: stay at the entry.
         assert_eq!(choose(&code, Needs { args: 2, return_probe: true }, NONE).offset, 0);
         // push imm32 (not emulated) lowers the stack by 8.

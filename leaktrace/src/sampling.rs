@@ -6,8 +6,8 @@
 //! sizes). Blocks are kept independently, so the variance of a stack's estimate is estimated
 //! by `Σ size² (1 − p) / p²` over its tracked blocks, which gives the 95 % interval shown.
 
-use leaktrace_common::sampling::{sample_probability, CERTAIN, SAMPLE_TABLE_LEN, SAMPLE_TABLE_STEPS};
 pub use crate::model::Estimate;
+use leaktrace_common::sampling::{sample_probability, CERTAIN, SAMPLE_TABLE_LEN, SAMPLE_TABLE_STEPS};
 
 /// The default period of `--sample-bytes` given without a value: 512 KiB, as tcmalloc's.
 pub const DEFAULT_PERIOD: u64 = 512 * 1024;

@@ -191,8 +191,9 @@ mod tests {
     #[test]
     fn a_capped_cache_is_a_plateau() {
         // Rises to 50 kB, then holds it while evicting and inserting.
-        let points: Vec<(u64, u64)> =
-            (0..13).map(|i| if i < 4 { (i * 12_500, i * 12_500) } else { (50_000 - (i % 2) * 500, 50_000 + i * 5_000) }).collect();
+        let points: Vec<(u64, u64)> = (0..13)
+            .map(|i| if i < 4 { (i * 12_500, i * 12_500) } else { (50_000 - (i % 2) * 500, 50_000 + i * 5_000) })
+            .collect();
         let trend = classify(&series(&points));
         assert_eq!(trend.class, Class::Plateau, "{trend:?}");
         assert!(trend.bytes_per_min.abs() < 5_000.0);
@@ -200,7 +201,8 @@ mod tests {
 
     #[test]
     fn a_high_turnover_stack_is_churn() {
-        let points: Vec<(u64, u64)> = (0..13).map(|i| (if i % 2 == 0 { 200 } else { 0 }, 200 + i * 1_000_000)).collect();
+        let points: Vec<(u64, u64)> =
+            (0..13).map(|i| (if i % 2 == 0 { 200 } else { 0 }, 200 + i * 1_000_000)).collect();
         assert_eq!(classify(&series(&points)).class, Class::Churn);
     }
 

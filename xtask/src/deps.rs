@@ -150,10 +150,18 @@ pub fn long_functions(text: &str, limit: usize) -> Vec<(String, usize, usize)> {
     for (i, line) in lines.iter().enumerate() {
         let trimmed = line.trim_start();
         let indent = &line[..line.len() - trimmed.len()];
-        let Some(signature) = ["pub(crate) fn ", "pub(super) fn ", "pub fn ", "async fn ", "pub async fn ", "const fn ", "pub const fn ", "fn "]
-            .iter()
-            .find_map(|prefix| trimmed.strip_prefix(prefix))
-        else {
+        let Some(signature) = [
+            "pub(crate) fn ",
+            "pub(super) fn ",
+            "pub fn ",
+            "async fn ",
+            "pub async fn ",
+            "const fn ",
+            "pub const fn ",
+            "fn ",
+        ]
+        .iter()
+        .find_map(|prefix| trimmed.strip_prefix(prefix)) else {
             continue;
         };
         if trimmed.ends_with(';') {

@@ -115,7 +115,12 @@ fn demo(root: &Path) -> Result<()> {
     std::fs::create_dir_all(&out)?;
     let program = out.join("leaky-worker");
     // Built like a distribution package: optimized, without frame pointers.
-    exec(Command::new("cc").args(["-O2", "-g", "-fomit-frame-pointer", "-o"]).arg(&program).arg(root.join("demo/leaky-worker.c")))?;
+    exec(
+        Command::new("cc")
+            .args(["-O2", "-g", "-fomit-frame-pointer", "-o"])
+            .arg(&program)
+            .arg(root.join("demo/leaky-worker.c")),
+    )?;
     let json = out.join("report.json");
     println!("Running the demo worker under leaktrace (reports every 2 s):\n");
     exec(
@@ -134,12 +139,28 @@ fn demo(root: &Path) -> Result<()> {
 fn test(root: &Path, filter: Option<&str>) -> Result<()> {
     // House rules first: they fail in seconds.
     exec(cargo(root).args(["fmt", "--all", "--check"]))?;
-    exec(cargo(root).args(["clippy", "--workspace", "--exclude", "leaktrace-ebpf", "--all-targets", "--", "-D", "warnings"]))?;
+    exec(cargo(root).args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "leaktrace-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     lint::ebpf_clippy(root)?;
     deps::check(&root.join("leaktrace/src"))?;
     deps::check_function_lengths(root)?;
     // Unit tests of every host crate (the eBPF crate only builds for the BPF target).
-    exec(cargo(root).args(["test", "--workspace", "--exclude", "leaktrace-ebpf", "--exclude", "leaktrace-integration-tests"]))?;
+    exec(cargo(root).args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "leaktrace-ebpf",
+        "--exclude",
+        "leaktrace-integration-tests",
+    ]))?;
     // The root tests run the real binary; build it first so they test this tree.
     exec(cargo(root).args(["build", "--package", "leaktrace"]))?;
     let mut integration = cargo(root);

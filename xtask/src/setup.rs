@@ -98,7 +98,13 @@ fn ensure_bpf_linker(sysroot: &Path) -> Result<()> {
     }
     exec(
         Command::new("cargo")
-            .args(["+nightly", "install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked", "--no-default-features"])
+            .args([
+                "+nightly",
+                "install",
+                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                "--locked",
+                "--no-default-features",
+            ])
             .args(["--features", &format!("llvm-{major}")])
             .arg("--root")
             .arg(cargo_home())
@@ -137,7 +143,8 @@ fn on_path(command: &str) -> bool {
 /// Installs, from Debian, each of `tools` (package, command it provides) whose command is
 /// missing, with one `apt-get update` first; `purpose` says what for.
 pub fn ensure_debian_tools(tools: &[(&str, &str)], purpose: &str) -> Result<()> {
-    let missing: Vec<&str> = tools.iter().filter(|(_, command)| !on_path(command)).map(|(package, _)| *package).collect();
+    let missing: Vec<&str> =
+        tools.iter().filter(|(_, command)| !on_path(command)).map(|(package, _)| *package).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -180,7 +187,10 @@ pub fn ensure_bcc_kernel_headers() -> Result<()> {
     let arch = output(Command::new("dpkg").arg("--print-architecture")).context("dpkg --print-architecture failed")?;
     let package = format!("linux-headers-{arch}");
     if !debian_package_installed(&package) {
-        println!("setup: installing Debian's {package}: bcc's memleak-bpfcc compiles against kernel headers (none for {})", release.trim());
+        println!(
+            "setup: installing Debian's {package}: bcc's memleak-bpfcc compiles against kernel headers (none for {})",
+            release.trim()
+        );
         exec(Command::new("apt-get").arg("update").arg("-q")).context("apt-get update failed")?;
         exec(
             Command::new("apt-get")
@@ -190,7 +200,8 @@ pub fn ensure_bcc_kernel_headers() -> Result<()> {
         .with_context(|| format!("installing {package} failed"))?;
     }
     // The versioned package the metapackage depends on: "linux-headers-6.1.0-57-amd64 (= …)".
-    let depends = output(Command::new("dpkg-query").args(["-W", "--showformat=${Depends}", &package])).unwrap_or_default();
+    let depends =
+        output(Command::new("dpkg-query").args(["-W", "--showformat=${Depends}", &package])).unwrap_or_default();
     let versioned = depends
         .split([',', ' '])
         .find_map(|d| d.strip_prefix("linux-headers-"))

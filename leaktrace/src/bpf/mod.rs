@@ -28,8 +28,7 @@ use aya::{
 use leaktrace_common::{
     names,
     unwind::{MAX_UNWIND_MAPPINGS, UNWIND_SLOTS},
-    AllocInfo, Counter, KernelAlloc, KernelKey, ProcessSlot, StackEnd, StackRecord, StackStats,
-    UnwindMapping,
+    AllocInfo, Counter, KernelAlloc, KernelKey, ProcessSlot, StackEnd, StackRecord, StackStats, UnwindMapping,
     UnwindRow,
 };
 
@@ -147,7 +146,10 @@ impl Tracer {
                     .override_global(names::GLOBAL_FREEZE_AT_EXIT, &freeze, true)
                     .override_global(names::GLOBAL_UNWIND_TABLES, &tables, true)
                     .map_max_entries(names::UNWIND_ROWS, (*unwind_rows).max(1))
-                    .map_max_entries(names::UNWIND_CACHE, if *unwind_rows > 0 { leaktrace_common::unwind::UNWIND_CACHE_SIZE } else { 1 })
+                    .map_max_entries(
+                        names::UNWIND_CACHE,
+                        if *unwind_rows > 0 { leaktrace_common::unwind::UNWIND_CACHE_SIZE } else { 1 },
+                    )
                     .map_max_entries(names::ALLOCS, options.max_allocs)
                     .map_max_entries(names::USTACKS, options.stack_storage)
                     .map_max_entries(names::STACKS, 1)
@@ -176,9 +178,7 @@ impl Tracer {
                 }
             }
         }
-        let ebpf = loader
-            .load(OBJECT)
-            .map_err(|e| load_error("the object", e))?;
+        let ebpf = loader.load(OBJECT).map_err(|e| load_error("the object", e))?;
         let mut tracer =
             Self { links: Vec::new(), sessions: None, sessions_refused: None, generation: 0, ebpf, loaded: Vec::new() };
         if let Mode::User { sample_table, .. } = &options.mode {
@@ -204,7 +204,14 @@ impl Tracer {
     /// at file offset `offset` of `path`, firing only in process `pid`: one program for the
     /// call's entry and its return, whose return run the entry can skip. Fails on kernels
     /// before 6.13, and at once after a first refusal.
-    pub fn attach_session(&mut self, entry_program: &str, symbol: &str, path: &Path, offset: u64, pid: u32) -> Result<()> {
+    pub fn attach_session(
+        &mut self,
+        entry_program: &str,
+        symbol: &str,
+        path: &Path,
+        offset: u64,
+        pid: u32,
+    ) -> Result<()> {
         let attach_error = |reason: String| Error::Attach {
             program: entry_program.to_string(),
             symbol: symbol.to_string(),
@@ -249,7 +256,13 @@ impl Tracer {
         self.sessions_refused.as_deref()
     }
 
-    fn try_attach_session(&mut self, entry_program: &str, path: &Path, offset: u64, pid: u32) -> std::result::Result<(), String> {
+    fn try_attach_session(
+        &mut self,
+        entry_program: &str,
+        path: &Path,
+        offset: u64,
+        pid: u32,
+    ) -> std::result::Result<(), String> {
         let (_, session) = names::SESSION_PROGRAMS
             .iter()
             .find(|(entry, _)| *entry == entry_program)
@@ -260,20 +273,12 @@ impl Tracer {
     /// Adds a process to the traced set.
     pub fn add_target(&mut self, tgid: u32) -> Result<()> {
         let map = self.ebpf.map_mut(names::TARGETS).ok_or_else(|| missing_map(names::TARGETS))?;
-        let mut targets: HashMap<_, u32, u8> =
-            HashMap::try_from(map).map_err(|e| map_error(names::TARGETS, e))?;
+        let mut targets: HashMap<_, u32, u8> = HashMap::try_from(map).map_err(|e| map_error(names::TARGETS, e))?;
         targets.insert(tgid, 1, 0).map_err(|e| map_error(names::TARGETS, e))
     }
 
     /// Attaches `program` at file offset `offset` of `path`, firing only in process `pid`.
-    pub fn attach_uprobe(
-        &mut self,
-        program: &str,
-        symbol: &str,
-        path: &Path,
-        offset: u64,
-        pid: u32,
-    ) -> Result<()> {
+    pub fn attach_uprobe(&mut self, program: &str, symbol: &str, path: &Path, offset: u64, pid: u32) -> Result<()> {
         let attach_error = |source: Cause| Error::Attach {
             program: program.to_string(),
             symbol: symbol.to_string(),
@@ -336,8 +341,7 @@ impl Tracer {
     /// Every outstanding allocation. Entries freed while the map is walked are skipped.
     pub fn outstanding(&self) -> Result<Vec<Outstanding>> {
         let map = self.ebpf.map(names::ALLOCS).ok_or_else(|| missing_map(names::ALLOCS))?;
-        let allocs: HashMap<_, u64, AllocInfo> =
-            HashMap::try_from(map).map_err(|e| map_error(names::ALLOCS, e))?;
+        let allocs: HashMap<_, u64, AllocInfo> = HashMap::try_from(map).map_err(|e| map_error(names::ALLOCS, e))?;
         // A key deleted between get_next_key and lookup shows up as an error: that
         // allocation was freed meanwhile, so it is rightly absent. When the key the walk
         // stands on is deleted, the kernel restarts the walk from the first key, so while the
@@ -407,8 +411,7 @@ impl Tracer {
     /// The counters, summed over CPUs, in `Counter` order.
     pub fn counters(&self) -> Result<[u64; Counter::LEN as usize]> {
         let map = self.ebpf.map(names::COUNTERS).ok_or_else(|| missing_map(names::COUNTERS))?;
-        let array: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(map).map_err(|e| map_error(names::COUNTERS, e))?;
+        let array: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(|e| map_error(names::COUNTERS, e))?;
         let mut out = [0u64; Counter::LEN as usize];
         for counter in Counter::ALL {
             let values = array.get(&(counter as u32), 0).map_err(|e| map_error(names::COUNTERS, e))?;

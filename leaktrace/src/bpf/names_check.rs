@@ -27,7 +27,9 @@ fn contents(object: &[u8]) -> Contents {
         let set = match symbol.kind() {
             SymbolKind::Text if section != ".text" => &mut found.programs,
             SymbolKind::Data if section == "maps" => &mut found.maps,
-            SymbolKind::Data if [".rodata", ".data", ".bss"].iter().any(|s| section.starts_with(s)) => &mut found.globals,
+            SymbolKind::Data if [".rodata", ".data", ".bss"].iter().any(|s| section.starts_with(s)) => {
+                &mut found.globals
+            }
             _ => continue,
         };
         set.insert(name);
@@ -163,6 +165,10 @@ fn floor_programs_are_not_in_the_production_object() {
 #[test]
 fn floor_object_holds_the_floor_programs_and_nothing_else() {
     let object = contents(super::bench::FLOOR_OBJECT);
-    assert_eq!(missing(&floor_programs(), &object.programs), Vec::<&str>::new(), "programs missing from the floor object");
+    assert_eq!(
+        missing(&floor_programs(), &object.programs),
+        Vec::<&str>::new(),
+        "programs missing from the floor object"
+    );
     assert_eq!(unnamed(&object.programs, &floor_programs()), Vec::<&str>::new(), "floor programs without a name");
 }

@@ -94,7 +94,9 @@ const _: () = assert!(std::mem::size_of::<BtfLoad>() == 32);
 fn sys_bpf<T>(command: libc::c_long, attr: &T) -> std::io::Result<OwnedFd> {
     let mut buffer = [0u8; BPF_ATTR_SIZE];
     // SAFETY: T is a plain #[repr(C)] struct no larger than the buffer (asserted above).
-    unsafe { std::ptr::copy_nonoverlapping((attr as *const T).cast::<u8>(), buffer.as_mut_ptr(), std::mem::size_of::<T>()) };
+    unsafe {
+        std::ptr::copy_nonoverlapping((attr as *const T).cast::<u8>(), buffer.as_mut_ptr(), std::mem::size_of::<T>())
+    };
     // SAFETY: the bpf system call reads `buffer.len()` bytes of attributes.
     let fd = unsafe { libc::syscall(libc::SYS_bpf, command, buffer.as_ptr(), buffer.len()) };
     if fd < 0 {
@@ -136,10 +138,8 @@ pub struct SessionPrograms {
 fn load_btf(parsed: &mut aya_obj::Object) -> Result<OwnedFd, String> {
     // Every feature the flags name exists on the kernels that have uprobe sessions.
     let features = aya_obj::btf::BtfFeatures::new(true, true, true, true, true, true, true, true);
-    let btf = parsed
-        .fixup_and_sanitize_btf(&features)
-        .map_err(|e| e.to_string())?
-        .ok_or("the eBPF object has no BTF")?;
+    let btf =
+        parsed.fixup_and_sanitize_btf(&features).map_err(|e| e.to_string())?.ok_or("the eBPF object has no BTF")?;
     let bytes = btf.to_bytes();
     let mut log = vec![0u8; 64 * 1024];
     let attr = BtfLoad {
@@ -155,8 +155,15 @@ fn load_btf(parsed: &mut aya_obj::Object) -> Result<OwnedFd, String> {
 
 fn map_fd(map: &Map) -> Option<RawFd> {
     let data = match map {
-        Map::Array(m) | Map::HashMap(m) | Map::PerCpuArray(m) | Map::PerCpuHashMap(m) | Map::RingBuf(m)
-        | Map::StackTraceMap(m) | Map::LruHashMap(m) | Map::PerCpuLruHashMap(m) | Map::PerfEventArray(m) => m,
+        Map::Array(m)
+        | Map::HashMap(m)
+        | Map::PerCpuArray(m)
+        | Map::PerCpuHashMap(m)
+        | Map::RingBuf(m)
+        | Map::StackTraceMap(m)
+        | Map::LruHashMap(m)
+        | Map::PerCpuLruHashMap(m)
+        | Map::PerfEventArray(m) => m,
         _ => return None,
     };
     Some(data.fd().as_fd().as_raw_fd())
@@ -190,7 +197,10 @@ fn load_program(name: &str, program: &Relocated, btf: &OwnedFd) -> Result<OwnedF
     let fd = sys_bpf(BPF_PROG_LOAD, &attr).map_err(|e| {
         let end = log.iter().position(|&b| b == 0).unwrap_or(0);
         let tail: String = String::from_utf8_lossy(&log[..end]).lines().rev().take(3).collect::<Vec<_>>().join(" / ");
-        format!("loading {name} as a uprobe session program: {e}{}", if tail.is_empty() { String::new() } else { format!(" ({tail})") })
+        format!(
+            "loading {name} as a uprobe session program: {e}{}",
+            if tail.is_empty() { String::new() } else { format!(" ({tail})") }
+        )
     })?;
     Ok(fd)
 }
@@ -205,13 +215,17 @@ impl SessionPrograms {
             ebpf.maps().filter_map(|(name, map)| map_fd(map).map(|fd| (name.to_string(), fd))).collect();
         let text_sections: HashSet<usize> = parsed.functions.keys().map(|(section, _)| *section).collect();
         parsed
-            .relocate_maps(fds.iter().filter_map(|(name, fd)| maps.get(name).map(|m| (name.as_str(), *fd, m))), &text_sections)
+            .relocate_maps(
+                fds.iter().filter_map(|(name, fd)| maps.get(name).map(|m| (name.as_str(), *fd, m))),
+                &text_sections,
+            )
             .map_err(|e| e.to_string())?;
         parsed.relocate_calls(&text_sections).map_err(|e| e.to_string())?;
         let mut relocated = HashMap::new();
         for &name in names {
             let program = parsed.programs.get(name).ok_or_else(|| format!("{name} missing from the eBPF object"))?;
-            let function = parsed.functions.get(&program.function_key()).ok_or_else(|| format!("{name} has no code"))?;
+            let function =
+                parsed.functions.get(&program.function_key()).ok_or_else(|| format!("{name} has no code"))?;
             relocated.insert(
                 name.to_string(),
                 Relocated {
@@ -251,7 +265,9 @@ impl SessionPrograms {
                 .collect();
             handles
                 .into_iter()
-                .map(|(name, h)| (name.to_string(), h.join().unwrap_or_else(|_| Err(format!("loading {name} panicked")))))
+                .map(|(name, h)| {
+                    (name.to_string(), h.join().unwrap_or_else(|_| Err(format!("loading {name} panicked"))))
+                })
                 .collect()
         });
         for (name, fd) in loaded {

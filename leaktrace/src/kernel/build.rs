@@ -9,12 +9,12 @@ use leaktrace_common::{Counter, KernelAlloc, KernelKey, KernelSpace};
 use super::slab::{self, CacheFigures};
 use crate::{
     aggregate::{self, GroupKey, KernelAggregate, KernelGroupAgg, NamedObject},
+    driver::{from_counters, CounterFields},
+    focus,
     model::{
         self, Activity, CacheAccount, Figures, Frame, GroupBy, KernelGroup, KernelSection, Lost, PerRun, Report, Runs,
         Section, Share, SlabMeminfo, SortBy, StackReport, Stamp, TargetInfo, Totals,
     },
-    driver::{from_counters, CounterFields},
-    focus,
     trend::{self, SeriesBook},
 };
 
@@ -105,7 +105,8 @@ impl Ranked {
 }
 
 fn shares(map: &BTreeMap<String, Totals>) -> Vec<Share> {
-    let mut v: Vec<Share> = map.iter().map(|(name, t)| Share { name: name.clone(), bytes: t.bytes, count: t.count }).collect();
+    let mut v: Vec<Share> =
+        map.iter().map(|(name, t)| Share { name: name.clone(), bytes: t.bytes, count: t.count }).collect();
     v.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.name.cmp(&b.name)));
     v
 }
@@ -251,7 +252,8 @@ pub fn build_report(ranked: Ranked, named: &NamedStacks, context: Context) -> Re
         })
         .collect();
     let caches = cache_accounts(&aggregate.by_cache, &context.slab);
-    let traced_unreclaimable_bytes = caches.iter().filter(|c| c.reclaimable != Some(true)).map(|c| c.traced.bytes).sum();
+    let traced_unreclaimable_bytes =
+        caches.iter().filter(|c| c.reclaimable != Some(true)).map(|c| c.traced.bytes).sum();
     let c = &context.counters;
     let section = Section::Kernel {
         kernel: KernelSection {
@@ -342,8 +344,14 @@ mod tests {
         let mut named = NamedStacks::default();
         named.kernel.insert(1, vec![0xffff_1000]);
         named.kernel.insert(2, vec![0xffff_2000]);
-        named.kernel_frames.insert(0xffff_1000, Frame { address: 0xffff_1000, symbol: Some("load_msg".into()), kernel: true, ..Frame::default() });
-        named.kernel_frames.insert(0xffff_2000, Frame { address: 0xffff_2000, symbol: Some("eventfd".into()), kernel: true, ..Frame::default() });
+        named.kernel_frames.insert(
+            0xffff_1000,
+            Frame { address: 0xffff_1000, symbol: Some("load_msg".into()), kernel: true, ..Frame::default() },
+        );
+        named.kernel_frames.insert(
+            0xffff_2000,
+            Frame { address: 0xffff_2000, symbol: Some("eventfd".into()), kernel: true, ..Frame::default() },
+        );
         let slab = SlabFigures {
             meminfo_start: SlabMeminfo::default(),
             meminfo_now: SlabMeminfo::default(),
@@ -385,7 +393,10 @@ mod tests {
         assert_eq!(report.stacks[1].kernel.as_ref().unwrap().caches[0].name, "kmalloc-64");
         let section = report.kernel().unwrap();
         let msg = section.caches.iter().find(|c| c.name == "msg_msg-192").unwrap();
-        assert_eq!((msg.traced, msg.slabinfo_objects_delta, msg.slabinfo_bytes_delta), (Totals { bytes: 384, count: 2 }, Some(2), Some(384)));
+        assert_eq!(
+            (msg.traced, msg.slabinfo_objects_delta, msg.slabinfo_bytes_delta),
+            (Totals { bytes: 384, count: 2 }, Some(2), Some(384))
+        );
         assert_eq!(report.lost.stack_collision, 3);
         assert_eq!(report.activity.free_calls, 9);
         assert!(report.incomplete);

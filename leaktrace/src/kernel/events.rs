@@ -50,7 +50,12 @@ const KMEM_CACHE_ALLOC: EventSpec = EventSpec {
 pub const SLAB: &[EventSpec] = &[
     KMALLOC,
     KMEM_CACHE_ALLOC,
-    EventSpec { program: names::PROG_KFREE, category: "kmem", event: "kfree", fields: &[("ptr", 8, offsets::KFREE_PTR)] },
+    EventSpec {
+        program: names::PROG_KFREE,
+        category: "kmem",
+        event: "kfree",
+        fields: &[("ptr", 8, offsets::KFREE_PTR)],
+    },
     EventSpec {
         program: names::PROG_KMEM_CACHE_FREE,
         category: "kmem",
@@ -60,7 +65,8 @@ pub const SLAB: &[EventSpec] = &[
 ];
 
 /// Older kernels' `_node` variants: (variant, the event whose program and layout it shares).
-pub const NODE_VARIANTS: &[(&str, EventSpec)] = &[("kmalloc_node", KMALLOC), ("kmem_cache_alloc_node", KMEM_CACHE_ALLOC)];
+pub const NODE_VARIANTS: &[(&str, EventSpec)] =
+    &[("kmalloc_node", KMALLOC), ("kmem_cache_alloc_node", KMEM_CACHE_ALLOC)];
 
 /// `--pages`.
 pub const PAGES: &[EventSpec] = &[
@@ -68,9 +74,18 @@ pub const PAGES: &[EventSpec] = &[
         program: names::PROG_PAGE_ALLOC,
         category: "kmem",
         event: "mm_page_alloc",
-        fields: &[("pfn", 8, offsets::PAGE_ALLOC[0]), ("order", 4, offsets::PAGE_ALLOC[1]), ("gfp_flags", 8, offsets::PAGE_ALLOC[2])],
+        fields: &[
+            ("pfn", 8, offsets::PAGE_ALLOC[0]),
+            ("order", 4, offsets::PAGE_ALLOC[1]),
+            ("gfp_flags", 8, offsets::PAGE_ALLOC[2]),
+        ],
     },
-    EventSpec { program: names::PROG_PAGE_FREE, category: "kmem", event: "mm_page_free", fields: &[("pfn", 8, offsets::PAGE_FREE_PFN)] },
+    EventSpec {
+        program: names::PROG_PAGE_FREE,
+        category: "kmem",
+        event: "mm_page_free",
+        fields: &[("pfn", 8, offsets::PAGE_FREE_PFN)],
+    },
     EventSpec {
         program: names::PROG_PAGE_FREE_BATCHED,
         category: "kmem",
@@ -85,7 +100,11 @@ pub const PERCPU: &[EventSpec] = &[
         program: names::PROG_PERCPU_ALLOC,
         category: "percpu",
         event: "percpu_alloc_percpu",
-        fields: &[("ptr", 8, offsets::PERCPU_ALLOC[0]), ("bytes_alloc", 8, offsets::PERCPU_ALLOC[1]), ("gfp_flags", 8, offsets::PERCPU_ALLOC[2])],
+        fields: &[
+            ("ptr", 8, offsets::PERCPU_ALLOC[0]),
+            ("bytes_alloc", 8, offsets::PERCPU_ALLOC[1]),
+            ("gfp_flags", 8, offsets::PERCPU_ALLOC[2]),
+        ],
     },
     EventSpec {
         program: names::PROG_PERCPU_FREE,

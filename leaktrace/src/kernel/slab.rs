@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-
 pub use crate::model::SlabMeminfo;
 
 /// Reads the slab lines of /proc/meminfo.
@@ -49,9 +48,7 @@ pub fn read_slabinfo() -> BTreeMap<String, CacheFigures> {
 /// Whether the cache's memory counts as `SReclaimable` (SLAB_RECLAIM_ACCOUNT), from
 /// /sys/kernel/slab/<name>/reclaim_account; `None` when the kernel does not say.
 pub fn is_reclaimable(cache: &str) -> Option<bool> {
-    std::fs::read_to_string(format!("/sys/kernel/slab/{cache}/reclaim_account"))
-        .ok()
-        .map(|v| v.trim() == "1")
+    std::fs::read_to_string(format!("/sys/kernel/slab/{cache}/reclaim_account")).ok().map(|v| v.trim() == "1")
 }
 
 /// gfp bits of Linux 6.x (include/linux/gfp_types.h) that choose a kmalloc cache family.

@@ -76,7 +76,12 @@ pub async fn run(config: Config, options: KernelOptions) -> Result<Outcome> {
         max_size: u64::MAX,
         max_allocs: config.max_allocs,
         stack_storage: config.stack_storage,
-        mode: LoadMode::Kernel { filter_targets: filtering, user_stacks: options.user_stacks, follow_forks: filtering, offsets },
+        mode: LoadMode::Kernel {
+            filter_targets: filtering,
+            user_stacks: options.user_stacks,
+            follow_forks: filtering,
+            offsets,
+        },
     })?;
     for &pid in &options.pids {
         tracer.add_target(pid)?;
@@ -159,7 +164,8 @@ impl KernelTrace {
             match (&self.options.run, self.options.pids.as_slice()) {
                 (Some(run), _) => format!(" made by `{}` run {} times", run.command, run.repeat),
                 (None, []) => String::new(),
-                (None, pids) => format!(" made by pid {}", pids.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")),
+                (None, pids) =>
+                    format!(" made by pid {}", pids.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")),
             }
         );
         if !self.kernel_symbols.visible() {
@@ -220,7 +226,10 @@ impl KernelTrace {
                     modules
                 });
                 let frames = self.user_symbols.symbolize(modules, &addresses);
-                user.insert((tgid, id), addresses.iter().flat_map(|a| frames.get(a).cloned().unwrap_or_default()).collect());
+                user.insert(
+                    (tgid, id),
+                    addresses.iter().flat_map(|a| frames.get(a).cloned().unwrap_or_default()).collect(),
+                );
             }
         }
         Ok(NamedStacks { kernel, kernel_frames, user })
@@ -231,7 +240,13 @@ impl KernelTrace {
             target: self.target(),
             stamp: self.clock.stamp(),
             exited: self.exited,
-            filters: Filters { older_than_ms: min_age.as_millis() as u64, min_size: 0, max_size: None, top: self.config.top, sort },
+            filters: Filters {
+                older_than_ms: min_age.as_millis() as u64,
+                min_size: 0,
+                max_size: None,
+                top: self.config.top,
+                sort,
+            },
             group_by: self.options.group_by,
             counters: self.tracer.counters()?,
             probe_misses: self.tracer.probe_misses(),

@@ -175,10 +175,19 @@ fn from_explicit_object(object: &Path, process: Option<(&Process, &Path)>, prefi
             .into_iter()
             .flatten()
             .find_map(|m| match m.pathname {
-                MMapPath::Path(p) if p.file_name().is_some_and(|n| n == wanted || n.to_string_lossy().starts_with(&*wanted.to_string_lossy())) => Some(under_root(root, &p)),
+                MMapPath::Path(p)
+                    if p.file_name().is_some_and(|n| {
+                        n == wanted || n.to_string_lossy().starts_with(&*wanted.to_string_lossy())
+                    }) =>
+                {
+                    Some(under_root(root, &p))
+                }
                 _ => None,
             })
-            .ok_or_else(|| Error::BadElf { path: object.to_path_buf(), source: "no such file, and the target maps no library of that name".into() })?
+            .ok_or_else(|| Error::BadElf {
+                path: object.to_path_buf(),
+                source: "no such file, and the target maps no library of that name".into(),
+            })?
     } else {
         return Err(Error::BadElf { path: object.to_path_buf(), source: "no such file".into() });
     };

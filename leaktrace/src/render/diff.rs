@@ -80,7 +80,8 @@ pub fn compare(before: &Report, after: &Report) -> Diff {
         .collect();
     stacks.sort_by(|a, b| {
         b.bytes_delta.cmp(&a.bytes_delta).then(b.count_delta.cmp(&a.count_delta)).then_with(|| {
-            let name = |d: &StackDelta| d.frames.iter().map(|f| f.symbol.clone().unwrap_or_default()).collect::<Vec<_>>();
+            let name =
+                |d: &StackDelta| d.frames.iter().map(|f| f.symbol.clone().unwrap_or_default()).collect::<Vec<_>>();
             name(a).cmp(&name(b))
         })
     });
@@ -147,4 +148,3 @@ pub fn growth_above(diff: &Diff, threshold: u64) -> Option<Growth> {
     let grown: Vec<i64> = diff.stacks.iter().map(|d| d.bytes_delta).filter(|&d| d > threshold as i64).collect();
     grown.iter().max().map(|&largest| Growth { threshold, stacks: grown.len(), largest })
 }
-

@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use crate::model::Report;
 use crate::error::{Error, Result};
+use crate::model::Report;
 
 /// Serializes `report` (pretty-printed, newline-terminated).
 pub fn to_string(report: &Report) -> String {

@@ -27,7 +27,11 @@ pub struct Renderer {
 pub const RENDERERS: &[Renderer] = &[
     Renderer { format: Format::Text, name: "text", render: |r| Ok(text::render(r).into_bytes()) },
     Renderer { format: Format::Json, name: "JSON", render: |r| Ok(json::to_string(r).into_bytes()) },
-    Renderer { format: Format::Folded, name: "folded", render: |r| Ok(folded::render(r, folded::Weight::Bytes).into_bytes()) },
+    Renderer {
+        format: Format::Folded,
+        name: "folded",
+        render: |r| Ok(folded::render(r, folded::Weight::Bytes).into_bytes()),
+    },
     Renderer {
         format: Format::FoldedCount,
         name: "folded (counts)",

@@ -233,7 +233,8 @@ pub fn render(report: &Report) -> Vec<u8> {
         .iter()
         .map(|stack| {
             let frames = export_frames(stack);
-            let location_id = by_address(&frames).into_iter().map(|group| b.location_id(group, &report.build_ids)).collect();
+            let location_id =
+                by_address(&frames).into_iter().map(|group| b.location_id(group, &report.build_ids)).collect();
             Sample { location_id, value: vec![stack.bytes as i64, stack.count as i64] }
         })
         .collect();
@@ -245,7 +246,9 @@ pub fn render(report: &Report) -> Vec<u8> {
     // says how they were sampled.
     let sampling = report.user().and_then(|u| u.sampling.as_ref());
     let comment = match sampling {
-        Some(s) => vec![b.strings.id(&format!("estimates from allocations sampled once per {} bytes on average", s.period_bytes))],
+        Some(s) => vec![b
+            .strings
+            .id(&format!("estimates from allocations sampled once per {} bytes on average", s.period_bytes))],
         None => Vec::new(),
     };
     let profile = Profile {

@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 use crate::{
     config::TextOptions,
     model::{
-    Class, Frame, GroupBy, Handling, KernelGroup, KernelSection, ProbeReport, Report, SamplingSection, Share, StackEnding,
-    StackReport, Trend, UnwindSection, Unwinder,
+        Class, Frame, GroupBy, Handling, KernelGroup, KernelSection, ProbeReport, Report, SamplingSection, Share,
+        StackEnding, StackReport, Trend, UnwindSection, Unwinder,
     },
 };
 
@@ -182,7 +182,13 @@ fn render_stack(out: &mut String, stack: &StackReport, style: Styles) {
     }
     for (i, frame) in stack.frames.iter().enumerate() {
         if stack.focus_frame == Some(i) {
-            let _ = writeln!(out, "\t\t{}{}{FOCUS_MARK}{}", style.focus.render(), frame_line(frame), style.focus.render_reset());
+            let _ = writeln!(
+                out,
+                "\t\t{}{}{FOCUS_MARK}{}",
+                style.focus.render(),
+                frame_line(frame),
+                style.focus.render_reset()
+            );
         } else {
             let _ = writeln!(out, "\t\t{}", frame_line(frame));
         }
@@ -212,7 +218,11 @@ fn render_trend(out: &mut String, trend: &Trend, style: Styles) {
             trend.r_squared,
         ),
         Class::Plateau => {
-            writeln!(out, "\t\ttrend: plateau, grew in {}/{} intervals{allocated}", trend.intervals_grown, trend.intervals)
+            writeln!(
+                out,
+                "\t\ttrend: plateau, grew in {}/{} intervals{allocated}",
+                trend.intervals_grown, trend.intervals
+            )
         }
         Class::Churn => writeln!(out, "\t\ttrend: churn{allocated}"),
     };
@@ -221,7 +231,11 @@ fn render_trend(out: &mut String, trend: &Trend, style: Styles) {
 /// The `Outstanding:` line.
 fn render_totals(out: &mut String, report: &Report) {
     let approx = if report.is_sampled() { "~" } else { "" };
-    let _ = write!(out, "Outstanding: {approx}{} bytes in {approx}{} allocations", report.totals.bytes, report.totals.count);
+    let _ = write!(
+        out,
+        "Outstanding: {approx}{} bytes in {approx}{} allocations",
+        report.totals.bytes, report.totals.count
+    );
     if report.too_young.count > 0 {
         let _ = write!(
             out,
@@ -281,7 +295,10 @@ fn render_activity(out: &mut String, report: &Report) {
         return;
     }
     let (recorded, untracked) = if report.is_sampled() {
-        ("sampled allocations", "of untracked blocks: not sampled, allocated before tracing, or freed again from a thread's cache")
+        (
+            "sampled allocations",
+            "of untracked blocks: not sampled, allocated before tracing, or freed again from a thread's cache",
+        )
     } else {
         ("allocations", "of untracked blocks: allocated before tracing, or freed again from a thread's cache")
     };
@@ -337,8 +354,12 @@ fn render_unwinding(out: &mut String, unwind: &UnwindSection, verbose: bool) {
         n if n > SHOWN && !verbose => format!("{} and {} more", names[..SHOWN].join(", "), n - SHOWN),
         _ => names.join(", "),
     };
-    let dwarf: Vec<String> =
-        unwind.modules.iter().filter(|m| m.unwinder == Unwinder::Dwarf).map(|m| module_name(&m.module).to_string()).collect();
+    let dwarf: Vec<String> = unwind
+        .modules
+        .iter()
+        .filter(|m| m.unwinder == Unwinder::Dwarf)
+        .map(|m| module_name(&m.module).to_string())
+        .collect();
     let frame_pointer: Vec<String> = unwind
         .modules
         .iter()
@@ -366,10 +387,18 @@ fn render_unwinding(out: &mut String, unwind: &UnwindSection, verbose: bool) {
         let _ = writeln!(out, "Stacks cut short: {}", cut.join(", "));
     }
     if unwind.library_events_lost > 0 {
-        let _ = writeln!(out, "{} library loads were not signalled in time; stacks through those libraries may end early", unwind.library_events_lost);
+        let _ = writeln!(
+            out,
+            "{} library loads were not signalled in time; stacks through those libraries may end early",
+            unwind.library_events_lost
+        );
     }
     if unwind.mappings_dropped > 0 {
-        let _ = writeln!(out, "{} executable mappings did not fit the process's table; frames in them end stacks", unwind.mappings_dropped);
+        let _ = writeln!(
+            out,
+            "{} executable mappings did not fit the process's table; frames in them end stacks",
+            unwind.mappings_dropped
+        );
     }
 }
 
@@ -419,7 +448,11 @@ fn render_slab_accounting(out: &mut String, report: &Report, kernel: &KernelSect
     );
     let shown = kernel.caches.len().min(report.filters.top);
     if shown > 0 {
-        let _ = writeln!(out, "\t{:<28} {:>12} {:>10} {:>16} {:>12}", "cache", "traced bytes", "objects", "slabinfo objects", "reclaimable");
+        let _ = writeln!(
+            out,
+            "\t{:<28} {:>12} {:>10} {:>16} {:>12}",
+            "cache", "traced bytes", "objects", "slabinfo objects", "reclaimable"
+        );
     }
     for cache in kernel.caches.iter().take(shown) {
         let _ = writeln!(
@@ -440,7 +473,11 @@ fn render_slab_accounting(out: &mut String, report: &Report, kernel: &KernelSect
         out.push_str("Kernel addresses are hidden by kernel.kptr_restrict: kernel frames are shown as addresses\n");
     }
     if let Some(runs) = &kernel.runs {
-        let _ = writeln!(out, "Runs of `{}`: {} of {} completed, exit codes {:?}", runs.command, runs.completed, runs.repeat, runs.exit_codes);
+        let _ = writeln!(
+            out,
+            "Runs of `{}`: {} of {} completed, exit codes {:?}",
+            runs.command, runs.completed, runs.repeat, runs.exit_codes
+        );
     }
 }
 

@@ -28,11 +28,8 @@ impl Default for Symbolizer {
 impl Symbolizer {
     /// A symbolizer with an empty cache.
     pub fn new() -> Self {
-        let blazesym = Blazesym::builder()
-            .enable_code_info(true)
-            .enable_inlined_fns(true)
-            .enable_demangling(true)
-            .build();
+        let blazesym =
+            Blazesym::builder().enable_code_info(true).enable_inlined_fns(true).enable_demangling(true).build();
         Self { blazesym, cache: HashMap::new() }
     }
 
@@ -44,7 +41,9 @@ impl Symbolizer {
         let mut wanted: HashMap<usize, Vec<u64>> = HashMap::new();
         let mut located = Vec::with_capacity(addresses.len());
         for &address in addresses {
-            let spot = modules.locate(address.saturating_sub(1)).map(|(index, offset)| (index, modules.module(index).file, offset));
+            let spot = modules
+                .locate(address.saturating_sub(1))
+                .map(|(index, offset)| (index, modules.module(index).file, offset));
             if let Some((index, file, offset)) = spot {
                 if !self.cache.contains_key(&(file, offset)) {
                     wanted.entry(index).or_default().push(offset);
@@ -112,7 +111,12 @@ impl Symbolizer {
 
 /// The frames at `file_offset`: inlined calls first, then the function that holds them.
 /// `part` is the ELF symbol and offset of a split function's part (see `frames_in_file`).
-fn frames_for(module: &str, file_offset: u64, symbolized: Option<&Symbolized<'_>>, part: Option<&(String, u64)>) -> Vec<Frame> {
+fn frames_for(
+    module: &str,
+    file_offset: u64,
+    symbolized: Option<&Symbolized<'_>>,
+    part: Option<&(String, u64)>,
+) -> Vec<Frame> {
     let base = Frame { module: Some(module.to_string()), offset: Some(file_offset), ..Frame::default() };
     let Some(Symbolized::Sym(sym)) = symbolized else { return vec![base] };
     let location = |info: Option<&blazesym::symbolize::CodeInfo<'_>>| {
@@ -122,7 +126,14 @@ fn frames_for(module: &str, file_offset: u64, symbolized: Option<&Symbolized<'_>
     // blazesym lists inlined calls outermost first; reports want the innermost first.
     for inlined in sym.inlined.iter().rev() {
         let (file, line) = location(inlined.code_info.as_ref());
-        frames.push(Frame { symbol: Some(inlined.name.to_string()), offset: None, file, line, inlined: true, ..base.clone() });
+        frames.push(Frame {
+            symbol: Some(inlined.name.to_string()),
+            offset: None,
+            file,
+            line,
+            inlined: true,
+            ..base.clone()
+        });
     }
     let (file, line) = location(sym.code_info.as_deref());
     let (offset, part) = match part {
@@ -152,7 +163,10 @@ mod tests {
         let libc_fn = libc::malloc as *const () as usize as u64 + 1;
         let frames = symbolizer.symbolize(&modules, &[own, libc_fn]);
         let own_frame = frames[&own].last().unwrap();
-        assert!(own_frame.symbol.as_deref().unwrap().contains("names_frames_in_this_binary_and_in_libc"), "{own_frame:?}");
+        assert!(
+            own_frame.symbol.as_deref().unwrap().contains("names_frames_in_this_binary_and_in_libc"),
+            "{own_frame:?}"
+        );
         assert!(own_frame.file.as_deref().unwrap().ends_with("mod.rs"), "{own_frame:?}");
         let libc_frame = frames[&libc_fn].last().unwrap();
         assert!(libc_frame.module.as_deref().unwrap().contains("libc.so"), "{libc_frame:?}");
@@ -201,7 +215,11 @@ mod split_function_tests {
         assert_eq!(hot_frame.symbol.as_deref(), Some("span_alloc_record"));
         assert_eq!((hot_frame.offset, hot_frame.part.as_deref()), (Some(0xd), None), "{hot_frame:?}");
         assert_eq!(cold_frame.symbol.as_deref(), Some("span_alloc_record"));
-        assert_eq!((cold_frame.offset, cold_frame.part.as_deref()), (Some(0x6), Some("span_alloc_record.cold")), "{cold_frame:?}");
+        assert_eq!(
+            (cold_frame.offset, cold_frame.part.as_deref()),
+            (Some(0x6), Some("span_alloc_record.cold")),
+            "{cold_frame:?}"
+        );
         // The source line still comes from the debug information.
         assert!(cold_frame.file.as_deref().is_some_and(|f| f.ends_with("cold_parts.c")), "{cold_frame:?}");
     }

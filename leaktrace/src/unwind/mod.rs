@@ -16,8 +16,8 @@ use leaktrace_common::{unwind::MAX_UNWIND_MAPPINGS, MappingUnwinder, StackEnd, U
 use crate::{
     bpf::Tracer,
     error::Result,
-    model::{StackEnding, UnwindMode, UnwindModule, UnwindSection, Unwinder},
     mappings::{ExecMapping, Module},
+    model::{StackEnding, UnwindMode, UnwindModule, UnwindSection, Unwinder},
 };
 
 /// How one module's frames are unwound, and why.

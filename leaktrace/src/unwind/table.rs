@@ -11,8 +11,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use gimli::{
-    BaseAddresses, CfaRule, CieOrFde, DebugFrame, EhFrame, EndianSlice, LittleEndian, RegisterRule,
-    UnwindContext, UnwindSection, X86_64,
+    BaseAddresses, CfaRule, CieOrFde, DebugFrame, EhFrame, EndianSlice, LittleEndian, RegisterRule, UnwindContext,
+    UnwindSection, X86_64,
 };
 use leaktrace_common::unwind::{RowKind, UnwindRow, MAX_TABLE_ROWS};
 use object::{Object, ObjectSection, ObjectSegment};
@@ -150,11 +150,7 @@ fn parse_elf<'d>(path: &Path, data: &'d [u8]) -> Result<object::File<'d>, TableE
 
 /// The rows of section `name` (`.eh_frame` or `.debug_frame`); None when it is absent, has
 /// no data (NOBITS in debug files) or no usable FDE.
-fn collect_section(
-    file: &object::File<'_>,
-    name: &str,
-    segments: &[Segment],
-) -> Result<Option<Collected>, String> {
+fn collect_section(file: &object::File<'_>, name: &str, segments: &[Segment]) -> Result<Option<Collected>, String> {
     let Some(section) = file.section_by_name(name) else { return Ok(None) };
     let compressed = section.compressed_data().map_err(|e| format!("{name}: {e}"))?;
     let data = match compressed.format {
@@ -209,8 +205,8 @@ fn collect<'d, S: UnwindSection<Slice<'d>>>(
         let (start, end) = (fde.initial_address(), fde.initial_address().wrapping_add(fde.len()));
         // Skips empty FDEs and those of discarded code (address 0 or a tombstone), which
         // lie outside every loaded segment.
-        let loaded = segments.is_empty()
-            || segments.iter().any(|&(_, vaddr, _, memsz)| start >= vaddr && start - vaddr < memsz);
+        let loaded =
+            segments.is_empty() || segments.iter().any(|&(_, vaddr, _, memsz)| start >= vaddr && start - vaddr < memsz);
         if start == 0 || end <= start || !loaded {
             continue;
         }
@@ -297,11 +293,7 @@ fn debug_file_candidates(path: &Path, file: &object::File<'_>) -> Vec<PathBuf> {
     if let Ok(Some(id)) = file.build_id() {
         if id.len() > 1 {
             let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-            candidates.push(PathBuf::from(format!(
-                "/usr/lib/debug/.build-id/{}/{}.debug",
-                &hex[..2],
-                &hex[2..]
-            )));
+            candidates.push(PathBuf::from(format!("/usr/lib/debug/.build-id/{}/{}.debug", &hex[..2], &hex[2..])));
         }
     }
     if let Ok(Some((name, _crc))) = file.gnu_debuglink() {
@@ -314,8 +306,7 @@ fn debug_file_candidates(path: &Path, file: &object::File<'_>) -> Vec<PathBuf> {
                 candidates.push(same);
             }
             candidates.push(dir.join(".debug").join(name));
-            candidates
-                .push(Path::new("/usr/lib/debug").join(dir.strip_prefix("/").unwrap_or(dir)).join(name));
+            candidates.push(Path::new("/usr/lib/debug").join(dir.strip_prefix("/").unwrap_or(dir)).join(name));
         }
     }
     candidates
@@ -489,13 +480,8 @@ mod tests {
         let source = dir.join("t.c");
         std::fs::write(&source, SOURCE).unwrap();
         let out = dir.join(name);
-        let status = Command::new("cc")
-            .args(["-O2", "-shared", "-fPIC"])
-            .args(flags)
-            .arg(&source)
-            .arg("-o")
-            .arg(&out)
-            .status();
+        let status =
+            Command::new("cc").args(["-O2", "-shared", "-fPIC"]).args(flags).arg(&source).arg("-o").arg(&out).status();
         match status {
             Ok(s) if s.success() => Some(out),
             Ok(s) => panic!("cc failed: {s}"),
@@ -545,20 +531,15 @@ mod tests {
         assert!(rows.iter().any(|r| kind(r) == Some(RowKind::CfaRsp) && r.cfa_offset > 8), "{rows:?}");
 
         let debug = dir.path().join("dbg.so.debug");
-        let objcopy =
-            |args: &[&std::ffi::OsStr]| Command::new("objcopy").args(args).status().map(|s| s.success());
+        let objcopy = |args: &[&std::ffi::OsStr]| Command::new("objcopy").args(args).status().map(|s| s.success());
         let kept = objcopy(&["--only-keep-debug".as_ref(), lib.as_os_str(), debug.as_os_str()]);
         if !matches!(kept, Ok(true)) {
             eprintln!("skipped: objcopy unavailable");
             return;
         }
         let link = format!("--add-gnu-debuglink={}", debug.display());
-        let args = [
-            "--strip-debug".as_ref(),
-            "--remove-section=.note.gnu.build-id".as_ref(),
-            link.as_ref(),
-            lib.as_os_str(),
-        ];
+        let args =
+            ["--strip-debug".as_ref(), "--remove-section=.note.gnu.build-id".as_ref(), link.as_ref(), lib.as_os_str()];
         assert!(matches!(objcopy(&args), Ok(true)));
         let separate = compile(&lib).unwrap();
         assert_eq!(separate.source, UnwindSource::SeparateDebugFile(debug.clone()));

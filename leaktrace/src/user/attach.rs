@@ -36,7 +36,14 @@ impl Attach {
     /// one uprobe session link where the kernel has them and sessions are allowed (it detaches
     /// with a single wait, and lets an unsampled call skip its return), else as a uprobe and a
     /// uretprobe.
-    fn probe(self, tracer: &mut Tracer, entry_program: &str, returns: bool, spot: Spot<'_>, session: bool) -> Result<()> {
+    fn probe(
+        self,
+        tracer: &mut Tracer,
+        entry_program: &str,
+        returns: bool,
+        spot: Spot<'_>,
+        session: bool,
+    ) -> Result<()> {
         let Spot { symbol, path, offset } = spot;
         if session {
             match tracer.attach_session(entry_program, symbol, path, offset, self.pid) {
@@ -104,7 +111,10 @@ impl Attach {
                 self.probe(tracer, names::PROG_DL_STATE, false, spot, self.sessions)
             }
             None => {
-                log::warn!("{} has no _dl_debug_state: libraries loaded later are unwound from the next refresh", linker.display());
+                log::warn!(
+                    "{} has no _dl_debug_state: libraries loaded later are unwound from the next refresh",
+                    linker.display()
+                );
                 Ok(())
             }
         }

@@ -71,7 +71,11 @@ pub fn rank(snapshot: &Snapshot<'_>) -> Ranked {
                 allocations: g
                     .allocations
                     .iter()
-                    .map(|&(address, size, ts)| Allocation { address, size, age_ms: now.saturating_sub(ts) / 1_000_000 })
+                    .map(|&(address, size, ts)| Allocation {
+                        address,
+                        size,
+                        age_ms: now.saturating_sub(ts) / 1_000_000,
+                    })
                     .collect(),
                 trend: snapshot.series.get(&g.stack_id).map(trend::classify),
                 estimate: g.estimate.map(|e| e.summary()),
@@ -179,7 +183,8 @@ pub fn build_report(ranked: Ranked, named: &NamedStacks, context: Context) -> Re
             if mapped < addresses.len() {
                 cut_short += 1;
             }
-            report.frames = addresses[..mapped].iter().flat_map(|a| named.frames.get(a).cloned().unwrap_or_default()).collect();
+            report.frames =
+                addresses[..mapped].iter().flat_map(|a| named.frames.get(a).cloned().unwrap_or_default()).collect();
             report.focus_frame = focus::user_focus(&report.frames);
             report
         })
@@ -310,7 +315,12 @@ mod tests {
         let lost = &report.lost;
         assert_eq!(
             [lost.allocs_map_full, lost.stack_lost, lost.stack_collision, lost.return_without_entry],
-            [at(Counter::AllocsMapFull), at(Counter::StackLost), at(Counter::StackCollision), at(Counter::ReturnWithoutEntry)]
+            [
+                at(Counter::AllocsMapFull),
+                at(Counter::StackLost),
+                at(Counter::StackCollision),
+                at(Counter::ReturnWithoutEntry)
+            ]
         );
         assert_eq!(
             [lost.pending_map_full, lost.pending_stale, lost.out_pointer_unreadable, lost.probe_misses],
@@ -319,7 +329,13 @@ mod tests {
         let a = &report.activity;
         assert_eq!(
             [a.alloc_calls, a.free_calls, a.free_unknown, a.nested_calls, a.failed_allocs],
-            [at(Counter::AllocCalls), at(Counter::FreeCalls), at(Counter::FreeUnknown), at(Counter::NestedCalls), at(Counter::FailedAllocs)]
+            [
+                at(Counter::AllocCalls),
+                at(Counter::FreeCalls),
+                at(Counter::FreeUnknown),
+                at(Counter::NestedCalls),
+                at(Counter::FailedAllocs)
+            ]
         );
         assert!(report.incomplete);
         assert!(!self::report([0; Counter::LEN as usize], 0).incomplete);

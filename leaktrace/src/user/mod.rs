@@ -93,7 +93,9 @@ impl UserTrace {
         let sampling = sampler.is_some();
         let attached = match &config.target {
             Target::Pid(pid) => attach_running(*pid, &config, &load, rows.as_mut(), sampling)?,
-            Target::Launch { program, args } => launch_command(program, args, &config, &load, rows.is_some(), sampling)?,
+            Target::Launch { program, args } => {
+                launch_command(program, args, &config, &load, rows.is_some(), sampling)?
+            }
             Target::Kernel(_) => unreachable!("kernel traces are run by kernel::run"),
         };
         let Attached { mut tracer, mut process, sessions } = attached;
@@ -171,9 +173,10 @@ impl UserTrace {
             },
             counters,
             probe_misses: self.tracer.probe_misses(),
-            unwind: self.rows.as_ref().map(|rows| {
-                rows.section(unwinds, Default::default(), counters[Counter::UnwindEventLost as usize])
-            }),
+            unwind: self
+                .rows
+                .as_ref()
+                .map(|rows| rows.section(unwinds, Default::default(), counters[Counter::UnwindEventLost as usize])),
             probes: self.probes.clone(),
             sampling: self.sampling.as_ref().map(|(sampler, sessions)| (sampler.period(), *sessions)),
             build_ids: primary.modules.build_ids().map(|(m, id)| (m.to_string(), id.to_string())).collect(),
@@ -251,7 +254,10 @@ impl Mode for UserTrace {
             let Some(child) = process.child.as_mut() else { continue };
             if stop != StopReason::TargetExited {
                 // A command launched under tracing does not outlive the trace.
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(child.id() as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
             }
             let _ = child.try_wait();
             // It may be stopped at exit by our probe: a stopped process acts on no signal.
