@@ -351,6 +351,28 @@ pub fn alloc_return(ctx: RetProbeContext) -> u32 {
     0
 }
 
+/// The block a returning call produced, 0 when it failed; none when posix_memalign's result
+/// cannot be read back (counted).
+#[inline(always)]
+fn returned_address(call: &PendingCall, ret: u64) -> Option<u64> {
+    if call.kind != PendingKind::OutPointer as u32 {
+        return Some(ret);
+    }
+    if ret != 0 {
+        return Some(0); // posix_memalign returns an error number; nothing was allocated.
+    }
+    // SAFETY: the helper copies 8 bytes of the traced process's memory (the pointer
+    // posix_memalign stored) with the kernel's fault-handling user access: a bad address is
+    // an error, not a fault.
+    match unsafe { bpf_probe_read_user(call.aux_ptr as *const u64) } {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            count(Counter::OutPointerUnreadable);
+            None
+        }
+    }
+}
+
 /// An allocator call returned: record its block.
 #[inline(always)]
 fn alloc_returned(ctx: &RetProbeContext) {
@@ -384,24 +406,7 @@ fn alloc_returned(ctx: &RetProbeContext) {
         // is put back).
         return;
     }
-    let addr = if call.kind == PendingKind::OutPointer as u32 {
-        if ret != 0 {
-            0 // posix_memalign returns an error number; nothing was allocated.
-        } else {
-            // SAFETY: the helper copies 8 bytes of the traced process's memory (the pointer
-            // posix_memalign stored) with the kernel's fault-handling user access: a bad
-            // address is an error, not a fault.
-            match unsafe { bpf_probe_read_user(call.aux_ptr as *const u64) } {
-                Ok(addr) => addr,
-                Err(_) => {
-                    count(Counter::OutPointerUnreadable);
-                    return;
-                }
-            }
-        }
-    } else {
-        ret
-    };
+    let Some(addr) = returned_address(&call, ret) else { return };
 
     if addr == 0 {
         if call.kind == PendingKind::Realloc as u32 && call.size == 0 {
