@@ -36,27 +36,27 @@ pub struct KernelAlloc {
     pub bytes_alloc: u64,
     /// Bytes the caller asked for (`bytes_req`; equal to `bytes_alloc` for pages and percpu).
     pub bytes_req: u64,
+    /// Key of the kernel stack in `USTACKS` (a hash of its addresses, as for user stacks);
+    /// 0 when it could not be stored (counted).
+    pub kernel_stack: u64,
     /// gfp flags of the request.
     pub gfp_flags: u32,
     /// Page order for page allocations, else 0.
     pub order: u32,
-    /// Kernel stack id in `KSTACKS`, or a negative errno.
-    pub kernel_stack_id: i32,
-    /// User stack id in `USTACKS` (with --user-stacks), or a negative errno / -1 when not taken.
+    /// The allocating task's user stack id in `STACKS` (with --user-stacks), or a negative
+    /// errno / -1 when not taken.
     pub user_stack_id: i32,
     /// Thread id of the task in whose context the allocation happened.
     pub pid: u32,
     /// Its process id.
     pub tgid: u32,
+    /// A `KernelSpace` value.
+    pub space: u32,
     /// Its command name (NUL-padded).
     pub comm: [u8; 16],
     /// Slab cache name for kmem_cache_alloc (NUL-padded, truncated); empty for kmalloc,
     /// whose cache user space derives from the size and flags.
     pub cache: [u8; 32],
-    /// A `KernelSpace` value.
-    pub space: u32,
-    /// Explicit padding.
-    pub _pad: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<KernelKey>() == 16);

@@ -27,7 +27,7 @@ pub const GLOBAL_MAX_SIZE: &str = "MAX_SIZE";
 
 /// Default capacity of `ALLOCS`.
 pub const DEFAULT_MAX_ALLOCS: u32 = 1 << 20;
-/// Default capacity of `USTACKS`, `STACKS` and `KSTACKS`.
+/// Default capacity of `USTACKS` and `STACKS` in user mode.
 pub const DEFAULT_STACK_STORAGE: u32 = 16384;
 /// Capacity of `PENDING`: threads that can be inside an allocator at once.
 pub const MAX_PENDING: u32 = 16384;
@@ -78,8 +78,10 @@ pub const SESSION_PROGRAMS: [(&str, &str); 9] = [
 ];
 /// Kernel mode: `KernelKey` → `KernelAlloc` for every outstanding kernel object.
 pub const KALLOCS: &str = "KALLOCS";
-/// Kernel mode: kernel stacks.
+/// Kernel mode: kernel stacks by the hash of their addresses (preallocated, see the map).
 pub const KSTACKS: &str = "KSTACKS";
+/// Kernel mode: per-CPU slots where each allocation program captures its kernel stack.
+pub const KERNEL_SCRATCH: &str = "KERNEL_SCRATCH";
 /// Global: 1 to record only allocations made in the context of a traced process.
 pub const GLOBAL_FILTER_TARGETS: &str = "FILTER_TARGETS";
 /// Global: 1 to capture the allocating task's user stack too.

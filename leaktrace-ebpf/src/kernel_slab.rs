@@ -5,16 +5,24 @@
 
 use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel_str_bytes},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns,
+        bpf_probe_read_kernel_str_bytes,
+    },
     macros::tracepoint,
     programs::{tracing::StackIdContext, TracePointContext},
     EbpfContext, Global,
 };
-use leaktrace_common::{Counter, KernelAlloc, KernelKey, KernelSpace};
+use leaktrace_common::{Counter, KernelAlloc, KernelKey, KernelSpace, StackEnd, StackRecord, MAX_STACK_DEPTH};
 
-use crate::maps::{count, FILTER_TARGETS, FOLLOW_FORKS, KALLOCS, KSTACKS, SELF_TGID, STACKS, TARGETS, USER_STACKS};
+use crate::{
+    maps::{
+        count, KernelScratch, FILTER_TARGETS, FOLLOW_FORKS, KALLOCS, KERNEL_SCRATCH, KSTACKS, SELF_TGID, STACKS,
+        TARGETS, USER_STACKS,
+    },
+    stacks,
+};
 
-const EEXIST: i32 = 17;
 const PAGE_SHIFT: u32 = 12;
 
 macro_rules! offsets {
@@ -62,6 +70,8 @@ fn field<T: Default>(ctx: &TracePointContext, offset: &Global<u32>) -> T {
 
 /// Size and request of one allocation event.
 struct Request {
+    /// The capturing program's stack slot.
+    scratch: KernelScratch,
     key: KernelKey,
     bytes_alloc: u64,
     bytes_req: u64,
@@ -72,6 +82,28 @@ struct Request {
 #[inline(always)]
 fn key(addr: u64, space: KernelSpace) -> KernelKey {
     KernelKey { addr, space: space as u32, _pad: 0 }
+}
+
+/// Captures the kernel stack in this program's scratch slot and stores it under its hash;
+/// 0 when it could not be captured or stored (counted).
+#[inline(always)]
+fn store_kernel_stack<C: EbpfContext>(ctx: &C, slot: KernelScratch) -> u64 {
+    let Some(scratch) = KERNEL_SCRATCH.get_ptr_mut(slot as u32) else { return 0 };
+    // SAFETY: the lookup returned this CPU's slot of this program, which only this program
+    // writes, and it cannot nest in itself on one CPU (see `KERNEL_SCRATCH`).
+    let record: &mut StackRecord = unsafe { &mut *scratch };
+    let size = core::mem::size_of_val(&record.ips) as u32;
+    // SAFETY: the helper writes at most `size` bytes, the size of `record.ips`, from its start,
+    // and walks the kernel stack of this program's own context.
+    let bytes = unsafe { bpf_get_stack(ctx.as_ptr(), record.ips.as_mut_ptr().cast(), size, 0) };
+    if bytes <= 0 {
+        count(Counter::KernelStackLost);
+        return 0;
+    }
+    let depth = ((bytes as usize) / 8).min(MAX_STACK_DEPTH);
+    record.depth = depth as u32;
+    record.end = if depth == MAX_STACK_DEPTH { StackEnd::DepthLimit } else { StackEnd::Complete } as u32;
+    stacks::store(&KSTACKS, record, &stacks::KERNEL)
 }
 
 #[inline(always)]
@@ -88,13 +120,7 @@ fn record(ctx: &TracePointContext, request: Request, cache_name_loc: Option<u32>
     if FILTER_TARGETS.load() != 0 && unsafe { TARGETS.get(tgid) }.is_none() {
         return;
     }
-    let kernel_stack_id = match ctx.get_stackid(&KSTACKS, 0) {
-        Ok(id) => id as i32,
-        Err(err) => {
-            count(if err == -EEXIST { Counter::KernelStackCollision } else { Counter::KernelStackLost });
-            err
-        }
-    };
+    let kernel_stack = store_kernel_stack(ctx, request.scratch);
     let user_stack_id = if USER_STACKS.load() != 0 {
         match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
             Ok(id) => id as i32,
@@ -114,14 +140,13 @@ fn record(ctx: &TracePointContext, request: Request, cache_name_loc: Option<u32>
         bytes_req: request.bytes_req,
         gfp_flags: request.gfp_flags,
         order: request.order,
-        kernel_stack_id,
+        kernel_stack,
         user_stack_id,
         pid: pid_tgid as u32,
         tgid,
+        space: request.key.space,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
         cache: [0; 32],
-        space: request.key.space,
-        _pad: 0,
     };
     if let Some(loc) = cache_name_loc {
         // __data_loc: low 16 bits are the string's offset in the record, high 16 its length.
@@ -152,6 +177,7 @@ fn release(key: KernelKey) {
 #[tracepoint]
 pub fn kmalloc(ctx: TracePointContext) -> u32 {
     let request = Request {
+        scratch: KernelScratch::Kmalloc,
         key: key(field(&ctx, &OFF_KMALLOC_PTR), KernelSpace::Slab),
         bytes_alloc: field(&ctx, &OFF_KMALLOC_BYTES_ALLOC),
         bytes_req: field(&ctx, &OFF_KMALLOC_BYTES_REQ),
@@ -165,6 +191,7 @@ pub fn kmalloc(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn kmem_cache_alloc(ctx: TracePointContext) -> u32 {
     let request = Request {
+        scratch: KernelScratch::KmemCacheAlloc,
         key: key(field(&ctx, &OFF_KCA_PTR), KernelSpace::Slab),
         bytes_alloc: field(&ctx, &OFF_KCA_BYTES_ALLOC),
         bytes_req: field(&ctx, &OFF_KCA_BYTES_REQ),
@@ -193,6 +220,7 @@ pub fn mm_page_alloc(ctx: TracePointContext) -> u32 {
     let order: u32 = field(&ctx, &OFF_PAGE_ALLOC_ORDER);
     let bytes = 1u64 << ((PAGE_SHIFT + order) & 63);
     let request = Request {
+        scratch: KernelScratch::Page,
         key: key(field(&ctx, &OFF_PAGE_ALLOC_PFN), KernelSpace::Page),
         bytes_alloc: bytes,
         bytes_req: bytes,
@@ -220,6 +248,7 @@ pub fn mm_page_free_batched(ctx: TracePointContext) -> u32 {
 pub fn percpu_alloc_percpu(ctx: TracePointContext) -> u32 {
     let bytes: u64 = field(&ctx, &OFF_PCPU_ALLOC_BYTES);
     let request = Request {
+        scratch: KernelScratch::Percpu,
         key: key(field(&ctx, &OFF_PCPU_ALLOC_PTR), KernelSpace::Percpu),
         bytes_alloc: bytes,
         bytes_req: bytes,

@@ -17,6 +17,8 @@ mod maps;
 #[cfg(target_arch = "bpf")]
 mod runtime;
 #[cfg(target_arch = "bpf")]
+mod stacks;
+#[cfg(target_arch = "bpf")]
 mod unwind;
 #[cfg(target_arch = "bpf")]
 mod user_alloc;

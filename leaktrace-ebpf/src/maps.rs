@@ -120,9 +120,34 @@ pub static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_TARGETS, 0)
 #[map]
 pub static KALLOCS: HashMap<KernelKey, KernelAlloc> = HashMap::with_max_entries(DEFAULT_MAX_KERNEL_ALLOCS, 0);
 
-/// Kernel mode: kernel stacks of allocations.
+/// Kernel mode: kernel stacks of allocations, by the hash of their addresses (see
+/// `stacks`). Preallocated, like `KALLOCS`, so that storing a stack never allocates.
 #[map]
-pub static KSTACKS: StackTrace = StackTrace::with_max_entries(DEFAULT_STACK_STORAGE, 0);
+pub static KSTACKS: HashMap<u64, StackRecord> = HashMap::with_max_entries(DEFAULT_STACK_STORAGE, 0);
+
+/// Kernel mode: where each allocation program captures its stack, one slot per program
+/// (`KernelScratch`). Raw tracepoint programs are kept from nesting in themselves on a CPU,
+/// not in each other: a kmem_cache_alloc in an interrupt can run while a kmalloc program is
+/// capturing, so they must not share a slot.
+#[map]
+pub static KERNEL_SCRATCH: PerCpuArray<StackRecord> = PerCpuArray::with_max_entries(KernelScratch::LEN, 0);
+
+/// The `KERNEL_SCRATCH` slot of each allocation program.
+#[derive(Clone, Copy)]
+pub enum KernelScratch {
+    /// kmalloc.
+    Kmalloc = 0,
+    /// kmem_cache_alloc.
+    KmemCacheAlloc = 1,
+    /// mm_page_alloc.
+    Page = 2,
+    /// percpu_alloc_percpu.
+    Percpu = 3,
+}
+
+impl KernelScratch {
+    const LEN: u32 = 4;
+}
 
 /// Unwind rows of every module of the traced processes, one contiguous run per module.
 /// Mmapable: user space writes a whole module's rows with one copy instead of one system

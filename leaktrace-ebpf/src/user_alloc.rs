@@ -9,7 +9,7 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::{pt_regs, BPF_F_USER_STACK, BPF_NOEXIST},
+    bindings::{pt_regs, BPF_F_USER_STACK},
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_func_ip, bpf_get_prandom_u32, bpf_get_stack, bpf_ktime_get_ns,
         bpf_probe_read_user,
@@ -27,13 +27,12 @@ use crate::{
         count, sample_probability_of, stack_turnover, ALLOCS, FREEZE_AT_EXIT, MAX_SIZE, MIN_SIZE, PENDING,
         SAMPLE_PERIOD, SELF_TGID, STACK_SCRATCH, TARGETS, UNWIND_EVENTS, UNWIND_TABLES, USTACKS,
     },
+    stacks,
     unwind::unwind_user_stack,
 };
 
 const SIGSTOP: u32 = 19;
 const SIGCONT: u32 = 18;
-
-const EEXIST: i64 = 17;
 
 /// Captures the user stack at this return, stores it under its hash, and returns the hash
 /// (0 when it could not be stored; the cause is counted).
@@ -61,54 +60,7 @@ fn store_stack(ctx: &RetProbeContext, tgid: u32) -> u64 {
         record.depth = ((bytes as usize) / 8).min(MAX_STACK_DEPTH) as u32;
         record.end = if UNWIND_TABLES.load() != 0 { StackEnd::NoTable } else { StackEnd::FramePointerWalk } as u32;
     }
-    let record: &StackRecord = record;
-    let depth = record.depth as usize;
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for i in 0..MAX_STACK_DEPTH {
-        if i >= depth {
-            break;
-        }
-        hash ^= record.ips[i];
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    // FNV-1a over the addresses: 64 bits make two stacks sharing a key unlikely (the kernel's
-    // stack map keys by bucket and loses stacks far sooner); 0 is kept for "no stack".
-    let hash = hash | 1;
-    // Most stacks have been seen before: look first, insert only a new one.
-    // SAFETY: USTACKS entries are only ever inserted, with BPF_NOEXIST: never updated or
-    // deleted, by the programs or by user space. The stored record is valid and unchanging
-    // for the whole run, and it is only read.
-    if let Some(stored) = unsafe { USTACKS.get(hash) } {
-        return same_stack(stored, record, hash);
-    }
-    match USTACKS.insert(hash, record, BPF_NOEXIST as u64) {
-        Ok(()) => hash,
-        // Another CPU stored it meanwhile.
-        // SAFETY: as for the lookup above.
-        Err(err) if i64::from(err) == -EEXIST => match unsafe { USTACKS.get(hash) } {
-            Some(stored) => same_stack(stored, record, hash),
-            None => {
-                count(Counter::StackLost);
-                0
-            }
-        },
-        Err(_) => {
-            count(Counter::StackLost);
-            0
-        }
-    }
-}
-
-/// `hash` when the stored record is the stack just captured and not another one with the
-/// same hash (counted as a collision, 0).
-#[inline(always)]
-fn same_stack(stored: &StackRecord, record: &StackRecord, hash: u64) -> u64 {
-    if stored.depth == record.depth && stored.ips[0] == record.ips[0] && stored.end == record.end {
-        hash
-    } else {
-        count(Counter::StackCollision);
-        0
-    }
+    stacks::store(&USTACKS, record, &stacks::USER)
 }
 
 /// The calling thread's (tgid, tid) if its process is traced.

@@ -168,8 +168,8 @@ mod tests {
 /// What a kernel-mode group is keyed by.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum GroupKey {
-    /// A kernel stack id.
-    Stack(u32),
+    /// A kernel stack's key in `KSTACKS`.
+    Stack(u64),
     /// A cache or command name.
     Name(String),
 }
@@ -232,13 +232,11 @@ pub fn kernel_groups(objects: &[NamedObject<'_>], now_ns: u64, min_age_ns: u64, 
             continue;
         }
         let key = match by {
-            GroupBy::Stack => match u32::try_from(alloc.kernel_stack_id) {
-                Ok(id) => GroupKey::Stack(id),
-                Err(_) => {
-                    aggregate.without_stack.add(bytes);
-                    continue;
-                }
-            },
+            GroupBy::Stack if alloc.kernel_stack == 0 => {
+                aggregate.without_stack.add(bytes);
+                continue;
+            }
+            GroupBy::Stack => GroupKey::Stack(alloc.kernel_stack),
             GroupBy::Cache => GroupKey::Name(object.cache.clone()),
             GroupBy::Comm => GroupKey::Name(object.comm.clone()),
         };
@@ -276,27 +274,26 @@ mod kernel_tests {
 
     use super::*;
 
-    fn object(bytes: u64, ts: u64, stack: i32, tgid: u32) -> KernelAlloc {
+    fn object(bytes: u64, ts: u64, stack: u64, tgid: u32) -> KernelAlloc {
         KernelAlloc {
             timestamp_ns: ts,
             bytes_alloc: bytes,
             bytes_req: bytes - 1,
             gfp_flags: 0,
             order: 0,
-            kernel_stack_id: stack,
+            kernel_stack: stack,
             user_stack_id: -1,
             pid: tgid,
             tgid,
+            space: 0,
             comm: [0; 16],
             cache: [0; 32],
-            space: 0,
-            _pad: 0,
         }
     }
 
     #[test]
     fn groups_by_stack_cache_and_comm() {
-        let allocs = [object(64, 1, 5, 10), object(64, 2, 5, 11), object(128, 3, 6, 10), object(32, 4, -14, 10)];
+        let allocs = [object(64, 1, 5, 10), object(64, 2, 5, 11), object(128, 3, 6, 10), object(32, 4, 0, 10)];
         let named: Vec<NamedObject> = allocs
             .iter()
             .map(|a| NamedObject {

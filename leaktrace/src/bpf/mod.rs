@@ -155,7 +155,8 @@ impl Tracer {
                     .map_max_entries(names::STACKS, 1)
                     .map_max_entries(names::STACK_STATS, options.stack_storage)
                     .map_max_entries(names::KALLOCS, 1)
-                    .map_max_entries(names::KSTACKS, 1);
+                    .map_max_entries(names::KSTACKS, 1)
+                    .map_max_entries(names::KERNEL_SCRATCH, 1);
             }
             Mode::Kernel { filter_targets, user_stacks, follow_forks, offsets } => {
                 flags = [u8::from(*filter_targets), u8::from(*user_stacks), u8::from(*follow_forks)];
@@ -333,9 +334,9 @@ impl Tracer {
         Ok(all)
     }
 
-    /// Kernel stacks with the given ids, innermost first.
-    pub fn kernel_stacks(&self, ids: impl IntoIterator<Item = u32>) -> Result<StdHashMap<u32, Vec<u64>>> {
-        self.read_stacks(names::KSTACKS, ids)
+    /// Kernel stacks with the given keys, innermost first.
+    pub fn kernel_stacks(&self, ids: impl IntoIterator<Item = u64>) -> Result<StdHashMap<u64, Vec<u64>>> {
+        Ok(self.stack_records(names::KSTACKS, ids)?.into_iter().map(|(id, (ips, _))| (id, ips)).collect())
     }
 
     /// Every outstanding allocation. Entries freed while the map is walked are skipped.
@@ -358,8 +359,17 @@ impl Tracer {
     /// The user stacks of allocations with the given keys, innermost frame first, with how
     /// each one ended.
     pub fn stacks(&self, ids: impl IntoIterator<Item = u64>) -> Result<StdHashMap<u64, (Vec<u64>, StackEnd)>> {
-        let map = self.ebpf.map(names::USTACKS).ok_or_else(|| missing_map(names::USTACKS))?;
-        let stacks: HashMap<_, u64, StackRecord> = HashMap::try_from(map).map_err(|e| map_error(names::USTACKS, e))?;
+        self.stack_records(names::USTACKS, ids)
+    }
+
+    /// Stack records of the map `name` (keyed by the hash of their addresses).
+    fn stack_records(
+        &self,
+        name: &'static str,
+        ids: impl IntoIterator<Item = u64>,
+    ) -> Result<StdHashMap<u64, (Vec<u64>, StackEnd)>> {
+        let map = self.ebpf.map(name).ok_or_else(|| missing_map(name))?;
+        let stacks: HashMap<_, u64, StackRecord> = HashMap::try_from(map).map_err(|e| map_error(name, e))?;
         Ok(ids
             .into_iter()
             .filter_map(|id| {

@@ -81,6 +81,7 @@ fn loader_maps() -> BTreeSet<&'static str> {
         names::SAMPLE_TABLE,
         names::KALLOCS,
         names::KSTACKS,
+        names::KERNEL_SCRATCH,
         names::UNWIND_ROWS,
         names::UNWIND_MAPPINGS,
         names::UNWIND_PROCESSES,

@@ -91,7 +91,7 @@ pub struct Ranked {
 
 impl Ranked {
     /// The kernel stack ids to read and name.
-    pub fn kernel_stack_ids(&self) -> impl Iterator<Item = u32> + '_ {
+    pub fn kernel_stack_ids(&self) -> impl Iterator<Item = u64> + '_ {
         self.groups.iter().filter_map(|(key, _, _)| match key {
             GroupKey::Stack(id) => Some(*id),
             GroupKey::Name(_) => None,
@@ -150,8 +150,8 @@ pub fn rank(snapshot: &Snapshot<'_>) -> Ranked {
 /// The stacks of the ranked groups, read and named.
 #[derive(Default)]
 pub struct NamedStacks {
-    /// Kernel stacks by id: return addresses, innermost first.
-    pub kernel: HashMap<u32, Vec<u64>>,
+    /// Kernel stacks by key: return addresses, innermost first.
+    pub kernel: HashMap<u64, Vec<u64>>,
     /// The frame of each kernel address.
     pub kernel_frames: HashMap<u64, Frame>,
     /// With `--user-stacks`: the allocating task's user frames by (tgid, user stack id).
@@ -293,21 +293,20 @@ mod tests {
 
     const MS: u64 = 1_000_000;
 
-    fn object(addr: u64, bytes: (u64, u64), stack: i32, comm: &str, cache: &str) -> (KernelKey, KernelAlloc) {
+    fn object(addr: u64, bytes: (u64, u64), stack: u64, comm: &str, cache: &str) -> (KernelKey, KernelAlloc) {
         let mut alloc = KernelAlloc {
             timestamp_ns: 0,
             bytes_alloc: bytes.0,
             bytes_req: bytes.1,
             gfp_flags: 0xcc0,
             order: 0,
-            kernel_stack_id: stack,
+            kernel_stack: stack,
             user_stack_id: -1,
             pid: 42,
             tgid: 42,
+            space: KernelSpace::Slab as u32,
             comm: [0; 16],
             cache: [0; 32],
-            space: KernelSpace::Slab as u32,
-            _pad: 0,
         };
         alloc.comm[..comm.len()].copy_from_slice(comm.as_bytes());
         alloc.cache[..cache.len()].copy_from_slice(cache.as_bytes());
