@@ -302,7 +302,7 @@ pub fn final_text(stdout: &str) -> &str {
 pub fn text_outstanding(text: &str) -> (u64, u64) {
     let line = text.lines().find_map(|l| l.strip_prefix("Outstanding: ")).expect("an Outstanding: line");
     let f: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!((f[1], f[2], f[4]), ("bytes", "in", "allocations"), "{line}");
+    assert_eq!((f[1], f[2], f[4].trim_end_matches(';')), ("bytes", "in", "allocations"), "{line}");
     (f[0].trim_start_matches('~').parse().unwrap(), f[3].trim_start_matches('~').parse().unwrap())
 }
 
