@@ -216,9 +216,10 @@ pub fn ensure_bcc_kernel_headers() -> Result<()> {
 }
 
 /// What the tests use beside leaktrace: the Go toolchain (they read leaktrace's pprof output
-/// with `go tool pprof`) and gdb (its backtraces check the unwinding fixture).
+/// with `go tool pprof`), gdb (its backtraces check the unwinding fixture) and binutils
+/// (objcopy builds the unwind-table tests' objects).
 pub fn ensure_test_tools() -> Result<()> {
-    ensure_debian_tools(&[("golang-go", "go"), ("gdb", "gdb")], "for the tests")
+    ensure_debian_tools(&[("golang-go", "go"), ("gdb", "gdb"), ("binutils", "objcopy")], "for the tests")
 }
 
 /// Installs whatever is missing; does nothing when everything is in place.
