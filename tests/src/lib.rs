@@ -192,3 +192,128 @@ pub fn assert_one_line_error(output: &Output, needle: &str) {
     assert!(lines[0].starts_with("leaktrace: error: "), "{stderr}");
     assert!(lines[0].contains(needle), "expected {needle:?} in: {stderr}");
 }
+
+/// One group of a text report: its header line's figures and what is printed under it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TextGroup {
+    /// Bytes in the header (`N bytes in M allocations from …`).
+    pub bytes: u64,
+    /// Allocations in the header.
+    pub count: u64,
+    /// What follows "from": `stack`, or the cache or command name.
+    pub source: String,
+    /// Lines describing the group (`trend: …`, `caches: …`, `allocated by: …`, `per run: …`).
+    pub details: Vec<String>,
+    /// Frame lines, innermost first, as printed (`symbol+0xoff [module] file:line`).
+    pub frames: Vec<String>,
+    /// The user stack's frame lines, in kernel mode with --user-stacks.
+    pub user_frames: Vec<String>,
+    /// `(stack cut short: REASON)`: the reason.
+    pub cut_short: Option<String>,
+    /// `addr = … size = … age = … ms` lines (--show-allocs): (address, size).
+    pub allocations: Vec<(u64, u64)>,
+}
+
+impl TextGroup {
+    /// The detail line starting with `prefix`, without it.
+    pub fn detail(&self, prefix: &str) -> Option<&str> {
+        self.details.iter().find_map(|d| d.strip_prefix(prefix))
+    }
+
+    /// Function names of the frames (the text before `+0x`, ` [` or ` (inlined)`).
+    pub fn functions(&self) -> Vec<&str> {
+        self.frames.iter().map(|f| frame_function(f)).collect()
+    }
+}
+
+/// The function a text frame line names.
+pub fn frame_function(line: &str) -> &str {
+    let end = [line.find("+0x"), line.find(' ')].into_iter().flatten().min().unwrap_or(line.len());
+    &line[..end]
+}
+
+const GROUP_DETAILS: [&str; 5] = ["trend: ", "caches: ", "allocated by: ", "per run: ", "user stack of the allocating task:"];
+
+/// Parses the groups of the first report in `text` (from its `Top N … with outstanding
+/// allocations:` line to its `Outstanding:` line).
+pub fn parse_text_groups(text: &str) -> Vec<TextGroup> {
+    let mut groups: Vec<TextGroup> = Vec::new();
+    let mut started = false;
+    for line in text.lines() {
+        if !started {
+            started = line.contains("with outstanding allocations:");
+            continue;
+        }
+        if line.starts_with("Outstanding: ") {
+            break;
+        }
+        if let Some(rest) = line.strip_prefix("\t\t\t") {
+            let group = groups.last_mut().expect("a line under a group");
+            if let Some(alloc) = rest.strip_prefix("addr = ") {
+                // "0x55… size = 100 age = 12 ms"
+                let f: Vec<&str> = alloc.split_whitespace().collect();
+                let address = u64::from_str_radix(f[0].trim_start_matches("0x"), 16).unwrap();
+                group.allocations.push((address, f[3].parse().unwrap()));
+            } else {
+                group.user_frames.push(rest.to_string());
+            }
+        } else if let Some(rest) = line.strip_prefix("\t\t") {
+            let group = groups.last_mut().expect("a line under a group");
+            if let Some(reason) = rest.strip_prefix("(stack cut short: ") {
+                group.cut_short = Some(reason.trim_end_matches(')').to_string());
+            } else if GROUP_DETAILS.iter().any(|p| rest.starts_with(p)) {
+                group.details.push(rest.to_string());
+            } else {
+                group.frames.push(rest.to_string());
+            }
+        } else if let Some(rest) = line.strip_prefix('\t') {
+            if rest.starts_with("... ") {
+                continue;
+            }
+            // "100 bytes in 1 allocations from stack (oldest 5 ms)", "~…" when sampled.
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            assert!(f.len() >= 6 && f[1] == "bytes" && f[2] == "in" && f[4] == "allocations" && f[5] == "from", "not a group header: {line}");
+            groups.push(TextGroup {
+                bytes: f[0].parse().unwrap_or_else(|_| panic!("bytes in {line}")),
+                count: f[3].parse().unwrap_or_else(|_| panic!("count in {line}")),
+                source: f[6].to_string(),
+                ..TextGroup::default()
+            });
+        }
+    }
+    assert!(started, "no report in {text}");
+    groups
+}
+
+/// Sum of bytes and counts of the text groups whose frames name `function`.
+pub fn text_totals_for(groups: &[TextGroup], function: &str) -> (u64, u64) {
+    groups
+        .iter()
+        .filter(|g| g.functions().contains(&function))
+        .fold((0, 0), |(b, c), g| (b + g.bytes, c + g.count))
+}
+
+/// The final report's text: what follows its `Final report:` line.
+pub fn final_text(stdout: &str) -> &str {
+    stdout.split_once("\nFinal report: ").unwrap_or_else(|| panic!("no final report in {stdout}")).1
+}
+
+/// The figures of the `Outstanding: B bytes in C allocations` line of `text`.
+pub fn text_outstanding(text: &str) -> (u64, u64) {
+    let line = text.lines().find_map(|l| l.strip_prefix("Outstanding: ")).expect("an Outstanding: line");
+    let f: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!((f[1], f[2], f[4].trim_end_matches(';')), ("bytes", "in", "allocations"), "{line}");
+    (f[0].trim_start_matches('~').parse().unwrap(), f[3].trim_start_matches('~').parse().unwrap())
+}
+
+/// Asserts that the final text report gives every truth site its exact bytes and count,
+/// and the same outstanding totals as the JSON report.
+pub fn assert_text_matches_truth(stdout: &str, report: &Value, truth: &[Truth]) {
+    let text = final_text(stdout);
+    let groups = parse_text_groups(text);
+    for t in truth {
+        assert_eq!(text_totals_for(&groups, &t.site), (t.bytes, t.count), "text report of {}:\n{text}", t.site);
+    }
+    let totals = (report["totals"]["bytes"].as_u64().unwrap(), report["totals"]["count"].as_u64().unwrap());
+    assert_eq!(text_outstanding(text), totals, "{text}");
+}

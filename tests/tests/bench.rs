@@ -46,8 +46,18 @@ fn quick_bench_produces_every_figure() {
             number(&r, &format!("/moderate_rate/tools/{tool}/added_cpu_pct"));
         }
         if !["untraced", "floor", "leaktrace_sampled"].contains(&tool) {
-            let exact = &r["oneshot"]["tools"][tool]["leaks"]["leaks_exact"];
-            assert!(exact.is_boolean(), "{tool}: leaks_exact {exact}");
+            // The benchmark compares each tool's per-site leaks with the workload's truth.
+            // memleak alone misses one site, for the reason docs/benchmarks.md gives (it
+            // records glibc's mmap of leak_large's block with a stack cut inside libc).
+            let leaks = &r["oneshot"]["tools"][tool]["leaks"];
+            if tool == "memleak" {
+                let mismatches = leaks["mismatches"].as_array().unwrap();
+                assert_eq!(leaks["leaks_exact"], mismatches.is_empty(), "{tool}: {leaks}");
+                assert!(mismatches.iter().all(|m| m.as_str().unwrap().starts_with("leak_large:")), "{tool}: {leaks}");
+            } else {
+                assert_eq!(leaks["leaks_exact"], true, "{tool}: {leaks}");
+                assert_eq!(leaks["mismatches"], serde_json::json!([]), "{tool}: {leaks}");
+            }
         }
     }
     // The workload's truth: leaktrace must have found every site exactly, in every mode.
@@ -84,7 +94,7 @@ fn quick_bench_produces_every_figure() {
         for figure in ["ns_per_op", "added_ns_per_op", "ratio_to_floor"] {
             number(&r, &format!("/oneshot/tools/{variant}/{figure}"));
         }
-        assert!(r["oneshot"]["tools"][variant]["leaks"]["leaks_exact"].is_boolean());
+        assert_eq!(r["oneshot"]["tools"][variant]["leaks"]["leaks_exact"], true);
     }
     for figure in ["fp_added_ns_per_op", "dwarf_added_ns_per_op", "dwarf_to_fp_added", "dwarf_to_fp_beyond_floor"] {
         number(&r, &format!("/oneshot/unwinding/{figure}"));

@@ -18,8 +18,9 @@ fn launch_and_check_with(options: &[&str], fixture_args: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
     let fixture = leaky();
+    // Every stack in the text report, so that each site's text figures can be checked.
     let mut args = options.to_vec();
-    args.extend(["--json", json.to_str().unwrap(), "--"]);
+    args.extend(["--top", "1000", "--json", json.to_str().unwrap(), "--"]);
     args.push(fixture.to_str().unwrap());
     args.extend_from_slice(fixture_args);
     let output = run_leaktrace(&args);
@@ -31,7 +32,10 @@ fn launch_and_check_with(options: &[&str], fixture_args: &[&str]) {
     assert_eq!(report["schema_version"], 1);
     assert_eq!(report["mode"], "user");
     assert_eq!(report["target_exited"], true);
-    assert_matches_truth(&report, &parse_truth(&stdout), fixture);
+    let truth = parse_truth(&stdout);
+    assert_matches_truth(&report, &truth, fixture);
+    // The text report, what most users read, gives every site the same exact figures.
+    assert_text_matches_truth(&stdout, &report, &truth);
     // reallocarray tail-calls realloc in glibc: the inner call must be seen as nested.
     assert!(report["activity"]["nested_calls"].as_u64().unwrap() > 0);
     // Every churn allocation was recorded and freed: 120,000+ per worker.
@@ -85,9 +89,13 @@ impl WaitingFixture {
         panic!("fixture ended before saying done");
     }
 
+    /// Asserts the fixture is still running (not merely an unreaped corpse with a /proc
+    /// entry), lets it exit and asserts it exited normally with status 0.
     fn finish(mut self) -> Vec<String> {
+        assert_eq!(self.child.try_wait().unwrap(), None, "the fixture ended before it was told to");
         drop(self.child.stdin.take());
-        self.child.wait().unwrap();
+        let status = self.child.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "fixture: {status}");
         self.seen
     }
 }
@@ -98,7 +106,9 @@ fn attach_to_running_process_sees_allocations_made_after_attach() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
     let mut fixture = WaitingFixture::start();
-    let (tracer, _) = start_tracing(&["-p".into(), fixture.pid().to_string(), "--json".into(), json.display().to_string()]);
+    let pid = fixture.pid();
+    let (tracer, banner) = start_tracing(&["-p".into(), pid.to_string(), "--json".into(), json.display().to_string()]);
+    assert!(banner.starts_with(&format!("Tracing pid {pid} (")), "{banner}");
     fixture.work();
     let seen = fixture.finish();
     // The target exiting ends the trace normally: final report, exit 0.
@@ -107,12 +117,9 @@ fn attach_to_running_process_sees_allocations_made_after_attach() {
     assert!(output.status.success(), "{stdout}");
     assert!(stdout.contains("target exited"), "{stdout}");
     let report = read_report(&json);
-    assert_eq!(report["target"]["pid"].as_u64(), Some(u64::from(fixture_pid_of(&report))));
+    assert_eq!(report["target"]["pid"], pid, "the attached process");
+    assert!(stdout.contains(&format!("Final report: pid {pid} (")), "{stdout}");
     assert_matches_truth(&report, &parse_truth(&seen.join("\n")), leaky());
-}
-
-fn fixture_pid_of(report: &serde_json::Value) -> u32 {
-    report["target"]["pid"].as_u64().unwrap() as u32
 }
 
 fn signal_ends_trace_with_final_report(signal: &str, reason: &str) {
@@ -135,9 +142,7 @@ fn signal_ends_trace_with_final_report(signal: &str, reason: &str) {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
     assert!(stdout.contains(reason), "{stdout}");
-    // The target is still alive and untouched after leaktrace detached.
-    let alive = fixture.pid();
-    assert!(std::path::Path::new(&format!("/proc/{alive}")).exists());
+    // The target is still running after leaktrace detached, and exits normally when told to.
     fixture.finish();
     let report = read_report(&json);
     assert_eq!(report["target_exited"], false);
