@@ -257,7 +257,11 @@ fn frees_of_blocks_from_before_tracing_are_counted_as_unknown() {
     assert_eq!(activity["free_unknown"], freed + realloced, "{activity}");
     assert_eq!(activity["free_calls"], freed, "{activity}");
     assert_eq!(totals_for(&report, "free_pre"), (realloced * 50, realloced), "the reallocated blocks are tracked");
-    let line = format!("{} frees ({} of blocks allocated before tracing or untracked)", freed, freed + realloced);
+    let line = format!(
+        "{} frees ({} of untracked blocks: allocated before tracing, or freed again from a thread's cache)",
+        freed,
+        freed + realloced
+    );
     assert!(final_text(&stdout).contains(&line), "{stdout}");
 }
 

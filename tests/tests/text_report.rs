@@ -114,7 +114,7 @@ fn user_report_text_is_exact() {
         }),
     );
     let expected = "\
-[05:05:41] Top 2 stacks with outstanding allocations:
+[05:05:41.123] Top 2 stacks with outstanding allocations:
 \t30000 bytes in 3 allocations from stack (oldest 1500 ms)
 \t\ttrend: +1.2 MiB/min, growing, grew in 7/8 intervals (r² 0.99), +2.0 MiB/min allocated
 \t\tinner [app] (inlined) inner.h:3
@@ -131,7 +131,7 @@ fn user_report_text_is_exact() {
 \t... 2 more stacks hold 503 bytes in 6 allocations
 Outstanding: 34700 bytes in 13 allocations; 200 bytes in 1 allocations younger than 500 ms not shown; 96 bytes in 2 allocations have no stack
 Lost events: 8 allocations not tracked (allocation map full, raise --max-allocs), 3 stacks not captured (stack map full or unwalkable, raise --stack-storage-size); the figures above may be incomplete
-Activity: 21 allocations, 6 frees (2 of blocks allocated before tracing or untracked), 1 nested calls, 7 failed allocations
+Activity: 21 allocations, 6 frees (2 of untracked blocks: allocated before tracing, or freed again from a thread's cache), 1 nested calls, 7 failed allocations
 1 stacks end early: their frame-pointer walk left mapped code (code built without frame pointers)
 Unwinding (dwarf): DWARF for app; frame pointers for libc.so.6 (unwind table full (raise --unwind-rows)); 30671 rows of 1048576 (239 KiB of 8192 KiB)
 Stacks cut short: 1 frame limit
@@ -197,7 +197,7 @@ fn kernel_report_text_is_exact() {
     );
     // SUnreclaim grew by 153600 bytes (150 kB); 7680 traced bytes are 5 % of it.
     let expected = "\
-[05:05:41] Top 1 stacks with outstanding allocations:
+[05:05:41.123] Top 1 stacks with outstanding allocations:
 \t7680 bytes in 40 allocations from stack (oldest 311 ms)
 \t\tcaches: filp (40 objects, 7680 bytes)
 \t\tallocated by: app[4242] (20 objects, 3840 bytes), sh[1] (10 objects, 1920 bytes), sh[2] (5 objects, 960 bytes), sh[3] (3 objects, 576 bytes), 1 more
@@ -215,7 +215,7 @@ Slab since tracing began: SUnreclaim +150 kB, SReclaimable -50 kB (Slab +100 kB)
 \tmystery                                 0          0                ?            ?
 Kernel addresses are hidden by kernel.kptr_restrict: kernel frames are shown as addresses
 Runs of `service x status`: 4 of 4 completed, exit codes [0, 0, 1, 0]
-Activity: 261 allocations, 4729 frees (4720 of blocks allocated before tracing or untracked), 0 nested calls, 0 failed allocations
+Activity: 261 allocations, 4729 frees (4720 of objects allocated before tracing or not traced)
 ";
     assert_text(&render(&report), expected);
 }
