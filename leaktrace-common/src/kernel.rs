@@ -87,6 +87,9 @@ pub mod offsets {
     pub const PERCPU_FREE_PTR: &str = "OFF_PCPU_FREE_PTR";
     /// sched_process_fork: child_pid.
     pub const FORK_CHILD_PID: &str = "OFF_FORK_CHILD_PID";
+    /// `struct kmem_cache` members read by the raw tracepoint programs (from BTF, not from a
+    /// format file): size, object_size, name.
+    pub const KMEM_CACHE: [&str; 3] = ["OFF_KMEM_CACHE_SIZE", "OFF_KMEM_CACHE_OBJECT_SIZE", "OFF_KMEM_CACHE_NAME"];
 }
 
 #[cfg(feature = "user")]

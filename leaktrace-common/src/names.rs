@@ -99,6 +99,14 @@ pub const PROG_KMEM_CACHE_ALLOC: &str = "kmem_cache_alloc";
 pub const PROG_KFREE: &str = "kfree";
 /// kmem_cache_free tracepoint program.
 pub const PROG_KMEM_CACHE_FREE: &str = "kmem_cache_free";
+/// The four slab programs as raw BTF tracepoints (`tp_btf`), preferred where the kernel has them.
+pub const PROG_KMALLOC_BTF: &str = "kmalloc_btf";
+/// See [`PROG_KMALLOC_BTF`].
+pub const PROG_KMEM_CACHE_ALLOC_BTF: &str = "kmem_cache_alloc_btf";
+/// See [`PROG_KMALLOC_BTF`].
+pub const PROG_KFREE_BTF: &str = "kfree_btf";
+/// See [`PROG_KMALLOC_BTF`].
+pub const PROG_KMEM_CACHE_FREE_BTF: &str = "kmem_cache_free_btf";
 /// mm_page_alloc tracepoint program.
 pub const PROG_PAGE_ALLOC: &str = "mm_page_alloc";
 /// mm_page_free tracepoint program.

@@ -6,11 +6,11 @@
 use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_probe_read_kernel_str_bytes,
     },
-    macros::tracepoint,
-    programs::{tracing::StackIdContext, TracePointContext},
+    macros::{btf_tracepoint, tracepoint},
+    programs::{tracing::StackIdContext, BtfTracePointContext, TracePointContext},
     EbpfContext, Global,
 };
 use leaktrace_common::{Counter, KernelAlloc, KernelKey, KernelSpace, StackEnd, StackRecord, MAX_STACK_DEPTH};
@@ -56,6 +56,9 @@ offsets!(
     OFF_PCPU_ALLOC_GFP,
     OFF_PCPU_FREE_PTR,
     OFF_FORK_CHILD_PID,
+    OFF_KMEM_CACHE_SIZE,
+    OFF_KMEM_CACHE_OBJECT_SIZE,
+    OFF_KMEM_CACHE_NAME,
 );
 
 /// The field at `offset` in the event's record, or zero when it cannot be read. `T` is one of
@@ -72,6 +75,8 @@ fn field<T: Default>(ctx: &TracePointContext, offset: &Global<u32>) -> T {
 struct Request {
     /// The capturing program's stack slot.
     scratch: KernelScratch,
+    /// Return address into the allocator's caller, when the event gives it (0 otherwise).
+    call_site: u64,
     key: KernelKey,
     bytes_alloc: u64,
     bytes_req: u64,
@@ -85,9 +90,12 @@ fn key(addr: u64, space: KernelSpace) -> KernelKey {
 }
 
 /// Captures the kernel stack in this program's scratch slot and stores it under its hash;
-/// 0 when it could not be captured or stored (counted).
+/// 0 when it could not be captured or stored (counted). With the allocation's `call_site`
+/// (the return address into the allocator's caller), the stack starts at the allocator's
+/// own frame, as a classic tracepoint's does: a raw tracepoint's stack also holds this
+/// program and the tracing code that called it.
 #[inline(always)]
-fn store_kernel_stack<C: EbpfContext>(ctx: &C, slot: KernelScratch) -> u64 {
+fn store_kernel_stack<C: EbpfContext>(ctx: &C, slot: KernelScratch, call_site: u64) -> u64 {
     let Some(scratch) = KERNEL_SCRATCH.get_ptr_mut(slot as u32) else { return 0 };
     // SAFETY: the lookup returned this CPU's slot of this program, which only this program
     // writes, and it cannot nest in itself on one CPU (see `KERNEL_SCRATCH`).
@@ -100,14 +108,52 @@ fn store_kernel_stack<C: EbpfContext>(ctx: &C, slot: KernelScratch) -> u64 {
         count(Counter::KernelStackLost);
         return 0;
     }
-    let depth = ((bytes as usize) / 8).min(MAX_STACK_DEPTH);
+    let mut depth = ((bytes as usize) / 8).min(MAX_STACK_DEPTH);
+    let skip = tracing_frames(record, depth, call_site);
+    if skip > 0 {
+        for i in 0..MAX_STACK_DEPTH {
+            if i + skip >= depth {
+                break;
+            }
+            record.ips[i] = record.ips[(i + skip) & (MAX_STACK_DEPTH - 1)];
+        }
+        depth -= skip;
+    }
     record.depth = depth as u32;
     record.end = if depth == MAX_STACK_DEPTH { StackEnd::DepthLimit } else { StackEnd::Complete } as u32;
     stacks::store(&KSTACKS, record, &stacks::KERNEL)
 }
 
+/// Where the name of an object's cache is, when the event says.
+enum CacheName {
+    /// Not given (kmalloc: user space names the cache).
+    Unknown,
+    /// A `__data_loc` string field of a classic tracepoint's record.
+    DataLoc(u32),
+    /// A kernel pointer to the NUL-terminated name (`kmem_cache::name`).
+    Kernel(*const u8),
+}
+
+/// Frames before the allocator's own: those before the one that returns to `call_site`,
+/// less one. 0 when `call_site` is unknown (0) or not in the stack.
 #[inline(always)]
-fn record(ctx: &TracePointContext, request: Request, cache_name_loc: Option<u32>) {
+fn tracing_frames(record: &StackRecord, depth: usize, call_site: u64) -> usize {
+    if call_site == 0 {
+        return 0;
+    }
+    for i in 1..MAX_STACK_DEPTH {
+        if i >= depth {
+            break;
+        }
+        if record.ips[i] == call_site {
+            return i - 1;
+        }
+    }
+    0
+}
+
+#[inline(always)]
+fn record<C: StackIdContext>(ctx: &C, request: Request, cache_name: CacheName) {
     if request.key.addr == 0 {
         return;
     }
@@ -120,7 +166,7 @@ fn record(ctx: &TracePointContext, request: Request, cache_name_loc: Option<u32>
     if FILTER_TARGETS.load() != 0 && unsafe { TARGETS.get(tgid) }.is_none() {
         return;
     }
-    let kernel_stack = store_kernel_stack(ctx, request.scratch);
+    let kernel_stack = store_kernel_stack(ctx, request.scratch, request.call_site);
     let user_stack_id = if USER_STACKS.load() != 0 {
         match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
             Ok(id) => id as i32,
@@ -148,13 +194,18 @@ fn record(ctx: &TracePointContext, request: Request, cache_name_loc: Option<u32>
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
         cache: [0; 32],
     };
-    if let Some(loc) = cache_name_loc {
+    let name = match cache_name {
+        CacheName::Unknown => None,
         // __data_loc: low 16 bits are the string's offset in the record, high 16 its length.
         // SAFETY: the offset is the record's own __data_loc field, which the kernel sets to
         // the string's place inside the record: the result points into the same record.
-        let src = unsafe { (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize) };
+        CacheName::DataLoc(loc) => Some(unsafe { (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize) }),
+        CacheName::Kernel(name) => Some(name),
+    };
+    if let Some(src) = name {
         // SAFETY: the helper copies at most `alloc.cache.len()` bytes into `alloc.cache` and
-        // reads the source with the kernel's fault-handling access.
+        // reads the source with the kernel's fault-handling access: a bad pointer is an
+        // error, not a fault.
         let _ = unsafe { bpf_probe_read_kernel_str_bytes(src, &mut alloc.cache) };
     }
     count(Counter::KernelAllocs);
@@ -178,13 +229,14 @@ fn release(key: KernelKey) {
 pub fn kmalloc(ctx: TracePointContext) -> u32 {
     let request = Request {
         scratch: KernelScratch::Kmalloc,
+        call_site: 0,
         key: key(field(&ctx, &OFF_KMALLOC_PTR), KernelSpace::Slab),
         bytes_alloc: field(&ctx, &OFF_KMALLOC_BYTES_ALLOC),
         bytes_req: field(&ctx, &OFF_KMALLOC_BYTES_REQ),
         gfp_flags: field::<u64>(&ctx, &OFF_KMALLOC_GFP) as u32,
         order: 0,
     };
-    record(&ctx, request, None);
+    record(&ctx, request, CacheName::Unknown);
     0
 }
 
@@ -192,6 +244,7 @@ pub fn kmalloc(ctx: TracePointContext) -> u32 {
 pub fn kmem_cache_alloc(ctx: TracePointContext) -> u32 {
     let request = Request {
         scratch: KernelScratch::KmemCacheAlloc,
+        call_site: 0,
         key: key(field(&ctx, &OFF_KCA_PTR), KernelSpace::Slab),
         bytes_alloc: field(&ctx, &OFF_KCA_BYTES_ALLOC),
         bytes_req: field(&ctx, &OFF_KCA_BYTES_REQ),
@@ -199,7 +252,7 @@ pub fn kmem_cache_alloc(ctx: TracePointContext) -> u32 {
         order: 0,
     };
     let name_loc: u32 = field(&ctx, &OFF_KCA_NAME);
-    record(&ctx, request, Some(name_loc));
+    record(&ctx, request, CacheName::DataLoc(name_loc));
     0
 }
 
@@ -215,19 +268,83 @@ pub fn kmem_cache_free(ctx: TracePointContext) -> u32 {
     0
 }
 
+// The same four slab events as raw BTF tracepoints, preferred where the kernel has them: the
+// kernel guards each raw tracepoint program against running inside itself on a CPU, where it
+// guards all classic tracepoint programs together, so a free in an RCU callback that
+// interrupts another traced program was skipped (and its object looked leaked). Arguments
+// are the tracepoint's own (TP_PROTO), not a record laid out by a format file.
+
+/// A `T` at `offset` bytes into the kernel structure at `base`, or zero when unreadable.
+#[inline(always)]
+fn kernel_field<T: Default>(base: u64, offset: &Global<u32>) -> T {
+    // SAFETY: the helper copies `size_of::<T>()` bytes with the kernel's fault-handling
+    // access: a bad address is an error (zero here), not a fault. Any bytes are a valid integer.
+    unsafe { bpf_probe_read_kernel((base + u64::from(offset.load())) as *const T) }.unwrap_or_default()
+}
+
+/// kmalloc(call_site, ptr, bytes_req, bytes_alloc, gfp_flags, node)
+#[btf_tracepoint(function = "kmalloc")]
+pub fn kmalloc_btf(ctx: BtfTracePointContext) -> i32 {
+    let request = Request {
+        scratch: KernelScratch::Kmalloc,
+        call_site: ctx.arg(0),
+        key: key(ctx.arg(1), KernelSpace::Slab),
+        bytes_req: ctx.arg(2),
+        bytes_alloc: ctx.arg(3),
+        gfp_flags: ctx.arg::<u64>(4) as u32,
+        order: 0,
+    };
+    record(&ctx, request, CacheName::Unknown);
+    0
+}
+
+/// kmem_cache_alloc(call_site, ptr, struct kmem_cache *s, gfp_flags, node): sizes and name
+/// from the cache itself, at offsets user space took from the kernel's BTF.
+#[btf_tracepoint(function = "kmem_cache_alloc")]
+pub fn kmem_cache_alloc_btf(ctx: BtfTracePointContext) -> i32 {
+    let cache: u64 = ctx.arg(2);
+    let request = Request {
+        scratch: KernelScratch::KmemCacheAlloc,
+        call_site: ctx.arg(0),
+        key: key(ctx.arg(1), KernelSpace::Slab),
+        bytes_req: u64::from(kernel_field::<u32>(cache, &OFF_KMEM_CACHE_OBJECT_SIZE)),
+        bytes_alloc: u64::from(kernel_field::<u32>(cache, &OFF_KMEM_CACHE_SIZE)),
+        gfp_flags: ctx.arg::<u64>(3) as u32,
+        order: 0,
+    };
+    let name: u64 = kernel_field(cache, &OFF_KMEM_CACHE_NAME);
+    record(&ctx, request, CacheName::Kernel(name as *const u8));
+    0
+}
+
+/// kfree(call_site, ptr)
+#[btf_tracepoint(function = "kfree")]
+pub fn kfree_btf(ctx: BtfTracePointContext) -> i32 {
+    release(key(ctx.arg(1), KernelSpace::Slab));
+    0
+}
+
+/// kmem_cache_free(call_site, ptr, struct kmem_cache *s)
+#[btf_tracepoint(function = "kmem_cache_free")]
+pub fn kmem_cache_free_btf(ctx: BtfTracePointContext) -> i32 {
+    release(key(ctx.arg(1), KernelSpace::Slab));
+    0
+}
+
 #[tracepoint]
 pub fn mm_page_alloc(ctx: TracePointContext) -> u32 {
     let order: u32 = field(&ctx, &OFF_PAGE_ALLOC_ORDER);
     let bytes = 1u64 << ((PAGE_SHIFT + order) & 63);
     let request = Request {
         scratch: KernelScratch::Page,
+        call_site: 0,
         key: key(field(&ctx, &OFF_PAGE_ALLOC_PFN), KernelSpace::Page),
         bytes_alloc: bytes,
         bytes_req: bytes,
         gfp_flags: field::<u64>(&ctx, &OFF_PAGE_ALLOC_GFP) as u32,
         order,
     };
-    record(&ctx, request, None);
+    record(&ctx, request, CacheName::Unknown);
     0
 }
 
@@ -249,13 +366,14 @@ pub fn percpu_alloc_percpu(ctx: TracePointContext) -> u32 {
     let bytes: u64 = field(&ctx, &OFF_PCPU_ALLOC_BYTES);
     let request = Request {
         scratch: KernelScratch::Percpu,
+        call_site: 0,
         key: key(field(&ctx, &OFF_PCPU_ALLOC_PTR), KernelSpace::Percpu),
         bytes_alloc: bytes,
         bytes_req: bytes,
         gfp_flags: field::<u64>(&ctx, &OFF_PCPU_ALLOC_GFP) as u32,
         order: 0,
     };
-    record(&ctx, request, None);
+    record(&ctx, request, CacheName::Unknown);
     0
 }
 

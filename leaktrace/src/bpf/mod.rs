@@ -21,7 +21,7 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap},
     programs::{
         uprobe::{UProbeLink, UProbeScope},
-        TracePoint, UProbe,
+        BtfTracePoint, TracePoint, UProbe,
     },
     Ebpf, EbpfLoader,
 };
@@ -102,6 +102,8 @@ pub struct Tracer {
     generation: u32,
     ebpf: Ebpf,
     loaded: Vec<String>,
+    /// The running kernel's BTF, read when a raw BTF tracepoint is first attached.
+    btf: Option<aya::Btf>,
 }
 
 impl Drop for Tracer {
@@ -180,8 +182,15 @@ impl Tracer {
             }
         }
         let ebpf = loader.load(OBJECT).map_err(|e| load_error("the object", e))?;
-        let mut tracer =
-            Self { links: Vec::new(), sessions: None, sessions_refused: None, generation: 0, ebpf, loaded: Vec::new() };
+        let mut tracer = Self {
+            links: Vec::new(),
+            sessions: None,
+            sessions_refused: None,
+            generation: 0,
+            ebpf,
+            loaded: Vec::new(),
+            btf: None,
+        };
         if let Mode::User { sample_table, .. } = &options.mode {
             tracer.write_sample_table(sample_table)?;
         }
@@ -322,6 +331,30 @@ impl Tracer {
         Ok(())
     }
 
+    /// Loads `program` and attaches it to the raw BTF tracepoint `event` (a `tp_btf`
+    /// program), resolving the event in the running kernel's BTF.
+    pub fn attach_btf_tracepoint(&mut self, program: &str, event: &str) -> Result<()> {
+        let attach_error = |source: Cause| Error::Attach {
+            program: program.to_string(),
+            symbol: format!("tp_btf:{event}"),
+            path: "/sys/kernel/btf/vmlinux".into(),
+            source,
+        };
+        if self.btf.is_none() {
+            self.btf = Some(aya::Btf::from_sys_fs().map_err(|e| attach_error(e.into()))?);
+        }
+        let btf = self.btf.as_ref().expect("read above");
+        let prog = self
+            .ebpf
+            .program_mut(program)
+            .ok_or_else(|| attach_error("program missing from the eBPF object".into()))?;
+        let tracepoint: &mut BtfTracePoint =
+            prog.try_into().map_err(|e: aya::programs::ProgramError| attach_error(e.into()))?;
+        tracepoint.load(event, btf).map_err(|e| load_error(program, e))?;
+        tracepoint.attach().map_err(|e| attach_error(e.into()))?;
+        Ok(())
+    }
+
     /// Every outstanding kernel object.
     pub fn kernel_outstanding(&self) -> Result<Vec<(KernelKey, KernelAlloc)>> {
         let map = self.ebpf.map(names::KALLOCS).ok_or_else(|| missing_map(names::KALLOCS))?;
@@ -436,8 +469,14 @@ impl Tracer {
         let sessions = self.sessions.iter().flat_map(|s| s.program_fds()).filter_map(recursion_misses);
         self.ebpf
             .programs()
-            .filter_map(|(_, prog)| prog.fd().ok())
-            .filter_map(|fd| recursion_misses(fd.as_fd()))
+            .filter_map(|(name, prog)| Some((name, prog.fd().ok()?)))
+            .filter_map(|(name, fd)| {
+                let misses = recursion_misses(fd.as_fd())?;
+                if misses > 0 {
+                    log::debug!("{name}: {misses} runs skipped by the kernel");
+                }
+                Some(misses)
+            })
             .chain(sessions)
             .sum::<u64>()
     }

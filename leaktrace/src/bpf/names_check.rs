@@ -60,6 +60,10 @@ fn loader_programs() -> BTreeSet<&'static str> {
         names::PROG_PERCPU_ALLOC,
         names::PROG_PERCPU_FREE,
         names::PROG_FORK,
+        names::PROG_KMALLOC_BTF,
+        names::PROG_KMEM_CACHE_ALLOC_BTF,
+        names::PROG_KFREE_BTF,
+        names::PROG_KMEM_CACHE_FREE_BTF,
     ]);
     for (entry, session) in names::SESSION_PROGRAMS {
         programs.extend([entry, session]);
@@ -113,6 +117,7 @@ fn loader_globals() -> BTreeSet<&'static str> {
     globals.extend(offsets::KMEM_CACHE_ALLOC);
     globals.extend(offsets::PAGE_ALLOC);
     globals.extend(offsets::PERCPU_ALLOC);
+    globals.extend(offsets::KMEM_CACHE);
     globals
 }
 

@@ -57,12 +57,14 @@ impl Btf {
         let header_len = field(4)?;
         let (type_off, type_len, str_off) = (field(8)?, field(12)?, field(16)?);
         let (first, end) = (header_len + type_off, header_len + type_off + type_len);
-        let mut btf = Self { strings: header_len + str_off, types: Vec::new(), structs: HashMap::new(), data: Vec::new() };
+        let mut btf =
+            Self { strings: header_len + str_off, types: Vec::new(), structs: HashMap::new(), data: Vec::new() };
         let mut at = first;
         // Type ids start at 1; id 0 is void.
         btf.types.push(TypeEntry { offset: 0, name_off: 0, kind: 0, vlen: 0, kind_flag: false });
         while at < end {
-            let (name_off, info) = (u32_at(&data, at).ok_or_else(|| bad("short type"))?, u32_at(&data, at + 4).unwrap_or(0));
+            let (name_off, info) =
+                (u32_at(&data, at).ok_or_else(|| bad("short type"))?, u32_at(&data, at + 4).unwrap_or(0));
             let entry = TypeEntry {
                 offset: at,
                 name_off,
@@ -100,7 +102,8 @@ impl Btf {
         let entry = *self.types.get(id as usize)?;
         for i in 0..entry.vlen {
             let at = entry.offset + 12 + 12 * i;
-            let (name_off, type_id, raw) = (u32_at(&self.data, at)?, u32_at(&self.data, at + 4)?, u32_at(&self.data, at + 8)?);
+            let (name_off, type_id, raw) =
+                (u32_at(&self.data, at)?, u32_at(&self.data, at + 4)?, u32_at(&self.data, at + 8)?);
             // With kind_flag, the top 8 bits hold a bitfield's size.
             let bits = base_bits + if entry.kind_flag { raw & 0x00ff_ffff } else { raw };
             if name_off == 0 {

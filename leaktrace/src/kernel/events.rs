@@ -8,6 +8,21 @@ use leaktrace_common::{kernel::offsets, names};
 use super::tracefs::EventFormat;
 use crate::error::{Error, Result};
 
+/// The `struct kmem_cache` members the raw tracepoint programs read, from the kernel's BTF:
+/// (global, member). Empty when the BTF lacks one: the classic tracepoints are used then.
+pub fn kmem_cache_offsets(btf: &super::btf::Btf) -> Vec<(&'static str, u32)> {
+    let members = ["size", "object_size", "name"];
+    offsets::KMEM_CACHE
+        .iter()
+        .zip(members)
+        .map(|(global, member)| btf.member_offset("kmem_cache", member).map(|offset| (*global, offset)))
+        .collect::<Result<_>>()
+        .unwrap_or_else(|e| {
+            log::warn!("{e}; the slab events are traced through their classic tracepoints");
+            Vec::new()
+        })
+}
+
 /// A tracepoint and the fields its program reads.
 #[derive(Clone, Copy, Debug)]
 pub struct EventSpec {
@@ -19,6 +34,8 @@ pub struct EventSpec {
     pub event: &'static str,
     /// (field, size in bytes, global that receives its offset).
     pub fields: &'static [(&'static str, u32, &'static str)],
+    /// The same event's raw BTF tracepoint program, preferred where the kernel has it.
+    pub btf_program: Option<&'static str>,
 }
 
 const KMALLOC: EventSpec = EventSpec {
@@ -31,6 +48,7 @@ const KMALLOC: EventSpec = EventSpec {
         ("bytes_alloc", 8, offsets::KMALLOC[2]),
         ("gfp_flags", 8, offsets::KMALLOC[3]),
     ],
+    btf_program: Some(names::PROG_KMALLOC_BTF),
 };
 const KMEM_CACHE_ALLOC: EventSpec = EventSpec {
     program: names::PROG_KMEM_CACHE_ALLOC,
@@ -43,6 +61,7 @@ const KMEM_CACHE_ALLOC: EventSpec = EventSpec {
         ("gfp_flags", 8, offsets::KMEM_CACHE_ALLOC[3]),
         ("name", 4, offsets::KMEM_CACHE_ALLOC[4]),
     ],
+    btf_program: Some(names::PROG_KMEM_CACHE_ALLOC_BTF),
 };
 
 /// Slab events, always traced. Kernels before 6.1 also have `kmalloc_node` and
@@ -55,12 +74,14 @@ pub const SLAB: &[EventSpec] = &[
         category: "kmem",
         event: "kfree",
         fields: &[("ptr", 8, offsets::KFREE_PTR)],
+        btf_program: Some(names::PROG_KFREE_BTF),
     },
     EventSpec {
         program: names::PROG_KMEM_CACHE_FREE,
         category: "kmem",
         event: "kmem_cache_free",
         fields: &[("ptr", 8, offsets::KMEM_CACHE_FREE_PTR)],
+        btf_program: Some(names::PROG_KMEM_CACHE_FREE_BTF),
     },
 ];
 
@@ -79,18 +100,21 @@ pub const PAGES: &[EventSpec] = &[
             ("order", 4, offsets::PAGE_ALLOC[1]),
             ("gfp_flags", 8, offsets::PAGE_ALLOC[2]),
         ],
+        btf_program: None,
     },
     EventSpec {
         program: names::PROG_PAGE_FREE,
         category: "kmem",
         event: "mm_page_free",
         fields: &[("pfn", 8, offsets::PAGE_FREE_PFN)],
+        btf_program: None,
     },
     EventSpec {
         program: names::PROG_PAGE_FREE_BATCHED,
         category: "kmem",
         event: "mm_page_free_batched",
         fields: &[("pfn", 8, offsets::PAGE_FREE_BATCHED_PFN)],
+        btf_program: None,
     },
 ];
 
@@ -105,12 +129,14 @@ pub const PERCPU: &[EventSpec] = &[
             ("bytes_alloc", 8, offsets::PERCPU_ALLOC[1]),
             ("gfp_flags", 8, offsets::PERCPU_ALLOC[2]),
         ],
+        btf_program: None,
     },
     EventSpec {
         program: names::PROG_PERCPU_FREE,
         category: "percpu",
         event: "percpu_free_percpu",
         fields: &[("ptr", 8, offsets::PERCPU_FREE_PTR)],
+        btf_program: None,
     },
 ];
 
@@ -120,6 +146,7 @@ pub const FORK: EventSpec = EventSpec {
     category: "sched",
     event: "sched_process_fork",
     fields: &[("child_pid", 4, offsets::FORK_CHILD_PID)],
+    btf_program: None,
 };
 
 /// Reads the offsets of `spec`'s fields from tracefs.

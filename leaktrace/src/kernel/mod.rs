@@ -1,6 +1,7 @@
 //! Kernel memory (`--kernel-slab`): tracepoints on the slab, page and percpu allocators,
 //! slab accounting from /proc, and the trace that ties them together.
 
+pub mod btf;
 pub mod build;
 pub mod events;
 pub mod slab;

@@ -9,6 +9,7 @@ use std::{
 };
 
 use super::{
+    btf,
     build::{self, Context, NameFilters, NamedStacks, SlabFigures, Snapshot},
     events, slab, tracefs,
 };
@@ -66,6 +67,16 @@ pub async fn run(config: Config, options: KernelOptions) -> Result<Outcome> {
     for spec in &specs {
         offsets.extend(events::offsets_of(&tracefs, spec)?);
     }
+    // The raw tracepoint programs read `struct kmem_cache`; without its layout they stay off.
+    let btf_offsets = match btf::Btf::from_kernel() {
+        Ok(btf) => events::kmem_cache_offsets(&btf),
+        Err(e) => {
+            log::warn!("{e}; the slab events are traced through their classic tracepoints");
+            Vec::new()
+        }
+    };
+    let raw_tracepoints = !btf_offsets.is_empty();
+    offsets.extend(btf_offsets);
     for &pid in &options.pids {
         process::inspect_pid(pid)?;
     }
@@ -86,7 +97,7 @@ pub async fn run(config: Config, options: KernelOptions) -> Result<Outcome> {
     for &pid in &options.pids {
         tracer.add_target(pid)?;
     }
-    let events = attach_events(&mut tracer, &tracefs, &specs)?;
+    let events = attach_events(&mut tracer, &tracefs, &specs, raw_tracepoints)?;
     let trace = KernelTrace::new(config, options, tracer, events);
     trace.announce();
     let config = trace.config.clone();
@@ -108,11 +119,26 @@ fn event_specs(options: &KernelOptions) -> Vec<events::EventSpec> {
     specs
 }
 
-/// Attaches every tracepoint of `specs`, and the NUMA variants older kernels have. Returns
-/// their `category:event` names.
-fn attach_events(tracer: &mut Tracer, tracefs: &std::path::Path, specs: &[events::EventSpec]) -> Result<Vec<String>> {
+/// Attaches every tracepoint of `specs` (as a raw BTF tracepoint where it has one and
+/// `raw_tracepoints` allows, else the classic one), and the NUMA variants older kernels have.
+/// Returns their names: `category:event`, with ` (tp_btf)` for a raw one.
+fn attach_events(
+    tracer: &mut Tracer,
+    tracefs: &std::path::Path,
+    specs: &[events::EventSpec],
+    raw_tracepoints: bool,
+) -> Result<Vec<String>> {
     let mut attached = Vec::new();
     for spec in specs {
+        if let Some(program) = spec.btf_program.filter(|_| raw_tracepoints) {
+            match tracer.attach_btf_tracepoint(program, spec.event) {
+                Ok(()) => {
+                    attached.push(format!("{}:{} (tp_btf)", spec.category, spec.event));
+                    continue;
+                }
+                Err(e) => log::warn!("{e}; using the classic tracepoint"),
+            }
+        }
         tracer.attach_tracepoint(spec.program, spec.category, spec.event)?;
         attached.push(format!("{}:{}", spec.category, spec.event));
     }
