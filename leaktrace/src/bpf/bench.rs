@@ -17,15 +17,7 @@ impl Tracer {
     /// [`Tracer::attach_uprobe`] and [`Tracer::attach_tracepoint`] like leaktrace's own.
     pub fn load_floor() -> Result<Self> {
         let ebpf = Ebpf::load(FLOOR_OBJECT).map_err(|e| load_error("leaktrace-floor", e))?;
-        Ok(Self {
-            links: Vec::new(),
-            sessions: None,
-            sessions_refused: None,
-            generation: 0,
-            ebpf,
-            loaded: Vec::new(),
-            btf: None,
-        })
+        Ok(Self::from_ebpf(ebpf))
     }
 }
 

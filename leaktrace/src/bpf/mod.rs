@@ -127,6 +127,19 @@ impl Drop for Tracer {
 }
 
 impl Tracer {
+    /// A tracer of a loaded object, nothing attached yet.
+    fn from_ebpf(ebpf: Ebpf) -> Self {
+        Self {
+            links: Vec::new(),
+            sessions: None,
+            sessions_refused: None,
+            generation: 0,
+            ebpf,
+            loaded: Vec::new(),
+            btf: None,
+        }
+    }
+
     /// Loads the eBPF object with the given settings. Programs are loaded when first attached.
     pub fn load(options: &LoadOptions) -> Result<Self> {
         let mut loader = EbpfLoader::new();
@@ -182,15 +195,7 @@ impl Tracer {
             }
         }
         let ebpf = loader.load(OBJECT).map_err(|e| load_error("the object", e))?;
-        let mut tracer = Self {
-            links: Vec::new(),
-            sessions: None,
-            sessions_refused: None,
-            generation: 0,
-            ebpf,
-            loaded: Vec::new(),
-            btf: None,
-        };
+        let mut tracer = Self::from_ebpf(ebpf);
         if let Mode::User { sample_table, .. } = &options.mode {
             tracer.write_sample_table(sample_table)?;
         }
