@@ -69,7 +69,9 @@ pub fn floor_per_site(env: &Env, plan: &Plan) -> Result<Value> {
             }));
         }
     }
-    Ok(json!({ "ops": plan.oneshot_ops, "repetitions": plan.reps, "untraced_ns_per_op": round(base, 1), "sites": rows }))
+    Ok(
+        json!({ "ops": plan.oneshot_ops, "repetitions": plan.reps, "untraced_ns_per_op": round(base, 1), "sites": rows }),
+    )
 }
 
 /// `--sample-bytes 512K` over many runs of `workload sampled N`: per leak site how often the
@@ -91,7 +93,11 @@ pub fn sampled_accuracy(env: &Env, plan: &Plan) -> Result<Value> {
             truth.insert(site.clone(), bytes);
         }
         for stack in report["stacks"].as_array().into_iter().flatten() {
-            let churn = stack["frames"].as_array().into_iter().flatten().any(|f| f["symbol"].as_str().is_some_and(|s| s.starts_with("op_")));
+            let churn = stack["frames"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|f| f["symbol"].as_str().is_some_and(|s| s.starts_with("op_")));
             if churn && stack["bytes"].as_u64().unwrap_or(0) > 0 {
                 churn_holding += 1;
             }
@@ -99,7 +105,9 @@ pub fn sampled_accuracy(env: &Env, plan: &Plan) -> Result<Value> {
         sampled_blocks.push(report["activity"]["alloc_calls"].as_f64().unwrap_or(0.0));
     }
     let mut sites = Vec::new();
-    for (site, &(bytes, count)) in &workload::parse(&workload::lines(&proc::output(Command::new(&env.workload).args(&a))?))?.truth {
+    for (site, &(bytes, count)) in
+        &workload::parse(&workload::lines(&proc::output(Command::new(&env.workload).args(&a))?))?.truth
+    {
         let size = bytes as f64 / count as f64;
         let p = 1.0 - (-size / period).exp();
         let relative_sd = (count as f64 * size * size * (1.0 - p) / p).sqrt() / bytes as f64;

@@ -119,7 +119,8 @@ fn workspace_root() -> PathBuf {
 
 fn parse_options() -> Result<Options> {
     let root = workspace_root();
-    let mut options = Options { quick: false, out: root.join("target/bench"), leaktrace: root.join("target/release/leaktrace") };
+    let mut options =
+        Options { quick: false, out: root.join("target/bench"), leaktrace: root.join("target/release/leaktrace") };
     let mut argv = std::env::args().skip(1);
     while let Some(arg) = argv.next() {
         match arg.as_str() {
@@ -130,7 +131,9 @@ fn parse_options() -> Result<Options> {
                 println!("usage: leaktrace-bench [--quick] [--out DIR] [--leaktrace PATH]");
                 std::process::exit(0);
             }
-            other => bail!("unknown argument {other:?} (usage: leaktrace-bench [--quick] [--out DIR] [--leaktrace PATH])"),
+            other => {
+                bail!("unknown argument {other:?} (usage: leaktrace-bench [--quick] [--out DIR] [--leaktrace PATH])")
+            }
         }
     }
     Ok(options)
@@ -219,9 +222,13 @@ fn machine(plan: &Plan) -> Result<Value> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")?.split(':').nth(1)).unwrap_or("").trim();
     let cpus = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
-    let hypervisor = cpuinfo.lines().find(|l| l.starts_with("flags")).is_some_and(|l| l.split_whitespace().any(|f| f == "hypervisor"));
+    let hypervisor = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .is_some_and(|l| l.split_whitespace().any(|f| f == "hypervisor"));
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_kb: u64 = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:")?.split_whitespace().next()?.parse().ok()).unwrap_or(0);
+    let mem_kb: u64 =
+        meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:")?.split_whitespace().next()?.parse().ok()).unwrap_or(0);
     Ok(json!({
         "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim(),
         "cpu_model": model,
@@ -299,7 +306,8 @@ fn oneshot(env: &Env, plan: &Plan) -> Result<Value> {
     let mut samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut checks: BTreeMap<&str, LeakCheck> = BTreeMap::new();
     let mut alloc_calls_per_op = 0.0;
-    let merge = |checks: &mut BTreeMap<&str, LeakCheck>, key: &'static str, check: LeakCheck| match checks.get_mut(key) {
+    let merge = |checks: &mut BTreeMap<&str, LeakCheck>, key: &'static str, check: LeakCheck| match checks.get_mut(key)
+    {
         Some(c) => c.merge(check),
         None => {
             checks.insert(key, check);
@@ -362,7 +370,8 @@ fn oneshot(env: &Env, plan: &Plan) -> Result<Value> {
 }
 
 /// What memleak's leak report is, beside the truth.
-const MEMLEAK_LEAK_NOTE: &str = "memleak reports bytes and allocations per stack, so per-site figures are compared like the others'. \
+const MEMLEAK_LEAK_NOTE: &str =
+    "memleak reports bytes and allocations per stack, so per-site figures are compared like the others'. \
 It also probes mmap and munmap: glibc serves leak_large's 200 KiB malloc with mmap, so memleak records the mapping, \
 its page-rounded length (208896 B), with a stack taken inside libc (sysmalloc_mmap), where the frame-pointer walk ends \
 (libc keeps no frame pointers) before reaching leak_large; malloc's own return then finds its size already consumed.";
@@ -446,10 +455,15 @@ fn scale(env: &Env, plan: &Plan) -> Result<Value> {
     let mut points = Vec::new();
     for &outstanding in &plan.scale_points {
         let a = args(&["oneshot", &plan.scale_ops.to_string(), &outstanding.to_string()]);
-        let (mut base, mut traced, mut rss, mut maps, mut cpu) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut base, mut traced, mut rss, mut maps, mut cpu) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut check = LeakCheck { exact: true, mismatches: Vec::new() };
         for rep in 0..plan.scale_reps {
-            step(&format!("scale: {outstanding} outstanding allocations, repetition {} of {}", rep + 1, plan.scale_reps));
+            step(&format!(
+                "scale: {outstanding} outstanding allocations, repetition {} of {}",
+                rep + 1,
+                plan.scale_reps
+            ));
             base.push(tools::untraced(env, &a)?.ns_per_op());
             let run = tools::leaktrace_attached(env, &a)?;
             traced.push(run.out.ns_per_op());
@@ -542,7 +556,12 @@ const REAL_PROGRAM_KEYS: [&str; 5] = ["untraced", "leaktrace", "valgrind", "heap
 /// Each run's standard output must hold what jq printed untraced.
 fn real_program(env: &Env, plan: &Plan) -> Result<Value> {
     let input = real::generate_input(&env.scratch.join("jq-input.json"), plan.real_input_bytes)?;
-    step(&format!("real program: generated {} ({} bytes, {} records)", input.path.display(), input.bytes, input.records));
+    step(&format!(
+        "real program: generated {} ({} bytes, {} records)",
+        input.path.display(),
+        input.bytes,
+        input.records
+    ));
     let mut samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut output_ok: BTreeMap<&str, bool> = REAL_PROGRAM_KEYS.iter().map(|k| (*k, true)).collect();
     let mut alloc_calls = None;
@@ -614,7 +633,9 @@ fn where_the_time_goes(env: &Env, plan: &Plan) -> Result<Value> {
 
     // Floor, attached to the waiting workload; then with the return program walking the
     // user stack and nothing else.
-    for (key, return_program) in [("floor", names::PROG_FLOOR_RETURN), ("floor_user_stack", names::PROG_FLOOR_STACK_RETURN)] {
+    for (key, return_program) in
+        [("floor", names::PROG_FLOOR_RETURN), ("floor_user_stack", names::PROG_FLOOR_STACK_RETURN)]
+    {
         let mut w = proc::Waiting::spawn(Command::new(&env.workload).args(&wait_args), Duration::from_secs(30))?;
         let allocator = leaktrace::process::find_allocator(w.pid, None, "")?;
         let floor = tools::floor_user_with(&allocator, w.pid, return_program)?;
@@ -631,12 +652,16 @@ fn where_the_time_goes(env: &Env, plan: &Plan) -> Result<Value> {
     }
 
     // leaktrace -p, with each unwinder: the return program's time shows what unwinding costs.
-    for (key, unwind, sample) in
-        [("leaktrace", "auto", "0"), ("leaktrace_fp", "fp", "0"), ("leaktrace_dwarf", "dwarf", "0"), ("leaktrace_sampled", "auto", "512K")]
-    {
+    for (key, unwind, sample) in [
+        ("leaktrace", "auto", "0"),
+        ("leaktrace_fp", "fp", "0"),
+        ("leaktrace_dwarf", "dwarf", "0"),
+        ("leaktrace_sampled", "auto", "512K"),
+    ] {
         let mut w = proc::Waiting::spawn(Command::new(&env.workload).args(&wait_args), Duration::from_secs(30))?;
         let json_path = env.scratch.join("leaktrace-stats.json");
-        let mut options: Vec<String> = vec!["--unwind".into(), unwind.into(), "--json".into(), json_path.display().to_string()];
+        let mut options: Vec<String> =
+            vec!["--unwind".into(), unwind.into(), "--json".into(), json_path.display().to_string()];
         if sample != "0" {
             options.extend(["--sample-bytes".into(), sample.into()]);
         }
@@ -808,7 +833,9 @@ fn markdown(r: &Value) -> String {
         fmt(&o["alloc_calls_per_op"]),
         fmt(&o["repetitions"])
     );
-    s.push_str("| tool | ns/op | slowdown | added ns/op | added vs floor | leak sites exact |\n|---|---|---|---|---|---|\n");
+    s.push_str(
+        "| tool | ns/op | slowdown | added ns/op | added vs floor | leak sites exact |\n|---|---|---|---|---|---|\n",
+    );
     for key in oneshot_keys() {
         let t = &o["tools"][key];
         let _ = writeln!(
@@ -829,7 +856,9 @@ fn markdown(r: &Value) -> String {
         fmt(&fs["repetitions"]),
         fmt(&fs["untraced_ns_per_op"])
     );
-    s.push_str("| site | kernel | leaktrace's site | hits/op | added ns/op | ns per hit |\n|---|---|---|---|---|---|\n");
+    s.push_str(
+        "| site | kernel | leaktrace's site | hits/op | added ns/op | ns per hit |\n|---|---|---|---|---|---|\n",
+    );
     for site in fs["sites"].as_array().into_iter().flatten() {
         let _ = writeln!(
             s,
@@ -880,7 +909,9 @@ fn markdown(r: &Value) -> String {
         fmt(&mr["window_s"]),
         fmt(&mr["repetitions"])
     );
-    s.push_str("| tool | target CPU % | added CPU % | tracer process CPU % | achieved allocs/s |\n|---|---|---|---|---|\n");
+    s.push_str(
+        "| tool | target CPU % | added CPU % | tracer process CPU % | achieved allocs/s |\n|---|---|---|---|---|\n",
+    );
     for tool in Tool::ALL {
         let t = &mr["tools"][tool.key()];
         let _ = writeln!(
@@ -894,9 +925,17 @@ fn markdown(r: &Value) -> String {
         );
     }
     if let Some(note) = o["tools"]["memleak"]["leaks"]["note"].as_str() {
-        let mismatches: Vec<&str> =
-            o["tools"]["memleak"]["leaks"]["mismatches"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-        let _ = writeln!(s, "\nmemleak's leak sites: {} {note}", if mismatches.is_empty() { "all exact.".to_string() } else { format!("{}.", mismatches.join("; ")) });
+        let mismatches: Vec<&str> = o["tools"]["memleak"]["leaks"]["mismatches"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let _ = writeln!(
+            s,
+            "\nmemleak's leak sites: {} {note}",
+            if mismatches.is_empty() { "all exact.".to_string() } else { format!("{}.", mismatches.join("; ")) }
+        );
     }
     let _ = writeln!(
         s,

@@ -180,8 +180,10 @@ impl TracerProcess {
             self.signal(signal);
             let resend = Instant::now() + Duration::from_secs(5);
             while Instant::now() < resend {
-                // SAFETY: waitid with WNOWAIT only looks; the child is reaped by wait below.
+                // SAFETY: siginfo_t is plain data, for which all-zero bytes are a valid value.
                 let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+                // SAFETY: waitid writes one siginfo_t into `info`; with WNOWAIT it only looks,
+                // and the child is reaped by `wait` below.
                 let ret = unsafe {
                     libc::waitid(libc::P_PID, self.child.id(), &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT)
                 };
@@ -278,9 +280,8 @@ pub fn bpf_fds(pid: u32) -> (Vec<u32>, u64) {
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return (progs, map_bytes) };
     for entry in dir.flatten() {
         let Ok(info) = std::fs::read_to_string(entry.path()) else { continue };
-        let field = |name: &str| {
-            info.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse::<u64>().ok())
-        };
+        let field =
+            |name: &str| info.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse::<u64>().ok());
         if let Some(id) = field("prog_id") {
             if !progs.contains(&(id as u32)) {
                 progs.push(id as u32);

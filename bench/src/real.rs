@@ -82,7 +82,13 @@ pub fn generate_input(path: &Path, target_bytes: u64) -> Result<Input> {
             n.next() as u32
         );
         for i in 0..n.below(5) {
-            let _ = write!(text, "{}{{\"t\":{},\"v\":{}}}", if i > 0 { "," } else { "" }, 1_600_000_000 + n.below(1_000_000), n.below(1000));
+            let _ = write!(
+                text,
+                "{}{{\"t\":{},\"v\":{}}}",
+                if i > 0 { "," } else { "" },
+                1_600_000_000 + n.below(1_000_000),
+                n.below(1000)
+            );
         }
         text.push_str("]}");
         records += 1;
@@ -141,8 +147,12 @@ pub fn heaptrack(env: &Env, input: &Input) -> Result<(Run, PathBuf)> {
 
 /// Allocation calls heaptrack recorded ("calls to allocation functions: N" of heaptrack_print).
 pub fn heaptrack_alloc_calls(data: &Path) -> Option<u64> {
-    let summary = proc::output(Command::new("heaptrack_print").arg("-f").arg(data).args(["-p", "0", "-a", "0", "-T", "0"])).ok()?;
-    summary.lines().find_map(|l| l.strip_prefix("calls to allocation functions: ")?.split_whitespace().next()?.parse().ok())
+    let summary =
+        proc::output(Command::new("heaptrack_print").arg("-f").arg(data).args(["-p", "0", "-a", "0", "-T", "0"]))
+            .ok()?;
+    summary
+        .lines()
+        .find_map(|l| l.strip_prefix("calls to allocation functions: ")?.split_whitespace().next()?.parse().ok())
 }
 
 /// bcc's memleak on jq. memleak's own `-c` runs the command before it compiles its eBPF

@@ -139,7 +139,13 @@ mod tests {
 
     #[test]
     fn deltas_by_name() {
-        let p = |id, name: &str, cnt, time| ProgramStats { id, name: name.into(), run_time_ns: time, run_cnt: cnt, recursion_misses: 0 };
+        let p = |id, name: &str, cnt, time| ProgramStats {
+            id,
+            name: name.into(),
+            run_time_ns: time,
+            run_cnt: cnt,
+            recursion_misses: 0,
+        };
         let before: BTreeMap<u32, ProgramStats> = [(1, p(1, "a", 10, 1000))].into();
         let after: BTreeMap<u32, ProgramStats> = [(1, p(1, "a", 30, 3000)), (2, p(2, "b", 0, 0))].into();
         let d = delta(&before, &after, 10);

@@ -69,7 +69,11 @@ pub fn floor_user(allocator: &leaktrace::allocator::AllocatorObject, pid: u32) -
 }
 
 /// [`floor_user`] with another return program (floor_stack_return: only the stack walk).
-pub fn floor_user_with(allocator: &leaktrace::allocator::AllocatorObject, pid: u32, return_program: &str) -> Result<Tracer> {
+pub fn floor_user_with(
+    allocator: &leaktrace::allocator::AllocatorObject,
+    pid: u32,
+    return_program: &str,
+) -> Result<Tracer> {
     let mut tracer = Tracer::load_floor()?;
     for f in &allocator.functions {
         tracer.attach_uprobe(names::PROG_FLOOR_ENTER, &f.symbol, &allocator.path, f.probe_offset(), pid)?;
@@ -490,7 +494,9 @@ pub fn steady(env: &Env, tool: Tool, rate: u64, warmup: Duration, window: Durati
     let started = w.go()?;
     std::thread::sleep(warmup);
     let tracer_pid = match tool {
-        Tool::Leaktrace | Tool::LeaktraceSampled | Tool::Bpftrace | Tool::Memleak => tracer.as_ref().map(|t| t.child.id()),
+        Tool::Leaktrace | Tool::LeaktraceSampled | Tool::Bpftrace | Tool::Memleak => {
+            tracer.as_ref().map(|t| t.child.id())
+        }
         Tool::Heaptrack => proc::pids_named("heaptrack_inter").first().copied(),
         _ => None,
     };
@@ -546,7 +552,8 @@ pub struct ReportTime {
 pub fn report_time(env: &Env, sites: usize, stack_storage: Option<u32>) -> Result<ReportTime> {
     let json = env.scratch("leaktrace-stacks.json");
     let _ = std::fs::remove_file(&json);
-    let mut w = Waiting::spawn(&mut env.workload_command(&args(&["--wait", "stacks", &sites.to_string()])), READY_TIMEOUT)?;
+    let mut w =
+        Waiting::spawn(&mut env.workload_command(&args(&["--wait", "stacks", &sites.to_string()])), READY_TIMEOUT)?;
     let mut extra = vec!["-o".into(), "0".into(), "--json".into(), json.display().to_string(), "3600".into()];
     if let Some(storage) = stack_storage {
         extra.extend(["--stack-storage-size".to_string(), storage.to_string()]);

@@ -51,10 +51,7 @@ pub fn build(root: &Path, out_dir: &Path, stack_sites: usize) -> Result<PathBuf>
         std::fs::write(&stacks_c, &source)?;
         eprintln!("bench: compiling {} generated stack functions", stack_sites);
         proc::output(
-            Command::new("cc")
-                .args(["-O0", "-g", "-fno-omit-frame-pointer", "-c", "-o"])
-                .arg(&stacks_o)
-                .arg(&stacks_c),
+            Command::new("cc").args(["-O0", "-g", "-fno-omit-frame-pointer", "-c", "-o"]).arg(&stacks_o).arg(&stacks_c),
         )?;
     }
     let program = out_dir.join("workload");
@@ -166,7 +163,8 @@ impl LeakCheck {
 /// A site's totals in a leaktrace JSON report: stacks whose frames name `site` (or, for a
 /// trailing `_`, a function starting with it).
 pub fn leaktrace_totals(report: &serde_json::Value, site: &str) -> (u64, u64) {
-    let matches = |name: &str| if let Some(prefix) = site.strip_suffix('_') { name.starts_with(prefix) } else { name == site };
+    let matches =
+        |name: &str| if let Some(prefix) = site.strip_suffix('_') { name.starts_with(prefix) } else { name == site };
     report["stacks"]
         .as_array()
         .map(|stacks| {
@@ -239,9 +237,9 @@ pub fn memleak_totals(report: &[String]) -> BTreeMap<String, (u64, u64)> {
     let mut stacks: Vec<(u64, u64, Vec<String>)> = Vec::new();
     for line in report {
         let line = line.trim();
-        let header = line
-            .split_once(" bytes in ")
-            .and_then(|(bytes, rest)| Some((bytes.parse().ok()?, rest.strip_suffix(" allocations from stack")?.parse().ok()?)));
+        let header = line.split_once(" bytes in ").and_then(|(bytes, rest)| {
+            Some((bytes.parse().ok()?, rest.strip_suffix(" allocations from stack")?.parse().ok()?))
+        });
         if let Some((bytes, count)) = header {
             stacks.push((bytes, count, Vec::new()));
         } else if let Some((_, _, frames)) = stacks.last_mut() {
@@ -313,7 +311,8 @@ pub fn valgrind_totals(xml: &str) -> BTreeMap<String, (u64, u64)> {
         }
         let bytes: u64 = tag(record, "leakedbytes").and_then(|b| b.parse().ok()).unwrap_or(0);
         let blocks: u64 = tag(record, "leakedblocks").and_then(|b| b.parse().ok()).unwrap_or(0);
-        let names: Vec<String> = record.split("<fn>").skip(1).filter_map(|f| f.split("</fn>").next()).map(str::to_string).collect();
+        let names: Vec<String> =
+            record.split("<fn>").skip(1).filter_map(|f| f.split("</fn>").next()).map(str::to_string).collect();
         add_to_each_function(&mut totals, names, bytes, blocks);
     }
     totals

@@ -32,7 +32,11 @@ pub fn require_root() {
 fn nix_geteuid() -> u32 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:").map(|r| r.split_whitespace().nth(1).unwrap_or("1").parse().unwrap_or(1))))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Uid:").map(|r| r.split_whitespace().nth(1).unwrap_or("1").parse().unwrap_or(1))
+            })
+        })
         .unwrap_or(1)
 }
 
@@ -56,7 +60,11 @@ pub fn build_fixture(source: &str, variant: &str, flags: &[&str]) -> PathBuf {
 pub fn leaky() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        build_fixture("leaky.c", "leaky", &["-O1", "-g", "-fno-omit-frame-pointer", "-fno-optimize-sibling-calls", "-pthread"])
+        build_fixture(
+            "leaky.c",
+            "leaky",
+            &["-O1", "-g", "-fno-omit-frame-pointer", "-fno-optimize-sibling-calls", "-pthread"],
+        )
     })
 }
 
@@ -168,8 +176,7 @@ pub fn spawn_waiting(
     command: &mut Command,
 ) -> (std::process::Child, std::io::Lines<std::io::BufReader<std::process::ChildStdout>>) {
     use std::io::BufRead as _;
-    let mut child =
-        command.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child = command.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
     assert!(first.starts_with("ready "), "{first}");
@@ -232,7 +239,8 @@ pub fn frame_function(line: &str) -> &str {
     &line[..end]
 }
 
-const GROUP_DETAILS: [&str; 5] = ["trend: ", "caches: ", "allocated by: ", "per run: ", "user stack of the allocating task:"];
+const GROUP_DETAILS: [&str; 5] =
+    ["trend: ", "caches: ", "allocated by: ", "per run: ", "user stack of the allocating task:"];
 
 /// Parses the groups of the first report in `text` (from its `Top N … with outstanding
 /// allocations:` line to its `Outstanding:` line).
@@ -272,7 +280,10 @@ pub fn parse_text_groups(text: &str) -> Vec<TextGroup> {
             }
             // "100 bytes in 1 allocations from stack (oldest 5 ms)", "~…" when sampled.
             let f: Vec<&str> = rest.split_whitespace().collect();
-            assert!(f.len() >= 6 && f[1] == "bytes" && f[2] == "in" && f[4] == "allocations" && f[5] == "from", "not a group header: {line}");
+            assert!(
+                f.len() >= 6 && f[1] == "bytes" && f[2] == "in" && f[4] == "allocations" && f[5] == "from",
+                "not a group header: {line}"
+            );
             groups.push(TextGroup {
                 bytes: f[0].parse().unwrap_or_else(|_| panic!("bytes in {line}")),
                 count: f[3].parse().unwrap_or_else(|_| panic!("count in {line}")),
@@ -287,10 +298,7 @@ pub fn parse_text_groups(text: &str) -> Vec<TextGroup> {
 
 /// Sum of bytes and counts of the text groups whose frames name `function`.
 pub fn text_totals_for(groups: &[TextGroup], function: &str) -> (u64, u64) {
-    groups
-        .iter()
-        .filter(|g| g.functions().contains(&function))
-        .fold((0, 0), |(b, c), g| (b + g.bytes, c + g.count))
+    groups.iter().filter(|g| g.functions().contains(&function)).fold((0, 0), |(b, c), g| (b + g.bytes, c + g.count))
 }
 
 /// The final report's text: what follows its `Final report:` line.

@@ -51,8 +51,12 @@ fn command_not_found() {
 #[test]
 fn executable_whose_dynamic_linker_is_missing() {
     require_root();
-    let fixture = build_fixture("short_lived.c", "short-lived-bad-interp", &["-O1", "-Wl,--dynamic-linker=/no/such/ld.so"]);
-    assert_one_line_error(&run_leaktrace(&["--", fixture.to_str().unwrap()]), "dynamic linker /no/such/ld.so does not exist");
+    let fixture =
+        build_fixture("short_lived.c", "short-lived-bad-interp", &["-O1", "-Wl,--dynamic-linker=/no/such/ld.so"]);
+    assert_one_line_error(
+        &run_leaktrace(&["--", fixture.to_str().unwrap()]),
+        "dynamic linker /no/such/ld.so does not exist",
+    );
 }
 
 #[test]

@@ -62,7 +62,11 @@ fn quick_bench_produces_every_figure() {
     }
     // The workload's truth: leaktrace must have found every site exactly, in every mode.
     for variant in ["leaktrace", "leaktrace_fp", "leaktrace_dwarf"] {
-        assert_eq!(r["oneshot"]["tools"][variant]["leaks"]["leaks_exact"], true, "{variant}: {:#}", r["oneshot"]["tools"][variant]);
+        assert_eq!(
+            r["oneshot"]["tools"][variant]["leaks"]["leaks_exact"], true,
+            "{variant}: {:#}",
+            r["oneshot"]["tools"][variant]
+        );
     }
     assert_eq!(r["footprint"]["leaks"]["leaks_exact"], true);
     // One row per probe site of the functions the workload calls; free's moved probe is emulated.
@@ -103,7 +107,14 @@ fn quick_bench_produces_every_figure() {
         number(&r, &format!("/footprint/{figure}"));
     }
     let point = &r["scale"]["outstanding"][0];
-    for figure in ["outstanding", "untraced_ns_per_op", "leaktrace_ns_per_op", "added_ns_per_op", "leaktrace_peak_rss_mib", "bpf_maps_mib"] {
+    for figure in [
+        "outstanding",
+        "untraced_ns_per_op",
+        "leaktrace_ns_per_op",
+        "added_ns_per_op",
+        "leaktrace_peak_rss_mib",
+        "bpf_maps_mib",
+    ] {
         number(point, &format!("/{figure}"));
     }
     let report = &r["scale"]["report"][0];
@@ -126,7 +137,16 @@ fn quick_bench_produces_every_figure() {
     for figure in ["probe_hits_per_op", "floor_added_ns_per_probe_hit", "leaktrace_added_ns_per_probe_hit"] {
         number(&r, &format!("/oneshot/{figure}"));
     }
-    for run in ["floor", "leaktrace", "leaktrace_fp", "leaktrace_dwarf", "leaktrace_sampled", "bpftrace", "kernel_floor", "kernel_leaktrace"] {
+    for run in [
+        "floor",
+        "leaktrace",
+        "leaktrace_fp",
+        "leaktrace_dwarf",
+        "leaktrace_sampled",
+        "bpftrace",
+        "kernel_floor",
+        "kernel_leaktrace",
+    ] {
         number(&r, &format!("/bpf_stats/{run}/total_per_op_ns"));
         let programs = r["bpf_stats"][run]["programs"].as_array().unwrap_or_else(|| panic!("{run}: no programs"));
         assert!(!programs.is_empty(), "{run}: no program ran while bpf_stats were on");

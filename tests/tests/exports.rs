@@ -39,7 +39,8 @@ fn folded_svg_and_pprof_agree_with_the_json_report() {
     let traced = trace_with_exports(&[]);
     let truth = parse_truth(&traced.stdout);
     assert_matches_truth(&traced.report, &truth, leaky());
-    let stacks_bytes: u64 = traced.report["stacks"].as_array().unwrap().iter().map(|s| s["bytes"].as_u64().unwrap()).sum();
+    let stacks_bytes: u64 =
+        traced.report["stacks"].as_array().unwrap().iter().map(|s| s["bytes"].as_u64().unwrap()).sum();
 
     // Folded: totals equal the JSON, and per site the truth.
     let folded = std::fs::read_to_string(traced.path("r.folded")).unwrap();
@@ -176,7 +177,8 @@ fn diff_shows_exactly_the_added_leaks_and_fails_above_a_threshold() {
     let after = trace_with_exports(&["--rounds", "3"]);
     let (b, a) = (before.path("r.json"), after.path("r.json"));
     let diff_json = after.path("diff.json");
-    let output = run_leaktrace(&["diff", b.to_str().unwrap(), a.to_str().unwrap(), "--json", diff_json.to_str().unwrap()]);
+    let output =
+        run_leaktrace(&["diff", b.to_str().unwrap(), a.to_str().unwrap(), "--json", diff_json.to_str().unwrap()]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let diff = read_report(&diff_json);
     let truth_before = parse_truth(&before.stdout);
@@ -203,8 +205,15 @@ fn diff_shows_exactly_the_added_leaks_and_fails_above_a_threshold() {
     assert_eq!(largest, 2 * 2 * 256 * 1024);
     assert!(stack_symbols(&diff["stacks"][0]).contains(&largest_site), "{:#}", diff["stacks"][0]);
     assert_eq!(diff["stacks"][0]["bytes_delta"], largest);
-    let over = run_leaktrace(&["diff", b.to_str().unwrap(), a.to_str().unwrap(), "--fail-if-growth", &(largest - 1).to_string()]);
+    let over = run_leaktrace(&[
+        "diff",
+        b.to_str().unwrap(),
+        a.to_str().unwrap(),
+        "--fail-if-growth",
+        &(largest - 1).to_string(),
+    ]);
     assert_eq!(over.status.code(), Some(3), "{}", String::from_utf8_lossy(&over.stderr));
-    let under = run_leaktrace(&["diff", b.to_str().unwrap(), a.to_str().unwrap(), "--fail-if-growth", &largest.to_string()]);
+    let under =
+        run_leaktrace(&["diff", b.to_str().unwrap(), a.to_str().unwrap(), "--fail-if-growth", &largest.to_string()]);
     assert_eq!(under.status.code(), Some(0), "{}", String::from_utf8_lossy(&under.stderr));
 }

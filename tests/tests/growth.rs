@@ -15,7 +15,8 @@ fn stack_with<'a>(report: &'a Value, function: &str) -> &'a Value {
 #[test]
 fn leak_cache_and_churn_are_told_apart() {
     require_root();
-    let fixture = build_fixture("growth.c", "growth", &["-O1", "-g", "-fno-omit-frame-pointer", "-fno-optimize-sibling-calls"]);
+    let fixture =
+        build_fixture("growth.c", "growth", &["-O1", "-g", "-fno-omit-frame-pointer", "-fno-optimize-sibling-calls"]);
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("growth.json");
     // 8 s of the fixture, sampled every 0.5 s: 16 intervals.
@@ -48,14 +49,25 @@ fn leak_cache_and_churn_are_told_apart() {
     assert_eq!(churn["trend"]["class"], "churn", "{}", churn["trend"]);
 
     // Once the target has exited, everything it still holds is reported, exactly.
-    assert_eq!((leak["bytes"].as_f64().unwrap(), leak["count"].as_f64().unwrap()), (leaked[0], leaked[1]), "leak_steadily");
-    assert_eq!((cache["bytes"].as_f64().unwrap(), cache["count"].as_f64().unwrap()), (cached[0], cached[1]), "cache_insert");
+    assert_eq!(
+        (leak["bytes"].as_f64().unwrap(), leak["count"].as_f64().unwrap()),
+        (leaked[0], leaked[1]),
+        "leak_steadily"
+    );
+    assert_eq!(
+        (cache["bytes"].as_f64().unwrap(), cache["count"].as_f64().unwrap()),
+        (cached[0], cached[1]),
+        "cache_insert"
+    );
     assert_eq!(cached, [300.0 * 4096.0, 300.0], "the cache ends full: 300 entries of 4096 bytes");
     // The leak ranks first although the cache holds more bytes.
     assert!(stack_symbols(&report["stacks"][0]).contains(&"leak_steadily"));
     assert!(cache["bytes"].as_u64().unwrap() > leak["bytes"].as_u64().unwrap());
     let measured = leak["trend"]["bytes_per_min"].as_f64().unwrap();
-    assert!((measured - rate).abs() <= 0.10 * rate, "leak rate {measured} B/min, truth {rate} B/min over the second half");
+    assert!(
+        (measured - rate).abs() <= 0.10 * rate,
+        "leak rate {measured} B/min, truth {rate} B/min over the second half"
+    );
     assert!(leak["trend"]["intervals"].as_u64().unwrap() >= 12);
     assert!(leak["trend"]["series"].as_array().unwrap().len() >= 12);
     // Churn allocated far more than the other two hold.

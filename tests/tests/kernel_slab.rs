@@ -252,11 +252,16 @@ fn eventfds_held_by_a_process_are_attributed_exactly() {
 
     // The text report says the same: parse the group of the files.
     let groups = parse_text_groups(final_text(&text));
-    let file_groups: Vec<&TextGroup> = groups.iter().filter(|g| g.functions().get(1) == Some(&"alloc_empty_file")).collect();
+    let file_groups: Vec<&TextGroup> =
+        groups.iter().filter(|g| g.functions().get(1) == Some(&"alloc_empty_file")).collect();
     let in_text = file_groups.iter().fold((0, 0), |(b, c), g| (b + g.bytes, c + g.count));
     assert_eq!(in_text, (HELD * filp.slab, HELD), "{text}");
     for g in &file_groups {
-        assert_eq!(g.detail("caches: "), Some(format!("filp ({} objects, {} bytes)", g.count, g.bytes).as_str()), "{g:?}");
+        assert_eq!(
+            g.detail("caches: "),
+            Some(format!("filp ({} objects, {} bytes)", g.count, g.bytes).as_str()),
+            "{g:?}"
+        );
         let by = format!("kernel_objects[{pid}] ({} objects, {} bytes)", g.count, g.bytes);
         assert_eq!(g.detail("allocated by: "), Some(by.as_str()), "{g:?}");
     }
@@ -277,7 +282,8 @@ fn grouping_by_cache_with_a_cache_filter_keeps_exactly_that_cache() {
     assert_eq!(group["kernel"]["requested_bytes"], HELD * filp.object);
     assert!(group["frames"].as_array().unwrap().is_empty(), "a cache group has no single stack");
     assert_eq!(share(group, "comms", &format!("kernel_objects[{pid}]")), (HELD * filp.slab, HELD));
-    let caches: Vec<&str> = report["kernel"]["caches"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let caches: Vec<&str> =
+        report["kernel"]["caches"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(caches, ["filp"]);
     assert!(text.contains(&format!("\t{} bytes in {HELD} allocations from filp (oldest", HELD * filp.slab)), "{text}");
     assert!(text.contains("Top 1 caches with outstanding allocations"), "{text}");
@@ -305,7 +311,8 @@ fn comm_filter_and_grouping_by_comm_see_only_the_named_tasks() {
     assert_eq!(keys, ["kernel_objects"], "only the named tasks");
     let group = &stacks[0];
     assert_eq!(share(group, "caches", "filp"), (HELD * filp.slab, HELD), "{group:#}");
-    let comms: Vec<&str> = group["kernel"]["comms"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let comms: Vec<&str> =
+        group["kernel"]["comms"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(comms, [format!("kernel_objects[{pid}]")]);
     assert!(text.contains("Top 1 commands with outstanding allocations"), "{text}");
     assert!(!text.contains("other_objects"), "{text}");
@@ -408,7 +415,11 @@ fn slab_accounting_matches_what_the_kernel_reports() {
         for (i, f) in ["slab", "reclaimable", "unreclaimable"].into_iter().enumerate() {
             let (low, high) = (before[i].min(after[i]), before[i].max(after[i]));
             // Other tasks allocate meanwhile: within 10 % of the values read around the trace.
-            assert!(field(f) >= low - low / 10 && field(f) <= high + high / 10, "{name}.{f} = {} outside {low}..{high}", field(f));
+            assert!(
+                field(f) >= low - low / 10 && field(f) <= high + high / 10,
+                "{name}.{f} = {} outside {low}..{high}",
+                field(f)
+            );
             assert_eq!(field(f) % 1024, 0, "meminfo counts kB");
         }
     }
@@ -423,7 +434,11 @@ fn slab_accounting_matches_what_the_kernel_reports() {
             unreclaimable += cache["traced"]["bytes"].as_u64().unwrap();
         }
         let objects = cache["slabinfo_objects_delta"].as_i64().expect("slabinfo is readable as root");
-        assert_eq!(cache["slabinfo_bytes_delta"].as_i64().unwrap(), objects * slabinfo_object_size(name).unwrap() as i64, "{name}");
+        assert_eq!(
+            cache["slabinfo_bytes_delta"].as_i64().unwrap(),
+            objects * slabinfo_object_size(name).unwrap() as i64,
+            "{name}"
+        );
     }
     assert_eq!(kernel["traced_unreclaimable_bytes"], unreclaimable);
     let file_cache = caches.iter().find(|c| c["name"] == "filp").expect("filp traced");
@@ -439,7 +454,11 @@ fn slab_accounting_matches_what_the_kernel_reports() {
         .unwrap_or_else(|| panic!("no filp row in {text}"));
     let cells: Vec<&str> = row.split_whitespace().collect();
     let delta = file_cache["slabinfo_objects_delta"].as_i64().unwrap();
-    assert_eq!(cells, ["filp", &(HELD * filp.slab).to_string(), &HELD.to_string(), &format!("{delta:+}"), "no"], "{row}");
+    assert_eq!(
+        cells,
+        ["filp", &(HELD * filp.slab).to_string(), &HELD.to_string(), &format!("{delta:+}"), "no"],
+        "{row}"
+    );
     let start = kernel["meminfo_start"]["unreclaimable"].as_i64().unwrap();
     let now = kernel["meminfo_now"]["unreclaimable"].as_i64().unwrap();
     assert!(text.contains(&format!("SUnreclaim {:+} kB", (now - start) / 1024)), "{text}");
@@ -449,7 +468,15 @@ fn slab_accounting_matches_what_the_kernel_reports() {
 fn meminfo_slab() -> [u64; 3] {
     let text = std::fs::read_to_string("/proc/meminfo").unwrap();
     let kb = |key: &str| -> u64 {
-        text.lines().find_map(|l| l.strip_prefix(key)).unwrap().trim().trim_end_matches("kB").trim().parse::<u64>().unwrap() * 1024
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap()
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+            * 1024
     };
     [kb("Slab:"), kb("SReclaimable:"), kb("SUnreclaim:")]
 }
@@ -472,7 +499,16 @@ fn hidden_kernel_addresses_are_reported_as_addresses() {
     let mut tracer = Command::new("setpriv")
         .args(without_syslog)
         .arg(leaktrace_bin())
-        .args(["--kernel-slab", "--older", "0", "-p", &fixture.pid().to_string(), "--json", json.to_str().unwrap(), "3600"])
+        .args([
+            "--kernel-slab",
+            "--older",
+            "0",
+            "-p",
+            &fixture.pid().to_string(),
+            "--json",
+            json.to_str().unwrap(),
+            "3600",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -495,13 +531,20 @@ fn hidden_kernel_addresses_are_reported_as_addresses() {
     assert!(output.status.success(), "{text}");
     let warnings = rest.join().unwrap();
     assert!(warnings.contains("leaktrace: kernel addresses are hidden"), "{warnings}");
-    assert!(text.contains("Kernel addresses are hidden by kernel.kptr_restrict: kernel frames are shown as addresses"), "{text}");
+    assert!(
+        text.contains("Kernel addresses are hidden by kernel.kptr_restrict: kernel frames are shown as addresses"),
+        "{text}"
+    );
     let report = read_report(&json);
     assert_eq!(report["kernel"]["symbols_visible"], false);
     let filp = cache_size("filp");
     // Without names the files are still one stack of their own, of 40 objects.
-    let files: Vec<&Value> =
-        report["stacks"].as_array().unwrap().iter().filter(|s| cache_names(s) == ["filp"] && s["count"] == HELD).collect();
+    let files: Vec<&Value> = report["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| cache_names(s) == ["filp"] && s["count"] == HELD)
+        .collect();
     assert_eq!(files.len(), 1, "{:#}", report["stacks"]);
     assert_eq!(files[0]["bytes"], HELD * filp.slab);
     for stack in report["stacks"].as_array().unwrap() {
@@ -535,7 +578,10 @@ fn a_full_object_map_is_counted_as_lost() {
     assert_eq!(report["incomplete"], true);
     let warning = format!("Lost events: {lost} allocations not tracked (allocation map full, raise --max-allocs)");
     assert!(text.contains(&warning), "{text}");
-    assert!(text.contains("outstanding figures may be inflated (a missed free looks like a leak) or incomplete"), "{text}");
+    assert!(
+        text.contains("outstanding figures may be inflated (a missed free looks like a leak) or incomplete"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -599,6 +645,7 @@ fn tracefs_that_cannot_be_mounted_is_a_clear_error() {
         "mount -t tmpfs -o ro none /sys/kernel && exec {} --kernel-slab --duration 1",
         leaktrace_bin().display()
     );
-    let output = Command::new("unshare").args(["--mount", "--propagation", "private", "sh", "-c", &script]).output().unwrap();
+    let output =
+        Command::new("unshare").args(["--mount", "--propagation", "private", "sh", "-c", &script]).output().unwrap();
     assert_one_line_error(&output, "tracefs");
 }

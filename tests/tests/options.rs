@@ -48,7 +48,11 @@ fn launch(options: &[&str], fixture_args: &[&str]) -> Run {
     args.extend_from_slice(fixture_args);
     let output = run_leaktrace(&args);
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(output.status.success(), "leaktrace {args:?} failed: {}\n{stdout}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "leaktrace {args:?} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let report = read_report(&json);
     Run { _dir: dir, stdout, report }
 }
@@ -91,7 +95,9 @@ fn size_bounds_keep_requests_between_them_inclusive() {
 /// fixture's sites rank small > bound > large by count and the reverse by bytes.
 #[test]
 fn sort_and_top_order_and_limit_the_stacks() {
-    for (sort, expected) in [("count", ["leak_small", "leak_bound", "leak_large"]), ("bytes", ["leak_large", "leak_bound", "leak_small"])] {
+    for (sort, expected) in
+        [("count", ["leak_small", "leak_bound", "leak_large"]), ("bytes", ["leak_large", "leak_bound", "leak_small"])]
+    {
         let run = launch(&["--sort", sort, "-T", "2"], &["sizes"]);
         let truth = run.truth();
         assert_eq!(run.report["filters"]["sort"], sort);
@@ -113,11 +119,18 @@ fn sort_and_top_order_and_limit_the_stacks() {
         let groups = parse_text_groups(text);
         assert_eq!(groups.len(), 2, "{text}");
         for (group, stack) in groups.iter().zip(stacks) {
-            assert_eq!((group.bytes, group.count), (stack["bytes"].as_u64().unwrap(), stack["count"].as_u64().unwrap()));
+            assert_eq!(
+                (group.bytes, group.count),
+                (stack["bytes"].as_u64().unwrap(), stack["count"].as_u64().unwrap())
+            );
         }
         let rest = &stacks[2..];
-        let (bytes, count) = rest.iter().fold((0, 0), |(b, c), s| (b + s["bytes"].as_u64().unwrap(), c + s["count"].as_u64().unwrap()));
-        assert!(text.contains(&format!("\t... {} more stacks hold {bytes} bytes in {count} allocations\n", rest.len())), "{text}");
+        let (bytes, count) =
+            rest.iter().fold((0, 0), |(b, c), s| (b + s["bytes"].as_u64().unwrap(), c + s["count"].as_u64().unwrap()));
+        assert!(
+            text.contains(&format!("\t... {} more stacks hold {bytes} bytes in {count} allocations\n", rest.len())),
+            "{text}"
+        );
         for t in &truth {
             assert_eq!(totals_for(&run.report, &t.site), (t.bytes, t.count), "the JSON keeps every stack");
         }
@@ -144,7 +157,9 @@ fn show_allocs_lists_each_block_the_fixture_kept() {
     for t in &truth {
         let expected: BTreeSet<(u64, u64)> = blocks.iter().filter(|b| b.0 == t.site).map(|b| (b.1, b.2)).collect();
         let mut listed = BTreeSet::new();
-        for stack in run.report["stacks"].as_array().unwrap().iter().filter(|s| stack_symbols(s).contains(&t.site.as_str())) {
+        for stack in
+            run.report["stacks"].as_array().unwrap().iter().filter(|s| stack_symbols(s).contains(&t.site.as_str()))
+        {
             let allocations = stack["allocations"].as_array().unwrap();
             assert_eq!(allocations.len() as u64, stack["count"].as_u64().unwrap());
             let ages: Vec<u64> = allocations.iter().map(|a| a["age_ms"].as_u64().unwrap()).collect();
@@ -152,8 +167,11 @@ fn show_allocs_lists_each_block_the_fixture_kept() {
             listed.extend(allocations.iter().map(|a| (a["address"].as_u64().unwrap(), a["size"].as_u64().unwrap())));
         }
         assert_eq!(listed, expected, "{}: the blocks listed are the blocks kept", t.site);
-        let in_text: BTreeSet<(u64, u64)> =
-            groups.iter().filter(|g| g.functions().contains(&t.site.as_str())).flat_map(|g| g.allocations.iter().copied()).collect();
+        let in_text: BTreeSet<(u64, u64)> = groups
+            .iter()
+            .filter(|g| g.functions().contains(&t.site.as_str()))
+            .flat_map(|g| g.allocations.iter().copied())
+            .collect();
         assert_eq!(in_text, expected, "{}: the text lists the same blocks", t.site);
     }
 }
@@ -220,7 +238,12 @@ impl Phases {
     }
 
     fn figure(&self, key: &str) -> u64 {
-        self.printed.iter().find_map(|l| l.strip_prefix(key)).unwrap_or_else(|| panic!("{key}: {:?}", self.printed)).parse().unwrap()
+        self.printed
+            .iter()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("{key}: {:?}", self.printed))
+            .parse()
+            .unwrap()
     }
 
     /// Asserts the fixture still runs, then lets it exit normally.
@@ -247,7 +270,15 @@ fn frees_of_blocks_from_before_tracing_are_counted_as_unknown() {
     let mut fixture = Phases::start();
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("r.json");
-    let (tracer, _) = start_tracing(&["-p".into(), fixture.pid(), "-o".into(), "0".into(), "--json".into(), json.display().to_string(), "3600".into()]);
+    let (tracer, _) = start_tracing(&[
+        "-p".into(),
+        fixture.pid(),
+        "-o".into(),
+        "0".into(),
+        "--json".into(),
+        json.display().to_string(),
+        "3600".into(),
+    ]);
     fixture.say("free");
     let stdout = interrupt(tracer);
     let (freed, realloced) = (fixture.figure("FREED "), fixture.figure("REALLOCED "));
@@ -273,8 +304,15 @@ fn older_hides_the_young_blocks_of_a_live_target() {
     let mut fixture = Phases::start();
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("r.json");
-    let (tracer, _) =
-        start_tracing(&["-p".into(), fixture.pid(), "-o".into(), "1000".into(), "--json".into(), json.display().to_string(), "3600".into()]);
+    let (tracer, _) = start_tracing(&[
+        "-p".into(),
+        fixture.pid(),
+        "-o".into(),
+        "1000".into(),
+        "--json".into(),
+        json.display().to_string(),
+        "3600".into(),
+    ]);
     fixture.say("one");
     std::thread::sleep(Duration::from_millis(1500));
     fixture.say("two");
@@ -389,7 +427,8 @@ fn json_report_replaces_the_file_atomically() {
     assert_eq!(report["schema_version"], 1);
     use std::os::unix::fs::MetadataExt as _;
     assert_ne!(std::fs::metadata(&json).unwrap().ino(), std::fs::metadata(&old).unwrap().ino());
-    let mut names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     assert_eq!(names, ["old.json", "report.json"], "a temporary file was left behind");
 }
@@ -416,7 +455,8 @@ fn a_full_stack_map_is_counted_as_lost() {
     let run = launch(&["--stack-storage-size", "1"], &["sizes"]);
     let truth = run.truth();
     let report = &run.report;
-    let stacks: Vec<&Value> = report["stacks"].as_array().unwrap().iter().filter(|s| s["count"].as_u64().unwrap() > 0).collect();
+    let stacks: Vec<&Value> =
+        report["stacks"].as_array().unwrap().iter().filter(|s| s["count"].as_u64().unwrap() > 0).collect();
     assert_eq!(stacks.len(), 1, "one stack fits: {stacks:#?}");
     let in_stacks = stacks[0]["count"].as_u64().unwrap();
     let leaked: u64 = truth.iter().map(|t| t.count).sum();
@@ -429,8 +469,16 @@ fn a_full_stack_map_is_counted_as_lost() {
     assert!(lost >= without["count"].as_u64().unwrap(), "{}", report["lost"]);
     assert_eq!(report["incomplete"], true);
     let text = final_text(&run.stdout);
-    assert!(text.contains(&format!("; {} bytes in {} allocations have no stack", without["bytes"], without["count"])), "{text}");
-    assert!(text.contains(&format!("Lost events: {lost} stacks not captured (stack map full or unwalkable, raise --stack-storage-size)")), "{text}");
+    assert!(
+        text.contains(&format!("; {} bytes in {} allocations have no stack", without["bytes"], without["count"])),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "Lost events: {lost} stacks not captured (stack map full or unwalkable, raise --stack-storage-size)"
+        )),
+        "{text}"
+    );
 }
 
 /// `-O LIBRARY --symbols-prefix xx_`: the prefixed allocator in that library is probed, and
@@ -453,7 +501,16 @@ fn a_prefixed_allocator_given_with_obj_is_traced() {
     assert!(status.success(), "building prefixed_main.c");
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("r.json");
-    let output = run_leaktrace(&["-O", library.to_str().unwrap(), "--symbols-prefix", "xx_", "--json", json.to_str().unwrap(), "--", exe.to_str().unwrap()]);
+    let output = run_leaktrace(&[
+        "-O",
+        library.to_str().unwrap(),
+        "--symbols-prefix",
+        "xx_",
+        "--json",
+        json.to_str().unwrap(),
+        "--",
+        exe.to_str().unwrap(),
+    ]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&output.stderr));
     let report = read_report(&json);
@@ -464,7 +521,8 @@ fn a_prefixed_allocator_given_with_obj_is_traced() {
     assert!(truth_of(&truth, "leak_plain").count > 0);
     assert_eq!(totals_for(&report, "leak_plain"), (0, 0), "the C library's malloc is not the traced allocator");
     assert_eq!(totals_for(&report, "churn_prefixed"), (0, 0));
-    let probed: Vec<&str> = report["probes"].as_array().unwrap().iter().map(|p| p["function"].as_str().unwrap()).collect();
+    let probed: Vec<&str> =
+        report["probes"].as_array().unwrap().iter().map(|p| p["function"].as_str().unwrap()).collect();
     for function in ["xx_malloc", "xx_calloc", "xx_realloc", "xx_free"] {
         assert!(probed.contains(&function), "{function} not probed: {probed:?}");
     }
@@ -502,7 +560,9 @@ fn stacks_cut_short_say_why() {
     let run = launch(&["--unwind", "dwarf"], &["ends"]);
     let truth = run.truth();
     let groups = parse_text_groups(final_text(&run.stdout));
-    for (site, reason) in [("leak_deep", "frame limit"), ("leak_from_jit", "unknown mapping"), ("leak_in_handler", "signal frame")] {
+    for (site, reason) in
+        [("leak_deep", "frame limit"), ("leak_from_jit", "unknown mapping"), ("leak_in_handler", "signal frame")]
+    {
         let t = truth_of(&truth, site);
         let stacks: Vec<&Value> =
             run.report["stacks"].as_array().unwrap().iter().filter(|s| stack_symbols(s).contains(&site)).collect();
@@ -512,11 +572,16 @@ fn stacks_cut_short_say_why() {
         let group = groups.iter().find(|g| g.functions().contains(&site)).unwrap();
         assert_eq!(group.cut_short.as_deref(), Some(reason), "{site} in the text");
     }
-    let deep = run.report["stacks"].as_array().unwrap().iter().find(|s| stack_symbols(s).contains(&"leak_deep")).unwrap();
+    let deep =
+        run.report["stacks"].as_array().unwrap().iter().find(|s| stack_symbols(s).contains(&"leak_deep")).unwrap();
     assert_eq!(deep["frames"].as_array().unwrap().len(), 64, "the frame limit");
     let by_end = &run.report["unwind"]["stacks_by_end"];
     for reason in ["frame limit", "unknown mapping", "signal frame"] {
         assert_eq!(by_end[reason], 1, "{by_end}");
     }
-    assert!(run.stdout.contains("Stacks cut short: 1 frame limit, 1 signal frame, 1 unknown mapping\n"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("Stacks cut short: 1 frame limit, 1 signal frame, 1 unknown mapping\n"),
+        "{}",
+        run.stdout
+    );
 }

@@ -32,7 +32,8 @@ fn sampled_estimates_cover_the_fixtures_truth() {
     let fixture = leaky();
     // 2 KiB: the fixture's 128 B–5 KiB blocks are sampled with probability 6 %–91 %, its
     // 256 KiB blocks always; 30 rounds give each site tens of samples.
-    let args = ["--sample-bytes", "2K", "--json", json.to_str().unwrap(), "--", fixture.to_str().unwrap(), "--rounds", "30"];
+    let args =
+        ["--sample-bytes", "2K", "--json", json.to_str().unwrap(), "--", fixture.to_str().unwrap(), "--rounds", "30"];
     let output = run_leaktrace(&args);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "leaktrace failed: {}\n{stdout}", String::from_utf8_lossy(&output.stderr));
@@ -43,7 +44,10 @@ fn sampled_estimates_cover_the_fixtures_truth() {
     assert!(report["sampling"]["unsampled_calls"].as_u64().unwrap() > 100_000);
     assert_eq!(report["lost"]["return_without_entry"], 0);
     assert_eq!(report["incomplete"], false, "{:#}", report["lost"]);
-    assert!(stdout.contains("~") && stdout.contains("95 % interval"), "the text says the figures are estimates:\n{stdout}");
+    assert!(
+        stdout.contains("~") && stdout.contains("95 % interval"),
+        "the text says the figures are estimates:\n{stdout}"
+    );
 
     let truth = parse_truth(&stdout);
     assert_eq!(truth.len(), 10);

@@ -25,7 +25,14 @@ fn assert_text(rendered: &str, expected: &str) {
     assert_eq!(rendered, expected, "{rendered}");
 }
 
-fn frame(address: u64, module: Option<&str>, symbol: Option<&str>, offset: Option<u64>, file: Option<&str>, line: Option<u64>) -> Value {
+fn frame(
+    address: u64,
+    module: Option<&str>,
+    symbol: Option<&str>,
+    offset: Option<u64>,
+    file: Option<&str>,
+    line: Option<u64>,
+) -> Value {
     json!({"address": address, "module": module, "symbol": symbol, "offset": offset, "file": file, "line": line, "inlined": false})
 }
 
@@ -149,9 +156,7 @@ Probes: 2 of 3 emulated by the kernel; single-stepped (slower): reallocarray+0
 
 #[test]
 fn kernel_report_text_is_exact() {
-    let kernel_frame = |address: u64, symbol: &str, offset: u64| {
-        json!({"address": address, "module": "kernel", "symbol": symbol, "offset": offset, "file": null, "line": null, "inlined": false, "kernel": true})
-    };
+    let kernel_frame = |address: u64, symbol: &str, offset: u64| json!({"address": address, "module": "kernel", "symbol": symbol, "offset": offset, "file": null, "line": null, "inlined": false, "kernel": true});
     let report = merge(
         common("kernel"),
         json!({

@@ -4,12 +4,7 @@
 //! through the same functions must not add stacks. The fixture's truth is itself checked
 //! against gdb's backtrace.
 
-use std::{
-    io::Write,
-    path::PathBuf,
-    process::Command,
-    sync::OnceLock,
-};
+use std::{io::Write, path::PathBuf, process::Command, sync::OnceLock};
 
 use leaktrace_integration_tests::*;
 use serde_json::Value;
@@ -29,7 +24,11 @@ fn fixture(frame_pointers: bool) -> &'static Fixture {
         (&WITHOUT, "nofp", "-fomit-frame-pointer")
     };
     cell.get_or_init(|| Fixture {
-        library: build_fixture("unwind_lib.c", &format!("libunwind_{variant}.so"), &["-O2", "-g", fp_flag, "-shared", "-fPIC"]),
+        library: build_fixture(
+            "unwind_lib.c",
+            &format!("libunwind_{variant}.so"),
+            &["-O2", "-g", fp_flag, "-shared", "-fPIC"],
+        ),
         exe: build_fixture("unwind_main.c", &format!("unwind_{variant}"), &["-O2", "-g", fp_flag]),
     })
 }
@@ -96,7 +95,11 @@ fn check_paths(report: &Value, truth: &[PathTruth], fx: &Fixture, whole: bool) {
         assert_eq!((stack["bytes"].as_u64().unwrap(), stack["count"].as_u64().unwrap()), (t.bytes, t.count), "{stack}");
         let symbols = stack_symbols(stack);
         // The chain is contiguous from the innermost frame: nothing before or between.
-        assert_eq!(&symbols[..t.chain.len()], t.chain.iter().map(String::as_str).collect::<Vec<_>>().as_slice(), "{stack}");
+        assert_eq!(
+            &symbols[..t.chain.len()],
+            t.chain.iter().map(String::as_str).collect::<Vec<_>>().as_slice(),
+            "{stack}"
+        );
         if whole {
             assert_eq!(symbols.get(t.chain.len()), Some(&"__libc_start_call_main"), "{stack}");
             assert!(stack["cut_short"].is_null(), "{stack}");

@@ -177,7 +177,11 @@ fn duration_ends_the_trace_and_periodic_reports_appear() {
 #[test]
 fn statically_linked_executable_is_traced_through_its_own_allocator() {
     require_root();
-    let fixture = build_fixture("leaky.c", "leaky-static", &["-O1", "-g", "-static", "-fno-omit-frame-pointer", "-fno-optimize-sibling-calls", "-pthread"]);
+    let fixture = build_fixture(
+        "leaky.c",
+        "leaky-static",
+        &["-O1", "-g", "-static", "-fno-omit-frame-pointer", "-fno-optimize-sibling-calls", "-pthread"],
+    );
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
     let output = run_leaktrace(&["--json", json.to_str().unwrap(), "--", fixture.to_str().unwrap()]);
@@ -199,7 +203,8 @@ fn a_command_that_exits_at_once_still_gets_named_frames() {
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         let report = read_report(&json);
         assert_eq!(totals_for(&report, "leak_and_leave"), (77, 1), "{:#}", report["stacks"]);
-        let stack = report["stacks"].as_array().unwrap().iter().find(|s| stack_symbols(s).contains(&"leak_and_leave")).unwrap();
+        let stack =
+            report["stacks"].as_array().unwrap().iter().find(|s| stack_symbols(s).contains(&"leak_and_leave")).unwrap();
         assert_eq!(stack_symbols(stack)[..2], ["leak_and_leave", "main"]);
     }
 }
