@@ -24,6 +24,7 @@ Examples:
   sudo leaktrace -p 1234 --unwind fp     frame pointers only: cheaper, for programs built with them
   sudo leaktrace -p 1234 -O /usr/lib/libjemalloc.so.2 --symbols-prefix je_
   sudo leaktrace -p 1234 --duration 60 --svg leaks.svg --pprof leaks.pb.gz
+  sudo leaktrace -p 1234 2 --duration 60 --plot growth.svg  outstanding bytes of the top stacks over time
   sudo leaktrace --kernel-slab 10                  kernel objects outstanding, by kernel stack
   sudo leaktrace --kernel-slab --by cache --user-stacks --run 'service --status-all' --repeat 20
   leaktrace report leaks.json --format svg -o leaks.svg
@@ -146,6 +147,11 @@ struct TraceArgs {
     /// Write a gzipped pprof profile (inuse_space, inuse_objects).
     #[arg(long, value_name = "FILE")]
     pub pprof: Option<PathBuf>,
+
+    /// Write an SVG plot of outstanding bytes over time for the top stacks (needs at least
+    /// one report interval).
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
 
     /// Library or executable that holds the allocator (default: the target's libc, or the
     /// executable itself when it is statically linked).
@@ -363,10 +369,16 @@ impl TraceArgs {
     /// The files the final report goes to.
     fn exports(&self) -> Vec<Export> {
         let folded = if self.folded_count { Format::FoldedCount } else { Format::Folded };
-        [(&self.json, Format::Json), (&self.folded, folded), (&self.svg, Format::Svg), (&self.pprof, Format::Pprof)]
-            .into_iter()
-            .filter_map(|(path, format)| path.clone().map(|path| Export { format, path }))
-            .collect()
+        [
+            (&self.json, Format::Json),
+            (&self.folded, folded),
+            (&self.svg, Format::Svg),
+            (&self.pprof, Format::Pprof),
+            (&self.plot, Format::Plot),
+        ]
+        .into_iter()
+        .filter_map(|(path, format)| path.clone().map(|path| Export { format, path }))
+        .collect()
     }
 }
 

@@ -139,6 +139,8 @@ pub enum Format {
     Pprof,
     /// The JSON report itself.
     Json,
+    /// SVG plot of outstanding bytes over time for the top stacks.
+    Plot,
 }
 
 /// What one invocation of leaktrace does.
