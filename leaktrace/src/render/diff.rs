@@ -148,13 +148,12 @@ pub fn render_svg(before: &Report, after: &Report) -> Result<Vec<u8>> {
     let mut options = Options::default();
     options.count_name = "bytes".to_string();
     options.title = format!(
-        "Outstanding memory from {} to {}: {} in {} that changed",
-        before.generated_at,
-        after.generated_at,
+        "Change in outstanding memory: {} in {}",
         human_bytes((stacks_bytes(after) as f64) - stacks_bytes(before) as f64),
         counted(diff.stacks.len() as u64, "stack")
     );
-    options.subtitle = Some(change_summary(&diff));
+    let when = format!("{} → {}", stamp(&before.generated_at), stamp(&after.generated_at));
+    options.subtitle = Some(format!("{when}; {}", change_summary(&diff)));
     flamegraph::draw(options, &lines, "drawing the differential flame graph")
 }
 
@@ -164,18 +163,27 @@ fn stacks_bytes(report: &Report) -> u64 {
     report.stacks.iter().map(|s| s.bytes).sum()
 }
 
+/// `2026-11-22 05:05:41` of an RFC 3339 stamp: the title line has room for two of them.
+fn stamp(rfc3339: &str) -> String {
+    rfc3339.get(..19).unwrap_or(rfc3339).replacen('T', " ", 1)
+}
+
 /// What the colours stand for, with the figures behind them.
 fn change_summary(diff: &Diff) -> String {
-    let grew: Vec<&StackDelta> = diff.stacks.iter().filter(|d| d.bytes_delta > 0).collect();
-    let shrank: Vec<&StackDelta> = diff.stacks.iter().filter(|d| d.bytes_delta < 0).collect();
-    let sum = |deltas: &[&StackDelta]| human_bytes(deltas.iter().map(|d| d.bytes_delta as f64).sum());
-    let gone = shrank.iter().filter(|d| d.after.bytes == 0).count();
+    let part = |deltas: Vec<&StackDelta>| {
+        let bytes = human_bytes(deltas.iter().map(|d| d.bytes_delta as f64).sum());
+        if deltas.is_empty() {
+            "none".to_string()
+        } else {
+            format!("{bytes} in {}", counted(deltas.len() as u64, "stack"))
+        }
+    };
+    let gone = diff.stacks.iter().filter(|d| d.after.bytes == 0 && d.before.bytes > 0).count();
     format!(
-        "width: bytes outstanding after; red: grew ({} in {}), blue: shrank ({} in {}, {gone} of them gone and not drawn)",
-        sum(&grew),
-        counted(grew.len() as u64, "stack"),
-        sum(&shrank),
-        counted(shrank.len() as u64, "stack")
+        "red grew ({}), blue shrank ({}); width: bytes after{}",
+        part(diff.stacks.iter().filter(|d| d.bytes_delta > 0).collect()),
+        part(diff.stacks.iter().filter(|d| d.bytes_delta < 0).collect()),
+        if gone > 0 { format!(" ({} gone: not drawn)", counted(gone as u64, "stack")) } else { String::new() }
     )
 }
 
@@ -255,8 +263,10 @@ mod tests {
         assert_eq!(steady_fill, "rgb(250,250,250)");
         // What went away has no width after: the subtitle counts it.
         assert!(frame(&svg, "fixed").is_none());
-        assert!(svg.contains("Outstanding memory from 10:00 to 11:00: +3.1 KiB in 3 stacks that changed"), "{svg}");
-        assert!(svg.contains("red: grew (+3.6 KiB in 2 stacks), blue: shrank (-500 B in 1 stack, 1 of them gone"));
+        assert!(svg.contains("Change in outstanding memory: +3.1 KiB in 3 stacks"), "{svg}");
+        let summary = "10:00 → 11:00; red grew (+3.6 KiB in 2 stacks), blue shrank (-500 B in 1 stack); width: bytes \
+                       after (1 stack gone: not drawn)";
+        assert!(svg.contains(summary), "{svg}");
     }
 
     #[test]

@@ -129,10 +129,9 @@ fn select(report: &Report) -> Plot<'_> {
     let groups = groups(report);
     let mut notes = Vec::new();
     if top > lines.len() {
-        notes.push(format!(
-            "{} of the top {groups} have no series yet (first seen after the last sample)",
-            top - lines.len()
-        ));
+        let n = top - lines.len();
+        let has = if n == 1 { "has" } else { "have" };
+        notes.push(format!("{n} of the top {groups} {has} no series yet (first seen after the last sample)"));
     }
     if holding.len() > top {
         let bytes: u64 = holding[top..].iter().map(|s| s.bytes).sum();
