@@ -59,14 +59,18 @@ pub fn run(action: Action) -> Result<Verdict> {
             }
             Ok(Verdict::Done)
         }
-        Action::Diff { before, after, json, fail_if_growth, top } => {
-            if let Some(path) = &json {
+        Action::Diff { before, after, json, svg, fail_if_growth, top } => {
+            for path in json.iter().chain(&svg) {
                 render::output::check_writable(path)?;
             }
-            let comparison = diff::compare(&render::json::load(&before)?, &render::json::load(&after)?);
+            let (before, after) = (render::json::load(&before)?, render::json::load(&after)?);
+            let comparison = diff::compare(&before, &after);
             write_stdout(diff::render_text(&comparison, top).as_bytes())?;
             if let Some(path) = &json {
                 render::output::write_atomic(path, diff::to_json(&comparison).as_bytes())?;
+            }
+            if let Some(path) = &svg {
+                render::output::write_atomic(path, &diff::render_svg(&before, &after)?)?;
             }
             let growth = fail_if_growth.and_then(|threshold| diff::growth_above(&comparison, threshold));
             Ok(growth.map_or(Verdict::Done, Verdict::Grown))

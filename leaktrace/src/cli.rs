@@ -24,10 +24,11 @@ Examples:
   sudo leaktrace -p 1234 --unwind fp     frame pointers only: cheaper, for programs built with them
   sudo leaktrace -p 1234 -O /usr/lib/libjemalloc.so.2 --symbols-prefix je_
   sudo leaktrace -p 1234 --duration 60 --svg leaks.svg --pprof leaks.pb.gz
+  sudo leaktrace -p 1234 2 --duration 60 --plot growth.svg  outstanding bytes of the top stacks over time
   sudo leaktrace --kernel-slab 10                  kernel objects outstanding, by kernel stack
   sudo leaktrace --kernel-slab --by cache --user-stacks --run 'service --status-all' --repeat 20
   leaktrace report leaks.json --format svg -o leaks.svg
-  leaktrace diff before.json after.json --fail-if-growth 1048576";
+  leaktrace diff before.json after.json --fail-if-growth 1048576 --svg change.svg";
 
 /// Find memory leaks in a running process with eBPF: outstanding allocations by call stack.
 #[derive(Debug, Parser)]
@@ -67,6 +68,9 @@ enum Command {
         /// Also write the diff as JSON to FILE.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
+        /// Also write a differential flame graph to FILE (width: bytes after; red grew, blue shrank).
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
         /// Exit with status 3 when any stack grew by more than BYTES.
         #[arg(long, value_name = "BYTES")]
         fail_if_growth: Option<u64>,
@@ -146,6 +150,11 @@ struct TraceArgs {
     /// Write a gzipped pprof profile (inuse_space, inuse_objects).
     #[arg(long, value_name = "FILE")]
     pub pprof: Option<PathBuf>,
+
+    /// Write an SVG plot of outstanding bytes over time for the top stacks (needs at least
+    /// one report interval).
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
 
     /// Library or executable that holds the allocator (default: the target's libc, or the
     /// executable itself when it is statically linked).
@@ -243,8 +252,8 @@ impl Cli {
                 let color = output.is_none() && TextOptions::color_for_stdout();
                 Ok(Action::Render { report: file, format, output, text: TextOptions { verbose, show_churn, color } })
             }
-            Some(Command::Diff { before, after, json, fail_if_growth, top }) => {
-                Ok(Action::Diff { before, after, json, fail_if_growth, top: top.max(1) })
+            Some(Command::Diff { before, after, json, svg, fail_if_growth, top }) => {
+                Ok(Action::Diff { before, after, json, svg, fail_if_growth, top: top.max(1) })
             }
             None => self.trace.into_config().map(|c| Action::Trace(Box::new(c))),
         }
@@ -363,10 +372,16 @@ impl TraceArgs {
     /// The files the final report goes to.
     fn exports(&self) -> Vec<Export> {
         let folded = if self.folded_count { Format::FoldedCount } else { Format::Folded };
-        [(&self.json, Format::Json), (&self.folded, folded), (&self.svg, Format::Svg), (&self.pprof, Format::Pprof)]
-            .into_iter()
-            .filter_map(|(path, format)| path.clone().map(|path| Export { format, path }))
-            .collect()
+        [
+            (&self.json, Format::Json),
+            (&self.folded, folded),
+            (&self.svg, Format::Svg),
+            (&self.pprof, Format::Pprof),
+            (&self.plot, Format::Plot),
+        ]
+        .into_iter()
+        .filter_map(|(path, format)| path.clone().map(|path| Export { format, path }))
+        .collect()
     }
 }
 
@@ -388,6 +403,8 @@ fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Config> {
@@ -455,6 +472,20 @@ mod tests {
         let cli = Cli::try_parse_from(["leaktrace", "report", "r.json", "--format", "svg"]).unwrap();
         assert!(matches!(cli.into_action().unwrap(), Action::Render { format: Format::Svg, .. }));
         let cli = Cli::try_parse_from(["leaktrace", "diff", "a.json", "b.json", "--fail-if-growth", "10"]).unwrap();
-        assert!(matches!(cli.into_action().unwrap(), Action::Diff { fail_if_growth: Some(10), .. }));
+        assert!(matches!(cli.into_action().unwrap(), Action::Diff { fail_if_growth: Some(10), svg: None, .. }));
+        let cli = Cli::try_parse_from(["leaktrace", "diff", "a.json", "b.json", "--svg", "d.svg"]).unwrap();
+        assert!(
+            matches!(cli.into_action().unwrap(), Action::Diff { svg: Some(path), .. } if path == Path::new("d.svg"))
+        );
+        let cli = Cli::try_parse_from(["leaktrace", "report", "r.json", "--format", "plot"]).unwrap();
+        assert!(matches!(cli.into_action().unwrap(), Action::Render { format: Format::Plot, .. }));
+    }
+
+    #[test]
+    fn exports_are_listed_with_their_formats() {
+        let config = parse(&["-p", "1", "--plot", "p.svg", "--svg", "f.svg", "--json", "r.json"]).unwrap();
+        let exports: Vec<(Format, &str)> =
+            config.exports.iter().map(|e| (e.format, e.path.to_str().unwrap())).collect();
+        assert_eq!(exports, [(Format::Json, "r.json"), (Format::Svg, "f.svg"), (Format::Plot, "p.svg")]);
     }
 }

@@ -139,6 +139,8 @@ pub enum Format {
     Pprof,
     /// The JSON report itself.
     Json,
+    /// SVG plot of outstanding bytes over time for the top stacks.
+    Plot,
 }
 
 /// What one invocation of leaktrace does.
@@ -165,6 +167,8 @@ pub enum Action {
         after: PathBuf,
         /// Write the diff as JSON here.
         json: Option<PathBuf>,
+        /// Write a differential flame graph here.
+        svg: Option<PathBuf>,
         /// Fail when any stack grew by more bytes than this.
         fail_if_growth: Option<u64>,
         /// Stacks shown in the text.

@@ -29,6 +29,7 @@ fn expected_path(report: &str, format: Format) -> PathBuf {
         Format::FoldedCount => "count.folded",
         Format::Svg => "svg",
         Format::Pprof => "pb.gz",
+        Format::Plot => "plot.svg",
     };
     golden_dir().join(format!("{report}.{extension}"))
 }

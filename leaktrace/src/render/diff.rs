@@ -5,10 +5,19 @@
 
 use std::{collections::HashMap, fmt::Write as _};
 
+use inferno::{differential, flamegraph::Options};
 use serde::{Deserialize, Serialize};
 
-use super::names::folded_path;
-use crate::model::{Frame, Report, Totals};
+use super::{
+    flamegraph,
+    folded::{self, Weight},
+    names::{counted, folded_path},
+    text::human_bytes,
+};
+use crate::{
+    error::{Error, Result},
+    model::{Frame, Report, Totals},
+};
 
 /// Version of the diff JSON layout.
 pub const DIFF_SCHEMA_VERSION: u32 = 1;
@@ -118,6 +127,66 @@ pub fn render_text(diff: &Diff, top: usize) -> String {
     }
     out
 }
+
+/// A differential flame graph (inferno's, after flamegraph.pl's): frames as wide as the
+/// bytes outstanding in `after`, each stack's innermost frame red where it grew and blue where
+/// it shrank, deeper for a larger change. Stacks are matched by their folded names, as in
+/// [`compare`]. A stack gone from `after` has no width to draw, so the subtitle counts it.
+pub fn render_svg(before: &Report, after: &Report) -> Result<Vec<u8>> {
+    let after_folded = folded::render(after, Weight::Bytes);
+    let mut lines = Vec::new();
+    if !after_folded.is_empty() {
+        // Unnormalized: a leak is a change in absolute bytes, not in the shape of the profile.
+        let options = differential::Options { normalize: false, strip_hex: false };
+        let before_folded = folded::render(before, Weight::Bytes);
+        differential::from_readers(options, before_folded.as_bytes(), after_folded.as_bytes(), &mut lines)
+            .map_err(|e| Error::io("comparing the folded stacks", e))?;
+    }
+    let lines =
+        String::from_utf8(lines).map_err(|e| Error::io("comparing the folded stacks", std::io::Error::other(e)))?;
+    let diff = compare(before, after);
+    let mut options = Options::default();
+    options.count_name = "bytes".to_string();
+    options.title = format!(
+        "Change in outstanding memory: {} in {}",
+        human_bytes((stacks_bytes(after) as f64) - stacks_bytes(before) as f64),
+        counted(diff.stacks.len() as u64, "stack")
+    );
+    let when = format!("{} → {}", stamp(&before.generated_at), stamp(&after.generated_at));
+    options.subtitle = Some(format!("{when}; {}", change_summary(&diff)));
+    flamegraph::draw(options, &lines, "drawing the differential flame graph")
+}
+
+/// Outstanding bytes of the stacks (what the graphs draw; the totals also count blocks too
+/// young or without a stack).
+fn stacks_bytes(report: &Report) -> u64 {
+    report.stacks.iter().map(|s| s.bytes).sum()
+}
+
+/// `2026-11-22 05:05:41` of an RFC 3339 stamp: the title line has room for two of them.
+fn stamp(rfc3339: &str) -> String {
+    rfc3339.get(..19).unwrap_or(rfc3339).replacen('T', " ", 1)
+}
+
+/// What the colours stand for, with the figures behind them.
+fn change_summary(diff: &Diff) -> String {
+    let part = |deltas: Vec<&StackDelta>| {
+        let bytes = human_bytes(deltas.iter().map(|d| d.bytes_delta as f64).sum());
+        if deltas.is_empty() {
+            "none".to_string()
+        } else {
+            format!("{bytes} in {}", counted(deltas.len() as u64, "stack"))
+        }
+    };
+    let gone = diff.stacks.iter().filter(|d| d.after.bytes == 0 && d.before.bytes > 0).count();
+    format!(
+        "red grew ({}), blue shrank ({}); width: bytes after{}",
+        part(diff.stacks.iter().filter(|d| d.bytes_delta > 0).collect()),
+        part(diff.stacks.iter().filter(|d| d.bytes_delta < 0).collect()),
+        if gone > 0 { format!(" ({} gone: not drawn)", counted(gone as u64, "stack")) } else { String::new() }
+    )
+}
+
 /// The diff as pretty JSON, newline-terminated.
 pub fn to_json(diff: &Diff) -> String {
     let mut text = serde_json::to_string_pretty(diff).expect("the diff model always serializes");
@@ -147,4 +216,68 @@ impl std::fmt::Display for Growth {
 pub fn growth_above(diff: &Diff, threshold: u64) -> Option<Growth> {
     let grown: Vec<i64> = diff.stacks.iter().map(|d| d.bytes_delta).filter(|&d| d > threshold as i64).collect();
     grown.iter().max().map(|&largest| Growth { threshold, stacks: grown.len(), largest })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::StackReport;
+
+    /// A saved report whose stacks hold `bytes` from `main;…;leaf`, at time `at`.
+    fn report(at: &str, stacks: &[(&str, u64)]) -> Report {
+        let mut report: Report = serde_json::from_str(include_str!("../../tests/golden/user.json")).unwrap();
+        report.generated_at = at.to_string();
+        report.stacks = stacks
+            .iter()
+            .map(|&(leaf, bytes)| {
+                let frames = [leaf, "main"].map(|symbol| Frame { symbol: Some(symbol.into()), ..Frame::default() });
+                StackReport { bytes, count: 1, frames: frames.to_vec(), ..StackReport::default() }
+            })
+            .collect();
+        report
+    }
+
+    /// The frame named `name` in a flame graph: its tooltip and its fill colour.
+    fn frame<'a>(svg: &'a str, name: &str) -> Option<(&'a str, &'a str)> {
+        let start = svg.find(&format!("<title>{name} ("))?;
+        let title = svg[start + 7..].split("</title>").next()?;
+        let fill = svg[start..].split(r#"fill=""#).nth(1)?.split('"').next()?;
+        Some((title, fill))
+    }
+
+    #[test]
+    fn the_differential_flame_graph_is_as_wide_as_after_and_coloured_by_the_change() {
+        let before = report("10:00", &[("leak", 1000), ("fixed", 500), ("steady", 300)]);
+        let after = report("11:00", &[("leak", 4000), ("steady", 300), ("new", 700)]);
+        let svg = String::from_utf8(render_svg(&before, &after).unwrap()).unwrap();
+        // Widths are the second report's bytes; the change is the share of the whole.
+        let (leak, leak_fill) = frame(&svg, "leak").unwrap();
+        assert_eq!(leak, "leak (4,000 bytes, 80.00%; +60.00%)");
+        let (new, new_fill) = frame(&svg, "new").unwrap();
+        assert_eq!(new, "new (700 bytes, 14.00%; +14.00%)");
+        let (steady, steady_fill) = frame(&svg, "steady").unwrap();
+        assert_eq!(steady, "steady (300 bytes, 6.00%; 0.00%)");
+        // Red for growth, the deeper the larger; white for no change.
+        assert_eq!(leak_fill, "rgb(255,100,100)");
+        assert!(new_fill.starts_with("rgb(255,") && new_fill != leak_fill, "{new_fill}");
+        assert_eq!(steady_fill, "rgb(250,250,250)");
+        // What went away has no width after: the subtitle counts it.
+        assert!(frame(&svg, "fixed").is_none());
+        assert!(svg.contains("Change in outstanding memory: +3.1 KiB in 3 stacks"), "{svg}");
+        let summary = "10:00 → 11:00; red grew (+3.6 KiB in 2 stacks), blue shrank (-500 B in 1 stack); width: bytes \
+                       after (1 stack gone: not drawn)";
+        assert!(svg.contains(summary), "{svg}");
+    }
+
+    #[test]
+    fn shrinking_is_blue_and_an_empty_second_report_still_draws() {
+        let before = report("10:00", &[("leak", 4000)]);
+        let after = report("11:00", &[("leak", 1000)]);
+        let svg = String::from_utf8(render_svg(&before, &after).unwrap()).unwrap();
+        let (leak, fill) = frame(&svg, "leak").unwrap();
+        assert_eq!(leak, "leak (1,000 bytes, 100.00%; -300.00%)");
+        assert_eq!(fill, "rgb(100,100,255)");
+        let svg = String::from_utf8(render_svg(&before, &report("11:00", &[])).unwrap()).unwrap();
+        assert!(svg.contains("nothing outstanding"));
+    }
 }

@@ -8,6 +8,7 @@ pub mod folded;
 pub mod json;
 pub mod names;
 pub mod output;
+pub mod plot;
 pub mod pprof;
 pub mod text;
 
@@ -39,6 +40,7 @@ pub const RENDERERS: &[Renderer] = &[
     },
     Renderer { format: Format::Svg, name: "SVG flame graph", render: flamegraph::render_svg },
     Renderer { format: Format::Pprof, name: "pprof", render: |r| Ok(pprof::render(r)) },
+    Renderer { format: Format::Plot, name: "SVG growth plot", render: plot::render_svg },
 ];
 
 /// The renderer of `format`.

@@ -1,7 +1,7 @@
-//! How a frame is named in exports that only carry names (folded stacks, flame graphs,
-//! pprof functions without symbols, diff keys).
+//! How frames are named in exports that only carry names (folded stacks, flame graphs,
+//! pprof functions without symbols, diff keys), and reports and counts in their titles.
 
-use crate::model::{Frame, StackReport};
+use crate::model::{Frame, Report, StackReport, TargetInfo};
 
 /// `symbol`, else `module+0xoffset`, else `[unknown]`; kernel frames end in `_[k]`. Semicolons are replaced because the
 /// folded format uses them as separators (Rust names like `[u8; 4]` contain one).
@@ -40,4 +40,24 @@ pub fn export_frames(stack: &StackReport) -> Vec<Frame> {
 /// The stack as `root;…;leaf` (outermost frame first, as flame graphs draw it).
 pub fn folded_path(stack: &StackReport) -> String {
     export_frames(stack).iter().rev().map(frame_name).collect::<Vec<_>>().join(";")
+}
+
+/// Who a report is about, for titles: `pid 42 (app)`, `command `…`` (kernel mode with
+/// `--run`), `system-wide` (kernel mode without a pid).
+pub fn subject(report: &Report) -> String {
+    let TargetInfo { pid, command, .. } = &report.target;
+    match report.kernel().map(|k| k.runs.as_ref()) {
+        Some(Some(runs)) => format!("command `{}`", runs.command),
+        Some(None) if *pid == 0 => "system-wide".to_string(),
+        _ => format!("pid {pid} ({command})"),
+    }
+}
+
+/// `1 allocation`, `2 allocations`.
+pub fn counted(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
