@@ -15,7 +15,7 @@ use crate::{
     bpf::UnwindEvents,
     config::{Config, Export, TextOptions},
     error::{Error, Result},
-    model::{Report, TargetInfo},
+    model::Report,
     privileges, render,
 };
 
@@ -185,16 +185,6 @@ fn print_stdout(text: &str) {
     let _ = stdout.flush();
 }
 
-/// Who the report is about, for headings: `pid 42 (app)`, `command `…``, `system-wide`.
-fn subject(report: &Report) -> String {
-    let TargetInfo { pid, command, .. } = &report.target;
-    match report.kernel().map(|k| k.runs.as_ref()) {
-        Some(Some(runs)) => format!("command `{}`", runs.command),
-        Some(None) if *pid == 0 => "system-wide".to_string(),
-        _ => format!("pid {pid} ({command})"),
-    }
-}
-
 /// Prints the final report under a heading that says why tracing ended.
 fn print_final(report: &Report, stop: StopReason, exited_wording: &str, text: TextOptions) {
     let why = match stop {
@@ -204,7 +194,7 @@ fn print_final(report: &Report, stop: StopReason, exited_wording: &str, text: Te
         StopReason::Interrupted => "interrupted",
         StopReason::Terminated => "terminated",
     };
-    let heading = format!("\nFinal report: {}, traced {:.1} s, {why}:\n", subject(report), report.duration_s);
+    let heading = format!("\nFinal report: {}, traced {:.1} s, {why}:\n", render::names::subject(report), report.duration_s);
     print_stdout(&(heading + &render::text::render_with(report, text, false)));
 }
 
