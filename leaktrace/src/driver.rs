@@ -194,7 +194,8 @@ fn print_final(report: &Report, stop: StopReason, exited_wording: &str, text: Te
         StopReason::Interrupted => "interrupted",
         StopReason::Terminated => "terminated",
     };
-    let heading = format!("\nFinal report: {}, traced {:.1} s, {why}:\n", render::names::subject(report), report.duration_s);
+    let heading =
+        format!("\nFinal report: {}, traced {:.1} s, {why}:\n", render::names::subject(report), report.duration_s);
     print_stdout(&(heading + &render::text::render_with(report, text, false)));
 }
 
