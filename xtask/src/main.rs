@@ -1,11 +1,12 @@
-//! Project tasks: `cargo xtask setup | demo | test | bench`.
+//! Project tasks: `cargo xtask setup | demo | test | bench | package`.
 //!
-//! `setup` installs what building and testing need on a fresh machine; `demo`, `test` and
-//! `bench` run it first, so each of them is one command on a new machine.
+//! `setup` installs what building and testing need on a fresh machine; `demo`, `test`,
+//! `bench` and `package` run it first, so each of them is one command on a new machine.
 
 mod bench;
 mod deps;
 mod lint;
+mod package;
 mod setup;
 
 use std::{
@@ -50,6 +51,17 @@ enum Task {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Build the Debian package: target/package/leaktrace_<version>_amd64.deb with the binary,
+    /// man pages, shell completions, README and copyright.
+    Package {
+        /// Package the debug build instead of a release build (as `test` does), in
+        /// target/package/debug.
+        #[arg(long)]
+        debug: bool,
+        /// Output directory.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() {
@@ -86,6 +98,11 @@ fn run() -> Result<()> {
                 args.extend(["--out".to_string(), out.display().to_string()]);
             }
             bench::run(&root, &args)
+        }
+        Task::Package { debug, out } => {
+            setup::run(&root)?;
+            let profile = if debug { package::Profile::Debug } else { package::Profile::Release };
+            package::build(&root, profile, &out.unwrap_or_else(|| profile.default_out_dir(&root))).map(drop)
         }
     }
 }
