@@ -30,7 +30,8 @@ enum Task {
     Setup,
     /// Build leaktrace, run the bundled leaking demo under it, print and save the report.
     Demo,
-    /// Run the unit tests and the root integration tests that load real eBPF programs.
+    /// Run the unit tests and the root integration tests that load real eBPF programs and
+    /// install the Debian package (of the debug build).
     Test {
         /// Only run integration tests whose name contains this.
         filter: Option<String>,
@@ -178,14 +179,17 @@ fn test(root: &Path, filter: Option<&str>) -> Result<()> {
         "--exclude",
         "leaktrace-integration-tests",
     ]))?;
-    // The root tests run the real binary; build it first so they test this tree.
+    // The root tests run the real binary; build it first so they test this tree. The package
+    // test checks a package of this same debug build: a release build would add minutes.
     exec(cargo(root).args(["build", "--package", "leaktrace"]))?;
+    let deb = package::build(root, package::Profile::Debug, &package::Profile::Debug.default_out_dir(root))?;
     let mut integration = cargo(root);
     integration
         .args(["test", "--package", "leaktrace-integration-tests", "--"])
         // The kernel is shared state: one test at a time.
         .arg("--test-threads=1")
-        .env("LEAKTRACE_BIN", root.join("target/debug/leaktrace"));
+        .env("LEAKTRACE_BIN", root.join("target/debug/leaktrace"))
+        .env("LEAKTRACE_DEB", deb);
     if let Some(filter) = filter {
         integration.arg(filter);
     }
