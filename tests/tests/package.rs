@@ -20,6 +20,7 @@ const INSTALLED: &[&str] = &[
     "usr/share/zsh/vendor-completions/_leaktrace",
     "usr/share/fish/vendor_completions.d/leaktrace.fish",
     "usr/share/doc/leaktrace/copyright",
+    "usr/share/doc/leaktrace/changelog.gz",
     "usr/share/doc/leaktrace/README.md.gz",
     "usr/share/doc/leaktrace/json-report.md.gz",
     "usr/share/doc/leaktrace/third-party-crates.txt",
@@ -138,6 +139,9 @@ fn dpkg_installs_binary_man_pages_completions_and_docs_and_removes_them() {
         assert!(copyright.contains(needle), "copyright lacks {needle:?}");
     }
     assert!(gunzip(&docs.join("README.md.gz")).starts_with("# leaktrace"));
+    let changelog = gunzip(&docs.join("changelog.gz"));
+    let entry = format!("leaktrace ({}) unstable; urgency=medium", env!("CARGO_PKG_VERSION"));
+    assert!(changelog.starts_with(&entry), "changelog.gz:\n{changelog}");
     let crates = std::fs::read_to_string(docs.join("third-party-crates.txt")).unwrap();
     assert!(crates.contains("\nclap v") && crates.contains("\naya-ebpf v"), "third-party-crates.txt:\n{crates}");
 

@@ -9,8 +9,9 @@
 //! - /usr/bin/leaktrace, stripped (the eBPF programs are data inside it and stay whole);
 //! - /usr/share/man/man1/leaktrace.1.gz and a page per subcommand, and the bash, zsh and fish
 //!   completions, generated from the clap definition by `leaktrace-packaging` (packaging/);
-//! - /usr/share/doc/leaktrace: copyright (packaging/debian/copyright), README.md.gz and
-//!   json-report.md.gz (the schema `--json` refers to).
+//! - /usr/share/doc/leaktrace: copyright (packaging/debian/copyright), changelog.gz,
+//!   README.md.gz, json-report.md.gz (the schema `--json` refers to) and
+//!   third-party-crates.txt.
 //!
 //! Depends is what dpkg-shlibdeps finds the binary linked against (libc6, libgcc-s1): leaktrace
 //! runs no other program but the command it is asked to trace.
@@ -30,6 +31,7 @@ use anyhow::{bail, ensure, Context as _, Result};
 use crate::{cargo, exec, setup};
 
 const PACKAGE: &str = "leaktrace";
+const MAINTAINER: &str = "leaktrace developers <dev@leaktrace.invalid>";
 /// The workspace's version, which leaktrace's too.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// leaktrace runs on x86-64 only (its probe placement decodes x86 instructions).
@@ -100,6 +102,8 @@ pub fn build(root: &Path, profile: Profile, out_dir: &Path) -> Result<PathBuf> {
     }
     let staged = work.join("debian").join(PACKAGE);
     stage_binary(&binaries.join("leaktrace"), &staged)?;
+    // The stripped binary must still run; its version line names the commit for the changelog.
+    let version_line = output(Command::new(staged.join("usr/bin/leaktrace")).arg("--version"))?;
     let generated = work.join("generated");
     exec(Command::new(binaries.join("leaktrace-packaging")).arg(&generated))?;
     stage_man_pages(&generated.join("man"), &staged)?;
@@ -107,6 +111,7 @@ pub fn build(root: &Path, profile: Profile, out_dir: &Path) -> Result<PathBuf> {
         install_file(&generated.join("completions").join(name), &staged.join(destination), 0o644)?;
     }
     stage_docs(root, &staged)?;
+    write_changelog(root, &work, &staged, &version_line)?;
 
     // dpkg-shlibdeps finds the package's root by its DEBIAN directory.
     create_dirs(&staged.join("DEBIAN"))?;
@@ -190,6 +195,25 @@ fn stage_docs(root: &Path, staged: &Path) -> Result<()> {
     install_gzipped(&root.join("docs/json-report.md"), &docs.join("json-report.md.gz"))
 }
 
+/// /usr/share/doc/leaktrace/changelog.gz, which Debian requires of every package: one entry for
+/// this version, naming the build (`leaktrace --version`), dated by the commit it was built from.
+fn write_changelog(root: &Path, work: &Path, staged: &Path, version_line: &str) -> Result<()> {
+    let commit_time = output(Command::new("git").args(["log", "-1", "--format=%ct"]).current_dir(root));
+    // Outside a git checkout, the time of packaging.
+    let date = match commit_time {
+        Ok(seconds) => output(Command::new("date").arg("--rfc-email").arg(format!("--date=@{seconds}")))?,
+        Err(_) => output(Command::new("date").arg("--rfc-email"))?,
+    };
+    let changelog = work.join("changelog");
+    fs::write(
+        &changelog,
+        format!(
+            "{PACKAGE} ({VERSION}) unstable; urgency=medium\n\n  * Packaged {version_line}.\n\n -- {MAINTAINER}  {date}\n"
+        ),
+    )?;
+    install_gzipped(&changelog, &staged.join("usr/share/doc").join(PACKAGE).join("changelog.gz"))
+}
+
 /// The crates compiled into the binary (normal dependencies of leaktrace for this machine, and of
 /// the eBPF programs for the BPF target; not build tools or proc macros), one per line with its
 /// license, for the copyright file to point to.
@@ -246,6 +270,7 @@ fn write_control(root: &Path, staged: &Path, depends: &str) -> Result<()> {
     let control = fs::read_to_string(&template)
         .with_context(|| format!("reading {}", template.display()))?
         .replace("{version}", VERSION)
+        .replace("{maintainer}", MAINTAINER)
         .replace("{architecture}", ARCHITECTURE)
         .replace("{installed_size}", &installed_size.to_string())
         .replace("{depends}", depends);
