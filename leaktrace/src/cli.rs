@@ -32,7 +32,13 @@ Examples:
 
 /// Find memory leaks in a running process with eBPF: outstanding allocations by call stack.
 #[derive(Debug, Parser)]
-#[command(name = "leaktrace", version, after_help = EXAMPLES, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "leaktrace",
+    // The commit (set by build.rs) tells which sources a bug report's binary came from.
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("LEAKTRACE_GIT_COMMIT"), ")"),
+    after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

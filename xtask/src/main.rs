@@ -1,11 +1,12 @@
-//! Project tasks: `cargo xtask setup | demo | test | bench`.
+//! Project tasks: `cargo xtask setup | demo | test | bench | package`.
 //!
-//! `setup` installs what building and testing need on a fresh machine; `demo`, `test` and
-//! `bench` run it first, so each of them is one command on a new machine.
+//! `setup` installs what building and testing need on a fresh machine; `demo`, `test`,
+//! `bench` and `package` run it first, so each of them is one command on a new machine.
 
 mod bench;
 mod deps;
 mod lint;
+mod package;
 mod setup;
 
 use std::{
@@ -29,7 +30,8 @@ enum Task {
     Setup,
     /// Build leaktrace, run the bundled leaking demo under it, print and save the report.
     Demo,
-    /// Run the unit tests and the root integration tests that load real eBPF programs.
+    /// Run the unit tests and the root integration tests that load real eBPF programs and
+    /// install the Debian package (of the debug build).
     Test {
         /// Only run integration tests whose name contains this.
         filter: Option<String>,
@@ -47,6 +49,17 @@ enum Task {
         #[arg(long)]
         quick: bool,
         /// Output directory (default target/bench).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Build the Debian package: target/package/leaktrace_<version>_amd64.deb with the binary,
+    /// man pages, shell completions, README and copyright.
+    Package {
+        /// Package the debug build instead of a release build (as `test` does), in
+        /// target/package/debug.
+        #[arg(long)]
+        debug: bool,
+        /// Output directory.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
@@ -86,6 +99,11 @@ fn run() -> Result<()> {
                 args.extend(["--out".to_string(), out.display().to_string()]);
             }
             bench::run(&root, &args)
+        }
+        Task::Package { debug, out } => {
+            setup::run(&root)?;
+            let profile = if debug { package::Profile::Debug } else { package::Profile::Release };
+            package::build(&root, profile, &out.unwrap_or_else(|| profile.default_out_dir(&root))).map(drop)
         }
     }
 }
@@ -161,14 +179,17 @@ fn test(root: &Path, filter: Option<&str>) -> Result<()> {
         "--exclude",
         "leaktrace-integration-tests",
     ]))?;
-    // The root tests run the real binary; build it first so they test this tree.
+    // The root tests run the real binary; build it first so they test this tree. The package
+    // test checks a package of this same debug build: a release build would add minutes.
     exec(cargo(root).args(["build", "--package", "leaktrace"]))?;
+    let deb = package::build(root, package::Profile::Debug, &package::Profile::Debug.default_out_dir(root))?;
     let mut integration = cargo(root);
     integration
         .args(["test", "--package", "leaktrace-integration-tests", "--"])
         // The kernel is shared state: one test at a time.
         .arg("--test-threads=1")
-        .env("LEAKTRACE_BIN", root.join("target/debug/leaktrace"));
+        .env("LEAKTRACE_BIN", root.join("target/debug/leaktrace"))
+        .env("LEAKTRACE_DEB", deb);
     if let Some(filter) = filter {
         integration.arg(filter);
     }

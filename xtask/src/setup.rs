@@ -227,11 +227,14 @@ pub fn ensure_bcc_kernel_headers() -> Result<()> {
 }
 
 /// What the tests use beside leaktrace: the Go toolchain (they read leaktrace's pprof output
-/// with `go tool pprof`), gdb (its backtraces check the unwinding fixture) and binutils
-/// (objcopy builds the unwind-table tests' objects).
+/// with `go tool pprof`), gdb (its backtraces check the unwinding fixture), binutils (objcopy
+/// builds the unwind-table tests' objects) and man (it finds the packaged man pages by name).
 pub fn ensure_test_tools() -> Result<()> {
     ensure_lint_tools()?;
-    ensure_debian_tools(&[("golang-go", "go"), ("gdb", "gdb"), ("binutils", "objcopy")], "for the tests")
+    ensure_debian_tools(
+        &[("golang-go", "go"), ("gdb", "gdb"), ("binutils", "objcopy"), ("man-db", "man")],
+        "for the tests",
+    )
 }
 
 /// rustfmt and clippy for the toolchain that builds leaktrace: the tests check formatting
