@@ -59,6 +59,23 @@ pub struct KernelAlloc {
     pub cache: [u8; 32],
 }
 
+/// The cache of an object whose address was allocated again while it was still outstanding:
+/// proof that it was freed without a traced free (bulk frees, per-CPU sheaves). Named as the
+/// object is (`cache`, else from size and flags), and counted in `REUSED`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct ReuseKey {
+    /// `KernelAlloc::cache` of the earlier object.
+    pub cache: [u8; 32],
+    /// Its `bytes_alloc`.
+    pub bytes_alloc: u64,
+    /// Its `gfp_flags`.
+    pub gfp_flags: u32,
+    /// Its `space`.
+    pub space: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<ReuseKey>() == 48);
 const _: () = assert!(core::mem::size_of::<KernelKey>() == 16);
 const _: () = assert!(core::mem::size_of::<KernelAlloc>() == 104);
 
@@ -98,3 +115,6 @@ unsafe impl aya::Pod for KernelKey {}
 #[cfg(feature = "user")]
 // SAFETY: as above.
 unsafe impl aya::Pod for KernelAlloc {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for ReuseKey {}

@@ -80,6 +80,8 @@ pub const SESSION_PROGRAMS: [(&str, &str); 9] = [
 pub const KALLOCS: &str = "KALLOCS";
 /// Kernel mode: kernel stacks by the hash of their addresses (preallocated, see the map).
 pub const KSTACKS: &str = "KSTACKS";
+/// Kernel mode: `ReuseKey` → objects whose address was allocated again while outstanding.
+pub const REUSED: &str = "REUSED";
 /// Kernel mode: per-CPU slots where each allocation program captures its kernel stack.
 pub const KERNEL_SCRATCH: &str = "KERNEL_SCRATCH";
 /// Global: 1 to record only allocations made in the context of a traced process.

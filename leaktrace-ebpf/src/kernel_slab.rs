@@ -13,12 +13,14 @@ use aya_ebpf::{
     programs::{tracing::StackIdContext, BtfTracePointContext, TracePointContext},
     EbpfContext, Global,
 };
-use leaktrace_common::{Counter, KernelAlloc, KernelKey, KernelSpace, StackEnd, StackRecord, MAX_STACK_DEPTH};
+use leaktrace_common::{
+    Counter, KernelAlloc, KernelKey, KernelSpace, ReuseKey, StackEnd, StackRecord, MAX_STACK_DEPTH,
+};
 
 use crate::{
     maps::{
-        count, KernelScratch, FILTER_TARGETS, FOLLOW_FORKS, KALLOCS, KERNEL_SCRATCH, KSTACKS, SELF_TGID, STACKS,
-        TARGETS, USER_STACKS,
+        count, KernelScratch, FILTER_TARGETS, FOLLOW_FORKS, KALLOCS, KERNEL_SCRATCH, KSTACKS, REUSED, SELF_TGID,
+        STACKS, TARGETS, USER_STACKS,
     },
     stacks,
 };
@@ -209,8 +211,27 @@ fn record<C: StackIdContext>(ctx: &C, request: Request, cache_name: CacheName) {
         let _ = unsafe { bpf_probe_read_kernel_str_bytes(src, &mut alloc.cache) };
     }
     count(Counter::KernelAllocs);
+    note_reuse(&request.key);
     if KALLOCS.insert(request.key, alloc, 0).is_err() {
         count(Counter::KernelMapFull);
+    }
+}
+
+/// An allocation at an address still outstanding: the earlier object was freed without a
+/// traced free. Counted under the earlier object's cache.
+#[inline(always)]
+fn note_reuse(key: &KernelKey) {
+    // SAFETY: the entry is copied out at once; a concurrent delete of it can at worst give
+    // the fields of an object freed meanwhile, which is then miscounted, never unsafe.
+    let Some(old) = (unsafe { KALLOCS.get(key) }).copied() else { return };
+    let reuse = ReuseKey { cache: old.cache, bytes_alloc: old.bytes_alloc, gfp_flags: old.gfp_flags, space: old.space };
+    match REUSED.get_ptr_mut(&reuse) {
+        // SAFETY: this CPU's value in a per-CPU map, which only programs on this CPU write;
+        // a program nesting here would at worst lose one count.
+        Some(count) => unsafe { *count += 1 },
+        None => {
+            let _ = REUSED.insert(&reuse, 1u64, 0);
+        }
     }
 }
 

@@ -26,8 +26,8 @@ use leaktrace_common::{
     names::{DEFAULT_MAX_ALLOCS, DEFAULT_MAX_KERNEL_ALLOCS, DEFAULT_STACK_STORAGE, MAX_PENDING, MAX_TARGETS},
     sampling::{sample_probability, weighted_bytes, weighted_count, SAMPLE_TABLE_LEN},
     unwind::{UnwindCacheEntry, DEFAULT_UNWIND_ROWS, MAX_UNWIND_MAPPINGS, UNWIND_CACHE_SIZE, UNWIND_SLOTS},
-    AllocInfo, Counter, KernelAlloc, KernelKey, PendingCall, ProcessSlot, StackRecord, StackStats, UnwindMapping,
-    UnwindRow,
+    AllocInfo, Counter, KernelAlloc, KernelKey, PendingCall, ProcessSlot, ReuseKey, StackRecord, StackStats,
+    UnwindMapping, UnwindRow,
 };
 
 /// Outstanding allocations. Not preallocated: a million-entry preallocated hash would pin
@@ -124,6 +124,12 @@ pub static KALLOCS: HashMap<KernelKey, KernelAlloc> = HashMap::with_max_entries(
 /// `stacks`). Preallocated, like `KALLOCS`, so that storing a stack never allocates.
 #[map]
 pub static KSTACKS: HashMap<u64, StackRecord> = HashMap::with_max_entries(DEFAULT_STACK_STORAGE, 0);
+
+/// Kernel mode: per cache, objects whose address was allocated again while still
+/// outstanding (freed without a traced free). Preallocated, like `KALLOCS`; a few hundred
+/// caches exist.
+#[map]
+pub static REUSED: PerCpuHashMap<ReuseKey, u64> = PerCpuHashMap::with_max_entries(1024, 0);
 
 /// Kernel mode: where each allocation program captures its stack, one slot per program
 /// (`KernelScratch`). Raw tracepoint programs are kept from nesting in themselves on a CPU,

@@ -275,7 +275,13 @@ pub fn parse_text_groups(text: &str) -> Vec<TextGroup> {
                 group.frames.push(rest.to_string());
             }
         } else if let Some(rest) = line.strip_prefix('\t') {
-            if rest.starts_with("... ") {
+            // Summaries below the top N: the rest, the churn line, unconfirmed caches.
+            if rest.starts_with("... ") || rest.starts_with("unconfirmed: ") || rest.contains(" churned ") {
+                continue;
+            }
+            if let Some(source) = rest.strip_prefix("nothing outstanding from ") {
+                // A churn stack listed with --show-churn.
+                groups.push(TextGroup { source: source.to_string(), ..TextGroup::default() });
                 continue;
             }
             // "100 bytes in 1 allocations from stack (oldest 5 ms)", "~…" when sampled.

@@ -28,8 +28,8 @@ use aya::{
 use leaktrace_common::{
     names,
     unwind::{MAX_UNWIND_MAPPINGS, UNWIND_SLOTS},
-    AllocInfo, Counter, KernelAlloc, KernelKey, ProcessSlot, StackEnd, StackRecord, StackStats, UnwindMapping,
-    UnwindRow,
+    AllocInfo, Counter, KernelAlloc, KernelKey, ProcessSlot, ReuseKey, StackEnd, StackRecord, StackStats,
+    UnwindMapping, UnwindRow,
 };
 
 use crate::error::{is_permission_denied, Cause, Error, Result};
@@ -171,7 +171,8 @@ impl Tracer {
                     .map_max_entries(names::STACK_STATS, options.stack_storage)
                     .map_max_entries(names::KALLOCS, 1)
                     .map_max_entries(names::KSTACKS, 1)
-                    .map_max_entries(names::KERNEL_SCRATCH, 1);
+                    .map_max_entries(names::KERNEL_SCRATCH, 1)
+                    .map_max_entries(names::REUSED, 1);
             }
             Mode::Kernel { filter_targets, user_stacks, follow_forks, offsets } => {
                 flags = [u8::from(*filter_targets), u8::from(*user_stacks), u8::from(*follow_forks)];
@@ -370,6 +371,15 @@ impl Tracer {
         all.sort_unstable_by_key(|(k, _)| (k.addr, k.space));
         all.dedup_by_key(|(k, _)| (k.addr, k.space));
         Ok(all)
+    }
+
+    /// Kernel mode: per cache of the earlier object, allocations at an address that was still
+    /// outstanding (summed over CPUs).
+    pub fn reused_addresses(&self) -> Result<Vec<(ReuseKey, u64)>> {
+        let map = self.ebpf.map(names::REUSED).ok_or_else(|| missing_map(names::REUSED))?;
+        let reused: PerCpuHashMap<_, ReuseKey, u64> =
+            PerCpuHashMap::try_from(map).map_err(|e| map_error(names::REUSED, e))?;
+        Ok(reused.iter().filter_map(|entry| entry.ok()).map(|(key, per_cpu)| (key, per_cpu.iter().sum())).collect())
     }
 
     /// Kernel stacks with the given keys, innermost first.

@@ -86,6 +86,7 @@ fn loader_maps() -> BTreeSet<&'static str> {
         names::KALLOCS,
         names::KSTACKS,
         names::KERNEL_SCRATCH,
+        names::REUSED,
         names::UNWIND_ROWS,
         names::UNWIND_MAPPINGS,
         names::UNWIND_PROCESSES,

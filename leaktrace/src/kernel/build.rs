@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use leaktrace_common::{Counter, KernelAlloc, KernelKey, KernelSpace};
+use leaktrace_common::{Counter, KernelAlloc, KernelKey, KernelSpace, ReuseKey};
 
 use super::slab::{self, CacheFigures};
 use crate::{
@@ -25,11 +25,17 @@ fn cstr(bytes: &[u8]) -> String {
 
 /// The cache an object is reported in.
 fn cache_name(alloc: &KernelAlloc) -> String {
-    match alloc.space {
-        s if s == KernelSpace::Page as u32 => format!("pages (order {})", alloc.order),
+    object_cache_name(&alloc.cache, alloc.space, alloc.order, alloc.bytes_alloc, alloc.gfp_flags)
+}
+
+/// The cache of an object with these fields: its recorded name, else the kmalloc cache of its
+/// size and flags.
+fn object_cache_name(cache: &[u8; 32], space: u32, order: u32, bytes_alloc: u64, gfp_flags: u32) -> String {
+    match space {
+        s if s == KernelSpace::Page as u32 => format!("pages (order {order})"),
         s if s == KernelSpace::Percpu as u32 => "percpu".to_string(),
-        _ if alloc.cache[0] != 0 => cstr(&alloc.cache),
-        _ => slab::kmalloc_cache_name(alloc.bytes_alloc, alloc.gfp_flags),
+        _ if cache[0] != 0 => cstr(cache),
+        _ => slab::kmalloc_cache_name(bytes_alloc, gfp_flags),
     }
 }
 
@@ -40,6 +46,17 @@ pub struct NameFilters {
     pub comm: Option<String>,
     /// Only objects of this cache.
     pub cache: Option<String>,
+}
+
+/// Per cache name, the allocations that found an object of that cache still outstanding at
+/// their address (see `ReuseKey`): the caches whose frees are missed.
+pub fn silently_freed(reused: &[(ReuseKey, u64)]) -> BTreeMap<String, u64> {
+    let mut by_cache = BTreeMap::new();
+    for (key, count) in reused {
+        let name = object_cache_name(&key.cache, key.space, 0, key.bytes_alloc, key.gfp_flags);
+        *by_cache.entry(name).or_insert(0) += count;
+    }
+    by_cache
 }
 
 /// Names every outstanding object (cache, command) and keeps those the filters let through.
@@ -78,6 +95,8 @@ pub struct Snapshot<'a> {
     pub top: Option<usize>,
     /// With `--run`: runs completed so far.
     pub runs: Option<u32>,
+    /// Caches whose frees are missed, with the evidence (see [`silently_freed`]).
+    pub unconfirmed: &'a BTreeMap<String, u64>,
 }
 
 /// A group's key, its (tgid, user stack id) if it has one, and its report so far.
@@ -129,6 +148,7 @@ fn group_report(g: &KernelGroupAgg, snapshot: &Snapshot<'_>) -> StackReport {
                 bytes: g.totals.bytes as f64 / f64::from(n),
                 count: g.totals.count as f64 / f64::from(n),
             }),
+            unconfirmed: !g.caches.is_empty() && g.caches.keys().all(|c| snapshot.unconfirmed.contains_key(c)),
         }),
         trend: snapshot.series.get(&g.key).map(trend::classify),
         ..StackReport::default()
@@ -141,6 +161,8 @@ pub fn rank(snapshot: &Snapshot<'_>) -> Ranked {
     let mut groups: Vec<RankedGroup> =
         aggregate.groups.iter().map(|g| (g.key.clone(), g.user_stack, group_report(g, snapshot))).collect();
     model::order_by(&mut groups, snapshot.sort, |(_, _, r)| r);
+    // Groups whose objects may all be freed already are not leaks: after every other group.
+    groups.sort_by_key(|(_, _, r)| r.kernel.as_ref().is_some_and(|k| k.unconfirmed));
     if let Some(top) = snapshot.top {
         groups.truncate(top);
     }
@@ -194,6 +216,8 @@ pub struct Context {
     pub slab: SlabFigures,
     /// With `--run`.
     pub runs: Option<Runs>,
+    /// Caches whose frees are missed, with the evidence (see [`silently_freed`]).
+    pub unconfirmed: BTreeMap<String, u64>,
 }
 
 const LOSSES: &CounterFields<Lost> = &[
@@ -211,14 +235,21 @@ const ACTIVITY: &CounterFields<Activity> = &[
 
 /// Per cache: traced outstanding objects beside the cache's /proc/slabinfo change, most
 /// traced bytes first. Pages and percpu chunks are not slab caches.
-fn cache_accounts(by_cache: &BTreeMap<String, Totals>, slab: &SlabFigures) -> Vec<CacheAccount> {
+fn cache_accounts(
+    by_cache: &BTreeMap<String, Totals>,
+    slab: &SlabFigures,
+    unconfirmed: &BTreeMap<String, u64>,
+) -> Vec<CacheAccount> {
     let mut caches: Vec<CacheAccount> = by_cache
         .iter()
         .filter(|(name, _)| !name.starts_with("pages") && name.as_str() != "percpu")
         .map(|(name, &traced)| {
             let (before, after) = (slab.slabinfo_start.get(name), slab.slabinfo_now.get(name));
             let objects = before.zip(after).map(|(b, a)| a.active_objects as i64 - b.active_objects as i64);
+            let silently_freed = unconfirmed.get(name).copied().unwrap_or(0);
             CacheAccount {
+                silently_freed,
+                unconfirmed: silently_freed > 0,
                 reclaimable: slab::is_reclaimable(name),
                 traced,
                 slabinfo_objects_delta: objects,
@@ -251,7 +282,7 @@ pub fn build_report(ranked: Ranked, named: &NamedStacks, context: Context) -> Re
             report
         })
         .collect();
-    let caches = cache_accounts(&aggregate.by_cache, &context.slab);
+    let caches = cache_accounts(&aggregate.by_cache, &context.slab, &context.unconfirmed);
     let traced_unreclaimable_bytes =
         caches.iter().filter(|c| c.reclaimable != Some(true)).map(|c| c.traced.bytes).sum();
     let c = &context.counters;
@@ -320,6 +351,10 @@ mod tests {
     /// Two msg_msg objects and a filp from one stack, a kmalloc-64 from another (named from
     /// its size), and one from a task the `--comm` filter drops.
     fn report(group_by: GroupBy) -> Report {
+        report_with(group_by, BTreeMap::new())
+    }
+
+    fn report_with(group_by: GroupBy, unconfirmed: BTreeMap<String, u64>) -> Report {
         let raw = [
             object(0x1000, (192, 148), 1, "perl", "msg_msg-192"),
             object(0x2000, (192, 148), 1, "perl", "msg_msg-192"),
@@ -338,6 +373,7 @@ mod tests {
             sort: SortBy::Bytes,
             top: None,
             runs: Some(2),
+            unconfirmed: &unconfirmed,
         };
         let ranked = rank(&snapshot);
         let mut named = NamedStacks::default();
@@ -372,6 +408,7 @@ mod tests {
             symbols_visible: true,
             slab,
             runs: None,
+            unconfirmed: unconfirmed.clone(),
         };
         build_report(ranked, &named, context)
     }
@@ -408,5 +445,31 @@ mod tests {
             report.stacks.iter().map(|s| (s.kernel.as_ref().unwrap().key.as_str(), s.bytes)).collect();
         assert_eq!(keys, [("msg_msg-192", 384), ("filp", 256), ("kmalloc-64", 64)]);
         assert!(report.stacks.iter().all(|s| s.frames.is_empty()));
+    }
+
+    #[test]
+    fn a_cache_with_silent_frees_is_unconfirmed_and_ranked_last() {
+        let report = report_with(GroupBy::Cache, [("msg_msg-192".to_string(), 3)].into_iter().collect());
+        let keys: Vec<(&str, bool)> =
+            report.stacks.iter().map(|s| s.kernel.as_ref().map(|k| (k.key.as_str(), k.unconfirmed)).unwrap()).collect();
+        // msg_msg-192 holds the most bytes, but its frees are missed: it goes last.
+        assert_eq!(keys, [("filp", false), ("kmalloc-64", false), ("msg_msg-192", true)]);
+        let section = report.kernel().unwrap();
+        let msg = section.caches.iter().find(|c| c.name == "msg_msg-192").unwrap();
+        assert!(msg.unconfirmed && msg.silently_freed == 3, "{msg:?}");
+        assert!(section.caches.iter().filter(|c| c.name != "msg_msg-192").all(|c| !c.unconfirmed));
+    }
+
+    #[test]
+    fn reused_addresses_are_counted_under_the_earlier_objects_cache() {
+        let key = |cache: &str, bytes_alloc: u64| {
+            let mut name = [0; 32];
+            name[..cache.len()].copy_from_slice(cache.as_bytes());
+            ReuseKey { cache: name, bytes_alloc, gfp_flags: 0xcc0, space: KernelSpace::Slab as u32 }
+        };
+        let reused = [(key("maple_node", 256), 5), (key("maple_node", 256), 2), (key("", 64), 1)];
+        let by_cache = silently_freed(&reused);
+        assert_eq!(by_cache.get("maple_node"), Some(&7));
+        assert_eq!(by_cache.get("kmalloc-64"), Some(&1));
     }
 }

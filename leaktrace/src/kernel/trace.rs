@@ -284,6 +284,7 @@ impl KernelTrace {
                 slabinfo_start: self.slabinfo_start.clone(),
                 slabinfo_now: slab::read_slabinfo(),
             },
+            unconfirmed: BTreeMap::new(),
             runs: self.runner.as_ref().map(|r| Runs {
                 command: r.command.clone(),
                 repeat: r.repeat,
@@ -323,6 +324,7 @@ impl Mode for KernelTrace {
             self.series.record(self.clock.elapsed_s(), points, true);
         }
         let sort = self.config.sort.resolve(self.series.samples());
+        let unconfirmed = build::silently_freed(&self.tracer.reused_addresses()?);
         let snapshot = Snapshot {
             objects: &objects,
             now_ns,
@@ -332,10 +334,11 @@ impl Mode for KernelTrace {
             sort,
             top: (!final_report).then_some(self.config.top),
             runs: self.runner.as_ref().map(|r| r.exit_codes.len() as u32),
+            unconfirmed: &unconfirmed,
         };
         let ranked = build::rank(&snapshot);
         let named = self.name_stacks(&ranked)?;
-        let context = self.context(min_age, sort)?;
+        let context = Context { unconfirmed, ..self.context(min_age, sort)? };
         Ok(build::build_report(ranked, &named, context))
     }
 

@@ -63,6 +63,18 @@ pub struct CacheAccount {
     pub slabinfo_objects_delta: Option<i64>,
     /// The same change in bytes (objects × object size).
     pub slabinfo_bytes_delta: Option<i64>,
+    /// Allocations at an address where an object of this cache was still outstanding: that
+    /// object had been freed without a traced free (bulk frees, per-CPU sheaves).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub silently_freed: u64,
+    /// True when `silently_freed` proves that frees of this cache are missed: its traced
+    /// objects may be freed already, so they are not counted as leaks.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unconfirmed: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// `--run` progress.
@@ -95,6 +107,10 @@ pub struct KernelGroup {
     /// With --run: objects and bytes added per run (outstanding divided by completed runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_run: Option<PerRun>,
+    /// Every object of the group is in an unconfirmed cache (see `CacheAccount::unconfirmed`):
+    /// the group is listed apart from the leaks.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unconfirmed: bool,
 }
 
 /// Part of a group.

@@ -70,8 +70,12 @@ pub fn render_with(report: &Report, options: TextOptions, interval: bool) -> Str
         Some(GroupBy::Comm) => "commands",
         _ => "stacks",
     };
-    let (holding, churning): (Vec<&StackReport>, Vec<&StackReport>) =
-        report.stacks.iter().partition(|s| s.bytes > 0 || s.count > 0);
+    // Groups whose cache's frees are missed are not leaks: they are summed up per cache below.
+    let (holding, churning): (Vec<&StackReport>, Vec<&StackReport>) = report
+        .stacks
+        .iter()
+        .filter(|s| !s.kernel.as_ref().is_some_and(|k| k.unconfirmed))
+        .partition(|s| s.bytes > 0 || s.count > 0);
     let shown = holding.len().min(report.filters.top);
     let _ = writeln!(out, "[{}] Top {shown} {groups} with outstanding allocations:", clock(&report.generated_at));
     let style = Styles::new(options.color);
@@ -85,6 +89,9 @@ pub fn render_with(report: &Report, options: TextOptions, interval: bool) -> Str
         let _ = writeln!(out, "\t... {} more {groups} hold {bytes} bytes in {count} allocations", rest.len());
     }
     render_churn(&mut out, &churning, groups, options.show_churn, style);
+    if let Some(kernel) = report.kernel() {
+        render_unconfirmed(&mut out, kernel);
+    }
     render_totals(&mut out, report);
     render_losses(&mut out, report);
     if let Some(kernel) = report.kernel() {
@@ -226,6 +233,24 @@ fn render_trend(out: &mut String, trend: &Trend, style: Styles) {
         }
         Class::Churn => writeln!(out, "\t\ttrend: churn{allocated}"),
     };
+}
+
+/// One line per cache whose frees are missed, with the evidence; its objects are not in the
+/// top N.
+fn render_unconfirmed(out: &mut String, kernel: &KernelSection) {
+    for cache in kernel.caches.iter().filter(|c| c.unconfirmed) {
+        let _ = writeln!(
+            out,
+            "\tunconfirmed: {} holds {} traced objects ({} bytes), but frees of {} are not traced on this kernel: \
+             {} allocations reused the address of an object still outstanding, slabinfo {}",
+            cache.name,
+            cache.traced.count,
+            cache.traced.bytes,
+            cache.name,
+            cache.silently_freed,
+            cache.slabinfo_objects_delta.map_or("?".to_string(), |d| format!("{d:+}"))
+        );
+    }
 }
 
 /// The `Outstanding:` line.
