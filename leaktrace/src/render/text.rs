@@ -119,10 +119,10 @@ fn render_churn(out: &mut String, churning: &[&StackReport], groups: &str, list:
         return;
     }
     let rate: f64 = churning.iter().filter_map(|s| s.trend.as_ref()?.allocated_per_min).sum();
-    let noun = if churning.len() == 1 { groups.trim_end_matches('s') } else { groups };
+    let (noun, verb) = if churning.len() == 1 { (groups.trim_end_matches('s'), "holds") } else { (groups, "hold") };
     let _ = writeln!(
         out,
-        "\t{} {noun} churned {}/min and hold nothing{}",
+        "\t{} {noun} churned {}/min and {verb} nothing{}",
         churning.len(),
         human_bytes(rate).trim_start_matches('+'),
         if list { ":" } else { " (--show-churn lists them)" }
