@@ -60,7 +60,7 @@ fn store_stack(ctx: &RetProbeContext, tgid: u32) -> u64 {
         record.depth = ((bytes as usize) / 8).min(MAX_STACK_DEPTH) as u32;
         record.end = if UNWIND_TABLES.load() != 0 { StackEnd::NoTable } else { StackEnd::FramePointerWalk } as u32;
     }
-    stacks::store(&USTACKS, record, &stacks::USER)
+    stacks::store(&USTACKS, record, &stacks::USER, tgid)
 }
 
 /// The calling thread's (tgid, tid) if its process is traced.
