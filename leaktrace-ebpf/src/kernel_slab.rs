@@ -225,12 +225,12 @@ fn note_reuse(key: &KernelKey) {
     // the fields of an object freed meanwhile, which is then miscounted, never unsafe.
     let Some(old) = (unsafe { KALLOCS.get(key) }).copied() else { return };
     let reuse = ReuseKey { cache: old.cache, bytes_alloc: old.bytes_alloc, gfp_flags: old.gfp_flags, space: old.space };
-    match REUSED.get_ptr_mut(&reuse) {
+    match REUSED.get_ptr_mut(reuse) {
         // SAFETY: this CPU's value in a per-CPU map, which only programs on this CPU write;
         // a program nesting here would at worst lose one count.
         Some(count) => unsafe { *count += 1 },
         None => {
-            let _ = REUSED.insert(&reuse, 1u64, 0);
+            let _ = REUSED.insert(reuse, 1u64, 0);
         }
     }
 }
