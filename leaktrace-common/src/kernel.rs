@@ -75,7 +75,21 @@ pub struct ReuseKey {
     pub space: u32,
 }
 
+/// A process's parent and name, recorded at fork and exec (`LINEAGE`), so that the chain of
+/// processes behind an allocation can be told after they have exited.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Lineage {
+    /// Process id (tgid) of the process that forked it; 0 when it was not seen forking.
+    pub parent: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+    /// Its command name after its last exec (NUL-padded); the parent's before any.
+    pub comm: [u8; 16],
+}
+
 const _: () = assert!(core::mem::size_of::<ReuseKey>() == 48);
+const _: () = assert!(core::mem::size_of::<Lineage>() == 24);
 const _: () = assert!(core::mem::size_of::<KernelKey>() == 16);
 const _: () = assert!(core::mem::size_of::<KernelAlloc>() == 104);
 
@@ -118,3 +132,6 @@ unsafe impl aya::Pod for KernelAlloc {}
 #[cfg(feature = "user")]
 // SAFETY: as above.
 unsafe impl aya::Pod for ReuseKey {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for Lineage {}

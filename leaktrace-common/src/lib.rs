@@ -56,7 +56,7 @@ pub mod unwind;
 
 pub use alloc::{AllocInfo, PendingCall, PendingKind, StackRecord, StackStats, MAX_STACK_DEPTH};
 pub use counters::Counter;
-pub use kernel::{KernelAlloc, KernelKey, KernelSpace, ReuseKey};
+pub use kernel::{KernelAlloc, KernelKey, KernelSpace, Lineage, ReuseKey};
 pub use unwind::{
     MappingUnwinder, ProcessSlot, RowKind, StackEnd, UnwindEvent, UnwindEventKind, UnwindMapping, UnwindRow,
 };

@@ -82,6 +82,11 @@ pub const KALLOCS: &str = "KALLOCS";
 pub const KSTACKS: &str = "KSTACKS";
 /// Kernel mode: `ReuseKey` → objects whose address was allocated again while outstanding.
 pub const REUSED: &str = "REUSED";
+/// Kernel mode: tgid → `Lineage` (parent and name) of processes seen forking or exec'ing.
+pub const LINEAGE: &str = "LINEAGE";
+/// Capacity of `LINEAGE` (least recently used entries make way). Threads get entries too
+/// (the fork tracepoint cannot tell them apart), hence the margin.
+pub const MAX_LINEAGE: u32 = 1 << 16;
 /// Kernel mode: per-CPU slots where each allocation program captures its kernel stack.
 pub const KERNEL_SCRATCH: &str = "KERNEL_SCRATCH";
 /// Global: 1 to record only allocations made in the context of a traced process.
@@ -119,8 +124,11 @@ pub const PROG_PAGE_FREE_BATCHED: &str = "mm_page_free_batched";
 pub const PROG_PERCPU_ALLOC: &str = "percpu_alloc_percpu";
 /// percpu_free_percpu tracepoint program.
 pub const PROG_PERCPU_FREE: &str = "percpu_free_percpu";
-/// sched_process_fork tracepoint program.
+/// sched_process_fork tracepoint program: records each new process's parent in `LINEAGE`
+/// and, for -p and --run, follows forks of traced processes.
 pub const PROG_FORK: &str = "sched_process_fork";
+/// sched_process_exec tracepoint program: records a process's new name in `LINEAGE`.
+pub const PROG_EXEC_LINEAGE: &str = "lineage_exec";
 
 // The benchmark's floor programs. They are in their own object (`leaktrace-floor`, loaded by
 // `Tracer::load_floor` with leaktrace's `bench` feature), not in the production object.

@@ -14,13 +14,13 @@ use aya_ebpf::{
     EbpfContext, Global,
 };
 use leaktrace_common::{
-    Counter, KernelAlloc, KernelKey, KernelSpace, ReuseKey, StackEnd, StackRecord, MAX_STACK_DEPTH,
+    Counter, KernelAlloc, KernelKey, KernelSpace, Lineage, ReuseKey, StackEnd, StackRecord, MAX_STACK_DEPTH,
 };
 
 use crate::{
     maps::{
-        count, KernelScratch, FILTER_TARGETS, FOLLOW_FORKS, KALLOCS, KERNEL_SCRATCH, KSTACKS, REUSED, SELF_TGID,
-        STACKS, TARGETS, USER_STACKS,
+        count, KernelScratch, FILTER_TARGETS, FOLLOW_FORKS, KALLOCS, KERNEL_SCRATCH, KSTACKS, LINEAGE, REUSED,
+        SELF_TGID, STACKS, TARGETS, USER_STACKS,
     },
     stacks,
 };
@@ -404,18 +404,41 @@ pub fn percpu_free_percpu(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Children forked by a traced process join the traced set, so `--run` covers a shell
-/// script's whole process tree.
+/// Every new process's parent and name go into `LINEAGE` (the chain behind an allocation
+/// outlives the processes in it). With -p and --run, children forked by a traced process
+/// also join the traced set, so `--run` covers a shell script's whole process tree.
 #[tracepoint]
 pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let child: i32 = field(&ctx, &OFF_FORK_CHILD_PID);
+    // The child starts with the parent's name; its exec, if any, renames it.
+    let lineage = Lineage { parent, _pad: 0, comm: bpf_get_current_comm().unwrap_or([0; 16]) };
+    // A thread's entry (the tracepoint fires for threads too) is never looked up by tgid;
+    // the LRU map lets it age out.
+    let _ = LINEAGE.insert(child as u32, lineage, 0);
     if FOLLOW_FORKS.load() == 0 {
         return 0;
     }
-    let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: the reference is dropped unread: only whether the key exists is used.
     if unsafe { TARGETS.get(parent) }.is_some() {
-        let child: i32 = field(&ctx, &OFF_FORK_CHILD_PID);
         let _ = TARGETS.insert(child as u32, 1u8, 0);
+    }
+    0
+}
+
+/// After an exec the process has its new program's name: the one its chain shows.
+#[tracepoint]
+pub fn lineage_exec(_ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    match LINEAGE.get_ptr_mut(tgid) {
+        // SAFETY: a valid pointer to the entry's value; a concurrent writer (another exec of
+        // the same process cannot run at once) could at worst leave a mixed name.
+        Some(entry) => unsafe { (*entry).comm = comm },
+        None => {
+            // Forked before tracing began: its parent is read from /proc.
+            let _ = LINEAGE.insert(tgid, Lineage { parent: 0, _pad: 0, comm }, 0);
+        }
     }
     0
 }

@@ -19,14 +19,16 @@
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
     Global,
 };
 use leaktrace_common::{
-    names::{DEFAULT_MAX_ALLOCS, DEFAULT_MAX_KERNEL_ALLOCS, DEFAULT_STACK_STORAGE, MAX_PENDING, MAX_TARGETS},
+    names::{
+        DEFAULT_MAX_ALLOCS, DEFAULT_MAX_KERNEL_ALLOCS, DEFAULT_STACK_STORAGE, MAX_LINEAGE, MAX_PENDING, MAX_TARGETS,
+    },
     sampling::{sample_probability, weighted_bytes, weighted_count, SAMPLE_TABLE_LEN},
     unwind::{UnwindCacheEntry, DEFAULT_UNWIND_ROWS, MAX_UNWIND_MAPPINGS, UNWIND_CACHE_SIZE, UNWIND_SLOTS},
-    AllocInfo, Counter, KernelAlloc, KernelKey, PendingCall, ProcessSlot, ReuseKey, StackRecord, StackStats,
+    AllocInfo, Counter, KernelAlloc, KernelKey, Lineage, PendingCall, ProcessSlot, ReuseKey, StackRecord, StackStats,
     UnwindMapping, UnwindRow,
 };
 
@@ -130,6 +132,12 @@ pub static KSTACKS: HashMap<u64, StackRecord> = HashMap::with_max_entries(DEFAUL
 /// caches exist.
 #[map]
 pub static REUSED: PerCpuHashMap<ReuseKey, u64> = PerCpuHashMap::with_max_entries(1024, 0);
+
+/// Kernel mode: each process's parent and name as seen at fork and exec, so that the chain
+/// behind an allocation can be told after the processes have exited. An LRU map is
+/// preallocated, like `KALLOCS`; the oldest entries make way for new ones.
+#[map]
+pub static LINEAGE: LruHashMap<u32, Lineage> = LruHashMap::with_max_entries(MAX_LINEAGE, 0);
 
 /// Kernel mode: where each allocation program captures its stack, one slot per program
 /// (`KernelScratch`). Raw tracepoint programs are kept from nesting in themselves on a CPU,

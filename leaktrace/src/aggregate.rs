@@ -187,8 +187,8 @@ pub struct KernelGroupAgg {
     pub oldest_ns: u64,
     /// By cache name.
     pub caches: BTreeMap<String, Totals>,
-    /// By `comm[pid]`.
-    pub comms: BTreeMap<String, Totals>,
+    /// By (comm, tgid).
+    pub comms: BTreeMap<(String, u32), Totals>,
     /// (tgid, user stack id) of the oldest object with a user stack.
     pub user_stack: Option<(u32, u32)>,
 }
@@ -216,6 +216,8 @@ pub struct NamedObject<'a> {
     pub cache: String,
     /// Its allocating task's command name.
     pub comm: String,
+    /// Where its process's chain starts (see `kernel::lineage::origin`).
+    pub origin: String,
 }
 
 /// Groups kernel objects by `by`. Age is measured as in [`by_stack`].
@@ -239,6 +241,7 @@ pub fn kernel_groups(objects: &[NamedObject<'_>], now_ns: u64, min_age_ns: u64, 
             GroupBy::Stack => GroupKey::Stack(alloc.kernel_stack),
             GroupBy::Cache => GroupKey::Name(object.cache.clone()),
             GroupBy::Comm => GroupKey::Name(object.comm.clone()),
+            GroupBy::Origin => GroupKey::Name(object.origin.clone()),
         };
         let group = groups.entry(key.clone()).or_insert_with(|| KernelGroupAgg {
             key,
@@ -258,7 +261,7 @@ pub fn kernel_groups(objects: &[NamedObject<'_>], now_ns: u64, min_age_ns: u64, 
         }
         group.oldest_ns = group.oldest_ns.min(alloc.timestamp_ns);
         group.caches.entry(object.cache.clone()).or_default().add(bytes);
-        group.comms.entry(format!("{}[{}]", object.comm, alloc.tgid)).or_default().add(bytes);
+        group.comms.entry((object.comm.clone(), alloc.tgid)).or_default().add(bytes);
     }
     let mut groups: Vec<KernelGroupAgg> = groups.into_values().collect();
     groups.sort_unstable_by(|a, b| {
@@ -300,6 +303,7 @@ mod kernel_tests {
                 alloc: a,
                 cache: format!("kmalloc-{}", a.bytes_alloc),
                 comm: if a.tgid == 10 { "sh".into() } else { "cat".into() },
+                origin: if a.tgid == 10 { "cron".into() } else { "cat".into() },
             })
             .collect();
         let by_stack = kernel_groups(&named, 100, 0, GroupBy::Stack);
@@ -313,6 +317,9 @@ mod kernel_tests {
         let by_comm = kernel_groups(&named, 100, 0, GroupBy::Comm);
         assert_eq!(by_comm.groups[0].key, GroupKey::Name("sh".into()));
         assert_eq!(by_comm.groups[0].totals, Totals { bytes: 224, count: 3 });
+        let by_origin = kernel_groups(&named, 100, 0, GroupBy::Origin);
+        assert_eq!(by_origin.groups[0].key, GroupKey::Name("cron".into()));
+        assert_eq!(by_origin.groups[0].totals, Totals { bytes: 224, count: 3 });
         let by_cache = kernel_groups(&named, 100, 0, GroupBy::Cache);
         assert_eq!(by_cache.groups.len(), 3);
         assert_eq!(by_cache.outstanding, Totals { bytes: 288, count: 4 });

@@ -239,8 +239,8 @@ pub fn frame_function(line: &str) -> &str {
     &line[..end]
 }
 
-const GROUP_DETAILS: [&str; 5] =
-    ["trend: ", "caches: ", "allocated by: ", "per run: ", "user stack of the allocating task:"];
+const GROUP_DETAILS: [&str; 6] =
+    ["trend: ", "caches: ", "allocated by: ", "chain: ", "per run: ", "user stack of the allocating task:"];
 
 /// Parses the groups of the first report in `text` (from its `Top N … with outstanding
 /// allocations:` line to its `Outstanding:` line).

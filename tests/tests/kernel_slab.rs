@@ -584,6 +584,20 @@ fn a_full_object_map_is_counted_as_lost() {
     );
 }
 
+/// `--kernel-slab --run COMMAND --repeat RUNS` with `extra` arguments, for a command that
+/// leaves messages in the System V queue `key` (removed afterwards): the JSON report and the
+/// text.
+fn run_sending(command: &str, runs: u64, key: u32, extra: &[&str], json: &Path) -> (Value, String) {
+    let repeat = runs.to_string();
+    let mut args = vec!["--kernel-slab", "--run", command, "--repeat", &repeat, "--top", "100"];
+    args.extend_from_slice(extra);
+    args.extend(["--json", json.to_str().unwrap()]);
+    let output = run_leaktrace(&args);
+    let _ = Command::new("ipcrm").args(["-Q", &key.to_string()]).status();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    (read_report(json), String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 #[test]
 fn run_reports_the_growth_each_run_leaves_behind() {
     require_root();
@@ -599,22 +613,8 @@ fn run_reports_the_growth_each_run_leaves_behind() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("run.json");
     let command = format!("{} msgsnd {key} {MESSAGE}", kernel_objects().display());
-    let output = run_leaktrace(&[
-        "--kernel-slab",
-        "--run",
-        &command,
-        "--repeat",
-        &RUNS.to_string(),
-        "--top",
-        "100",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    let _ = Command::new("ipcrm").args(["-Q", &key.to_string()]).status();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let (report, stdout) = run_sending(&command, RUNS, key, &[], &json);
     assert!(stdout.contains("runs completed"), "{stdout}");
-    let report = read_report(&json);
     assert_eq!(report["kernel"]["runs"]["completed"], RUNS);
     assert_eq!(report["kernel"]["runs"]["exit_codes"], serde_json::json!([0, 0, 0, 0]));
     let messages = direct_from(&report, "load_msg");
@@ -623,7 +623,7 @@ fn run_reports_the_growth_each_run_leaves_behind() {
     assert_eq!(sum(&messages, "bytes"), RUNS * bucket_size, "allocated from {bucket}");
     assert_eq!(messages.len(), 1, "one call path");
     // The cache's name is not checked: the kmalloc event does not say which bucket set served
-    // the object, and leaktrace names msg_msg-192 objects kmalloc-192 (issue 12).
+    // the object, and leaktrace names msg_msg-192 objects kmalloc-192 (see the README).
     assert_eq!(messages[0]["kernel"]["per_run"]["count"], 1.0);
     assert_eq!(messages[0]["kernel"]["per_run"]["bytes"], bucket_size as f64);
     for comm in messages[0]["kernel"]["comms"].as_array().unwrap() {
@@ -634,6 +634,48 @@ fn run_reports_the_growth_each_run_leaves_behind() {
     let group = groups.iter().find(|g| g.functions().get(1) == Some(&"load_msg")).unwrap_or_else(|| panic!("{stdout}"));
     assert_eq!((group.bytes, group.count), (RUNS * bucket_size, RUNS), "{group:?}");
     assert_eq!(group.detail("per run: "), Some(format!("1.00 objects, {bucket_size}.0 bytes").as_str()), "{group:?}");
+}
+
+/// A status script that starts a child which leaves kernel objects behind: the child is
+/// gone by the report, and so is the script, but each group names the chain that led to the
+/// allocation (child ← script ← the shell of `--run`), in JSON and text, and `--by origin`
+/// files the objects under the script, the top-most process that is not a shell.
+#[test]
+fn the_chain_behind_an_allocation_is_named_after_it_exited() {
+    require_root();
+    const RUNS: u64 = 2;
+    let key = 0x4c55_0000 + std::process::id() % 0xffff;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("fake-status.sh");
+    // The fixture runs as a child (not exec'd) of the script, which runs on after it.
+    std::fs::write(&script, format!("#!/bin/sh\n{} msgsnd {key} 100\necho done\n", kernel_objects().display()))
+        .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let trace = |by: &str| {
+        let json = dir.path().join(format!("{by}.json"));
+        run_sending(script.to_str().unwrap(), RUNS, key, &["--by", by], &json)
+    };
+    let (report, stdout) = trace("stack");
+    let messages = direct_from(&report, "load_msg");
+    assert_eq!(sum(&messages, "count"), RUNS, "{messages:#?}");
+    let holders = messages[0]["kernel"]["comms"].as_array().unwrap();
+    assert_eq!(holders.len() as u64, RUNS, "one fixture process per run: {holders:#?}");
+    for holder in holders {
+        assert!(holder["name"].as_str().unwrap().starts_with("kernel_objects["), "{holder}");
+        let chain: Vec<&str> =
+            holder["ancestry"].as_array().unwrap().iter().map(|a| a["comm"].as_str().unwrap()).collect();
+        // The shell leaktrace runs the command with, and nothing above it (leaktrace).
+        assert_eq!(chain, ["fake-status.sh", "sh"], "{holder:#}");
+    }
+    let groups = parse_text_groups(final_text(&stdout));
+    let group = groups.iter().find(|g| g.functions().get(1) == Some(&"load_msg")).unwrap_or_else(|| panic!("{stdout}"));
+    let chain = group.detail("chain: ").unwrap_or_else(|| panic!("{group:?}"));
+    assert!(chain.starts_with("kernel_objects[") && chain.contains("] ← fake-status.sh["), "{chain}");
+    let (by_origin, _) = trace("origin");
+    let keys: Vec<&str> =
+        by_origin["stacks"].as_array().unwrap().iter().filter_map(|s| s["kernel"]["key"].as_str()).collect();
+    assert!(keys.contains(&"fake-status.sh"), "{keys:?}");
+    assert!(!keys.contains(&"kernel_objects"), "the fixture's objects are filed under the script: {keys:?}");
 }
 
 #[test]

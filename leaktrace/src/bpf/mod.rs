@@ -28,7 +28,7 @@ use aya::{
 use leaktrace_common::{
     names,
     unwind::{MAX_UNWIND_MAPPINGS, UNWIND_SLOTS},
-    AllocInfo, Counter, KernelAlloc, KernelKey, ProcessSlot, ReuseKey, StackEnd, StackRecord, StackStats,
+    AllocInfo, Counter, KernelAlloc, KernelKey, Lineage, ProcessSlot, ReuseKey, StackEnd, StackRecord, StackStats,
     UnwindMapping, UnwindRow,
 };
 
@@ -172,7 +172,8 @@ impl Tracer {
                     .map_max_entries(names::KALLOCS, 1)
                     .map_max_entries(names::KSTACKS, 1)
                     .map_max_entries(names::KERNEL_SCRATCH, 1)
-                    .map_max_entries(names::REUSED, 1);
+                    .map_max_entries(names::REUSED, 1)
+                    .map_max_entries(names::LINEAGE, 1);
             }
             Mode::Kernel { filter_targets, user_stacks, follow_forks, offsets } => {
                 flags = [u8::from(*filter_targets), u8::from(*user_stacks), u8::from(*follow_forks)];
@@ -380,6 +381,14 @@ impl Tracer {
         let reused: PerCpuHashMap<_, ReuseKey, u64> =
             PerCpuHashMap::try_from(map).map_err(|e| map_error(names::REUSED, e))?;
         Ok(reused.iter().filter_map(|entry| entry.ok()).map(|(key, per_cpu)| (key, per_cpu.iter().sum())).collect())
+    }
+
+    /// Kernel mode: the parent and name of the given processes, where the fork or exec
+    /// tracepoints saw them.
+    pub fn lineage(&self, tgids: impl IntoIterator<Item = u32>) -> Result<StdHashMap<u32, Lineage>> {
+        let map = self.ebpf.map(names::LINEAGE).ok_or_else(|| missing_map(names::LINEAGE))?;
+        let lineage: HashMap<_, u32, Lineage> = HashMap::try_from(map).map_err(|e| map_error(names::LINEAGE, e))?;
+        Ok(tgids.into_iter().filter_map(|tgid| lineage.get(&tgid, 0).ok().map(|l| (tgid, l))).collect())
     }
 
     /// Kernel stacks with the given keys, innermost first.

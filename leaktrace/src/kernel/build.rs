@@ -6,19 +6,23 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use leaktrace_common::{Counter, KernelAlloc, KernelKey, KernelSpace, ReuseKey};
 
-use super::slab::{self, CacheFigures};
+use super::{
+    lineage,
+    slab::{self, CacheFigures},
+};
 use crate::{
     aggregate::{self, GroupKey, KernelAggregate, KernelGroupAgg, NamedObject},
     driver::{from_counters, CounterFields},
     focus,
     model::{
-        self, Activity, CacheAccount, Figures, Frame, GroupBy, KernelGroup, KernelSection, Lost, PerRun, Report, Runs,
-        Section, Share, SlabMeminfo, SortBy, StackReport, Stamp, TargetInfo, Totals,
+        self, Activity, Ancestor, CacheAccount, Figures, Frame, GroupBy, KernelGroup, KernelSection, Lost, PerRun,
+        Report, Runs, Section, Share, SlabMeminfo, SortBy, StackReport, Stamp, TargetInfo, Totals,
     },
     trend::{self, SeriesBook},
 };
 
-fn cstr(bytes: &[u8]) -> String {
+/// A NUL-padded name as a string.
+pub fn cstr(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
@@ -59,10 +63,19 @@ pub fn silently_freed(reused: &[(ReuseKey, u64)]) -> BTreeMap<String, u64> {
     by_cache
 }
 
-/// Names every outstanding object (cache, command) and keeps those the filters let through.
-pub fn name_objects<'a>(raw: &'a [(KernelKey, KernelAlloc)], filters: &NameFilters) -> Vec<NamedObject<'a>> {
+/// Names every outstanding object (cache, command, origin) and keeps those the filters let
+/// through. `ancestry` has each allocating process's chain (see `lineage`).
+pub fn name_objects<'a>(
+    raw: &'a [(KernelKey, KernelAlloc)],
+    filters: &NameFilters,
+    ancestry: &Ancestries,
+) -> Vec<NamedObject<'a>> {
     raw.iter()
-        .map(|(_, alloc)| NamedObject { alloc, cache: cache_name(alloc), comm: cstr(&alloc.comm) })
+        .map(|(_, alloc)| {
+            let comm = cstr(&alloc.comm);
+            let chain = ancestry.get(&alloc.tgid).map_or(&[][..], Vec::as_slice);
+            NamedObject { alloc, cache: cache_name(alloc), origin: lineage::origin(&comm, chain), comm }
+        })
         .filter(|o| filters.comm.as_ref().is_none_or(|c| *c == o.comm))
         .filter(|o| filters.cache.as_ref().is_none_or(|c| *c == o.cache))
         .collect()
@@ -75,6 +88,14 @@ pub fn series_points(objects: &[NamedObject<'_>], now_ns: u64, by: GroupBy) -> V
         .into_iter()
         .map(|g| (g.key, model::Sample { bytes: g.totals.bytes, count: g.totals.count, ..model::Sample::default() }))
         .collect()
+}
+
+/// Each allocating process's ancestors, parent first, by tgid.
+pub type Ancestries = HashMap<u32, Vec<Ancestor>>;
+
+/// The processes that allocated `raw`'s objects, once each.
+pub fn allocating_processes(raw: &[(KernelKey, KernelAlloc)]) -> BTreeSet<u32> {
+    raw.iter().map(|(_, alloc)| alloc.tgid).collect()
 }
 
 /// What the maps held at one moment, named.
@@ -97,6 +118,8 @@ pub struct Snapshot<'a> {
     pub runs: Option<u32>,
     /// Caches whose frees are missed, with the evidence (see [`silently_freed`]).
     pub unconfirmed: &'a BTreeMap<String, u64>,
+    /// Each allocating process's ancestors.
+    pub ancestry: &'a Ancestries,
 }
 
 /// A group's key, its (tgid, user stack id) if it has one, and its report so far.
@@ -124,8 +147,21 @@ impl Ranked {
 }
 
 fn shares(map: &BTreeMap<String, Totals>) -> Vec<Share> {
-    let mut v: Vec<Share> =
-        map.iter().map(|(name, t)| Share { name: name.clone(), bytes: t.bytes, count: t.count }).collect();
+    by_bytes(map.iter().map(|(name, t)| Share { name: name.clone(), bytes: t.bytes, count: t.count, ancestry: vec![] }))
+}
+
+/// Shares of allocating processes, each with its ancestry.
+fn process_shares(map: &BTreeMap<(String, u32), Totals>, ancestry: &Ancestries) -> Vec<Share> {
+    by_bytes(map.iter().map(|((comm, tgid), t)| Share {
+        name: format!("{comm}[{tgid}]"),
+        bytes: t.bytes,
+        count: t.count,
+        ancestry: ancestry.get(tgid).cloned().unwrap_or_default(),
+    }))
+}
+
+fn by_bytes(shares: impl Iterator<Item = Share>) -> Vec<Share> {
+    let mut v: Vec<Share> = shares.collect();
     v.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.name.cmp(&b.name)));
     v
 }
@@ -142,7 +178,7 @@ fn group_report(g: &KernelGroupAgg, snapshot: &Snapshot<'_>) -> StackReport {
             },
             requested_bytes: g.requested_bytes,
             caches: shares(&g.caches),
-            comms: shares(&g.comms),
+            comms: process_shares(&g.comms, snapshot.ancestry),
             user_frames: Vec::new(),
             per_run: snapshot.runs.filter(|&n| n > 0).map(|n| PerRun {
                 bytes: g.totals.bytes as f64 / f64::from(n),
@@ -362,7 +398,8 @@ mod tests {
             object(0x4000, (64, 48), 2, "perl", ""),
             object(0x5000, (4096, 4096), 2, "other", "kmalloc-4k"),
         ];
-        let objects = name_objects(&raw, &NameFilters { comm: Some("perl".into()), cache: None });
+        let ancestry: Ancestries = [(42, vec![Ancestor { pid: 40, comm: "fake-status.sh".into() }])].into();
+        let objects = name_objects(&raw, &NameFilters { comm: Some("perl".into()), cache: None }, &ancestry);
         let series = SeriesBook::new(model::Sample::default());
         let snapshot = Snapshot {
             objects: &objects,
@@ -374,6 +411,7 @@ mod tests {
             top: None,
             runs: Some(2),
             unconfirmed: &unconfirmed,
+            ancestry: &ancestry,
         };
         let ranked = rank(&snapshot);
         let mut named = NamedStacks::default();
@@ -425,6 +463,8 @@ mod tests {
         let caches: Vec<(&str, u64, u64)> = kernel.caches.iter().map(|s| (s.name.as_str(), s.bytes, s.count)).collect();
         assert_eq!(caches, [("msg_msg-192", 384, 2), ("filp", 256, 1)]);
         assert_eq!(kernel.per_run, Some(PerRun { bytes: 320.0, count: 1.5 }));
+        assert_eq!(kernel.comms[0].name, "perl[42]");
+        assert_eq!(kernel.comms[0].ancestry, [Ancestor { pid: 40, comm: "fake-status.sh".into() }]);
         // The object without a cache name is named from its size and flags.
         assert_eq!(report.stacks[1].kernel.as_ref().unwrap().caches[0].name, "kmalloc-64");
         let section = report.kernel().unwrap();
@@ -445,6 +485,14 @@ mod tests {
             report.stacks.iter().map(|s| (s.kernel.as_ref().unwrap().key.as_str(), s.bytes)).collect();
         assert_eq!(keys, [("msg_msg-192", 384), ("filp", 256), ("kmalloc-64", 64)]);
         assert!(report.stacks.iter().all(|s| s.frames.is_empty()));
+    }
+
+    #[test]
+    fn groups_by_origin() {
+        let report = report(GroupBy::Origin);
+        let keys: Vec<(&str, u64)> =
+            report.stacks.iter().map(|s| (s.kernel.as_ref().unwrap().key.as_str(), s.bytes)).collect();
+        assert_eq!(keys, [("fake-status.sh", 704)]);
     }
 
     #[test]

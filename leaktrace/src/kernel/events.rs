@@ -140,14 +140,24 @@ pub const PERCPU: &[EventSpec] = &[
     },
 ];
 
-/// Follows forks of traced processes (for -p and --run).
-pub const FORK: EventSpec = EventSpec {
-    program: names::PROG_FORK,
-    category: "sched",
-    event: "sched_process_fork",
-    fields: &[("child_pid", 4, offsets::FORK_CHILD_PID)],
-    btf_program: None,
-};
+/// Records each process's parent (fork) and new name (exec), and follows forks of traced
+/// processes (for -p and --run).
+pub const LINEAGE: &[EventSpec] = &[
+    EventSpec {
+        program: names::PROG_FORK,
+        category: "sched",
+        event: "sched_process_fork",
+        fields: &[("child_pid", 4, offsets::FORK_CHILD_PID)],
+        btf_program: None,
+    },
+    EventSpec {
+        program: names::PROG_EXEC_LINEAGE,
+        category: "sched",
+        event: "sched_process_exec",
+        fields: &[],
+        btf_program: None,
+    },
+];
 
 /// Reads the offsets of `spec`'s fields from tracefs.
 pub fn offsets_of(tracefs: &Path, spec: &EventSpec) -> Result<Vec<(&'static str, u32)>> {

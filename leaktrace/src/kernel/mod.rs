@@ -4,6 +4,7 @@
 pub mod btf;
 pub mod build;
 pub mod events;
+pub mod lineage;
 pub mod slab;
 mod trace;
 pub mod tracefs;

@@ -3,7 +3,7 @@
 //! figures the kernel itself reports.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     process::Child,
     time::{Duration, Instant},
 };
@@ -11,7 +11,7 @@ use std::{
 use super::{
     btf,
     build::{self, Context, NameFilters, NamedStacks, SlabFigures, Snapshot},
-    events, slab, tracefs,
+    events, lineage, slab, tracefs,
 };
 use crate::{
     aggregate::GroupKey,
@@ -113,9 +113,9 @@ fn event_specs(options: &KernelOptions) -> Vec<events::EventSpec> {
     if options.percpu {
         specs.extend_from_slice(events::PERCPU);
     }
-    if !options.pids.is_empty() || options.run.is_some() {
-        specs.push(events::FORK);
-    }
+    // Always: besides following forks of traced processes, they record every process's
+    // parent and name for the ancestry of each allocating process.
+    specs.extend_from_slice(events::LINEAGE);
     specs
 }
 
@@ -237,6 +237,15 @@ impl KernelTrace {
     }
 
     /// Reads and names the stacks of the ranked groups.
+    /// The chains of processes behind the allocating processes `tgids`.
+    fn ancestries(&self, tgids: &BTreeSet<u32>) -> build::Ancestries {
+        let recorded = |pid: u32| {
+            let lineage = self.tracer.lineage([pid]).ok()?.remove(&pid)?;
+            Some((lineage.parent, build::cstr(&lineage.comm)))
+        };
+        lineage::ancestries(tgids.iter().copied(), recorded, std::process::id())
+    }
+
     fn name_stacks(&mut self, ranked: &build::Ranked) -> Result<NamedStacks> {
         let kernel = self.tracer.kernel_stacks(ranked.kernel_stack_ids())?;
         let kernel_frames = self.kernel_symbols.symbolize(&build::distinct_addresses(kernel.values()));
@@ -317,7 +326,8 @@ impl Mode for KernelTrace {
         let now_ns = monotonic_ns();
         let min_age = if self.exited { Duration::ZERO } else { self.config.older_than };
         let filters = NameFilters { comm: self.options.comm.clone(), cache: self.options.cache.clone() };
-        let objects = build::name_objects(&raw, &filters);
+        let ancestry = self.ancestries(&build::allocating_processes(&raw));
+        let objects = build::name_objects(&raw, &filters, &ancestry);
         if !self.exited || self.runner.is_some() {
             // After a -p target exits nothing changes; after --run the settle time matters.
             let points = build::series_points(&objects, now_ns, self.options.group_by);
@@ -335,6 +345,7 @@ impl Mode for KernelTrace {
             top: (!final_report).then_some(self.config.top),
             runs: self.runner.as_ref().map(|r| r.exit_codes.len() as u32),
             unconfirmed: &unconfirmed,
+            ancestry: &ancestry,
         };
         let ranked = build::rank(&snapshot);
         let named = self.name_stacks(&ranked)?;

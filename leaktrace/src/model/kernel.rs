@@ -15,6 +15,21 @@ pub enum GroupBy {
     Cache,
     /// By the allocating task's command name.
     Comm,
+    /// By where the allocating process's chain starts: its top-most ancestor that is not a
+    /// shell or a launcher (`env`, `sudo`, …), or its own name when it has none.
+    Origin,
+}
+
+impl GroupBy {
+    /// What a report's groups are called.
+    pub fn plural(self) -> &'static str {
+        match self {
+            GroupBy::Stack => "stacks",
+            GroupBy::Cache => "caches",
+            GroupBy::Comm => "commands",
+            GroupBy::Origin => "origins",
+        }
+    }
 }
 
 /// Kernel-mode part of a report.
@@ -122,6 +137,19 @@ pub struct Share {
     pub bytes: u64,
     /// Objects.
     pub count: u64,
+    /// For a `comm[pid]` share: the processes that led to it, parent first, up to a session
+    /// leader or init (neither included beyond the leader), as recorded at fork and exec.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ancestry: Vec<Ancestor>,
+}
+
+/// One process in an allocating task's ancestry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ancestor {
+    /// Process id.
+    pub pid: u32,
+    /// Its command name (after its last exec).
+    pub comm: String,
 }
 
 /// Growth per `--run` iteration.

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     error::{Error, Result},
-    model::{Class, Frame, GroupBy, Report, StackReport, Trend},
+    model::{Class, Frame, Report, StackReport, Trend},
 };
 
 /// Width of the whole picture, in pixels.
@@ -105,11 +105,7 @@ fn drawing(error: impl std::error::Error) -> Error {
 
 /// What the report's stacks are called (`--by cache` groups caches, not stacks).
 fn groups(report: &Report) -> &'static str {
-    match report.kernel().map(|k| k.group_by) {
-        Some(GroupBy::Cache) => "caches",
-        Some(GroupBy::Comm) => "commands",
-        _ => "stacks",
-    }
+    report.kernel().map_or("stacks", |k| k.group_by.plural())
 }
 
 /// The top stacks that hold memory and have a series, in report order (the text report's

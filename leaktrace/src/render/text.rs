@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 use crate::{
     config::TextOptions,
     model::{
-        Class, Frame, GroupBy, Handling, KernelGroup, KernelSection, ProbeReport, Report, SamplingSection, Share,
-        StackEnding, StackReport, Trend, UnwindSection, Unwinder,
+        Class, Frame, Handling, KernelGroup, KernelSection, ProbeReport, Report, SamplingSection, Share, StackEnding,
+        StackReport, Trend, UnwindSection, Unwinder,
     },
 };
 
@@ -65,11 +65,7 @@ pub fn render(report: &Report) -> String {
 /// start-up lines and the final report already say (unwinding, probe sites).
 pub fn render_with(report: &Report, options: TextOptions, interval: bool) -> String {
     let mut out = String::new();
-    let groups = match report.kernel().map(|k| k.group_by) {
-        Some(GroupBy::Cache) => "caches",
-        Some(GroupBy::Comm) => "commands",
-        _ => "stacks",
-    };
+    let groups = report.kernel().map_or("stacks", |k| k.group_by.plural());
     // Groups whose cache's frees are missed are not leaks: they are summed up per cache below.
     let (holding, churning): (Vec<&StackReport>, Vec<&StackReport>) = report
         .stacks
@@ -427,12 +423,17 @@ fn render_unwinding(out: &mut String, unwind: &UnwindSection, verbose: bool) {
     }
 }
 
+/// Caches or processes listed by name in a group; the rest are counted.
+const SHARES_SHOWN: usize = 4;
+
 fn shares(shares: &[Share]) -> String {
-    const SHOWN: usize = 4;
-    let mut parts: Vec<String> =
-        shares.iter().take(SHOWN).map(|s| format!("{} ({} objects, {} bytes)", s.name, s.count, s.bytes)).collect();
-    if shares.len() > SHOWN {
-        parts.push(format!("{} more", shares.len() - SHOWN));
+    let mut parts: Vec<String> = shares
+        .iter()
+        .take(SHARES_SHOWN)
+        .map(|s| format!("{} ({} objects, {} bytes)", s.name, s.count, s.bytes))
+        .collect();
+    if shares.len() > SHARES_SHOWN {
+        parts.push(format!("{} more", shares.len() - SHARES_SHOWN));
     }
     parts.join(", ")
 }
@@ -440,6 +441,11 @@ fn shares(shares: &[Share]) -> String {
 fn render_kernel_group(out: &mut String, kernel: &KernelGroup) {
     let _ = writeln!(out, "\t\tcaches: {}", shares(&kernel.caches));
     let _ = writeln!(out, "\t\tallocated by: {}", shares(&kernel.comms));
+    for share in kernel.comms.iter().take(SHARES_SHOWN).filter(|s| !s.ancestry.is_empty()) {
+        let ancestors = share.ancestry.iter().map(|a| format!("{}[{}]", a.comm, a.pid));
+        let chain: Vec<String> = std::iter::once(share.name.clone()).chain(ancestors).collect();
+        let _ = writeln!(out, "\t\tchain: {}", chain.join(" ← "));
+    }
     if let Some(per_run) = &kernel.per_run {
         let _ = writeln!(out, "\t\tper run: {:.2} objects, {:.1} bytes", per_run.count, per_run.bytes);
     }
