@@ -19,8 +19,8 @@ use leaktrace_common::{
 
 use crate::{
     maps::{
-        count, KernelScratch, FILTER_TARGETS, FOLLOW_FORKS, KALLOCS, KERNEL_SCRATCH, KSTACKS, LINEAGE, REUSED,
-        SELF_TGID, STACKS, TARGETS, USER_STACKS,
+        count, stack_turnover, KernelScratch, FILTER_TARGETS, FOLLOW_FORKS, KALLOCS, KERNEL_SCRATCH, KSTACKS, LINEAGE,
+        REUSED, SELF_TGID, STACKS, TARGETS, USER_STACKS,
     },
     stacks,
 };
@@ -214,7 +214,9 @@ fn record<C: StackIdContext>(ctx: &C, request: Request, cache_name: CacheName) {
     note_reuse(&request.key);
     if KALLOCS.insert(request.key, alloc, 0).is_err() {
         count(Counter::KernelMapFull);
+        return;
     }
+    stack_turnover(kernel_stack, request.bytes_alloc, true);
 }
 
 /// An allocation at an address still outstanding: the earlier object was freed without a
@@ -241,9 +243,17 @@ fn release(key: KernelKey) {
         return;
     }
     count(Counter::KernelFrees);
-    if KALLOCS.remove(key).is_err() {
+    // SAFETY: the two fields are copied out at once; a concurrent free of the same object
+    // (a double free) could at worst count its turnover twice.
+    let Some((stack, bytes)) = (unsafe { KALLOCS.get(key) }).map(|a| (a.kernel_stack, a.bytes_alloc)) else {
         count(Counter::KernelFreeUnknown);
+        return;
+    };
+    if KALLOCS.remove(key).is_err() {
+        // Freed by a concurrent program between the lookup and here: that one counted it.
+        return;
     }
+    stack_turnover(stack, bytes, false);
 }
 
 #[tracepoint]

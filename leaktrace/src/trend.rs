@@ -158,6 +158,22 @@ impl<K: Hash + Eq + Clone> SeriesBook<K> {
     pub fn samples(&self) -> usize {
         self.samples
     }
+
+    /// The series classed churn among those `holding` says hold nothing now, with their
+    /// trends, in key order (the book is a hash map: equal input gives equal output).
+    pub fn churning(&self, holding: impl Fn(&K) -> bool) -> Vec<(K, Trend)>
+    where
+        K: Ord,
+    {
+        let mut churn: Vec<(K, Trend)> = self
+            .iter()
+            .filter(|(key, _)| !holding(key))
+            .map(|(key, series)| (key.clone(), classify(series)))
+            .filter(|(_, trend)| trend.class == Class::Churn)
+            .collect();
+        churn.sort_by(|a, b| a.0.cmp(&b.0));
+        churn
+    }
 }
 
 #[cfg(test)]

@@ -678,6 +678,42 @@ fn the_chain_behind_an_allocation_is_named_after_it_exited() {
     assert!(!keys.contains(&"kernel_objects"), "the fixture's objects are filed under the script: {keys:?}");
 }
 
+/// A stack that allocates and frees thousands of objects while holding a steady few is
+/// churn, never growing: the fixture keeps 4 eventfds open while it opens and closes
+/// thousands for 5 s, traced with a report every second.
+#[test]
+fn a_busy_but_balanced_kernel_stack_is_churn() {
+    require_root();
+    const HELD: u64 = 4;
+    let mut fixture = Fixture::start(kernel_objects(), &["churn", "5000"]);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("churn.json");
+    let pid = fixture.pid().to_string();
+    let mut tracer = Command::new(leaktrace_bin())
+        .args(["--kernel-slab", "-p", &pid, "--older", "0", "--json", json.to_str().unwrap(), "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    BufReader::new(tracer.stderr.as_mut().unwrap()).read_line(&mut banner).unwrap();
+    writeln!(fixture.child.stdin.as_mut().unwrap(), "go").unwrap();
+    let answer = fixture.lines.next().unwrap().unwrap();
+    let opened: u64 =
+        answer.strip_prefix("churned ").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{answer}"));
+    assert!(Command::new("kill").args(["-INT", &tracer.id().to_string()]).status().unwrap().success());
+    assert!(tracer.wait().unwrap().success());
+    fixture.finish();
+    let report = read_report(&json);
+    let contexts = direct_from(&report, "do_eventfd");
+    assert_eq!(contexts.len(), 1, "{contexts:#?}");
+    let stack = contexts[0];
+    assert_eq!(stack["count"], HELD, "{stack:#}");
+    assert_eq!(stack["trend"]["class"], "churn", "{opened} opened, {HELD} held: {stack:#}");
+    let allocated_per_min = stack["trend"]["allocated_per_min"].as_f64().unwrap();
+    assert!(allocated_per_min > 0.0, "{stack:#}");
+}
+
 #[test]
 fn tracefs_that_cannot_be_mounted_is_a_clear_error() {
     require_root();

@@ -183,7 +183,7 @@ impl Tracer {
                     .map_max_entries(names::ALLOCS, 1)
                     .map_max_entries(names::UNWIND_ROWS, 1)
                     .map_max_entries(names::PENDING, 1)
-                    .map_max_entries(names::STACK_STATS, 1)
+                    .map_max_entries(names::STACK_STATS, options.stack_storage)
                     .map_max_entries(names::USTACKS, 1)
                     .map_max_entries(names::STACKS, if *user_stacks { options.stack_storage } else { 1 })
                     .map_max_entries(names::KALLOCS, options.max_allocs)

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use leaktrace_common::{Counter, KernelAlloc, KernelKey, KernelSpace, ReuseKey};
+use leaktrace_common::{Counter, KernelAlloc, KernelKey, KernelSpace, ReuseKey, StackStats};
 
 use super::{
     lineage,
@@ -81,13 +81,29 @@ pub fn name_objects<'a>(
         .collect()
 }
 
-/// One series point per group of everything outstanding, whatever its age.
-pub fn series_points(objects: &[NamedObject<'_>], now_ns: u64, by: GroupBy) -> Vec<(GroupKey, model::Sample)> {
-    aggregate::kernel_groups(objects, now_ns, 0, by)
+/// One series point per group of everything outstanding, whatever its age. Grouped by
+/// stack, each point also carries the stack's turnover (bytes allocated and freed since
+/// tracing began), and stacks that hold nothing now but turned memory over get a point too:
+/// that is what tells churn from a leak.
+pub fn series_points(
+    objects: &[NamedObject<'_>],
+    now_ns: u64,
+    by: GroupBy,
+    turnover: &HashMap<u64, StackStats>,
+) -> Vec<(GroupKey, model::Sample)> {
+    let mut points: BTreeMap<GroupKey, model::Sample> = aggregate::kernel_groups(objects, now_ns, 0, by)
         .groups
         .into_iter()
         .map(|g| (g.key, model::Sample { bytes: g.totals.bytes, count: g.totals.count, ..model::Sample::default() }))
-        .collect()
+        .collect();
+    if by == GroupBy::Stack {
+        for (&id, stats) in turnover {
+            let point = points.entry(GroupKey::Stack(id)).or_default();
+            point.allocated_bytes = Some(stats.alloc_bytes);
+            point.freed_bytes = Some(stats.free_bytes);
+        }
+    }
+    points.into_iter().collect()
 }
 
 /// Each allocating process's ancestors, parent first, by tgid.
@@ -191,11 +207,32 @@ fn group_report(g: &KernelGroupAgg, snapshot: &Snapshot<'_>) -> StackReport {
     }
 }
 
+/// The kernel detail of a group that holds nothing.
+fn empty_group() -> KernelGroup {
+    KernelGroup {
+        key: String::new(),
+        requested_bytes: 0,
+        caches: Vec::new(),
+        comms: Vec::new(),
+        user_frames: Vec::new(),
+        per_run: None,
+        unconfirmed: false,
+    }
+}
+
 /// Groups the objects old enough to report, gives each group its trend, and orders them.
 pub fn rank(snapshot: &Snapshot<'_>) -> Ranked {
     let aggregate = aggregate::kernel_groups(snapshot.objects, snapshot.now_ns, snapshot.min_age_ns, snapshot.group_by);
     let mut groups: Vec<RankedGroup> =
         aggregate.groups.iter().map(|g| (g.key.clone(), g.user_stack, group_report(g, snapshot))).collect();
+    // Stacks that hold nothing now but turn memory over fast are listed too (with zero
+    // bytes), as in user mode.
+    let holding: BTreeSet<GroupKey> = groups.iter().map(|(key, _, _)| key.clone()).collect();
+    let churn = snapshot.series.churning(|key| holding.contains(key) || !matches!(key, GroupKey::Stack(_)));
+    groups.extend(churn.into_iter().map(|(key, trend)| {
+        let report = StackReport { trend: Some(trend), kernel: Some(empty_group()), ..StackReport::default() };
+        (key, None, report)
+    }));
     model::order_by(&mut groups, snapshot.sort, |(_, _, r)| r);
     // Groups whose objects may all be freed already are not leaks: after every other group.
     groups.sort_by_key(|(_, _, r)| r.kernel.as_ref().is_some_and(|k| k.unconfirmed));
@@ -485,6 +522,44 @@ mod tests {
             report.stacks.iter().map(|s| (s.kernel.as_ref().unwrap().key.as_str(), s.bytes)).collect();
         assert_eq!(keys, [("msg_msg-192", 384), ("filp", 256), ("kmalloc-64", 64)]);
         assert!(report.stacks.iter().all(|s| s.frames.is_empty()));
+    }
+
+    #[test]
+    fn a_stack_that_only_turns_memory_over_is_listed_as_churn() {
+        let mut series = SeriesBook::new(model::Sample {
+            allocated_bytes: Some(0),
+            freed_bytes: Some(0),
+            ..model::Sample::default()
+        });
+        for t in 1..=5u64 {
+            let stats = StackStats {
+                alloc_bytes: t * 64_000,
+                alloc_count: t * 1000,
+                free_bytes: t * 64_000,
+                free_count: t * 1000,
+            };
+            let points = series_points(&[], t * 1000 * MS, GroupBy::Stack, &[(9, stats)].into());
+            series.record(t as f64, points, true);
+        }
+        let unconfirmed = BTreeMap::new();
+        let ancestry = Ancestries::new();
+        let snapshot = Snapshot {
+            objects: &[],
+            now_ns: 5000 * MS,
+            min_age_ns: 0,
+            group_by: GroupBy::Stack,
+            series: &series,
+            sort: SortBy::Bytes,
+            top: None,
+            runs: None,
+            unconfirmed: &unconfirmed,
+            ancestry: &ancestry,
+        };
+        let ranked = rank(&snapshot);
+        let (key, _, report) = &ranked.groups[0];
+        assert_eq!(*key, GroupKey::Stack(9));
+        assert_eq!((report.bytes, report.count), (0, 0));
+        assert_eq!(report.trend.as_ref().unwrap().class, model::Class::Churn);
     }
 
     #[test]

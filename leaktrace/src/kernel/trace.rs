@@ -21,7 +21,7 @@ use crate::{
     error::{Error, Result},
     features::{self, Release},
     mappings::ProcessModules,
-    model::{Filters, Report, Runs, Sample, TargetInfo},
+    model::{Filters, GroupBy, Report, Runs, Sample, TargetInfo},
     process::{self, launch},
     symbolize::{kernel::KernelSymbolizer, Symbolizer},
     trend::SeriesBook,
@@ -176,7 +176,12 @@ impl KernelTrace {
             slabinfo_start: slab::read_slabinfo(),
             runner,
             exited: false,
-            series: SeriesBook::new(Sample::default()),
+            // By stack, series carry the stacks' turnover from the start.
+            series: SeriesBook::new(if options.group_by == GroupBy::Stack {
+                Sample { allocated_bytes: Some(0), freed_bytes: Some(0), ..Sample::default() }
+            } else {
+                Sample::default()
+            }),
             tracer,
             options,
             config,
@@ -330,7 +335,8 @@ impl Mode for KernelTrace {
         let objects = build::name_objects(&raw, &filters, &ancestry);
         if !self.exited || self.runner.is_some() {
             // After a -p target exits nothing changes; after --run the settle time matters.
-            let points = build::series_points(&objects, now_ns, self.options.group_by);
+            let turnover = self.tracer.stack_stats()?;
+            let points = build::series_points(&objects, now_ns, self.options.group_by, &turnover);
             self.series.record(self.clock.elapsed_s(), points, true);
         }
         let sort = self.config.sort.resolve(self.series.samples());

@@ -439,8 +439,13 @@ fn shares(shares: &[Share]) -> String {
 }
 
 fn render_kernel_group(out: &mut String, kernel: &KernelGroup) {
-    let _ = writeln!(out, "\t\tcaches: {}", shares(&kernel.caches));
-    let _ = writeln!(out, "\t\tallocated by: {}", shares(&kernel.comms));
+    // A churn group holds nothing: no cache or task to name.
+    if !kernel.caches.is_empty() {
+        let _ = writeln!(out, "\t\tcaches: {}", shares(&kernel.caches));
+    }
+    if !kernel.comms.is_empty() {
+        let _ = writeln!(out, "\t\tallocated by: {}", shares(&kernel.comms));
+    }
     for share in kernel.comms.iter().take(SHARES_SHOWN).filter(|s| !s.ancestry.is_empty()) {
         let ancestors = share.ancestry.iter().map(|a| format!("{}[{}]", a.comm, a.pid));
         let chain: Vec<String> = std::iter::once(share.name.clone()).chain(ancestors).collect();

@@ -16,7 +16,7 @@ use crate::{
         StackReport, Stamp, TargetInfo, UnwindSection, UserSection,
     },
     sampling::Sampler,
-    trend::{self, Class, SeriesBook},
+    trend::{self, SeriesBook},
     unwind,
 };
 
@@ -87,17 +87,10 @@ pub fn rank(snapshot: &Snapshot<'_>) -> Ranked {
     // Stacks holding nothing now but turning memory over at a high rate are reported too
     // (with zero bytes): telling churn from a leak is part of the answer.
     let holding: HashSet<u64> = stacks.iter().map(|(id, _)| *id).collect();
-    let mut churn: Vec<(u64, StackReport)> = snapshot
-        .series
-        .iter()
-        .filter(|(id, _)| !holding.contains(id))
-        .map(|(&id, series)| (id, trend::classify(series)))
-        .filter(|(_, trend)| trend.class == Class::Churn)
-        .map(|(id, trend)| (id, StackReport { trend: Some(trend), ..StackReport::default() }))
-        .collect();
-    // The series are in a hash map: order them so that equal input gives equal output.
-    churn.sort_by_key(|(id, _)| *id);
-    stacks.extend(churn);
+    let churn = snapshot.series.churning(|id| holding.contains(id));
+    stacks.extend(
+        churn.into_iter().map(|(id, trend)| (id, StackReport { trend: Some(trend), ..StackReport::default() })),
+    );
     model::order_by(&mut stacks, snapshot.sort, |(_, r)| r);
     if let Some(top) = snapshot.top {
         stacks.truncate(top);
