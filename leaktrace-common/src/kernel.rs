@@ -93,6 +93,34 @@ const _: () = assert!(core::mem::size_of::<Lineage>() == 24);
 const _: () = assert!(core::mem::size_of::<KernelKey>() == 16);
 const _: () = assert!(core::mem::size_of::<KernelAlloc>() == 104);
 
+indexed_enum! {
+    /// Slots of `SLAB_PAGES`. The `struct page` of a kernel address is at
+    /// `Base + (address >> 12) * sizeof(struct page)` (the direct map and the page array are
+    /// both linear in the page frame number), where `Base` folds together the two bases that
+    /// memory randomization moves at boot and that the kernel publishes nowhere a process can
+    /// read. User space learns it from one allocation of its own: the `struct page` that
+    /// mm_page_alloc reports and the address that kmalloc returns for it.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum SlabPages {
+        /// Thread id whose probe allocation is being watched (0 when none).
+        TriggerThread = 0,
+        /// The `struct page` the probe allocation got.
+        ProbePage = 1,
+        /// The address kmalloc returned for it.
+        ProbeAddress = 2,
+        /// The learnt base; 0 until learnt (kmalloc objects keep size-derived names then).
+        Base = 3,
+    }
+}
+
+/// Bytes of leaktrace's probe allocation: above the largest kmalloc cache, so that it comes
+/// straight from the page allocator, as one order-2 block.
+pub const PROBE_BYTES: u64 = 16384;
+/// Page order of the probe allocation.
+pub const PROBE_ORDER: u32 = 2;
+/// kmalloc serves requests up to this size from slab caches; larger ones come from pages.
+pub const KMALLOC_MAX_CACHE_SIZE: u64 = 8192;
+
 /// Tracepoint field offsets, read from tracefs `format` files at load time (layouts differ
 /// between events and kernel versions). One global per field, named `OFF_<EVENT>_<FIELD>`.
 pub mod offsets {
@@ -121,6 +149,9 @@ pub mod offsets {
     /// `struct kmem_cache` members read by the raw tracepoint programs (from BTF, not from a
     /// format file): size, object_size, name.
     pub const KMEM_CACHE: [&str; 3] = ["OFF_KMEM_CACHE_SIZE", "OFF_KMEM_CACHE_OBJECT_SIZE", "OFF_KMEM_CACHE_NAME"];
+    /// From BTF too, for naming a kmalloc object's cache from its slab:
+    /// `struct page::compound_head`, `struct slab::slab_cache`, `sizeof(struct page)`.
+    pub const SLAB_PAGE: [&str; 3] = ["OFF_PAGE_COMPOUND_HEAD", "OFF_SLAB_CACHE", "PAGE_STRUCT_SIZE"];
 }
 
 #[cfg(feature = "user")]

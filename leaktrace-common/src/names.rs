@@ -82,6 +82,8 @@ pub const KALLOCS: &str = "KALLOCS";
 pub const KSTACKS: &str = "KSTACKS";
 /// Kernel mode: `ReuseKey` → objects whose address was allocated again while outstanding.
 pub const REUSED: &str = "REUSED";
+/// Kernel mode: where `struct page`s are (an `Array<u64>` indexed by `kernel::SlabPages`).
+pub const SLAB_PAGES: &str = "SLAB_PAGES";
 /// Kernel mode: tgid → `Lineage` (parent and name) of processes seen forking or exec'ing.
 pub const LINEAGE: &str = "LINEAGE";
 /// Capacity of `LINEAGE` (least recently used entries make way). Threads get entries too
@@ -114,6 +116,12 @@ pub const PROG_KMEM_CACHE_ALLOC_BTF: &str = "kmem_cache_alloc_btf";
 pub const PROG_KFREE_BTF: &str = "kfree_btf";
 /// See [`PROG_KMALLOC_BTF`].
 pub const PROG_KMEM_CACHE_FREE_BTF: &str = "kmem_cache_free_btf";
+/// A second `tp_btf` program on kmalloc, attached after the one that records the object: it
+/// names the cache the object really lives in, from the object's slab (see `SLAB_PAGES`).
+pub const PROG_KMALLOC_CACHE_BTF: &str = "kmalloc_cache_btf";
+/// `tp_btf` program on mm_page_alloc used only while `SLAB_PAGES` is learnt: it notes the
+/// `struct page` of leaktrace's own probe allocation.
+pub const PROG_LEARN_PAGE_BTF: &str = "learn_page_btf";
 /// mm_page_alloc tracepoint program.
 pub const PROG_PAGE_ALLOC: &str = "mm_page_alloc";
 /// mm_page_free tracepoint program.

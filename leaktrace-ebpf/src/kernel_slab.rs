@@ -14,13 +14,14 @@ use aya_ebpf::{
     EbpfContext, Global,
 };
 use leaktrace_common::{
+    kernel::{SlabPages, KMALLOC_MAX_CACHE_SIZE, PROBE_BYTES, PROBE_ORDER},
     Counter, KernelAlloc, KernelKey, KernelSpace, Lineage, ReuseKey, StackEnd, StackRecord, MAX_STACK_DEPTH,
 };
 
 use crate::{
     maps::{
         count, stack_turnover, KernelScratch, FILTER_TARGETS, FOLLOW_FORKS, KALLOCS, KERNEL_SCRATCH, KSTACKS, LINEAGE,
-        REUSED, SELF_TGID, STACKS, TARGETS, USER_STACKS,
+        REUSED, SELF_TGID, SLAB_PAGES, STACKS, TARGETS, USER_STACKS,
     },
     stacks,
 };
@@ -61,6 +62,9 @@ offsets!(
     OFF_KMEM_CACHE_SIZE,
     OFF_KMEM_CACHE_OBJECT_SIZE,
     OFF_KMEM_CACHE_NAME,
+    OFF_PAGE_COMPOUND_HEAD,
+    OFF_SLAB_CACHE,
+    PAGE_STRUCT_SIZE,
 );
 
 /// The field at `offset` in the event's record, or zero when it cannot be read. `T` is one of
@@ -326,6 +330,75 @@ pub fn kmalloc_btf(ctx: BtfTracePointContext) -> i32 {
         order: 0,
     };
     record(&ctx, request, CacheName::Unknown);
+    0
+}
+
+/// A `SLAB_PAGES` slot, 0 when unset.
+#[inline(always)]
+fn slab_pages(slot: SlabPages) -> u64 {
+    SLAB_PAGES.get(slot as u32).copied().unwrap_or(0)
+}
+
+#[inline(always)]
+fn set_slab_pages(slot: SlabPages, value: u64) {
+    if let Some(entry) = SLAB_PAGES.get_ptr_mut(slot as u32) {
+        // SAFETY: a valid pointer to an array slot; a plain 8-byte store.
+        unsafe { *entry = value };
+    }
+}
+
+/// Whether the current thread is the one whose probe allocation is watched.
+#[inline(always)]
+fn probing_thread() -> bool {
+    let trigger = slab_pages(SlabPages::TriggerThread);
+    trigger != 0 && trigger == u64::from(bpf_get_current_pid_tgid() as u32)
+}
+
+/// kmalloc(call_site, ptr, bytes_req, bytes_alloc, gfp_flags, node), after `kmalloc_btf`
+/// recorded the object: names the cache the object really lives in, from its slab
+/// (`virt_to_slab(ptr)->slab_cache->name`). The kmalloc event does not say which cache served
+/// a request, and a name guessed from size and flags is wrong for dedicated kmalloc caches
+/// (kmem_buckets: msg_msg-4k, not kmalloc-4k). Until user space has learnt where struct
+/// pages are, it only watches leaktrace's own probe allocation.
+#[btf_tracepoint(function = "kmalloc")]
+pub fn kmalloc_cache_btf(ctx: BtfTracePointContext) -> i32 {
+    let ptr: u64 = ctx.arg(1);
+    let bytes_alloc: u64 = ctx.arg(3);
+    let base = slab_pages(SlabPages::Base);
+    if base == 0 {
+        if bytes_alloc == PROBE_BYTES && probing_thread() {
+            set_slab_pages(SlabPages::ProbeAddress, ptr);
+        }
+        return 0;
+    }
+    // Larger requests come from the page allocator, not from a cache.
+    if bytes_alloc > KMALLOC_MAX_CACHE_SIZE {
+        return 0;
+    }
+    let Some(object) = KALLOCS.get_ptr_mut(key(ptr, KernelSpace::Slab)) else { return 0 };
+    let page = base.wrapping_add((ptr >> 12).wrapping_mul(u64::from(PAGE_STRUCT_SIZE.load())));
+    // A slab of several pages: its tail pages point at the head page, which is the slab.
+    let head: u64 = kernel_field(page, &OFF_PAGE_COMPOUND_HEAD);
+    let slab = if head & 1 == 1 { head - 1 } else { page };
+    let cache: u64 = kernel_field(slab, &OFF_SLAB_CACHE);
+    let name: u64 = kernel_field(cache, &OFF_KMEM_CACHE_NAME);
+    if name != 0 {
+        // SAFETY: `object` points at the map value just looked up; the helper copies at most
+        // `cache.len()` bytes into its `cache` field and reads the name with the kernel's
+        // fault-handling access. A concurrent free of the object makes this write go to a
+        // value no longer in the map, which the kernel keeps valid until the program ends.
+        let _ = unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, &mut (*object).cache) };
+    }
+    0
+}
+
+/// mm_page_alloc(struct page *page, order, gfp_flags, migratetype), attached only while user
+/// space learns where struct pages are: the page of leaktrace's own probe allocation.
+#[btf_tracepoint(function = "mm_page_alloc")]
+pub fn learn_page_btf(ctx: BtfTracePointContext) -> i32 {
+    if ctx.arg::<u32>(1) == PROBE_ORDER && probing_thread() {
+        set_slab_pages(SlabPages::ProbePage, ctx.arg(0));
+    }
     0
 }
 

@@ -23,6 +23,7 @@ use aya_ebpf::{
     Global,
 };
 use leaktrace_common::{
+    kernel::SlabPages,
     names::{
         DEFAULT_MAX_ALLOCS, DEFAULT_MAX_KERNEL_ALLOCS, DEFAULT_STACK_STORAGE, MAX_LINEAGE, MAX_PENDING, MAX_TARGETS,
     },
@@ -132,6 +133,11 @@ pub static KSTACKS: HashMap<u64, StackRecord> = HashMap::with_max_entries(DEFAUL
 /// caches exist.
 #[map]
 pub static REUSED: PerCpuHashMap<ReuseKey, u64> = PerCpuHashMap::with_max_entries(1024, 0);
+
+/// Kernel mode: where `struct page`s are, once user space has learnt it (see
+/// `leaktrace_common::kernel::SlabPages`).
+#[map]
+pub static SLAB_PAGES: Array<u64> = Array::with_max_entries(SlabPages::LEN, 0);
 
 /// Kernel mode: each process's parent and name as seen at fork and exec, so that the chain
 /// behind an allocation can be told after the processes have exited. An LRU map is

@@ -26,6 +26,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use leaktrace_common::{
+    kernel::SlabPages,
     names,
     unwind::{MAX_UNWIND_MAPPINGS, UNWIND_SLOTS},
     AllocInfo, Counter, KernelAlloc, KernelKey, Lineage, ProcessSlot, ReuseKey, StackEnd, StackRecord, StackStats,
@@ -381,6 +382,30 @@ impl Tracer {
         let reused: PerCpuHashMap<_, ReuseKey, u64> =
             PerCpuHashMap::try_from(map).map_err(|e| map_error(names::REUSED, e))?;
         Ok(reused.iter().filter_map(|entry| entry.ok()).map(|(key, per_cpu)| (key, per_cpu.iter().sum())).collect())
+    }
+
+    /// Kernel mode: a slot of `SLAB_PAGES`.
+    pub fn slab_pages(&self, slot: SlabPages) -> Result<u64> {
+        let map = self.ebpf.map(names::SLAB_PAGES).ok_or_else(|| missing_map(names::SLAB_PAGES))?;
+        let array: Array<_, u64> = Array::try_from(map).map_err(|e| map_error(names::SLAB_PAGES, e))?;
+        array.get(&(slot as u32), 0).map_err(|e| map_error(names::SLAB_PAGES, e))
+    }
+
+    /// Kernel mode: sets a slot of `SLAB_PAGES`.
+    pub fn set_slab_pages(&mut self, slot: SlabPages, value: u64) -> Result<()> {
+        let map = self.ebpf.map_mut(names::SLAB_PAGES).ok_or_else(|| missing_map(names::SLAB_PAGES))?;
+        let mut array: Array<_, u64> = Array::try_from(map).map_err(|e| map_error(names::SLAB_PAGES, e))?;
+        array.set(slot as u32, value, 0).map_err(|e| map_error(names::SLAB_PAGES, e))
+    }
+
+    /// Detaches and unloads a `tp_btf` program attached with [`Self::attach_btf_tracepoint`].
+    pub fn detach_btf_tracepoint(&mut self, program: &str) -> Result<()> {
+        let prog = self
+            .ebpf
+            .program_mut(program)
+            .ok_or_else(|| Error::Load { what: program.to_string(), source: "not in the eBPF object".into() })?;
+        let tracepoint: &mut BtfTracePoint = prog.try_into().map_err(|e| load_error(program, e))?;
+        tracepoint.unload().map_err(|e| load_error(program, e))
     }
 
     /// Kernel mode: the parent and name of the given processes, where the fork or exec

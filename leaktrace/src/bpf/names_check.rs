@@ -65,6 +65,8 @@ fn loader_programs() -> BTreeSet<&'static str> {
         names::PROG_KMEM_CACHE_ALLOC_BTF,
         names::PROG_KFREE_BTF,
         names::PROG_KMEM_CACHE_FREE_BTF,
+        names::PROG_KMALLOC_CACHE_BTF,
+        names::PROG_LEARN_PAGE_BTF,
     ]);
     for (entry, session) in names::SESSION_PROGRAMS {
         programs.extend([entry, session]);
@@ -89,6 +91,7 @@ fn loader_maps() -> BTreeSet<&'static str> {
         names::KERNEL_SCRATCH,
         names::REUSED,
         names::LINEAGE,
+        names::SLAB_PAGES,
         names::UNWIND_ROWS,
         names::UNWIND_MAPPINGS,
         names::UNWIND_PROCESSES,
@@ -121,6 +124,7 @@ fn loader_globals() -> BTreeSet<&'static str> {
     globals.extend(offsets::PAGE_ALLOC);
     globals.extend(offsets::PERCPU_ALLOC);
     globals.extend(offsets::KMEM_CACHE);
+    globals.extend(offsets::SLAB_PAGE);
     globals
 }
 

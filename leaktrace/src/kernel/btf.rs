@@ -98,6 +98,12 @@ impl Btf {
         self.find_member(id, member, 0).ok_or_else(|| bad(&format!("struct {name} has no member {member}")))
     }
 
+    /// Size in bytes of `struct name`.
+    pub fn struct_size(&self, name: &str) -> Result<u32> {
+        let id = *self.structs.get(name).ok_or_else(|| bad(&format!("no struct {name}")))?;
+        u32_at(&self.data, self.types[id as usize].offset + 8).ok_or_else(|| bad(&format!("struct {name}")))
+    }
+
     fn find_member(&self, id: u32, member: &str, base_bits: u32) -> Option<u32> {
         let entry = *self.types.get(id as usize)?;
         for i in 0..entry.vlen {
@@ -165,6 +171,9 @@ mod tests {
         assert!(btf.member_offset("kmem_cache", "name").unwrap() > object_size);
         // In an anonymous union of struct page: the offset of the word after `flags`.
         assert_eq!(btf.member_offset("page", "compound_head").unwrap(), 8);
+        assert_eq!(btf.struct_size("page").unwrap(), 64);
+        // struct slab overlays struct page; its cache pointer follows the flags word.
+        assert!(btf.member_offset("slab", "slab_cache").unwrap() < 64);
         assert!(btf.member_offset("kmem_cache", "no_such_member").is_err());
         assert!(btf.member_offset("no_such_struct", "x").is_err());
     }

@@ -15,8 +15,8 @@ use crate::{
     driver::{from_counters, CounterFields},
     focus,
     model::{
-        self, Activity, Ancestor, CacheAccount, Figures, Frame, GroupBy, KernelGroup, KernelSection, Lost, PerRun,
-        Report, Runs, Section, Share, SlabMeminfo, SortBy, StackReport, Stamp, TargetInfo, Totals,
+        self, Activity, Ancestor, CacheAccount, Figures, Frame, GroupBy, KernelGroup, KernelSection, KmallocCacheNames,
+        Lost, PerRun, Report, Runs, Section, Share, SlabMeminfo, SortBy, StackReport, Stamp, TargetInfo, Totals,
     },
     trend::{self, SeriesBook},
 };
@@ -283,6 +283,8 @@ pub struct Context {
     pub probe_misses: u64,
     /// Tracepoints traced.
     pub events: Vec<String>,
+    /// How kmalloc objects' caches are named.
+    pub kmalloc_caches: KmallocCacheNames,
     /// Whether kernel addresses could be symbolized.
     pub symbols_visible: bool,
     /// /proc's slab figures.
@@ -363,6 +365,7 @@ pub fn build_report(ranked: Ranked, named: &NamedStacks, context: Context) -> Re
         kernel: KernelSection {
             group_by: context.group_by,
             events: context.events,
+            kmalloc_caches: Some(context.kmalloc_caches),
             symbols_visible: context.symbols_visible,
             meminfo_start: context.slab.meminfo_start,
             meminfo_now: context.slab.meminfo_now,
@@ -480,6 +483,7 @@ mod tests {
             counters,
             probe_misses: 0,
             events: vec!["kmem:kmalloc".into()],
+            kmalloc_caches: KmallocCacheNames::Size,
             symbols_visible: true,
             slab,
             runs: None,

@@ -6,6 +6,7 @@ pub mod build;
 pub mod events;
 pub mod lineage;
 pub mod slab;
+mod slab_pages;
 mod trace;
 pub mod tracefs;
 

@@ -11,7 +11,7 @@ use std::{
 use super::{
     btf,
     build::{self, Context, NameFilters, NamedStacks, SlabFigures, Snapshot},
-    events, lineage, slab, tracefs,
+    events, lineage, slab, slab_pages, tracefs,
 };
 use crate::{
     aggregate::GroupKey,
@@ -21,7 +21,7 @@ use crate::{
     error::{Error, Result},
     features::{self, Release},
     mappings::ProcessModules,
-    model::{Filters, GroupBy, Report, Runs, Sample, TargetInfo},
+    model::{Filters, GroupBy, KmallocCacheNames, Report, Runs, Sample, TargetInfo},
     process::{self, launch},
     symbolize::{kernel::KernelSymbolizer, Symbolizer},
     trend::SeriesBook,
@@ -48,6 +48,8 @@ struct KernelTrace {
     user_modules: HashMap<u32, ProcessModules>,
     user_symbols: Symbolizer,
     events: Vec<String>,
+    /// How kmalloc objects' caches are named.
+    kmalloc_caches: KmallocCacheNames,
     clock: RunClock,
     meminfo_start: slab::SlabMeminfo,
     slabinfo_start: BTreeMap<String, slab::CacheFigures>,
@@ -67,16 +69,10 @@ pub async fn run(config: Config, options: KernelOptions) -> Result<Outcome> {
     for spec in &specs {
         offsets.extend(events::offsets_of(&tracefs, spec)?);
     }
-    // The raw tracepoint programs read `struct kmem_cache`; without its layout they stay off.
-    let btf_offsets = match btf::Btf::from_kernel() {
-        Ok(btf) => events::kmem_cache_offsets(&btf),
-        Err(e) => {
-            log::warn!("{e}; the slab events are traced through their classic tracepoints");
-            Vec::new()
-        }
-    };
+    let (btf_offsets, slab_layout) = kernel_layouts();
     let raw_tracepoints = !btf_offsets.is_empty();
     offsets.extend(btf_offsets);
+    offsets.extend(slab_layout.iter().flat_map(|l| l.globals.iter().copied()));
     for &pid in &options.pids {
         process::inspect_pid(pid)?;
     }
@@ -98,10 +94,29 @@ pub async fn run(config: Config, options: KernelOptions) -> Result<Outcome> {
         tracer.add_target(pid)?;
     }
     let events = attach_events(&mut tracer, &tracefs, &specs, raw_tracepoints)?;
-    let trace = KernelTrace::new(config, options, tracer, events);
+    let kmalloc_btf = events.iter().any(|e| e == "kmem:kmalloc (tp_btf)");
+    let kmalloc_caches = match slab_layout.filter(|_| kmalloc_btf) {
+        Some(layout) if slab_pages::attach_and_learn(&mut tracer, &layout) => KmallocCacheNames::Slab,
+        _ => KmallocCacheNames::Size,
+    };
+    let trace = KernelTrace::new(config, options, tracer, (events, kmalloc_caches));
     trace.announce();
     let config = trace.config.clone();
     driver::drive(trace, &config, &mut signals).await
+}
+
+/// What the raw tracepoint programs read of `struct kmem_cache`, and what the kmalloc
+/// naming program reads of `struct page` and `struct slab`, from the kernel's BTF. Without
+/// the first the classic tracepoints are used; without the second kmalloc objects are named
+/// from their size and flags.
+fn kernel_layouts() -> (Vec<(&'static str, u32)>, Option<slab_pages::Layout>) {
+    match btf::Btf::from_kernel() {
+        Ok(btf) => (events::kmem_cache_offsets(&btf), slab_pages::layout(&btf)),
+        Err(e) => {
+            log::warn!("{e}; the slab events are traced through their classic tracepoints");
+            (Vec::new(), None)
+        }
+    }
 }
 
 /// The tracepoints `options` ask for.
@@ -158,7 +173,12 @@ fn attach_events(
 }
 
 impl KernelTrace {
-    fn new(config: Config, options: KernelOptions, tracer: Tracer, events: Vec<String>) -> Self {
+    fn new(
+        config: Config,
+        options: KernelOptions,
+        tracer: Tracer,
+        (events, kmalloc_caches): (Vec<String>, KmallocCacheNames),
+    ) -> Self {
         let runner = options.run.as_ref().map(|spec| Runner {
             command: spec.command.clone(),
             repeat: spec.repeat,
@@ -171,6 +191,7 @@ impl KernelTrace {
             user_modules: HashMap::new(),
             user_symbols: Symbolizer::new(),
             events,
+            kmalloc_caches,
             clock: RunClock::start(),
             meminfo_start: slab::read_meminfo(),
             slabinfo_start: slab::read_slabinfo(),
@@ -291,6 +312,7 @@ impl KernelTrace {
             counters: self.tracer.counters()?,
             probe_misses: self.tracer.probe_misses(),
             events: self.events.clone(),
+            kmalloc_caches: self.kmalloc_caches,
             symbols_visible: self.kernel_symbols.visible(),
             slab: SlabFigures {
                 meminfo_start: self.meminfo_start,

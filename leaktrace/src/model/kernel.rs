@@ -39,6 +39,10 @@ pub struct KernelSection {
     pub group_by: GroupBy,
     /// Tracepoints traced (`category:event`).
     pub events: Vec<String>,
+    /// How kmalloc objects' caches are named; absent in reports of versions that did not say
+    /// (they named them from size and flags).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kmalloc_caches: Option<KmallocCacheNames>,
     /// Whether kernel addresses could be symbolized (false when kptr_restrict hides them).
     pub symbols_visible: bool,
     /// Slab lines of /proc/meminfo when tracing started.
@@ -52,6 +56,17 @@ pub struct KernelSection {
     /// With --run: the command and how many runs completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runs: Option<Runs>,
+}
+
+/// Where the cache name of a kmalloc object comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KmallocCacheNames {
+    /// From the object's slab: the cache it really lives in.
+    Slab,
+    /// From its size and gfp flags (`kmalloc-N`, `kmalloc-cg-N`, …): right for ordinary
+    /// kmalloc, wrong for dedicated kmalloc caches (`msg_msg-N` and other kmem_buckets).
+    Size,
 }
 
 /// The slab lines of /proc/meminfo, in bytes.

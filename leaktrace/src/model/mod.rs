@@ -12,7 +12,9 @@ mod user;
 
 use serde::{Deserialize, Serialize};
 
-pub use kernel::{Ancestor, CacheAccount, GroupBy, KernelGroup, KernelSection, PerRun, Runs, Share, SlabMeminfo};
+pub use kernel::{
+    Ancestor, CacheAccount, GroupBy, KernelGroup, KernelSection, KmallocCacheNames, PerRun, Runs, Share, SlabMeminfo,
+};
 pub use trend::{Class, Sample, Trend, MIN_INTERVALS};
 pub use user::{
     Estimate, Handling, ProbeReport, SamplingSection, StackEnding, UnwindMode, UnwindModule, UnwindSection, Unwinder,

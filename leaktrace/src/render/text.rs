@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 use crate::{
     config::TextOptions,
     model::{
-        Class, Frame, Handling, KernelGroup, KernelSection, ProbeReport, Report, SamplingSection, Share, StackEnding,
-        StackReport, Trend, UnwindSection, Unwinder,
+        Class, Frame, Handling, KernelGroup, KernelSection, KmallocCacheNames, ProbeReport, Report, SamplingSection,
+        Share, StackEnding, StackReport, Trend, UnwindSection, Unwinder,
     },
 };
 
@@ -507,6 +507,12 @@ fn render_slab_accounting(out: &mut String, report: &Report, kernel: &KernelSect
     }
     if !kernel.symbols_visible {
         out.push_str("Kernel addresses are hidden by kernel.kptr_restrict: kernel frames are shown as addresses\n");
+    }
+    if kernel.kmalloc_caches == Some(KmallocCacheNames::Size) {
+        out.push_str(
+            "kmalloc objects are named from their size and flags (their slab could not be read): an object of a \
+             dedicated kmalloc cache (e.g. msg_msg-4k) shows as kmalloc-4k\n",
+        );
     }
     if let Some(runs) = &kernel.runs {
         let _ = writeln!(
