@@ -113,6 +113,32 @@ indexed_enum! {
     }
 }
 
+/// A frame of a user stack captured with its file's build-id (the kernel's
+/// `struct bpf_stack_build_id`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct BuildIdFrame {
+    /// `BUILD_ID_VALID` (`build_id` and `offset_or_ip` as a file offset), `BUILD_ID_IP`
+    /// (only an address), or 0 (empty: the stack ended).
+    pub status: i32,
+    /// GNU build-id of the mapped file, zero-padded.
+    pub build_id: [u8; 20],
+    /// Offset in the file, or the address when the build-id could not be read.
+    pub offset_or_ip: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<BuildIdFrame>() == 32);
+
+/// `BuildIdFrame::status`: build-id and file offset.
+pub const BUILD_ID_VALID: i32 = 1;
+/// `BuildIdFrame::status`: only the address.
+pub const BUILD_ID_IP: i32 = 2;
+/// Bytes of an exec'd program's path kept (`EXECUTABLES`).
+pub const EXEC_PATH_LEN: usize = 256;
+
+/// User frames kept per stack in kernel mode.
+pub const MAX_BUILD_ID_FRAMES: usize = 32;
+
 /// Bytes of leaktrace's probe allocation: above the largest kmalloc cache, so that it comes
 /// straight from the page allocator, as one order-2 block.
 pub const PROBE_BYTES: u64 = 16384;
@@ -146,6 +172,8 @@ pub mod offsets {
     pub const PERCPU_FREE_PTR: &str = "OFF_PCPU_FREE_PTR";
     /// sched_process_fork: child_pid.
     pub const FORK_CHILD_PID: &str = "OFF_FORK_CHILD_PID";
+    /// sched_process_exec: filename.
+    pub const EXEC_FILENAME: &str = "OFF_EXEC_FILENAME";
     /// `struct kmem_cache` members read by the raw tracepoint programs (from BTF, not from a
     /// format file): size, object_size, name.
     pub const KMEM_CACHE: [&str; 3] = ["OFF_KMEM_CACHE_SIZE", "OFF_KMEM_CACHE_OBJECT_SIZE", "OFF_KMEM_CACHE_NAME"];
@@ -166,3 +194,6 @@ unsafe impl aya::Pod for ReuseKey {}
 #[cfg(feature = "user")]
 // SAFETY: as above.
 unsafe impl aya::Pod for Lineage {}
+#[cfg(feature = "user")]
+// SAFETY: as above (4 + 20 bytes, then an aligned u64: no padding, size asserted).
+unsafe impl aya::Pod for BuildIdFrame {}

@@ -82,6 +82,13 @@ pub const KALLOCS: &str = "KALLOCS";
 pub const KSTACKS: &str = "KSTACKS";
 /// Kernel mode: `ReuseKey` → objects whose address was allocated again while outstanding.
 pub const REUSED: &str = "REUSED";
+/// Kernel mode: tgid → the path its last exec ran (NUL-padded), for finding the files of
+/// exited processes' user stacks.
+pub const EXECUTABLES: &str = "EXECUTABLES";
+/// Kernel mode: per-CPU slot where an exec'd path is built before it goes into `EXECUTABLES`.
+pub const EXEC_SCRATCH: &str = "EXEC_SCRATCH";
+/// Capacity of `EXECUTABLES` (least recently used entries make way).
+pub const MAX_EXECUTABLES: u32 = 4096;
 /// Kernel mode: where `struct page`s are (an `Array<u64>` indexed by `kernel::SlabPages`).
 pub const SLAB_PAGES: &str = "SLAB_PAGES";
 /// Kernel mode: tgid → `Lineage` (parent and name) of processes seen forking or exec'ing.

@@ -6,8 +6,8 @@
 use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_probe_read_kernel_str_bytes,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_stack, bpf_get_stackid, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
     },
     macros::{btf_tracepoint, tracepoint},
     programs::{tracing::StackIdContext, BtfTracePointContext, TracePointContext},
@@ -20,8 +20,8 @@ use leaktrace_common::{
 
 use crate::{
     maps::{
-        count, stack_turnover, KernelScratch, FILTER_TARGETS, FOLLOW_FORKS, KALLOCS, KERNEL_SCRATCH, KSTACKS, LINEAGE,
-        REUSED, SELF_TGID, SLAB_PAGES, STACKS, TARGETS, USER_STACKS,
+        count, stack_turnover, KernelScratch, EXECUTABLES, EXEC_SCRATCH, FILTER_TARGETS, FOLLOW_FORKS, KALLOCS,
+        KERNEL_SCRATCH, KSTACKS, LINEAGE, REUSED, SELF_TGID, SLAB_PAGES, STACKS, TARGETS, USER_STACKS,
     },
     stacks,
 };
@@ -59,6 +59,7 @@ offsets!(
     OFF_PCPU_ALLOC_GFP,
     OFF_PCPU_FREE_PTR,
     OFF_FORK_CHILD_PID,
+    OFF_EXEC_FILENAME,
     OFF_KMEM_CACHE_SIZE,
     OFF_KMEM_CACHE_OBJECT_SIZE,
     OFF_KMEM_CACHE_NAME,
@@ -174,13 +175,13 @@ fn record<C: StackIdContext>(ctx: &C, request: Request, cache_name: CacheName) {
     }
     let kernel_stack = store_kernel_stack(ctx, request.scratch, request.call_site);
     let user_stack_id = if USER_STACKS.load() != 0 {
-        match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
-            Ok(id) => id as i32,
-            Err(err) => {
-                count(Counter::KernelUserStackLost);
-                err
-            }
+        // SAFETY: the helper reads the current task's user stack into the map at `STACKS`,
+        // a stack-trace map, and returns an id or a negative errno.
+        let id = unsafe { bpf_get_stackid(ctx.as_ptr(), STACKS.as_ptr(), BPF_F_USER_STACK as u64) };
+        if id < 0 {
+            count(Counter::KernelUserStackLost);
         }
+        id as i32
     } else {
         -1
     };
@@ -509,10 +510,28 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// After an exec the process has its new program's name: the one its chain shows.
+/// After an exec the process has its new program's name: the one its chain shows. Its path
+/// goes into `EXECUTABLES`.
 #[tracepoint]
-pub fn lineage_exec(_ctx: TracePointContext) -> u32 {
+pub fn lineage_exec(ctx: TracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // __data_loc: low 16 bits are the string's offset in the record.
+    let loc: u32 = field(&ctx, &OFF_EXEC_FILENAME);
+    // Too big for the BPF stack: built in this CPU's scratch slot.
+    if let Some(path) = EXEC_SCRATCH.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot, which only this program writes and which it cannot
+        // interrupt itself to write again. The offset is the record's own __data_loc field,
+        // pointing inside the record; the helper copies at most the slot's size and reports
+        // a bad address as an error.
+        let copied = unsafe {
+            (*path).fill(0);
+            bpf_probe_read_kernel_str_bytes((ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize), &mut *path)
+        };
+        if copied.is_ok() {
+            // SAFETY: as above; the map copies the value.
+            let _ = EXECUTABLES.insert(tgid, unsafe { *path }, 0);
+        }
+    }
     let comm = bpf_get_current_comm().unwrap_or([0; 16]);
     match LINEAGE.get_ptr_mut(tgid) {
         // SAFETY: a valid pointer to the entry's value; a concurrent writer (another exec of

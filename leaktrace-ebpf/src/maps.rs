@@ -16,16 +16,21 @@
 //! wrong stack or a lost count, never an access outside the value. User space only reads
 //! these maps, through the bpf system call, which copies them.
 
+use core::cell::UnsafeCell;
+
 use aya_ebpf::{
-    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
+    bindings::{
+        bpf_map_def, bpf_map_type::BPF_MAP_TYPE_STACK_TRACE, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BPF_F_STACK_BUILD_ID,
+    },
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     Global,
 };
 use leaktrace_common::{
-    kernel::SlabPages,
+    kernel::{BuildIdFrame, SlabPages, EXEC_PATH_LEN, MAX_BUILD_ID_FRAMES},
     names::{
-        DEFAULT_MAX_ALLOCS, DEFAULT_MAX_KERNEL_ALLOCS, DEFAULT_STACK_STORAGE, MAX_LINEAGE, MAX_PENDING, MAX_TARGETS,
+        DEFAULT_MAX_ALLOCS, DEFAULT_MAX_KERNEL_ALLOCS, DEFAULT_STACK_STORAGE, MAX_EXECUTABLES, MAX_LINEAGE,
+        MAX_PENDING, MAX_TARGETS,
     },
     sampling::{sample_probability, weighted_bytes, weighted_count, SAMPLE_TABLE_LEN},
     unwind::{UnwindCacheEntry, DEFAULT_UNWIND_ROWS, MAX_UNWIND_MAPPINGS, UNWIND_CACHE_SIZE, UNWIND_SLOTS},
@@ -52,11 +57,38 @@ pub static USTACKS: HashMap<u64, StackRecord> = HashMap::with_max_entries(DEFAUL
 #[map]
 pub static STACK_SCRATCH: PerCpuArray<StackRecord> = PerCpuArray::with_max_entries(1, 0);
 
-/// Kernel mode with --user-stacks: the allocating tasks' user stacks. No
-/// BPF_F_REUSE_STACKID: a reused id could later point at a different stack than the one an
-/// older allocation recorded.
-#[map]
-pub static STACKS: StackTrace = StackTrace::with_max_entries(DEFAULT_STACK_STORAGE, 0);
+/// Kernel mode with --user-stacks: the allocating tasks' user stacks, each frame as the
+/// build-id of the file it is in and its offset there (`BPF_F_STACK_BUILD_ID`), so that a
+/// stack can be named after its process has exited and its mappings are gone (a status
+/// script's children). A frame whose build-id the kernel could not read keeps its address.
+/// No BPF_F_REUSE_STACKID: a reused id could later point at a different stack than the one
+/// an older allocation recorded. aya-ebpf's `StackTrace` has room for 127 addresses, not a
+/// whole number of build-id frames, hence the definition by hand.
+#[unsafe(link_section = "maps")]
+#[unsafe(export_name = "STACKS")]
+pub static STACKS: BuildIdStacks = BuildIdStacks(UnsafeCell::new(bpf_map_def {
+    type_: BPF_MAP_TYPE_STACK_TRACE,
+    key_size: core::mem::size_of::<u32>() as u32,
+    value_size: core::mem::size_of::<[BuildIdFrame; MAX_BUILD_ID_FRAMES]>() as u32,
+    max_entries: DEFAULT_STACK_STORAGE,
+    map_flags: BPF_F_STACK_BUILD_ID,
+    id: 0,
+    pinning: 0,
+}));
+
+/// A stack-trace map definition whose values are build-id frames.
+#[repr(transparent)]
+pub struct BuildIdStacks(UnsafeCell<bpf_map_def>);
+
+// SAFETY: the definition is only read, by the loader; programs pass its address to helpers.
+unsafe impl Sync for BuildIdStacks {}
+
+impl BuildIdStacks {
+    /// The map's address, for `bpf_get_stackid`.
+    pub fn as_ptr(&self) -> *mut core::ffi::c_void {
+        self.0.get().cast()
+    }
+}
 
 /// Turnover per stack. Per CPU, so that the hot path never contends on a shared counter.
 #[map]
@@ -133,6 +165,15 @@ pub static KSTACKS: HashMap<u64, StackRecord> = HashMap::with_max_entries(DEFAUL
 /// caches exist.
 #[map]
 pub static REUSED: PerCpuHashMap<ReuseKey, u64> = PerCpuHashMap::with_max_entries(1024, 0);
+
+/// Kernel mode: the path each process's last exec ran, so that the files in the user stacks of
+/// processes that have exited can be found by build-id. Preallocated, like `LINEAGE`.
+#[map]
+pub static EXECUTABLES: LruHashMap<u32, [u8; EXEC_PATH_LEN]> = LruHashMap::with_max_entries(MAX_EXECUTABLES, 0);
+
+/// Kernel mode: where the exec tracepoint program builds a path before storing it.
+#[map]
+pub static EXEC_SCRATCH: PerCpuArray<[u8; EXEC_PATH_LEN]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Kernel mode: where `struct page`s are, once user space has learnt it (see
 /// `leaktrace_common::kernel::SlabPages`).

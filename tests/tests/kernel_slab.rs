@@ -643,8 +643,9 @@ fn run_reports_the_growth_each_run_leaves_behind() {
 
 /// A status script that starts a child which leaves kernel objects behind: the child is
 /// gone by the report, and so is the script, but each group names the chain that led to the
-/// allocation (child ← script ← the shell of `--run`), in JSON and text, and `--by origin`
-/// files the objects under the script, the top-most process that is not a shell.
+/// allocation (child ← script ← the shell of `--run`), in JSON and text, with the child's
+/// user stack, and `--by origin` files the objects under the script, the top-most process
+/// that is not a shell.
 #[test]
 fn the_chain_behind_an_allocation_is_named_after_it_exited() {
     require_root();
@@ -658,10 +659,17 @@ fn the_chain_behind_an_allocation_is_named_after_it_exited() {
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let trace = |by: &str| {
         let json = dir.path().join(format!("{by}.json"));
-        run_sending(script.to_str().unwrap(), RUNS, key, &["--by", by], &json)
+        run_sending(script.to_str().unwrap(), RUNS, key, &["--by", by, "--user-stacks"], &json)
     };
     let (report, stdout) = trace("stack");
     let messages = direct_from(&report, "load_msg");
+    // The fixture's user stack is named although the fixture had exited: its frames were
+    // captured as build-ids and file offsets, and its file found by its build-id.
+    let user: Vec<&str> =
+        messages[0]["kernel"]["user_frames"].as_array().unwrap().iter().filter_map(|f| f["symbol"].as_str()).collect();
+    assert_eq!(user.first(), Some(&"send_message"), "{:#}", messages[0]);
+    let module = messages[0]["kernel"]["user_frames"][0]["module"].as_str().unwrap_or("");
+    assert_eq!(std::fs::canonicalize(module).ok().as_ref(), std::fs::canonicalize(kernel_objects()).ok().as_ref());
     assert_eq!(sum(&messages, "count"), RUNS, "{messages:#?}");
     let holders = messages[0]["kernel"]["comms"].as_array().unwrap();
     assert_eq!(holders.len() as u64, RUNS, "one fixture process per run: {holders:#?}");

@@ -13,12 +13,15 @@ pub use events::UnwindEvents;
 use std::{
     collections::HashMap as StdHashMap,
     num::NonZeroU32,
-    os::fd::{AsFd, AsRawFd},
-    path::Path,
+    os::{
+        fd::{AsFd, AsRawFd},
+        unix::ffi::OsStrExt,
+    },
+    path::{Path, PathBuf},
 };
 
 use aya::{
-    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap},
+    maps::{Array, HashMap, Map, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
         uprobe::{UProbeLink, UProbeScope},
         BtfTracePoint, TracePoint, UProbe,
@@ -26,7 +29,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use leaktrace_common::{
-    kernel::SlabPages,
+    kernel::{BuildIdFrame, SlabPages, EXEC_PATH_LEN, MAX_BUILD_ID_FRAMES},
     names,
     unwind::{MAX_UNWIND_MAPPINGS, UNWIND_SLOTS},
     AllocInfo, Counter, KernelAlloc, KernelKey, Lineage, ProcessSlot, ReuseKey, StackEnd, StackRecord, StackStats,
@@ -174,7 +177,8 @@ impl Tracer {
                     .map_max_entries(names::KSTACKS, 1)
                     .map_max_entries(names::KERNEL_SCRATCH, 1)
                     .map_max_entries(names::REUSED, 1)
-                    .map_max_entries(names::LINEAGE, 1);
+                    .map_max_entries(names::LINEAGE, 1)
+                    .map_max_entries(names::EXECUTABLES, 1);
             }
             Mode::Kernel { filter_targets, user_stacks, follow_forks, offsets } => {
                 flags = [u8::from(*filter_targets), u8::from(*user_stacks), u8::from(*follow_forks)];
@@ -384,6 +388,21 @@ impl Tracer {
         Ok(reused.iter().filter_map(|entry| entry.ok()).map(|(key, per_cpu)| (key, per_cpu.iter().sum())).collect())
     }
 
+    /// Kernel mode: every path exec'd while tracing (as far as `EXECUTABLES` keeps them).
+    pub fn executables(&self) -> Result<Vec<PathBuf>> {
+        let map = self.ebpf.map(names::EXECUTABLES).ok_or_else(|| missing_map(names::EXECUTABLES))?;
+        let paths: HashMap<_, u32, [u8; EXEC_PATH_LEN]> =
+            HashMap::try_from(map).map_err(|e| map_error(names::EXECUTABLES, e))?;
+        Ok(paths
+            .iter()
+            .filter_map(|entry| entry.ok())
+            .map(|(_, path)| {
+                let end = path.iter().position(|&b| b == 0).unwrap_or(path.len());
+                PathBuf::from(std::ffi::OsStr::from_bytes(&path[..end]))
+            })
+            .collect())
+    }
+
     /// Kernel mode: a slot of `SLAB_PAGES`.
     pub fn slab_pages(&self, slot: SlabPages) -> Result<u64> {
         let map = self.ebpf.map(names::SLAB_PAGES).ok_or_else(|| missing_map(names::SLAB_PAGES))?;
@@ -464,17 +483,17 @@ impl Tracer {
     }
 
     /// Kernel mode with --user-stacks: the allocating tasks' user stacks, by stack map id.
-    pub fn task_user_stacks(&self, ids: impl IntoIterator<Item = u32>) -> Result<StdHashMap<u32, Vec<u64>>> {
-        self.read_stacks(names::STACKS, ids)
-    }
-
-    fn read_stacks(&self, name: &'static str, ids: impl IntoIterator<Item = u32>) -> Result<StdHashMap<u32, Vec<u64>>> {
-        let map = self.ebpf.map(name).ok_or_else(|| missing_map(name))?;
-        let stacks: StackTraceMap<&MapData> = StackTraceMap::try_from(map).map_err(|e| map_error(name, e))?;
+    pub fn task_user_stacks(&self, ids: impl IntoIterator<Item = u32>) -> Result<StdHashMap<u32, Vec<BuildIdFrame>>> {
+        let map = self.ebpf.map(names::STACKS).ok_or_else(|| missing_map(names::STACKS))?;
+        let Map::StackTraceMap(data) = map else {
+            return Err(map_error(names::STACKS, "not a stack-trace map"));
+        };
+        let fd = data.fd().as_fd().as_raw_fd();
         let mut out = StdHashMap::new();
         for id in ids {
-            if let Ok(trace) = stacks.get(&id, 0) {
-                out.insert(id, trace.frames().iter().map(|f| f.ip).collect());
+            let mut frames = [BuildIdFrame { status: 0, build_id: [0; 20], offset_or_ip: 0 }; MAX_BUILD_ID_FRAMES];
+            if lookup_raw(fd, &id, &mut frames) {
+                out.insert(id, frames.into_iter().take_while(|f| f.status != 0).collect());
             }
         }
         Ok(out)
@@ -640,6 +659,38 @@ fn prog_info(fd: std::os::fd::BorrowedFd<'_>) -> Option<aya_obj::generated::bpf_
         )
     };
     (ret == 0).then_some(info)
+}
+
+/// Looks `key` up in the map `fd` into `value`, whose size must be the map's value size;
+/// false when it is not there. For maps whose values aya reads otherwise (build-id stacks:
+/// aya's stack-trace map reads addresses and stops at the first zero word).
+fn lookup_raw<K, V>(fd: std::os::fd::RawFd, key: &K, value: &mut V) -> bool {
+    #[repr(C)]
+    struct Lookup {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    let attr = Lookup {
+        map_fd: fd as u32,
+        _pad: 0,
+        key: std::ptr::from_ref(key) as u64,
+        value: std::ptr::from_mut(value) as u64,
+        flags: 0,
+    };
+    // SAFETY: BPF_MAP_LOOKUP_ELEM reads the map's key size from `key` and writes its value
+    // size into `value`; the callers pass the map's own key and value types.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            aya_obj::generated::bpf_cmd::BPF_MAP_LOOKUP_ELEM as libc::c_long,
+            std::ptr::addr_of!(attr),
+            std::mem::size_of::<Lookup>() as libc::c_long,
+        )
+    };
+    ret == 0
 }
 
 /// Records `program` as loaded; true the first time it is seen.

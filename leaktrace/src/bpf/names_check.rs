@@ -92,6 +92,8 @@ fn loader_maps() -> BTreeSet<&'static str> {
         names::REUSED,
         names::LINEAGE,
         names::SLAB_PAGES,
+        names::EXECUTABLES,
+        names::EXEC_SCRATCH,
         names::UNWIND_ROWS,
         names::UNWIND_MAPPINGS,
         names::UNWIND_PROCESSES,
@@ -118,6 +120,7 @@ fn loader_globals() -> BTreeSet<&'static str> {
         offsets::PAGE_FREE_BATCHED_PFN,
         offsets::PERCPU_FREE_PTR,
         offsets::FORK_CHILD_PID,
+        offsets::EXEC_FILENAME,
     ]);
     globals.extend(offsets::KMALLOC);
     globals.extend(offsets::KMEM_CACHE_ALLOC);

@@ -154,7 +154,7 @@ pub const LINEAGE: &[EventSpec] = &[
         program: names::PROG_EXEC_LINEAGE,
         category: "sched",
         event: "sched_process_exec",
-        fields: &[],
+        fields: &[("filename", 4, offsets::EXEC_FILENAME)],
         btf_program: None,
     },
 ];

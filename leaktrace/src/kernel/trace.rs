@@ -8,6 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use leaktrace_common::kernel::{BuildIdFrame, BUILD_ID_VALID};
+
 use super::{
     btf,
     build::{self, Context, NameFilters, NamedStacks, SlabFigures, Snapshot},
@@ -21,9 +23,9 @@ use crate::{
     error::{Error, Result},
     features::{self, Release},
     mappings::ProcessModules,
-    model::{Filters, GroupBy, KmallocCacheNames, Report, Runs, Sample, TargetInfo},
+    model::{Filters, Frame, GroupBy, KmallocCacheNames, Report, Runs, Sample, TargetInfo},
     process::{self, launch},
-    symbolize::{kernel::KernelSymbolizer, Symbolizer},
+    symbolize::{build_ids::BuildIdIndex, kernel::KernelSymbolizer, Symbolizer},
     trend::SeriesBook,
 };
 
@@ -47,6 +49,8 @@ struct KernelTrace {
     /// With --user-stacks: the mappings of each allocating process seen, by tgid.
     user_modules: HashMap<u32, ProcessModules>,
     user_symbols: Symbolizer,
+    /// Files by build-id, for user stacks of processes that have exited.
+    build_ids: BuildIdIndex,
     events: Vec<String>,
     /// How kmalloc objects' caches are named.
     kmalloc_caches: KmallocCacheNames,
@@ -190,6 +194,7 @@ impl KernelTrace {
             kernel_symbols: KernelSymbolizer::new(),
             user_modules: HashMap::new(),
             user_symbols: Symbolizer::new(),
+            build_ids: BuildIdIndex::new(),
             events,
             kmalloc_caches,
             clock: RunClock::start(),
@@ -279,21 +284,40 @@ impl KernelTrace {
         if self.options.user_stacks {
             let wanted: Vec<(u32, u32)> = ranked.user_stacks().collect();
             let stacks = self.tracer.task_user_stacks(wanted.iter().map(|&(_, id)| id))?;
+            for path in self.tracer.executables()? {
+                self.build_ids.add(&path);
+            }
             for (tgid, id) in wanted {
-                let addresses = stacks.get(&id).cloned().unwrap_or_default();
-                let modules = self.user_modules.entry(tgid).or_insert_with(|| {
-                    let mut modules = ProcessModules::new(tgid);
-                    modules.refresh();
-                    modules
-                });
-                let frames = self.user_symbols.symbolize(modules, &addresses);
-                user.insert(
-                    (tgid, id),
-                    addresses.iter().flat_map(|a| frames.get(a).cloned().unwrap_or_default()).collect(),
-                );
+                let stack = stacks.get(&id).map_or(&[][..], Vec::as_slice);
+                user.insert((tgid, id), self.user_frames(tgid, stack));
             }
         }
         Ok(NamedStacks { kernel, kernel_frames, user })
+    }
+
+    /// The frames of a user stack of process `tgid`: build-id frames from the file with that
+    /// build-id (the process may be gone), address-only frames from the process's mappings.
+    fn user_frames(&mut self, tgid: u32, stack: &[BuildIdFrame]) -> Vec<Frame> {
+        let modules = self.user_modules.entry(tgid).or_insert_with(|| {
+            let mut modules = ProcessModules::new(tgid);
+            modules.refresh();
+            modules
+        });
+        self.build_ids.add_modules(modules);
+        let mut frames = Vec::new();
+        for frame in stack {
+            let at = frame.offset_or_ip;
+            let named = match (frame.status, self.build_ids.find(&frame.build_id)) {
+                (BUILD_ID_VALID, Some(file)) => {
+                    let name = file.path.display().to_string();
+                    self.user_symbols.symbolize_in_file(&name, &file.path, file.file, &[at]).remove(&at)
+                }
+                (BUILD_ID_VALID, None) => None,
+                _ => self.user_symbols.symbolize(modules, &[at]).remove(&at),
+            };
+            frames.extend(named.unwrap_or_else(|| vec![Frame { address: at, ..Frame::default() }]));
+        }
+        frames
     }
 
     fn context(&self, min_age: Duration, sort: crate::model::SortBy) -> Result<Context> {

@@ -1,6 +1,7 @@
 //! Turning stack addresses into frames: module, function, offset, file:line, inlined calls.
 //! blazesym does the ELF and DWARF work; this module decides which file to ask about.
 
+pub mod build_ids;
 pub mod kernel;
 
 use std::{collections::HashMap, path::Path};
@@ -76,6 +77,38 @@ impl Symbolizer {
 }
 
 impl Symbolizer {
+    /// Frames for return addresses given as offsets in one file (`file`: its device and
+    /// inode), innermost first; as in [`Self::symbolize`], the call before each is looked up.
+    /// Each frame's `address` is its offset in the file.
+    pub fn symbolize_in_file(
+        &mut self,
+        name: &str,
+        path: &Path,
+        file: (u64, u64),
+        return_offsets: &[u64],
+    ) -> HashMap<u64, Vec<Frame>> {
+        let mut wanted: Vec<u64> = return_offsets
+            .iter()
+            .map(|o| o.saturating_sub(1))
+            .filter(|o| !self.cache.contains_key(&(file, *o)))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        for (offset, frames) in self.frames_in_file(name, path, &wanted) {
+            self.cache.insert((file, offset), frames);
+        }
+        return_offsets
+            .iter()
+            .map(|&at| {
+                let frames = self.cache[&(file, at.saturating_sub(1))]
+                    .iter()
+                    .map(|f| Frame { address: at, offset: f.offset.map(|o| o + 1), ..f.clone() })
+                    .collect();
+                (at, frames)
+            })
+            .collect()
+    }
+
     /// The frames at each of `offsets` (sorted, distinct) in the file at `path`, named `name`.
     fn frames_in_file(&self, name: &str, path: &Path, offsets: &[u64]) -> Vec<(u64, Vec<Frame>)> {
         let results = self.blazesym.symbolize(&Source::from(Elf::new(path)), Input::FileOffset(offsets));
