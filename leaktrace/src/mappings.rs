@@ -13,7 +13,56 @@ use std::{
     path::PathBuf,
 };
 
-use procfs::process::{MMapPath, Process};
+use procfs::{
+    process::{MMPermissions, MMapPath, MemoryMaps},
+    FromBufRead,
+};
+
+/// One file mapping listed in /proc/PID/maps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileMapping {
+    /// First address.
+    pub start: u64,
+    /// One past the last address.
+    pub end: u64,
+    /// Offset in the file of `start`.
+    pub file_offset: u64,
+    /// The file's device, as `makedev(major, minor)`.
+    pub device: u64,
+    /// The file's inode.
+    pub inode: u64,
+    /// The path the process mapped it by.
+    pub path: PathBuf,
+    /// Mapped executable.
+    pub executable: bool,
+}
+
+/// The file mappings in the text of a /proc/PID/maps file (anonymous, stack, heap and vdso
+/// mappings are left out).
+pub fn parse_maps(text: &[u8]) -> Result<Vec<FileMapping>, String> {
+    let maps = MemoryMaps::from_buf_read(text).map_err(|e| e.to_string())?;
+    Ok(maps
+        .into_iter()
+        .filter_map(|map| {
+            let MMapPath::Path(path) = map.pathname else { return None };
+            Some(FileMapping {
+                start: map.address.0,
+                end: map.address.1,
+                file_offset: map.offset,
+                device: libc::makedev(map.dev.0 as u32, map.dev.1 as u32),
+                inode: map.inode,
+                path,
+                executable: map.perms.contains(MMPermissions::EXECUTE),
+            })
+        })
+        .collect())
+}
+
+/// The file mappings of process `pid`.
+pub fn read_maps(pid: u32) -> std::io::Result<Vec<FileMapping>> {
+    let text = std::fs::read(format!("/proc/{pid}/maps"))?;
+    parse_maps(&text).map_err(|e| std::io::Error::other(format!("/proc/{pid}/maps: {e}")))
+}
 
 /// A file mapped executable in the process.
 #[derive(Debug)]
@@ -75,27 +124,21 @@ impl ProcessModules {
     /// Re-reads the mappings. Returns false (keeping the previous snapshot) when the process
     /// is gone.
     pub fn refresh(&mut self) -> bool {
-        let Ok(process) = Process::new(self.pid as i32) else { return false };
-        let Ok(maps) = process.maps() else { return false };
+        let Ok(maps) = read_maps(self.pid) else { return false };
         let mut mappings = Vec::new();
-        for map in maps {
-            if !map.perms.contains(procfs::process::MMPermissions::EXECUTE) {
-                continue;
-            }
-            let MMapPath::Path(path) = &map.pathname else { continue };
-            let (start, end) = map.address;
-            let device = libc::makedev(map.dev.0 as u32, map.dev.1 as u32);
-            let key = (device, map.inode);
+        for map in maps.into_iter().filter(|m| m.executable) {
+            let (start, end) = (map.start, map.end);
+            let key = (map.device, map.inode);
             let module = match self.by_file.get(&key) {
                 Some(&index) => index,
                 None => {
-                    let module = self.open_module(path, start, end, key);
+                    let module = self.open_module(&map.path, start, end, key);
                     self.modules.push(module);
                     self.by_file.insert(key, self.modules.len() - 1);
                     self.modules.len() - 1
                 }
             };
-            mappings.push(Mapping { start, end, file_offset: map.offset, module });
+            mappings.push(Mapping { start, end, file_offset: map.file_offset, module });
         }
         if mappings.is_empty() {
             // A zombie has an empty map: keep what we saw while it was alive.
