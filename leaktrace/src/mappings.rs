@@ -107,6 +107,9 @@ pub struct ProcessModules {
     modules: Vec<Module>,
     by_file: HashMap<(u64, u64), usize>,
     mappings: Vec<Mapping>,
+    /// Mappings of the previous snapshot that the latest one no longer has (libraries
+    /// unloaded since): stacks captured before hold addresses only these explain.
+    retired: Vec<Mapping>,
     snapshots: u64,
 }
 
@@ -145,6 +148,12 @@ impl ProcessModules {
             return false;
         }
         mappings.sort_by_key(|m| m.start);
+        let kept = |old: &Mapping| {
+            mappings
+                .iter()
+                .any(|m| (m.start, m.end, m.file_offset, m.module) == (old.start, old.end, old.file_offset, old.module))
+        };
+        self.retired = self.mappings.iter().filter(|old| !kept(old)).copied().collect();
         self.mappings = mappings;
         self.snapshots += 1;
         true
@@ -172,6 +181,17 @@ impl ProcessModules {
         let index = self.mappings.partition_point(|m| m.start <= address).checked_sub(1)?;
         let m = self.mappings[index];
         (address < m.end).then(|| (m.module, address - m.start + m.file_offset))
+    }
+
+    /// True when the latest snapshot dropped mappings the one before had.
+    pub fn has_retired(&self) -> bool {
+        !self.retired.is_empty()
+    }
+
+    /// Like [`locate`](Self::locate), in the mappings the latest snapshot dropped.
+    pub fn locate_retired(&self, address: u64) -> Option<(usize, u64)> {
+        let m = self.retired.iter().find(|m| m.start <= address && address < m.end)?;
+        Some((m.module, address - m.start + m.file_offset))
     }
 
     /// The executable mappings of the latest snapshot, by address.
