@@ -3,7 +3,6 @@
 //! tracers on one process), each against the exact truth printed by tests/fixtures/torture.c.
 
 use std::{
-    io::Write,
     path::{Path, PathBuf},
     process::Command,
     sync::OnceLock,
@@ -296,16 +295,7 @@ fn run_pair(
     mut child: std::process::Child,
     lines: &mut std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
 ) -> Vec<Truth> {
-    writeln!(child.stdin.as_mut().unwrap(), "go").unwrap();
-    let mut seen = String::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if line == "done" {
-            break;
-        }
-        seen.push_str(&line);
-        seen.push('\n');
-    }
+    let seen = work_until_done(&mut child, lines);
     drop(child.stdin.take());
     assert!(child.wait().unwrap().success());
     let truth = parse_truth(&seen);
