@@ -38,30 +38,46 @@ pub struct FileMapping {
 }
 
 /// The file mappings in the text of a /proc/PID/maps file (anonymous, stack, heap and vdso
-/// mappings are left out).
-pub fn parse_maps(text: &[u8]) -> Result<Vec<FileMapping>, String> {
-    let maps = MemoryMaps::from_buf_read(text).map_err(|e| e.to_string())?;
-    Ok(maps
-        .into_iter()
-        .filter_map(|map| {
-            let MMapPath::Path(path) = map.pathname else { return None };
-            Some(FileMapping {
-                start: map.address.0,
-                end: map.address.1,
-                file_offset: map.offset,
-                device: libc::makedev(map.dev.0 as u32, map.dev.1 as u32),
-                inode: map.inode,
-                path,
-                executable: map.perms.contains(MMPermissions::EXECUTE),
-            })
-        })
-        .collect())
+/// mappings are left out). Lines are read one by one, so that one line procfs cannot read
+/// (a file name that is not UTF-8, which is shown lossily, or a malformed line) costs that
+/// mapping only, not the whole snapshot.
+pub fn parse_maps(text: &[u8]) -> Vec<FileMapping> {
+    text.split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+        .filter_map(|line| parse_maps_line(&String::from_utf8_lossy(line)))
+        .collect()
+}
+
+fn parse_maps_line(line: &str) -> Option<FileMapping> {
+    // procfs 0.18 panics on some lines a maps file should never hold but a hostile or
+    // corrupt one could: it reads a line starting with a capital as an smaps `Key: value kB`
+    // line (whose value it multiplies without a check), slices a `/SYSV` name at bytes 5..13
+    // and a `[stack:…]` name at its last byte without checking either. Such lines are no file
+    // mapping leaktrace could use.
+    let path = line.splitn(6, ' ').nth(5).unwrap_or_default().trim();
+    let sysv_too_short = path.starts_with("/SYSV") && !(path.len() >= 13 && path.is_char_boundary(13));
+    if line.starts_with(|c: char| c.is_ascii_uppercase())
+        || sysv_too_short
+        || (path.starts_with('[') && !path.is_ascii())
+    {
+        return None;
+    }
+    let map = MemoryMaps::from_buf_read(line.as_bytes()).ok()?.into_iter().next()?;
+    let MMapPath::Path(path) = map.pathname else { return None };
+    Some(FileMapping {
+        start: map.address.0,
+        end: map.address.1,
+        file_offset: map.offset,
+        device: libc::makedev(map.dev.0 as u32, map.dev.1 as u32),
+        inode: map.inode,
+        path,
+        executable: map.perms.contains(MMPermissions::EXECUTE),
+    })
 }
 
 /// The file mappings of process `pid`.
 pub fn read_maps(pid: u32) -> std::io::Result<Vec<FileMapping>> {
-    let text = std::fs::read(format!("/proc/{pid}/maps"))?;
-    parse_maps(&text).map_err(|e| std::io::Error::other(format!("/proc/{pid}/maps: {e}")))
+    Ok(parse_maps(&std::fs::read(format!("/proc/{pid}/maps"))?))
 }
 
 /// A file mapped executable in the process.
