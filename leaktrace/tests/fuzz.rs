@@ -541,6 +541,53 @@ fn fuzz_report_and_diff_on_edited_json() {
         .unwrap();
 }
 
+/// Through the binary: `leaktrace report` and `leaktrace diff` on an edited report either
+/// succeed or fail with one `leaktrace: error:` line, never a panic.
+#[test]
+fn fuzz_report_and_diff_commands_on_edited_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/user.json");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_leaktrace")).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        // Exit 3 is `diff --fail-if-growth` finding growth, not an error.
+        if !output.status.success() && output.status.code() != Some(3) {
+            let lines: Vec<&str> = stderr.lines().collect();
+            assert!(lines.len() == 1 && lines[0].starts_with("leaktrace: error: "), "{args:?}: {stderr}");
+        }
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    };
+    runner(12)
+        .run(&(0..golden_reports().len(), json_edits(), any::<usize>()), |(seed, edits, cut)| {
+            let mut edited = golden_reports()[seed].clone();
+            let nodes = count_nodes(&edited);
+            for edit in &edits {
+                apply_json_edit(&mut edited, &mut (edit.pick % nodes), &edit.value);
+            }
+            let mut text = serde_json::to_vec(&edited).unwrap();
+            // Every other case is also cut short, as a file written by a crashed program.
+            if cut % 2 == 1 {
+                text.truncate(cut % text.len());
+            }
+            let path = dir.path().join("edited.json");
+            std::fs::write(&path, &text).unwrap();
+            for format in ["text", "folded", "svg", "pprof", "json", "plot"] {
+                run(&[
+                    "report".as_ref(),
+                    path.as_os_str(),
+                    "--format".as_ref(),
+                    format.as_ref(),
+                    "-o".as_ref(),
+                    dir.path().join("out").as_os_str(),
+                ]);
+            }
+            run(&["diff".as_ref(), golden.as_os_str(), path.as_os_str()]);
+            run(&["diff".as_ref(), path.as_os_str(), golden.as_os_str(), "--fail-if-growth".as_ref(), "0".as_ref()]);
+            Ok(())
+        })
+        .unwrap();
+}
+
 // ---- regressions found by the targets above ------------------------------------------------------
 
 /// [`small_btf`] with some of its type words (counted from the first type) replaced.
