@@ -655,3 +655,23 @@ fn maps_line_with_a_file_name_that_is_not_utf8_keeps_its_mapping() {
     assert_eq!(maps.len(), 2, "{maps:?}");
     assert_eq!(maps[1].path, PathBuf::from("/lib/ok.so"));
 }
+
+#[test]
+fn allocator_symbol_below_its_section_is_not_defined() {
+    // Found by fuzz_allocator_symbol_finder (60× run): malloc's st_value below its section's
+    // address made the file-offset computation underflow.
+    use object::{Object, ObjectSection, ObjectSymbol};
+    let (_, libc) = elf_seeds().last().unwrap();
+    let file = object::File::parse(&**libc).unwrap();
+    let malloc = file.dynamic_symbols().find(|s| s.name() == Ok("malloc")).unwrap().index().0;
+    let (dynsym, _) = file.section_by_name(".dynsym").unwrap().file_range().unwrap();
+    // Elf64_Sym: st_name (4), st_info, st_other, st_shndx (2), then st_value (8).
+    let at = dynsym as usize + 24 * malloc + 8;
+    let mut data = libc.clone();
+    data[at..at + 8].copy_from_slice(&1u64.to_le_bytes());
+    let path = scratch(&data);
+    let facts = allocator::inspect(path.path(), "").unwrap();
+    assert!(!facts.defined.iter().any(|f| f.covers("malloc", "")));
+    let error = allocator::plan(path.path(), facts, "").unwrap_err().to_string();
+    assert!(error.contains("malloc"), "{error}");
+}
