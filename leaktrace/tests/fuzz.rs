@@ -515,17 +515,15 @@ fn check_report_edits(seed: usize, edits: &[JsonEdit], as_text: bool) {
         let mut pick = edit.pick % nodes;
         apply_json_edit(&mut edited, &mut pick, &edit.value);
     }
-    let parsed: Result<Report, _> = if as_text {
-        // The same edits, then bytes flipped in the text: what a truncated or hand-edited file is.
-        let mut text = serde_json::to_vec(&edited).unwrap();
+    let mut text = serde_json::to_vec(&edited).unwrap();
+    if as_text {
+        // The same edits, then a byte changed in the text: what a hand-edited file is.
         let len = text.len();
         mutate(&mut text, 0..len, &[Edit::Byte(edits[0].pick, b'9')]);
-        serde_json::from_slice(&text)
-    } else {
-        serde_json::from_value(edited)
-    };
+    }
+    let parsed = render::json::parse(&String::from_utf8_lossy(&text));
     let Ok(after) = parsed else { return };
-    let before: Report = serde_json::from_value(original.clone()).unwrap();
+    let before = render::json::parse(&original.to_string()).unwrap();
     render_everything(&before, &after);
     render_everything(&after, &before);
 }
@@ -674,4 +672,25 @@ fn allocator_symbol_below_its_section_is_not_defined() {
     assert!(!facts.defined.iter().any(|f| f.covers("malloc", "")));
     let error = allocator::plan(path.path(), facts, "").unwrap_err().to_string();
     assert!(error.contains("malloc"), "{error}");
+}
+
+#[test]
+fn report_whose_figures_overflow_is_refused() {
+    // Found by fuzz_report_and_diff_on_edited_json (60× run): a stack of 2^64 − 1 bytes made
+    // the folded renderer's sum overflow.
+    let mut edited = golden_reports()[0].clone();
+    edited["stacks"][0]["bytes"] = serde_json::json!(u64::MAX);
+    let error = render::json::parse(&edited.to_string()).map(|_| ()).unwrap_err().to_string();
+    assert!(error.contains("past 2^63"), "{error}");
+    let mut edited = golden_reports()[0].clone();
+    edited["totals"]["count"] = serde_json::json!(u64::MAX);
+    assert!(render::json::parse(&edited.to_string()).is_err());
+    // Figures at the limit still render.
+    let mut edited = golden_reports()[0].clone();
+    for stack in edited["stacks"].as_array_mut().unwrap() {
+        stack["bytes"] = serde_json::json!(0);
+    }
+    edited["stacks"][0]["bytes"] = serde_json::json!(i64::MAX);
+    let report = render::json::parse(&edited.to_string()).unwrap();
+    render_everything(&report, &report);
 }
