@@ -151,18 +151,17 @@ fn defined(file: &object::File<'_>, symbol: &str) -> Option<Defined> {
     let section_index = sym.section_index()?;
     let section = file.section_by_index(section_index).ok()?;
     let (file_start, _) = section.file_range()?;
-    Some(Defined {
-        address: sym.address(),
-        file_offset: sym.address() - section.address() + file_start,
-        section: section_index,
-    })
+    // A symbol outside its section is corrupt: not a function that can be probed.
+    let file_offset = sym.address().checked_sub(section.address())?.checked_add(file_start)?;
+    Some(Defined { address: sym.address(), file_offset, section: section_index })
 }
 
 /// Chooses the probe site of each function (see [`probe_site`]); a function whose code
 /// cannot be read keeps its probe at the entry, marked as single-stepped.
 fn place(file: &object::File<'_>, functions: &[(&Defined, Needs)]) -> Vec<Site> {
     let window = probe_site::WINDOW as u64;
-    let windows: Vec<(u64, u64)> = functions.iter().map(|(d, _)| (d.address + 1, d.address + window)).collect();
+    let windows: Vec<(u64, u64)> =
+        functions.iter().map(|(d, _)| (d.address.saturating_add(1), d.address.saturating_add(window))).collect();
     let mut sections: Vec<object::SectionIndex> = functions.iter().map(|(d, _)| d.section).collect();
     sections.sort_unstable_by_key(|s| s.0);
     sections.dedup();
@@ -185,7 +184,9 @@ fn place(file: &object::File<'_>, functions: &[(&Defined, Needs)]) -> Vec<Site> 
                     },
                 );
             match code {
-                Some(code) => probe_site::choose(code, *needs, |offset| targets.contains(&(d.address + offset))),
+                Some(code) => {
+                    probe_site::choose(code, *needs, |offset| targets.contains(&d.address.wrapping_add(offset)))
+                }
                 None => Site { offset: 0, handling: Handling::SingleStepped, stack_delta: 0 },
             }
         })

@@ -13,7 +13,72 @@ use std::{
     path::PathBuf,
 };
 
-use procfs::process::{MMapPath, Process};
+use procfs::{
+    process::{MMPermissions, MMapPath, MemoryMaps},
+    FromBufRead,
+};
+
+/// One file mapping listed in /proc/PID/maps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileMapping {
+    /// First address.
+    pub start: u64,
+    /// One past the last address.
+    pub end: u64,
+    /// Offset in the file of `start`.
+    pub file_offset: u64,
+    /// The file's device, as `makedev(major, minor)`.
+    pub device: u64,
+    /// The file's inode.
+    pub inode: u64,
+    /// The path the process mapped it by.
+    pub path: PathBuf,
+    /// Mapped executable.
+    pub executable: bool,
+}
+
+/// The file mappings in the text of a /proc/PID/maps file (anonymous, stack, heap and vdso
+/// mappings are left out). Lines are read one by one, so that one line procfs cannot read
+/// (a file name that is not UTF-8, which is shown lossily, or a malformed line) costs that
+/// mapping only, not the whole snapshot.
+pub fn parse_maps(text: &[u8]) -> Vec<FileMapping> {
+    text.split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+        .filter_map(|line| parse_maps_line(&String::from_utf8_lossy(line)))
+        .collect()
+}
+
+fn parse_maps_line(line: &str) -> Option<FileMapping> {
+    // procfs 0.18 panics on some lines a maps file should never hold but a hostile or
+    // corrupt one could: it reads a line starting with a capital as an smaps `Key: value kB`
+    // line (whose value it multiplies without a check), slices a `/SYSV` name at bytes 5..13
+    // and a `[stack:…]` name at its last byte without checking either. Such lines are no file
+    // mapping leaktrace could use.
+    let path = line.splitn(6, ' ').nth(5).unwrap_or_default().trim();
+    let sysv_too_short = path.starts_with("/SYSV") && !(path.len() >= 13 && path.is_char_boundary(13));
+    if line.starts_with(|c: char| c.is_ascii_uppercase())
+        || sysv_too_short
+        || (path.starts_with('[') && !path.is_ascii())
+    {
+        return None;
+    }
+    let map = MemoryMaps::from_buf_read(line.as_bytes()).ok()?.into_iter().next()?;
+    let MMapPath::Path(path) = map.pathname else { return None };
+    Some(FileMapping {
+        start: map.address.0,
+        end: map.address.1,
+        file_offset: map.offset,
+        device: libc::makedev(map.dev.0 as u32, map.dev.1 as u32),
+        inode: map.inode,
+        path,
+        executable: map.perms.contains(MMPermissions::EXECUTE),
+    })
+}
+
+/// The file mappings of process `pid`.
+pub fn read_maps(pid: u32) -> std::io::Result<Vec<FileMapping>> {
+    Ok(parse_maps(&std::fs::read(format!("/proc/{pid}/maps"))?))
+}
 
 /// A file mapped executable in the process.
 #[derive(Debug)]
@@ -58,6 +123,9 @@ pub struct ProcessModules {
     modules: Vec<Module>,
     by_file: HashMap<(u64, u64), usize>,
     mappings: Vec<Mapping>,
+    /// Mappings of the previous snapshot that the latest one no longer has (libraries
+    /// unloaded since): stacks captured before hold addresses only these explain.
+    retired: Vec<Mapping>,
     snapshots: u64,
 }
 
@@ -75,33 +143,33 @@ impl ProcessModules {
     /// Re-reads the mappings. Returns false (keeping the previous snapshot) when the process
     /// is gone.
     pub fn refresh(&mut self) -> bool {
-        let Ok(process) = Process::new(self.pid as i32) else { return false };
-        let Ok(maps) = process.maps() else { return false };
+        let Ok(maps) = read_maps(self.pid) else { return false };
         let mut mappings = Vec::new();
-        for map in maps {
-            if !map.perms.contains(procfs::process::MMPermissions::EXECUTE) {
-                continue;
-            }
-            let MMapPath::Path(path) = &map.pathname else { continue };
-            let (start, end) = map.address;
-            let device = libc::makedev(map.dev.0 as u32, map.dev.1 as u32);
-            let key = (device, map.inode);
+        for map in maps.into_iter().filter(|m| m.executable) {
+            let (start, end) = (map.start, map.end);
+            let key = (map.device, map.inode);
             let module = match self.by_file.get(&key) {
                 Some(&index) => index,
                 None => {
-                    let module = self.open_module(path, start, end, key);
+                    let module = self.open_module(&map.path, start, end, key);
                     self.modules.push(module);
                     self.by_file.insert(key, self.modules.len() - 1);
                     self.modules.len() - 1
                 }
             };
-            mappings.push(Mapping { start, end, file_offset: map.offset, module });
+            mappings.push(Mapping { start, end, file_offset: map.file_offset, module });
         }
         if mappings.is_empty() {
             // A zombie has an empty map: keep what we saw while it was alive.
             return false;
         }
         mappings.sort_by_key(|m| m.start);
+        let kept = |old: &Mapping| {
+            mappings
+                .iter()
+                .any(|m| (m.start, m.end, m.file_offset, m.module) == (old.start, old.end, old.file_offset, old.module))
+        };
+        self.retired = self.mappings.iter().filter(|old| !kept(old)).copied().collect();
         self.mappings = mappings;
         self.snapshots += 1;
         true
@@ -129,6 +197,17 @@ impl ProcessModules {
         let index = self.mappings.partition_point(|m| m.start <= address).checked_sub(1)?;
         let m = self.mappings[index];
         (address < m.end).then(|| (m.module, address - m.start + m.file_offset))
+    }
+
+    /// True when the latest snapshot dropped mappings the one before had.
+    pub fn has_retired(&self) -> bool {
+        !self.retired.is_empty()
+    }
+
+    /// Like [`locate`](Self::locate), in the mappings the latest snapshot dropped.
+    pub fn locate_retired(&self, address: u64) -> Option<(usize, u64)> {
+        let m = self.retired.iter().find(|m| m.start <= address && address < m.end)?;
+        Some((m.module, address - m.start + m.file_offset))
     }
 
     /// The executable mappings of the latest snapshot, by address.

@@ -232,7 +232,8 @@ pub fn branch_targets(code: &[u8], address: u64, windows: &[(u64, u64)]) -> BTre
             [0x0f, 0x80..=0x8f, a, b, c, d] => (6, i32::from_le_bytes([*a, *b, *c, *d])),
             _ => continue,
         };
-        let target = (address + i as u64 + length).wrapping_add(displacement as i64 as u64);
+        // Wrapping, as the CPU computes it: a corrupt file may place the section anywhere.
+        let target = address.wrapping_add(i as u64 + length).wrapping_add(displacement as i64 as u64);
         if inside(target) {
             targets.insert(target);
         }

@@ -183,6 +183,26 @@ pub fn spawn_waiting(
     (child, lines)
 }
 
+/// Tells a fixture spawned by [`spawn_waiting`] to work ("go" on its stdin) and returns what
+/// it prints until its "done" line.
+pub fn work_until_done(
+    child: &mut std::process::Child,
+    lines: &mut std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) -> String {
+    use std::io::Write as _;
+    writeln!(child.stdin.as_mut().unwrap(), "go").unwrap();
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line == "done" {
+            return seen;
+        }
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    panic!("the fixture ended before saying done: {seen}");
+}
+
 /// Runs leaktrace with `args` to completion.
 pub fn run_leaktrace(args: &[&str]) -> Output {
     Command::new(leaktrace_bin()).args(args).output().expect("leaktrace runs")

@@ -4,7 +4,7 @@
 //! through the same functions must not add stacks. The fixture's truth is itself checked
 //! against gdb's backtrace.
 
-use std::{io::Write, path::PathBuf, process::Command, sync::OnceLock};
+use std::{path::PathBuf, process::Command, sync::OnceLock};
 
 use leaktrace_integration_tests::*;
 use serde_json::Value;
@@ -160,16 +160,7 @@ fn attached_process_with_library_loaded_before_attach_gets_whole_stacks() {
         "--json".into(),
         json.display().to_string(),
     ]);
-    writeln!(child.stdin.as_mut().unwrap(), "go").unwrap();
-    let mut stdout = String::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if line == "done" {
-            break;
-        }
-        stdout.push_str(&line);
-        stdout.push('\n');
-    }
+    let stdout = work_until_done(&mut child, &mut lines);
     // The target exiting ends the trace with the final report.
     drop(child.stdin.take());
     child.wait().unwrap();

@@ -463,6 +463,14 @@ impl Tracer {
         self.stack_records(names::USTACKS, ids)
     }
 
+    /// The ids of every user stack recorded so far.
+    pub fn stack_ids(&self) -> Result<Vec<u64>> {
+        let name = names::USTACKS;
+        let map = self.ebpf.map(name).ok_or_else(|| missing_map(name))?;
+        let stacks: HashMap<_, u64, StackRecord> = HashMap::try_from(map).map_err(|e| map_error(name, e))?;
+        Ok(stacks.keys().filter_map(|k| k.ok()).collect())
+    }
+
     /// Stack records of the map `name` (keyed by the hash of their addresses).
     fn stack_records(
         &self,

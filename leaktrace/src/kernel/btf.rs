@@ -95,27 +95,36 @@ impl Btf {
     /// unions as C does.
     pub fn member_offset(&self, name: &str, member: &str) -> Result<u32> {
         let id = *self.structs.get(name).ok_or_else(|| bad(&format!("no struct {name}")))?;
-        self.find_member(id, member, 0).ok_or_else(|| bad(&format!("struct {name} has no member {member}")))
+        self.find_member(id, member, 0, 0).ok_or_else(|| bad(&format!("struct {name} has no member {member}")))
     }
 
     /// Size in bytes of `struct name`.
     pub fn struct_size(&self, name: &str) -> Result<u32> {
         let id = *self.structs.get(name).ok_or_else(|| bad(&format!("no struct {name}")))?;
-        u32_at(&self.data, self.types[id as usize].offset + 8).ok_or_else(|| bad(&format!("struct {name}")))
+        let entry = self.types.get(id as usize).ok_or_else(|| bad(&format!("struct {name}")))?;
+        u32_at(&self.data, entry.offset + 8).ok_or_else(|| bad(&format!("struct {name}")))
     }
 
-    fn find_member(&self, id: u32, member: &str, base_bits: u32) -> Option<u32> {
+    /// Anonymous members nested deeper than this are not searched: the kernel nests a few
+    /// levels, and a corrupt blob could make a struct contain itself.
+    const MAX_NESTING: u32 = 16;
+
+    fn find_member(&self, id: u32, member: &str, base_bits: u32, depth: u32) -> Option<u32> {
+        if depth > Self::MAX_NESTING {
+            return None;
+        }
         let entry = *self.types.get(id as usize)?;
         for i in 0..entry.vlen {
             let at = entry.offset + 12 + 12 * i;
             let (name_off, type_id, raw) =
                 (u32_at(&self.data, at)?, u32_at(&self.data, at + 4)?, u32_at(&self.data, at + 8)?);
             // With kind_flag, the top 8 bits hold a bitfield's size.
-            let bits = base_bits + if entry.kind_flag { raw & 0x00ff_ffff } else { raw };
+            // An offset past 4 Gbit is corrupt: no such member.
+            let bits = base_bits.checked_add(if entry.kind_flag { raw & 0x00ff_ffff } else { raw })?;
             if name_off == 0 {
                 let inner = self.resolve(type_id)?;
                 if matches!(self.types[inner as usize].kind, KIND_STRUCT | KIND_UNION) {
-                    if let Some(found) = self.find_member(inner, member, bits) {
+                    if let Some(found) = self.find_member(inner, member, bits, depth + 1) {
                         return Some(found);
                     }
                 }

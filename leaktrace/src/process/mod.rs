@@ -4,11 +4,12 @@ pub mod launch;
 
 use std::path::{Path, PathBuf};
 
-use procfs::process::{MMapPath, Process};
+use procfs::process::Process;
 
 use crate::{
     allocator::{self, AllocatorObject},
     error::{Error, Result},
+    mappings,
 };
 
 /// `PF_KTHREAD` from include/linux/sched.h: set in /proc/PID/stat flags for kernel threads.
@@ -80,14 +81,12 @@ pub fn find_allocator(pid: u32, object: Option<&Path>, prefix: &str) -> Result<A
     if exe_facts.defined.iter().any(|f| f.function.name == "malloc") {
         return allocator::plan(&exe_in_root, exe_facts, prefix);
     }
-    let maps = process.maps().map_err(|e| Error::io(format!("reading /proc/{pid}/maps"), std::io::Error::other(e)))?;
+    let maps = mappings::read_maps(pid).map_err(|e| Error::io(format!("reading /proc/{pid}/maps"), e))?;
     let mut libraries: Vec<PathBuf> = Vec::new();
     for map in maps {
-        if let MMapPath::Path(path) = map.pathname {
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            if allocator::looks_like_allocator_library(name) && !libraries.contains(&path) {
-                libraries.push(path);
-            }
+        let name = map.path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if allocator::looks_like_allocator_library(name) && !libraries.contains(&map.path) {
+            libraries.push(map.path);
         }
     }
     libraries.sort_by_key(|p| allocator::allocator_rank(p.file_name().and_then(|n| n.to_str()).unwrap_or("")));
@@ -169,21 +168,16 @@ fn from_explicit_object(object: &Path, process: Option<(&Process, &Path)>, prefi
     } else if let Some((process, root)) = process.filter(|_| object.components().count() == 1) {
         // A bare name such as "libjemalloc.so.2": look for it among the target's mappings.
         let wanted = object.as_os_str();
-        process
-            .maps()
+        mappings::read_maps(process.pid as u32)
             .ok()
             .into_iter()
             .flatten()
-            .find_map(|m| match m.pathname {
-                MMapPath::Path(p)
-                    if p.file_name().is_some_and(|n| {
-                        n == wanted || n.to_string_lossy().starts_with(&*wanted.to_string_lossy())
-                    }) =>
-                {
-                    Some(under_root(root, &p))
-                }
-                _ => None,
+            .map(|m| m.path)
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n == wanted || n.to_string_lossy().starts_with(&*wanted.to_string_lossy()))
             })
+            .map(|p| under_root(root, &p))
             .ok_or_else(|| Error::BadElf {
                 path: object.to_path_buf(),
                 source: "no such file, and the target maps no library of that name".into(),
@@ -200,17 +194,10 @@ fn under_root(root: &Path, path: &Path) -> PathBuf {
 }
 
 fn own_c_library() -> Result<PathBuf> {
-    let me = Process::myself().map_err(|e| Error::io("reading /proc/self", std::io::Error::other(e)))?;
-    let maps = me.maps().map_err(|e| Error::io("reading /proc/self/maps", std::io::Error::other(e)))?;
+    let maps = mappings::read_maps(std::process::id()).map_err(|e| Error::io("reading /proc/self/maps", e))?;
     maps.into_iter()
-        .find_map(|m| match m.pathname {
-            MMapPath::Path(p)
-                if p.file_name().and_then(|n| n.to_str()).is_some_and(|n| allocator::allocator_rank(n) == 1) =>
-            {
-                Some(p)
-            }
-            _ => None,
-        })
+        .map(|m| m.path)
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| allocator::allocator_rank(n) == 1))
         .ok_or_else(|| Error::NoAllocator {
             target: "the launched command".into(),
             detail: "leaktrace could not find the C library it runs on".into(),

@@ -15,5 +15,34 @@ pub fn to_string(report: &Report) -> String {
 /// Reads a report saved with `--json`.
 pub fn load(path: &Path) -> Result<Report> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    serde_json::from_str(&text).map_err(|source| Error::BadReport { path: path.to_path_buf(), source })
+    parse(&text).map_err(|source| Error::BadReport { path: path.to_path_buf(), source })
+}
+
+/// Parses the text of a saved report, and checks the figures that rendering adds up or
+/// subtracts.
+pub fn parse(text: &str) -> serde_json::Result<Report> {
+    let report: Report = serde_json::from_str(text)?;
+    check_figures(&report).map_err(<serde_json::Error as serde::de::Error>::custom)?;
+    Ok(report)
+}
+
+/// leaktrace never writes a figure past 2^63 (a diff subtracts them as signed numbers) nor
+/// stacks whose bytes or counts add up past it (the renderers add them): such a file was
+/// edited or corrupted, and rendering it would overflow.
+fn check_figures(report: &Report) -> std::result::Result<(), String> {
+    const LIMIT: u64 = i64::MAX as u64;
+    let (mut bytes, mut count) = (0u64, 0u64);
+    for stack in &report.stacks {
+        bytes = bytes.saturating_add(stack.bytes);
+        count = count.saturating_add(stack.count);
+    }
+    if bytes > LIMIT || count > LIMIT {
+        return Err("the stacks' bytes or counts add up past 2^63".into());
+    }
+    let sections =
+        [("totals", &report.totals), ("too_young", &report.too_young), ("without_stack", &report.without_stack)];
+    match sections.iter().find(|(_, t)| t.bytes > LIMIT || t.count > LIMIT) {
+        Some((name, _)) => Err(format!("{name} past 2^63")),
+        None => Ok(()),
+    }
 }

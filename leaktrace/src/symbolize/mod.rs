@@ -39,11 +39,25 @@ impl Symbolizer {
     /// the instruction before is looked up (the call), which gives the caller's line rather
     /// than the line after the call.
     pub fn symbolize(&mut self, modules: &ProcessModules, addresses: &[u64]) -> HashMap<u64, Vec<Frame>> {
+        self.symbolize_in(modules, addresses, ProcessModules::locate)
+    }
+
+    /// Like [`symbolize`](Self::symbolize), in the mappings the latest snapshot of `modules`
+    /// dropped (libraries unloaded): what the addresses of stacks captured before meant.
+    pub fn symbolize_retired(&mut self, modules: &ProcessModules, addresses: &[u64]) -> HashMap<u64, Vec<Frame>> {
+        self.symbolize_in(modules, addresses, ProcessModules::locate_retired)
+    }
+
+    fn symbolize_in(
+        &mut self,
+        modules: &ProcessModules,
+        addresses: &[u64],
+        locate: fn(&ProcessModules, u64) -> Option<(usize, u64)>,
+    ) -> HashMap<u64, Vec<Frame>> {
         let mut wanted: HashMap<usize, Vec<u64>> = HashMap::new();
         let mut located = Vec::with_capacity(addresses.len());
         for &address in addresses {
-            let spot = modules
-                .locate(address.saturating_sub(1))
+            let spot = locate(modules, address.saturating_sub(1))
                 .map(|(index, offset)| (index, modules.module(index).file, offset));
             if let Some((index, file, offset)) = spot {
                 if !self.cache.contains_key(&(file, offset)) {

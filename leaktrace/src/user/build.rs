@@ -105,6 +105,9 @@ pub struct NamedStacks {
     pub stacks: HashMap<u64, (Vec<u64>, StackEnd)>,
     /// The frames of each address.
     pub frames: HashMap<u64, Vec<Frame>>,
+    /// Frames of stacks captured in a library since unloaded, named while its mapping was
+    /// known, by stack id and address: they take precedence over `frames`.
+    pub pinned: HashMap<u64, HashMap<u64, Vec<Frame>>>,
 }
 
 /// Everything else the report says.
@@ -169,15 +172,17 @@ pub fn build_report(ranked: Ranked, named: &NamedStacks, context: Context) -> Re
             // A frame-pointer walk through code built without frame pointers reads arbitrary
             // stack words as return addresses; the first one outside every executable mapping
             // ends the stack, and what follows it is not shown.
+            let pinned = named.pinned.get(&id);
+            let frames_of = |a: &u64| pinned.and_then(|p| p.get(a)).or_else(|| named.frames.get(a));
             let mapped = addresses
                 .iter()
-                .take_while(|a| named.frames.get(a).is_some_and(|f| f.first().is_some_and(|f| f.module.is_some())))
+                .take_while(|a| frames_of(a).is_some_and(|f| f.first().is_some_and(|f| f.module.is_some())))
                 .count();
             if mapped < addresses.len() {
                 cut_short += 1;
             }
             report.frames =
-                addresses[..mapped].iter().flat_map(|a| named.frames.get(a).cloned().unwrap_or_default()).collect();
+                addresses[..mapped].iter().flat_map(|a| frames_of(a).cloned().unwrap_or_default()).collect();
             report.focus_frame = focus::user_focus(&report.frames);
             report
         })

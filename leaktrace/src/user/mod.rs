@@ -6,7 +6,10 @@ mod attach;
 pub mod build;
 pub mod processes;
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::{BTreeSet, HashMap},
+    time::Duration,
+};
 
 use leaktrace_common::{Counter, StackStats};
 
@@ -22,7 +25,8 @@ use crate::{
     driver::{self, monotonic_ns, Mode, Outcome, RunClock, StopReason},
     error::{Error, Result},
     features::{self, Release, Support},
-    model::{Filters, ProbeReport, Report, Sample, TargetInfo},
+    mappings::ProcessModules,
+    model::{Filters, Frame, ProbeReport, Report, Sample, TargetInfo},
     process::{self, launch},
     sampling::Sampler,
     symbolize::Symbolizer,
@@ -66,6 +70,8 @@ struct UserTrace {
     /// The unwind rows shared by every process (none with `--unwind fp`).
     rows: Option<RowStore>,
     symbolizer: Symbolizer,
+    /// Frames of stacks through libraries unloaded since, by stack id and address.
+    pinned: HashMap<u64, HashMap<u64, Vec<Frame>>>,
     clock: RunClock,
     series: SeriesBook<u64>,
     /// Where the allocator functions are probed.
@@ -111,6 +117,7 @@ impl UserTrace {
             processes,
             rows,
             symbolizer: Symbolizer::new(),
+            pinned: HashMap::new(),
             clock: RunClock::start(),
             series: SeriesBook::new(Sample { allocated_bytes: Some(0), freed_bytes: Some(0), ..Sample::default() }),
             probes,
@@ -193,6 +200,7 @@ impl Mode for UserTrace {
             }
             any_alive = true;
             process.refresh(self.rows.as_mut(), &mut self.tracer)?;
+            pin_unloaded(&self.tracer, &mut self.symbolizer, &mut self.pinned, &process.modules)?;
             if process.child.is_some() && process::is_stopped(process.pid()) {
                 // Stopped by our exit probe: its mappings are now read; let it finish exiting.
                 process.resume();
@@ -214,6 +222,7 @@ impl Mode for UserTrace {
         for tgid in tgids {
             if let Some(process) = self.processes.get_mut(tgid) {
                 process.refresh(self.rows.as_mut(), &mut self.tracer)?;
+                pin_unloaded(&self.tracer, &mut self.symbolizer, &mut self.pinned, &process.modules)?;
                 process.resume();
             }
         }
@@ -246,7 +255,8 @@ impl Mode for UserTrace {
         let primary = self.processes.primary().expect("a user trace traces at least one process");
         let frames = self.symbolizer.symbolize(&primary.modules, &addresses);
         let context = self.context(min_age, self.tracer.counters()?);
-        Ok(build::build_report(ranked, &NamedStacks { stacks, frames }, context))
+        let pinned = ranked.stack_ids().filter_map(|id| self.pinned.get(&id).map(|p| (id, p.clone()))).collect();
+        Ok(build::build_report(ranked, &NamedStacks { stacks, frames, pinned }, context))
     }
 
     fn wind_down(&mut self, stop: StopReason) {
@@ -280,6 +290,33 @@ impl Mode for UserTrace {
 }
 
 /// One series sample from a stack's in-kernel turnover counters.
+/// Names the frames that stacks recorded so far have in the libraries `modules` just saw
+/// unloaded, while their mappings are known: at report time those addresses lie in no
+/// mapping, or in a library loaded at the same place since, whose names would be wrong.
+/// Reads every recorded stack, so it costs one map lookup per stack at each unload.
+fn pin_unloaded(
+    tracer: &Tracer,
+    symbolizer: &mut Symbolizer,
+    pinned: &mut HashMap<u64, HashMap<u64, Vec<Frame>>>,
+    modules: &ProcessModules,
+) -> Result<()> {
+    if !modules.has_retired() {
+        return Ok(());
+    }
+    for (id, (ips, _)) in tracer.stacks(tracer.stack_ids()?)? {
+        let known = pinned.get(&id);
+        let unloaded: Vec<u64> = ips
+            .into_iter()
+            .filter(|&a| modules.locate_retired(a.saturating_sub(1)).is_some())
+            .filter(|a| known.is_none_or(|k| !k.contains_key(a)))
+            .collect();
+        if !unloaded.is_empty() {
+            pinned.entry(id).or_default().extend(symbolizer.symbolize_retired(modules, &unloaded));
+        }
+    }
+    Ok(())
+}
+
 fn turnover_sample(stats: &StackStats) -> Sample {
     Sample {
         t_s: 0.0,
