@@ -5,6 +5,8 @@
 pub const ALLOCS: &str = "ALLOCS";
 /// Thread id → `PendingCall` between an allocator's entry and return.
 pub const PENDING: &str = "PENDING";
+/// Thread id → the block it freed last (one free seen by several probed functions).
+pub const LAST_FREE: &str = "LAST_FREE";
 /// User stacks of allocations, stack hash → `StackRecord`.
 pub const USTACKS: &str = "USTACKS";
 /// Per-CPU scratch `StackRecord` where a stack is captured before it is hashed.

@@ -19,7 +19,7 @@
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
     Global,
 };
 use leaktrace_common::{
@@ -38,6 +38,23 @@ pub static ALLOCS: HashMap<u64, AllocInfo> = HashMap::with_max_entries(DEFAULT_M
 /// In-flight allocator calls by thread id.
 #[map]
 pub static PENDING: HashMap<u32, PendingCall> = HashMap::with_max_entries(MAX_PENDING, 0);
+
+/// The block each thread last freed, and the stack pointer at that free.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct LastFree {
+    /// The block.
+    pub addr: u64,
+    /// Stack pointer at the free-like function's probe.
+    pub sp: u64,
+}
+
+/// Thread id → the last block it freed. One free often passes through several probed
+/// functions (C++'s sized `delete` jumps to `delete`, which jumps to `free`); the later ones
+/// see the same block from the same or a deeper stack and are nested calls, not frees of an
+/// untracked block. LRU: threads that exit leave their entry, which ages out.
+#[map]
+pub static LAST_FREE: LruHashMap<u32, LastFree> = LruHashMap::with_max_entries(MAX_PENDING, 0);
 
 /// User stacks of allocations by hash. Our own map rather than a kernel stack map: that one
 /// keeps a single stack per hash bucket and drops every other stack that lands there.

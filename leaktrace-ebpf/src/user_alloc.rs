@@ -24,8 +24,8 @@ use leaktrace_common::{
 
 use crate::{
     maps::{
-        count, sample_probability_of, stack_turnover, ALLOCS, FREEZE_AT_EXIT, MAX_SIZE, MIN_SIZE, PENDING,
-        SAMPLE_PERIOD, SELF_TGID, STACK_SCRATCH, TARGETS, UNWIND_EVENTS, UNWIND_TABLES, USTACKS,
+        count, sample_probability_of, stack_turnover, LastFree, ALLOCS, FREEZE_AT_EXIT, LAST_FREE, MAX_SIZE, MIN_SIZE,
+        PENDING, SAMPLE_PERIOD, SELF_TGID, STACK_SCRATCH, TARGETS, UNWIND_EVENTS, UNWIND_TABLES, USTACKS,
     },
     stacks,
     unwind::unwind_user_stack,
@@ -418,21 +418,46 @@ pub fn free_enter(ctx: ProbeContext) -> u32 {
 
 #[inline(always)]
 fn freed(ctx: &ProbeContext) {
-    let Some(_) = traced_thread() else { return };
+    let Some((_, tid)) = traced_thread() else { return };
     let addr: u64 = ctx.arg(0).unwrap_or(0);
     if addr == 0 {
         return;
     }
-    count(Counter::FreeCalls);
+    let sp = stack_pointer(ctx);
     // SAFETY: as for realloc's old block in `enter`: the fields are copied out at once, and
     // only a store at this address, which the allocator cannot hand out before this free
     // returns, changes them.
-    let Some(&AllocInfo { stack_id, size, .. }) = (unsafe { ALLOCS.get(addr) }) else {
-        count(Counter::FreeUnknown);
+    if let Some(&AllocInfo { stack_id, size, .. }) = unsafe { ALLOCS.get(addr) } {
+        count(Counter::FreeCalls);
+        let _ = ALLOCS.remove(addr);
+        stack_turnover(stack_id, size, false);
+        let _ = LAST_FREE.insert(tid, LastFree { addr, sp }, 0);
         return;
-    };
-    let _ = ALLOCS.remove(addr);
-    stack_turnover(stack_id, size, false);
+    }
+    if passed_on(tid, addr, sp) {
+        count(Counter::NestedCalls);
+        return;
+    }
+    count(Counter::FreeCalls);
+    count(Counter::FreeUnknown);
+    let _ = LAST_FREE.insert(tid, LastFree { addr, sp }, 0);
+}
+
+/// Whether a free of an untracked block is the inner part of a call already seen: the same
+/// block this thread freed last, from the same or a deeper stack (`delete` jumping to
+/// `free`), or a free inside a traced allocation call (mimalloc's realloc frees the old
+/// block, which realloc's entry took out already).
+#[inline(always)]
+fn passed_on(tid: u32, addr: u64, sp: u64) -> bool {
+    // SAFETY: the value (two integers) is copied out at once; only this thread's programs
+    // write its entry.
+    if let Some(last) = unsafe { LAST_FREE.get(&tid) } {
+        if last.addr == addr && sp <= last.sp {
+            return true;
+        }
+    }
+    // SAFETY: as in `enter`: the calling thread's own entry, copied out at once.
+    unsafe { PENDING.get(&tid) }.is_some_and(|outer| sp <= outer.entry_sp)
 }
 
 /// On the dynamic linker's `_dl_debug_state`, which it calls once a library is mapped and

@@ -31,6 +31,7 @@ pub mod process;
 pub mod render;
 pub mod sampling;
 pub mod symbolize;
+pub mod symbols;
 pub mod trend;
 pub mod unwind;
 pub mod user;

@@ -1,0 +1,210 @@
+//! Allocator families against ground truth: fixtures linked with Debian's jemalloc, tcmalloc
+//! (gperftools) and mimalloc, C++'s new/delete on libstdc++ and on jemalloc, a libc stripped
+//! of `.symtab` that keeps its MiniDebugInfo, and a probe another tool holds. Each fixture is
+//! attached with `-p` while it waits, then leaks at named sites and prints what it did.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+};
+
+use leaktrace_integration_tests::{
+    assert_text_matches_truth, build_linked_fixture, ensure_debian_packages, leaktrace_bin, parse_truth, read_report,
+    require_root, totals_for, Truth,
+};
+use serde_json::Value;
+
+const FLAGS: &[&str] = &["-O1", "-g", "-fno-omit-frame-pointer", "-fno-optimize-sibling-calls"];
+
+/// What one traced run of a fixture gave.
+struct Traced {
+    report: Value,
+    stdout: String,
+    stderr: String,
+    /// The fixture's own lines (TRUTH, ACTIVITY).
+    seen: Vec<String>,
+}
+
+impl Traced {
+    fn truth(&self) -> Vec<Truth> {
+        parse_truth(&self.seen.join("\n"))
+    }
+
+    /// The fixture's `ACTIVITY allocations frees` line.
+    fn activity(&self) -> (u64, u64) {
+        let line = self.seen.iter().find_map(|l| l.strip_prefix("ACTIVITY ")).expect("an ACTIVITY line");
+        let f: Vec<u64> = line.split_whitespace().map(|n| n.parse().unwrap()).collect();
+        (f[0], f[1])
+    }
+}
+
+/// Starts `fixture --wait` (with `env`), attaches leaktrace with `-p` and `args`, lets the
+/// fixture work, then lets it exit, which ends the trace.
+fn trace_attached(fixture: &Path, env: &[(&str, &str)], args: &[&str]) -> Traced {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let mut child: Child = Command::new(fixture)
+        .arg("--wait")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = lines.next().unwrap().unwrap();
+    assert!(ready.starts_with("ready "), "{ready}");
+    let mut tracer = Command::new(leaktrace_bin())
+        .args(["-p", &child.id().to_string(), "--json", &json.display().to_string()])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(tracer.stderr.take().unwrap());
+    let mut head = String::new();
+    // Everything up to the banner (warnings come before it), then the rest in the background.
+    while !head.lines().last().is_some_and(|l| l.starts_with("Tracing pid")) {
+        let before = head.len();
+        stderr.read_line(&mut head).unwrap();
+        assert!(head.len() > before, "leaktrace did not start: {head}");
+    }
+    let rest = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    writeln!(child.stdin.as_mut().unwrap(), "go").unwrap();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line == "done" {
+            break;
+        }
+        seen.push(line);
+    }
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success(), "the fixture failed");
+    let output = tracer.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = head + &rest.join().unwrap();
+    assert!(output.status.success(), "leaktrace failed: {stderr}\n{stdout}");
+    Traced { report: read_report(&json), stdout, stderr, seen }
+}
+
+/// Every leak site exact in JSON and text, the totals exactly their sum (nothing counted
+/// twice, nothing else outstanding), every call counted once, nothing lost.
+fn assert_exact(traced: &Traced) {
+    let report = &traced.report;
+    let truth = traced.truth();
+    assert!(!truth.is_empty(), "{:?}", traced.seen);
+    for t in &truth {
+        assert_eq!(
+            totals_for(report, &t.site),
+            (t.bytes, t.count),
+            "site {}: stacks {:#}\nactivity {}\nstderr {}",
+            t.site,
+            report["stacks"],
+            report["activity"],
+            traced.stderr
+        );
+    }
+    let sum = truth.iter().fold((0, 0), |(b, c), t| (b + t.bytes, c + t.count));
+    let totals = (report["totals"]["bytes"].as_u64().unwrap(), report["totals"]["count"].as_u64().unwrap());
+    assert_eq!(totals, sum, "outstanding beyond the leak sites: {:#}", report["stacks"]);
+    let (allocations, frees) = traced.activity();
+    let activity = &report["activity"];
+    assert_eq!(activity["alloc_calls"], allocations, "allocations counted once: {activity}");
+    assert_eq!(activity["free_calls"], frees, "frees counted once: {activity}");
+    assert_eq!(activity["free_unknown"], 0, "{activity}");
+    assert_eq!(report["incomplete"], false, "losses: {}", report["lost"]);
+    assert_text_matches_truth(&traced.stdout, report, &truth);
+}
+
+/// The families the report says it found, as (family, object file name).
+fn families(report: &Value) -> Vec<(String, String)> {
+    report["allocators"]
+        .as_array()
+        .expect("the report lists the allocators it found")
+        .iter()
+        .map(|f| {
+            let object = f["object"].as_str().unwrap();
+            (f["family"].as_str().unwrap().to_string(), object.rsplit('/').next().unwrap().to_string())
+        })
+        .collect()
+}
+
+/// Builds families.c against one family's Debian library, traces it attached, and checks it
+/// exactly, and that the report names the family and the library it was found in.
+fn assert_family_exact(family: &str, define: &str, library: &str, package: &str, soname: &str) {
+    require_root();
+    ensure_debian_packages(&[package]);
+    let define = format!("-D{define}");
+    let flags: Vec<&str> = FLAGS.iter().copied().chain([define.as_str()]).collect();
+    let fixture = build_linked_fixture("cc", "families.c", &format!("families-{family}"), &flags, &[library]);
+    let traced = trace_attached(&fixture, &[], &[]);
+    assert_exact(&traced);
+    let found = families(&traced.report);
+    assert!(found.iter().any(|(f, o)| f == family && o.starts_with(soname)), "{found:?}");
+    assert!(traced.stdout.contains(&format!("Allocators: {family} in {soname}")), "{}", traced.stdout);
+}
+
+#[test]
+fn jemalloc_linked_program_is_traced_exactly() {
+    assert_family_exact("jemalloc", "FAMILY_JEMALLOC", "-ljemalloc", "libjemalloc-dev", "libjemalloc.so.2");
+}
+
+#[test]
+fn tcmalloc_linked_program_is_traced_exactly() {
+    assert_family_exact("tcmalloc", "FAMILY_TCMALLOC", "-ltcmalloc", "libgoogle-perftools-dev", "libtcmalloc.so.4");
+}
+
+#[test]
+fn mimalloc_linked_program_is_traced_exactly() {
+    assert_family_exact("mimalloc", "FAMILY_MIMALLOC", "-lmimalloc", "libmimalloc-dev", "libmimalloc.so.2");
+}
+
+/// Each block is attributed to the stack of `new`'s caller: the first frame of every stack
+/// that holds memory is a leak site, not `operator new` or `malloc`.
+fn assert_new_callers_first(traced: &Traced) {
+    let sites: Vec<String> = traced.truth().into_iter().map(|t| t.site).collect();
+    for stack in traced.report["stacks"].as_array().unwrap().iter().filter(|s| s["bytes"] != 0) {
+        let first = stack["frames"][0]["symbol"].as_str().unwrap_or("?");
+        assert!(sites.iter().any(|s| s == first), "first frame {first}: {stack:#}");
+    }
+}
+
+fn cxx_fixture() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let flags: Vec<&str> = FLAGS.iter().copied().chain(["-std=c++17"]).collect();
+        build_linked_fixture("c++", "cxx.cc", "cxx", &flags, &[])
+    })
+}
+
+#[test]
+fn cxx_new_and_delete_of_every_form_are_counted_once() {
+    require_root();
+    let traced = trace_attached(cxx_fixture(), &[], &[]);
+    assert_exact(&traced);
+    assert_new_callers_first(&traced);
+    let found = families(&traced.report);
+    assert!(found.iter().any(|(f, o)| f == "c++" && o.starts_with("libstdc++.so")), "{found:?}");
+    assert!(found.iter().any(|(f, o)| f == "glibc" && o == "libc.so.6"), "{found:?}");
+    // libstdc++'s new calls malloc: the inner call is nested, not a second block.
+    assert!(traced.report["activity"]["nested_calls"].as_u64().unwrap() > 0, "{}", traced.report["activity"]);
+}
+
+#[test]
+fn cxx_on_jemalloc_is_counted_once() {
+    require_root();
+    ensure_debian_packages(&["libjemalloc-dev"]);
+    let flags: Vec<&str> = FLAGS.iter().copied().chain(["-std=c++17"]).collect();
+    let fixture = build_linked_fixture("c++", "cxx.cc", "cxx-jemalloc", &flags, &["-ljemalloc"]);
+    let traced = trace_attached(&fixture, &[], &[]);
+    assert_exact(&traced);
+    assert_new_callers_first(&traced);
+    let found = families(&traced.report);
+    assert!(found.contains(&("jemalloc".into(), "libjemalloc.so.2".into())), "{found:?}");
+}
