@@ -576,7 +576,8 @@ pub const FAMILIES: &[Family] = &[
     c_family("jemalloc", &["libjemalloc"], &["", "je_"], JEMALLOC_FUNCTIONS, "mallocx"),
     c_family("tcmalloc", &["libtcmalloc"], &[""], TCMALLOC_FUNCTIONS, "tc_malloc"),
     c_family("mimalloc", &["libmimalloc"], &[""], MIMALLOC_FUNCTIONS, "mi_malloc"),
-    Family { is_libc: true, ..c_family("glibc", &["libc.so", "libc-"], &[""], &[], "") },
+    // glibc's own name of its malloc: finds it linked statically.
+    Family { is_libc: true, ..c_family("glibc", &["libc.so", "libc-"], &[""], &[], "__libc_malloc") },
     Family { is_libc: true, ..c_family("musl", &["ld-musl-"], &[""], &[], "") },
     Family { c_api: false, ..c_family("libstdc++", &["libstdc++"], &[""], &[], "") },
     Family { c_api: false, ..c_family("libc++", &["libc++.so", "libc++abi.so"], &[""], &[], "") },

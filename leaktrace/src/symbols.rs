@@ -92,8 +92,8 @@ pub fn index(file: &object::File<'_>) -> SymbolIndex {
 fn mini_debuginfo(file: &object::File<'_>) -> Option<Vec<u8>> {
     let compressed = file.section_by_name(".gnu_debugdata")?.data().ok()?;
     let mut out = Vec::new();
-    match lzma_rs::xz_decompress(&mut std::io::Cursor::new(compressed), &mut out) {
-        Ok(()) => Some(out),
+    match std::io::Read::read_to_end(&mut xz2::read::XzDecoder::new(compressed), &mut out) {
+        Ok(_) => Some(out),
         Err(e) => {
             log::debug!(".gnu_debugdata is not a readable xz stream: {e}");
             None

@@ -208,3 +208,108 @@ fn cxx_on_jemalloc_is_counted_once() {
     let found = families(&traced.report);
     assert!(found.contains(&("jemalloc".into(), "libjemalloc.so.2".into())), "{found:?}");
 }
+
+/// Runs `script` with `sh -e` in `dir`.
+fn shell(dir: &Path, script: &str) {
+    let output = Command::new("sh").args(["-e", "-c", script]).current_dir(dir).output().expect("sh runs");
+    assert!(output.status.success(), "{script}\n{}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// The MiniDebugInfo recipe (Fedora's find-debuginfo, Debian's dh_strip): the function symbols
+/// of `debug` named in `keep`, in an ELF of its own, xz-compressed into `mini.xz`.
+const MINI_DEBUGINFO: &str = "objcopy -S --remove-section .gdb_index --remove-section .comment \
+     --keep-symbols=keep debug mini && rm -f mini.xz && xz mini";
+
+/// leaky.c linked statically, without `.symtab` (DWARF kept, so its own frames are named)
+/// and, with `mini`, with a `.gnu_debugdata` holding its function symbols: then malloc and
+/// the others are only there.
+fn stripped_static_leaky(mini: bool) -> PathBuf {
+    let variant = if mini { "leaky-static-minidebuginfo" } else { "leaky-static-stripped" };
+    let dir = tempfile::tempdir().unwrap();
+    let source = leaktrace_integration_tests::workspace_root().join("tests/fixtures/leaky.c");
+    let out = leaktrace_integration_tests::workspace_root().join("target/fixtures").join(variant);
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let flags = FLAGS.join(" ");
+    let mut script = format!("cc -static -pthread {flags} -o full {}\n", source.display());
+    if mini {
+        script += "nm full --format=posix --defined-only | awk '$2 ~ /^[TtWw]$/ {print $1}' | sort -u > keep\n";
+        script += "objcopy --only-keep-debug full debug\n";
+        script += MINI_DEBUGINFO;
+        script += "\nobjcopy --add-section .gnu_debugdata=mini.xz full full\n";
+    }
+    script +=
+        &format!("strip --strip-all --keep-section='.debug_*' --keep-section=.gnu_debugdata -o {} full", out.display());
+    shell(dir.path(), &script);
+    out
+}
+
+#[test]
+fn static_executable_with_symbols_only_in_minidebuginfo_is_traced_exactly() {
+    require_root();
+    let fixture = stripped_static_leaky(true);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let output = leaktrace_integration_tests::run_leaktrace(&[
+        "--json",
+        json.to_str().unwrap(),
+        "--",
+        fixture.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&output.stderr));
+    let report = read_report(&json);
+    leaktrace_integration_tests::assert_matches_truth(&report, &parse_truth(&stdout), &fixture);
+    let found = families(&report);
+    assert_eq!(found, [("glibc".to_string(), fixture.file_name().unwrap().to_string_lossy().into_owned())]);
+}
+
+#[test]
+fn static_executable_without_allocator_symbols_is_one_clear_error() {
+    require_root();
+    let fixture = stripped_static_leaky(false);
+    let output = leaktrace_integration_tests::run_leaktrace(&["--", fixture.to_str().unwrap()]);
+    leaktrace_integration_tests::assert_one_line_error(&output, &fixture.display().to_string());
+    leaktrace_integration_tests::assert_one_line_error(&output, "no .gnu_debugdata");
+}
+
+/// A copy of this system's libc with a `.gnu_debugdata` made by the recipe from its debug file
+/// (Debian's libc6-dbg): the functions that `.dynsym` does not export.
+fn libc_with_minidebuginfo() -> PathBuf {
+    ensure_debian_packages(&["libc6-dbg"]);
+    let libc = ["/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("glibc present");
+    let out_dir = leaktrace_integration_tests::workspace_root().join("target/fixtures/libc-minidebuginfo");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "id=$(readelf -n {libc} | sed -n 's/.*Build ID: //p')\n\
+         debug=/usr/lib/debug/.build-id/$(echo $id | cut -c1-2)/$(echo $id | cut -c3-).debug\n\
+         cp $debug debug\n\
+         nm -D {libc} --format=posix --defined-only | awk '{{print $1}}' | sort -u > dynsyms\n\
+         nm debug --format=posix --defined-only | awk '$2 ~ /^[TtD]$/ {{print $1}}' | sort -u > funcsyms\n\
+         comm -13 dynsyms funcsyms > keep\n\
+         {MINI_DEBUGINFO}\n\
+         strip --strip-all -o stripped {libc}\n\
+         objcopy --add-section .gnu_debugdata=mini.xz stripped {}/libc.so.6",
+        out_dir.display()
+    );
+    shell(dir.path(), &script);
+    out_dir
+}
+
+#[test]
+fn libc_copy_with_minidebuginfo_loaded_through_ld_library_path_is_traced_exactly() {
+    require_root();
+    let libc_dir = libc_with_minidebuginfo();
+    let fixture = leaktrace_integration_tests::leaky();
+    let traced = trace_attached(fixture, &[("LD_LIBRARY_PATH", libc_dir.to_str().unwrap())], &[]);
+    leaktrace_integration_tests::assert_matches_truth(&traced.report, &traced.truth(), fixture);
+    let copy = libc_dir.join("libc.so.6");
+    let glibc: Vec<&Value> =
+        traced.report["allocators"].as_array().unwrap().iter().filter(|f| f["family"] == "glibc").collect();
+    assert_eq!(glibc.len(), 1, "{:#}", traced.report["allocators"]);
+    let object = glibc[0]["object"].as_str().unwrap();
+    assert!(object.ends_with(copy.to_str().unwrap()), "the copy is probed, not the system's libc: {object}");
+}

@@ -145,9 +145,9 @@ fn malloc_provider(pid: u32, root: &Path, exe: &Path, mapped: &[PathBuf], prefix
     }
     let detail = if libraries.is_empty() {
         format!(
-            "the executable {} does not define {prefix}malloc and no C library is mapped{}",
+            "the executable {} does not define {prefix}malloc (looked in {}) and no C library is mapped",
             exe.display(),
-            if exe_facts.dynamic { "" } else { " (statically linked and stripped?)" }
+            exe_facts.searched
         )
     } else {
         tried.join("; ")
@@ -220,7 +220,10 @@ pub fn find_allocator_for_program(program: &Path, object: Option<&Path>, prefix:
         if !facts.dynamic {
             return Err(Error::NoAllocator {
                 target: program.display().to_string(),
-                detail: format!("it is statically linked and defines no {prefix}malloc symbol (stripped?)"),
+                detail: format!(
+                    "it is statically linked and defines no {prefix}malloc symbol (looked in {})",
+                    facts.searched
+                ),
             });
         }
     }
