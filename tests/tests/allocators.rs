@@ -313,3 +313,127 @@ fn libc_copy_with_minidebuginfo_loaded_through_ld_library_path_is_traced_exactly
     let object = glibc[0]["object"].as_str().unwrap();
     assert!(object.ends_with(copy.to_str().unwrap()), "the copy is probed, not the system's libc: {object}");
 }
+
+const POOL_FUNCTIONS: &[&str] = &[
+    "--alloc-fn",
+    "pool_alloc:malloc-like",
+    "--alloc-fn",
+    "pool_calloc:calloc-like",
+    "--alloc-fn",
+    "pool_realloc:realloc-like",
+    "--alloc-fn",
+    "pool_free:free-like",
+    "--alloc-fn",
+    "pool_free_sized:size-free-like",
+];
+
+fn pool_fixture() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| build_linked_fixture("cc", "pool.c", "pool", FLAGS, &[]))
+}
+
+#[test]
+fn functions_added_with_alloc_fn_are_traced_exactly() {
+    require_root();
+    let traced = trace_attached(pool_fixture(), &[], POOL_FUNCTIONS);
+    assert_exact(&traced);
+    let custom: Vec<&Value> =
+        traced.report["allocators"].as_array().unwrap().iter().filter(|f| f["family"] == "custom").collect();
+    assert_eq!(custom.len(), 1, "{:#}", traced.report["allocators"]);
+    assert_eq!(custom[0]["functions"].as_array().unwrap().len(), 5, "{:#}", custom[0]);
+}
+
+#[test]
+fn an_alloc_fn_nothing_defines_is_one_clear_error() {
+    require_root();
+    let mut child =
+        Command::new(pool_fixture()).arg("--wait").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().starts_with("ready "));
+    let pid = child.id().to_string();
+    let output = leaktrace_integration_tests::run_leaktrace(&["-p", &pid, "--alloc-fn", "no_such_pool_fn:free-like"]);
+    leaktrace_integration_tests::assert_one_line_error(&output, "--alloc-fn no_such_pool_fn");
+    drop(child.stdin.take());
+    child.wait().unwrap();
+    let output = leaktrace_integration_tests::run_leaktrace(&["-p", &pid, "--alloc-fn", "pool_alloc:sideways"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown kind \"sideways\""), "{output:?}");
+}
+
+/// A uprobe registered through tracefs with a `ref_ctr_offset`, as USDT tools (bcc's) do,
+/// removed on drop.
+struct ForeignProbe {
+    tracefs: PathBuf,
+}
+
+impl ForeignProbe {
+    const EVENT: &'static str = "leaktrace_test/conflict";
+
+    fn place(object: &Path, offset: u64) -> Self {
+        let tracefs = PathBuf::from("/sys/kernel/tracing");
+        if !tracefs.join("uprobe_events").exists() {
+            shell(Path::new("/"), "mount -t tracefs nodev /sys/kernel/tracing");
+        }
+        // The counter's offset is in the ELF header, which no process maps writable: the
+        // kernel never writes it, but the probe holds the place with a non-zero one.
+        let definition = format!("p:{} {}:{offset:#x}(0x10)\n", Self::EVENT, object.display());
+        let probe = ForeignProbe { tracefs };
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(probe.tracefs.join("uprobe_events"))
+            .and_then(|mut f| f.write_all(definition.as_bytes()))
+            .expect("tracefs takes the uprobe");
+        std::fs::write(probe.tracefs.join("events").join(Self::EVENT).join("enable"), "1").expect("enabled");
+        probe
+    }
+}
+
+impl Drop for ForeignProbe {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.tracefs.join("events").join(Self::EVENT).join("enable"), "0");
+        let _ = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.tracefs.join("uprobe_events"))
+            .and_then(|mut f| f.write_all(format!("-:{}\n", Self::EVENT).as_bytes()));
+    }
+}
+
+/// File offset of `symbol`'s first instruction in `object` (from nm and the section table).
+fn file_offset_of(object: &Path, symbol: &str) -> u64 {
+    let run = |args: &[&str]| {
+        let out = Command::new(args[0]).args(&args[1..]).arg(object).output().unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let hex = |s: &str| u64::from_str_radix(s, 16).unwrap();
+    let address = run(&["nm", "--defined-only"])
+        .lines()
+        .find_map(|l| l.strip_suffix(&format!(" T {symbol}")).map(hex))
+        .expect("the symbol is defined");
+    let sections = run(&["readelf", "-SW"]);
+    let text = sections.lines().find(|l| l.contains(" .text ")).expect("a .text section");
+    let f: Vec<&str> = text.split(']').nth(1).unwrap().split_whitespace().collect();
+    address - hex(f[2]) + hex(f[3])
+}
+
+#[test]
+fn a_probe_another_tool_holds_is_named_counted_and_the_rest_traced() {
+    require_root();
+    let fixture = pool_fixture();
+    // pool_alloc starts with `push %rbp`, which the kernel emulates: leaktrace probes its entry.
+    let _foreign = ForeignProbe::place(fixture, file_offset_of(fixture, "pool_alloc"));
+    let traced = trace_attached(fixture, &[], POOL_FUNCTIONS);
+    let warning = traced.stderr.lines().find(|l| l.contains("pool_alloc")).expect("a warning naming the probe");
+    assert!(warning.starts_with("leaktrace: warning: pool_alloc in "), "{warning}");
+    assert!(warning.contains("ref_ctr_offset"), "{warning}");
+    let report = &traced.report;
+    assert_eq!(report["lost"]["probes_not_attached"], 1, "{}", report["lost"]);
+    assert_eq!(report["incomplete"], true);
+    assert_eq!(report["not_attached"][0]["function"], "pool_alloc", "{}", report["not_attached"]);
+    // The other functions are traced: their blocks exactly, pool_alloc's own not at all.
+    for t in traced.truth() {
+        let expected = if t.site == "leak_alloc" { (0, 0) } else { (t.bytes, t.count) };
+        assert_eq!(totals_for(report, &t.site), expected, "{}: {:#}", t.site, report["stacks"]);
+    }
+    assert!(traced.stdout.contains("Not traced: pool_alloc in "), "{}", traced.stdout);
+    assert!(traced.stdout.contains("1 allocator functions not traced"), "{}", traced.stdout);
+}
