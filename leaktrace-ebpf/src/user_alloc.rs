@@ -451,13 +451,13 @@ fn freed(ctx: &ProbeContext) {
 fn passed_on(tid: u32, addr: u64, sp: u64) -> bool {
     // SAFETY: the value (two integers) is copied out at once; only this thread's programs
     // write its entry.
-    if let Some(last) = unsafe { LAST_FREE.get(&tid) } {
+    if let Some(last) = unsafe { LAST_FREE.get(tid) } {
         if last.addr == addr && sp <= last.sp {
             return true;
         }
     }
     // SAFETY: as in `enter`: the calling thread's own entry, copied out at once.
-    unsafe { PENDING.get(&tid) }.is_some_and(|outer| sp <= outer.entry_sp)
+    unsafe { PENDING.get(tid) }.is_some_and(|outer| sp <= outer.entry_sp)
 }
 
 /// On the dynamic linker's `_dl_debug_state`, which it calls once a library is mapped and

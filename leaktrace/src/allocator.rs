@@ -682,6 +682,39 @@ mod tests {
     }
 
     #[test]
+    fn jemalloc_rows_have_public_and_prefixed_names_and_leave_plain_c_to_the_malloc_provider() {
+        let jemalloc = family_of("libjemalloc.so.2").unwrap();
+        let names: Vec<String> = wanted(Some(jemalloc), None).into_iter().map(|w| w.symbol).collect();
+        for name in
+            ["mallocx", "je_mallocx", "rallocx", "sdallocx", "dallocx", "je_malloc", "je_free", "_Znwm", "_ZdlPvm"]
+        {
+            assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
+        }
+        // malloc itself is interposed by whichever object provides it; nallocx allocates nothing.
+        assert!(!names.iter().any(|n| n == "malloc" || n.ends_with("nallocx")), "{names:?}");
+        let provider: Vec<String> = wanted(Some(jemalloc), Some("")).into_iter().map(|w| w.symbol).collect();
+        assert!(provider.iter().any(|n| n == "malloc"));
+    }
+
+    #[test]
+    fn this_systems_libstdcxx_has_every_operator_and_no_c_api() {
+        let Some(libstdcxx) = ["/usr/lib/x86_64-linux-gnu/libstdc++.so.6", "/lib/x86_64-linux-gnu/libstdc++.so.6"]
+            .into_iter()
+            .map(Path::new)
+            .find(|p| p.exists())
+        else {
+            return; // no C++ runtime on this machine: nothing to check
+        };
+        let facts = inspect_companion(libstdcxx).unwrap();
+        for f in CXX_FUNCTIONS {
+            assert!(facts.defined.iter().any(|d| d.covers(f.name, "")), "{} not found", f.name);
+        }
+        assert!(facts.defined.iter().all(|d| d.family == CXX_FAMILY), "{:?}", facts.defined);
+        // new calls malloc: with sampling its return probe stays (see `calls_allocator`).
+        assert!(facts.defined.iter().filter(|d| d.function.returns_block).all(|d| d.function.calls_allocator));
+    }
+
+    #[test]
     fn garbage_is_a_bad_elf() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("junk.so");

@@ -416,6 +416,26 @@ fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
         .ok_or_else(|| format!("'{text}' is not a byte count (e.g. 524288, 512K, 1M)"))
 }
 
+/// One `--alloc-fn NAME:KIND`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllocFnArg {
+    /// The function's symbol name.
+    pub name: String,
+    /// What it does with its arguments.
+    pub kind: FnKind,
+}
+
+fn parse_alloc_fn(value: &str) -> std::result::Result<AllocFnArg, String> {
+    let kinds = "malloc-like, calloc-like, realloc-like, free-like or size-free-like";
+    let (name, kind) = value.rsplit_once(':').ok_or_else(|| format!("expected NAME:KIND, where KIND is {kinds}"))?;
+    if name.is_empty() {
+        return Err("the function name is empty".into());
+    }
+    let kind = <FnKind as clap::ValueEnum>::from_str(kind, true)
+        .map_err(|_| format!("unknown kind {kind:?}: expected {kinds}"))?;
+    Ok(AllocFnArg { name: name.to_string(), kind })
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -503,24 +523,18 @@ mod tests {
             config.exports.iter().map(|e| (e.format, e.path.to_str().unwrap())).collect();
         assert_eq!(exports, [(Format::Json, "r.json"), (Format::Svg, "f.svg"), (Format::Plot, "p.svg")]);
     }
-}
 
-/// One `--alloc-fn NAME:KIND`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AllocFnArg {
-    /// The function's symbol name.
-    pub name: String,
-    /// What it does with its arguments.
-    pub kind: FnKind,
-}
-
-fn parse_alloc_fn(value: &str) -> std::result::Result<AllocFnArg, String> {
-    let kinds = "malloc-like, calloc-like, realloc-like, free-like or size-free-like";
-    let (name, kind) = value.rsplit_once(':').ok_or_else(|| format!("expected NAME:KIND, where KIND is {kinds}"))?;
-    if name.is_empty() {
-        return Err("the function name is empty".into());
+    #[test]
+    fn alloc_fn_takes_a_name_and_a_kind() {
+        let config =
+            parse(&["-p", "1", "--alloc-fn", "pool_get:malloc-like", "--alloc-fn", "ns::put:size-free-like"]).unwrap();
+        let names: Vec<(&str, &str)> = config.alloc_fns.iter().map(|f| (f.name, f.entry_program)).collect();
+        assert_eq!(
+            names,
+            [("pool_get", leaktrace_common::names::PROG_SIZE_ARG0), ("ns::put", leaktrace_common::names::PROG_FREE)]
+        );
+        for bad in ["pool_get", ":malloc-like", "pool_get:sideways"] {
+            assert!(parse(&["-p", "1", "--alloc-fn", bad]).is_err(), "{bad}");
+        }
     }
-    let kind = <FnKind as clap::ValueEnum>::from_str(kind, true)
-        .map_err(|_| format!("unknown kind {kind:?}: expected {kinds}"))?;
-    Ok(AllocFnArg { name: name.to_string(), kind })
 }
