@@ -120,8 +120,10 @@ fn enter(ctx: &ProbeContext, size: u64, kind: PendingKind, aux_ptr: u64, session
         }
     }
     // SAFETY: a helper without arguments, which uprobe programs may call.
-    let sampled =
-        SAMPLE_PERIOD.load() == 0 || u64::from(unsafe { bpf_get_prandom_u32() }) < sample_probability_of(size);
+    // A resize makes no block: it always keeps its state, to update a tracked one.
+    let sampled = kind == PendingKind::Resize
+        || SAMPLE_PERIOD.load() == 0
+        || u64::from(unsafe { bpf_get_prandom_u32() }) < sample_probability_of(size);
     let mut pending = PendingCall {
         size,
         entry_sp: sp,
@@ -202,6 +204,56 @@ fn posix_memalign(ctx: &ProbeContext, session: bool) -> bool {
     let out: u64 = ctx.arg(0).unwrap_or(0);
     let size: u64 = ctx.arg(2).unwrap_or(0);
     enter(ctx, size, PendingKind::OutPointer, out, session)
+}
+
+#[inline(always)]
+fn resize(ctx: &ProbeContext, session: bool) -> bool {
+    let ptr: u64 = ctx.arg(0).unwrap_or(0);
+    let size: u64 = ctx.arg(1).unwrap_or(0);
+    let extra: u64 = ctx.arg(2).unwrap_or(0);
+    if !enter(ctx, size.saturating_add(extra), PendingKind::Resize, ptr, session) {
+        return false;
+    }
+    // The least size asked for, kept where a resize has no old block (see `PendingKind`).
+    let Some((_, tid)) = traced_thread() else { return true };
+    if let Some(pending) = PENDING.get_ptr_mut(tid) {
+        // SAFETY: the calling thread's own entry, just inserted by `enter`; only this
+        // thread's programs touch it.
+        let pending = unsafe { &mut *pending };
+        if pending.kind == PendingKind::Resize as u32 && pending.nested == 0 {
+            pending.old.size = size;
+        }
+    }
+    true
+}
+
+#[uprobe]
+pub fn resize_enter(ctx: ProbeContext) -> u32 {
+    resize(&ctx, false);
+    0
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "uprobe")]
+pub fn resize_session(ctx: *mut c_void) -> u32 {
+    session(ctx, resize)
+}
+
+/// A resize in place returned: a tracked block takes its new size, at its first stack.
+#[inline(always)]
+fn resized(call: &PendingCall, real_size: u64) {
+    if real_size < call.old.size {
+        return; // not resized: the block keeps its size
+    }
+    let size = if real_size < call.size { real_size } else { call.size };
+    let Some(info) = ALLOCS.get_ptr_mut(call.aux_ptr) else { return };
+    // SAFETY: as for realloc's old block in `enter`: only a store at this address, which the
+    // allocator cannot hand out while the block is live, changes the entry; the fields are
+    // plain integers.
+    let info = unsafe { &mut *info };
+    stack_turnover(info.stack_id, info.size, false);
+    stack_turnover(info.stack_id, size, true);
+    info.size = size;
 }
 
 #[uprobe]
@@ -351,6 +403,10 @@ fn alloc_returned(ctx: &RetProbeContext) {
     let _ = PENDING.remove(tid);
 
     let ret: u64 = ctx.ret();
+    if call.kind == PendingKind::Resize as u32 {
+        resized(&call, ret);
+        return;
+    }
     // posix_memalign returns an error number (0 on success), the others the block.
     let failed = if call.kind == PendingKind::OutPointer as u32 { ret != 0 } else { ret == 0 };
     if call.sampled == 0 && !failed {

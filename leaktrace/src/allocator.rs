@@ -83,11 +83,12 @@ pub const ALLOCATOR_FUNCTIONS: &[AllocatorFn] = &[
     hook("pvalloc", names::PROG_SIZE_ARG0, false, 1),
 ];
 
-/// jemalloc's non-standard API. `nallocx` allocates nothing; `xallocx` resizes in place and
-/// is not traced (a block it grows keeps its first size).
+/// jemalloc's non-standard API. `nallocx` allocates nothing; `xallocx` resizes a block in
+/// place (it keeps its stack and takes its new size).
 pub const JEMALLOC_FUNCTIONS: &[AllocatorFn] = &[
     hook("mallocx", names::PROG_SIZE_ARG0, false, 1),
     hook("rallocx", names::PROG_REALLOC, false, 2),
+    hook("xallocx", names::PROG_RESIZE, false, 3),
     free_like("sdallocx"),
     free_like("dallocx"),
 ];
