@@ -35,7 +35,11 @@ pub fn floor_per_site(env: &Env, plan: &Plan) -> Result<Value> {
     let library = std::fs::read(&allocator.path)?;
     // (row key, function, offset from its start, file offset)
     let mut sites: Vec<(String, String, u64, u64)> = Vec::new();
-    for f in allocator.functions.iter().filter(|f| WORKLOAD_FUNCTIONS.contains(&f.function.name)) {
+    for f in allocator
+        .functions
+        .iter()
+        .filter(|f| f.object == allocator.path && WORKLOAD_FUNCTIONS.contains(&f.function.name))
+    {
         sites.push((format!("{}+0", f.symbol), f.symbol.clone(), 0, f.file_offset));
         if f.site.offset != 0 {
             sites.push((format!("{}+{}", f.symbol, f.site.offset), f.symbol.clone(), f.site.offset, f.probe_offset()));

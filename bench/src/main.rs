@@ -637,7 +637,7 @@ fn where_the_time_goes(env: &Env, plan: &Plan) -> Result<Value> {
         [("floor", names::PROG_FLOOR_RETURN), ("floor_user_stack", names::PROG_FLOOR_STACK_RETURN)]
     {
         let mut w = proc::Waiting::spawn(Command::new(&env.workload).args(&wait_args), Duration::from_secs(30))?;
-        let allocator = leaktrace::process::find_allocator(w.pid, None, "")?;
+        let allocator = leaktrace::process::find_allocator(w.pid, None, "", &[])?;
         let floor = tools::floor_user_with(&allocator, w.pid, return_program)?;
         let before = stats::snapshot(me);
         w.go()?;

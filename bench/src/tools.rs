@@ -76,9 +76,9 @@ pub fn floor_user_with(
 ) -> Result<Tracer> {
     let mut tracer = Tracer::load_floor()?;
     for f in &allocator.functions {
-        tracer.attach_uprobe(names::PROG_FLOOR_ENTER, &f.symbol, &allocator.path, f.probe_offset(), pid)?;
+        tracer.attach_uprobe(names::PROG_FLOOR_ENTER, &f.symbol, &f.object, f.probe_offset(), pid)?;
         if f.function.returns_block {
-            tracer.attach_uprobe(return_program, &f.symbol, &allocator.path, f.probe_offset(), pid)?;
+            tracer.attach_uprobe(return_program, &f.symbol, &f.object, f.probe_offset(), pid)?;
         }
     }
     Ok(tracer)
@@ -227,7 +227,7 @@ pub fn bpftrace_script(env: &Env, libc: &Path, pid: u32) -> Result<PathBuf> {
 
 /// Starts bpftrace on a waiting workload and waits until its probes are attached.
 pub fn start_bpftrace(env: &Env, w: &Waiting) -> Result<TracerProcess> {
-    let allocator = process::find_allocator(w.pid, None, "")?;
+    let allocator = process::find_allocator(w.pid, None, "", &[])?;
     let script = bpftrace_script(env, &allocator.path, w.pid)?;
     let mut command = Command::new("bpftrace");
     // Room for every outstanding block (the default is 4096 keys per map).
@@ -479,7 +479,7 @@ pub fn steady(env: &Env, tool: Tool, rate: u64, warmup: Duration, window: Durati
     let mut tracer = None;
     match tool {
         Tool::Floor => {
-            let allocator = process::find_allocator(w.pid, None, "")?;
+            let allocator = process::find_allocator(w.pid, None, "", &[])?;
             floor_tracer = Some(floor_user(&allocator, w.pid)?);
         }
         // Default settings: a report every 5 s, as someone watching a service would run it.

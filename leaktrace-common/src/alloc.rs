@@ -41,6 +41,10 @@ indexed_enum! {
         Realloc = 1,
         /// posix_memalign: the block is written through the out-pointer; 0 means success.
         OutPointer = 2,
+        /// jemalloc's xallocx: the block at `aux_ptr` is resized in place. `size` is the most
+        /// it asks for (size + extra) and `old.size` the least; the return value is the
+        /// block's real size, which is below the least when it could not be resized.
+        Resize = 3,
     }
 }
 

@@ -5,6 +5,8 @@
 pub const ALLOCS: &str = "ALLOCS";
 /// Thread id → `PendingCall` between an allocator's entry and return.
 pub const PENDING: &str = "PENDING";
+/// Thread id → the block it freed last (one free seen by several probed functions).
+pub const LAST_FREE: &str = "LAST_FREE";
 /// User stacks of allocations, stack hash → `StackRecord`.
 pub const USTACKS: &str = "USTACKS";
 /// Per-CPU scratch `StackRecord` where a stack is captured before it is hashed.
@@ -46,6 +48,8 @@ pub const PROG_REALLOCARRAY: &str = "reallocarray_enter";
 pub const PROG_SIZE_ARG1: &str = "size_arg1_enter";
 /// Entry program: posix_memalign(memptr, alignment, size).
 pub const PROG_POSIX_MEMALIGN: &str = "posix_memalign_enter";
+/// Entry program: xallocx(ptr, size, extra, flags), a resize in place.
+pub const PROG_RESIZE: &str = "resize_enter";
 /// Return program shared by every allocation function.
 pub const PROG_ALLOC_RETURN: &str = "alloc_return";
 /// Entry program on exit/_exit: stops a launched command so its mappings can be read.
@@ -65,13 +69,14 @@ pub const GLOBAL_SAMPLE_PERIOD: &str = "SAMPLE_PERIOD";
 /// entry-only probe), at return. Their section is the plain `uprobe` one so that aya accepts
 /// the object; the loader loads them itself with the session attach type. Pairs of (entry
 /// program, session program).
-pub const SESSION_PROGRAMS: [(&str, &str); 9] = [
+pub const SESSION_PROGRAMS: [(&str, &str); 10] = [
     (PROG_SIZE_ARG0, "size_arg0_session"),
     (PROG_SIZE_ARG1, "size_arg1_session"),
     (PROG_CALLOC, "calloc_session"),
     (PROG_REALLOC, "realloc_session"),
     (PROG_REALLOCARRAY, "reallocarray_session"),
     (PROG_POSIX_MEMALIGN, "posix_memalign_session"),
+    (PROG_RESIZE, "resize_session"),
     (PROG_FREE, "free_session"),
     (PROG_EXIT, "exit_session"),
     (PROG_DL_STATE, "dl_state_session"),

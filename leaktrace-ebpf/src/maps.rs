@@ -47,6 +47,23 @@ pub static ALLOCS: HashMap<u64, AllocInfo> = HashMap::with_max_entries(DEFAULT_M
 #[map]
 pub static PENDING: HashMap<u32, PendingCall> = HashMap::with_max_entries(MAX_PENDING, 0);
 
+/// The block each thread last freed, and the stack pointer at that free.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct LastFree {
+    /// The block.
+    pub addr: u64,
+    /// Stack pointer at the free-like function's probe.
+    pub sp: u64,
+}
+
+/// Thread id → the last block it freed. One free often passes through several probed
+/// functions (C++'s sized `delete` jumps to `delete`, which jumps to `free`); the later ones
+/// see the same block from the same or a deeper stack and are nested calls, not frees of an
+/// untracked block. LRU: threads that exit leave their entry, which ages out.
+#[map]
+pub static LAST_FREE: LruHashMap<u32, LastFree> = LruHashMap::with_max_entries(MAX_PENDING, 0);
+
 /// User stacks of allocations by hash. Our own map rather than a kernel stack map: that one
 /// keeps a single stack per hash bucket and drops every other stack that lands there.
 /// Not preallocated: only stacks actually seen take memory.

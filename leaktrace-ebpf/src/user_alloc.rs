@@ -24,8 +24,8 @@ use leaktrace_common::{
 
 use crate::{
     maps::{
-        count, sample_probability_of, stack_turnover, ALLOCS, FREEZE_AT_EXIT, MAX_SIZE, MIN_SIZE, PENDING,
-        SAMPLE_PERIOD, SELF_TGID, STACK_SCRATCH, TARGETS, UNWIND_EVENTS, UNWIND_TABLES, USTACKS,
+        count, sample_probability_of, stack_turnover, LastFree, ALLOCS, FREEZE_AT_EXIT, LAST_FREE, MAX_SIZE, MIN_SIZE,
+        PENDING, SAMPLE_PERIOD, SELF_TGID, STACK_SCRATCH, TARGETS, UNWIND_EVENTS, UNWIND_TABLES, USTACKS,
     },
     stacks,
     unwind::unwind_user_stack,
@@ -120,8 +120,10 @@ fn enter(ctx: &ProbeContext, size: u64, kind: PendingKind, aux_ptr: u64, session
         }
     }
     // SAFETY: a helper without arguments, which uprobe programs may call.
-    let sampled =
-        SAMPLE_PERIOD.load() == 0 || u64::from(unsafe { bpf_get_prandom_u32() }) < sample_probability_of(size);
+    // A resize makes no block: it always keeps its state, to update a tracked one.
+    let sampled = kind == PendingKind::Resize
+        || SAMPLE_PERIOD.load() == 0
+        || u64::from(unsafe { bpf_get_prandom_u32() }) < sample_probability_of(size);
     let mut pending = PendingCall {
         size,
         entry_sp: sp,
@@ -202,6 +204,56 @@ fn posix_memalign(ctx: &ProbeContext, session: bool) -> bool {
     let out: u64 = ctx.arg(0).unwrap_or(0);
     let size: u64 = ctx.arg(2).unwrap_or(0);
     enter(ctx, size, PendingKind::OutPointer, out, session)
+}
+
+#[inline(always)]
+fn resize(ctx: &ProbeContext, session: bool) -> bool {
+    let ptr: u64 = ctx.arg(0).unwrap_or(0);
+    let size: u64 = ctx.arg(1).unwrap_or(0);
+    let extra: u64 = ctx.arg(2).unwrap_or(0);
+    if !enter(ctx, size.saturating_add(extra), PendingKind::Resize, ptr, session) {
+        return false;
+    }
+    // The least size asked for, kept where a resize has no old block (see `PendingKind`).
+    let Some((_, tid)) = traced_thread() else { return true };
+    if let Some(pending) = PENDING.get_ptr_mut(tid) {
+        // SAFETY: the calling thread's own entry, just inserted by `enter`; only this
+        // thread's programs touch it.
+        let pending = unsafe { &mut *pending };
+        if pending.kind == PendingKind::Resize as u32 && pending.nested == 0 {
+            pending.old.size = size;
+        }
+    }
+    true
+}
+
+#[uprobe]
+pub fn resize_enter(ctx: ProbeContext) -> u32 {
+    resize(&ctx, false);
+    0
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "uprobe")]
+pub fn resize_session(ctx: *mut c_void) -> u32 {
+    session(ctx, resize)
+}
+
+/// A resize in place returned: a tracked block takes its new size, at its first stack.
+#[inline(always)]
+fn resized(call: &PendingCall, real_size: u64) {
+    if real_size < call.old.size {
+        return; // not resized: the block keeps its size
+    }
+    let size = if real_size < call.size { real_size } else { call.size };
+    let Some(info) = ALLOCS.get_ptr_mut(call.aux_ptr) else { return };
+    // SAFETY: as for realloc's old block in `enter`: only a store at this address, which the
+    // allocator cannot hand out while the block is live, changes the entry; the fields are
+    // plain integers.
+    let info = unsafe { &mut *info };
+    stack_turnover(info.stack_id, info.size, false);
+    stack_turnover(info.stack_id, size, true);
+    info.size = size;
 }
 
 #[uprobe]
@@ -351,6 +403,10 @@ fn alloc_returned(ctx: &RetProbeContext) {
     let _ = PENDING.remove(tid);
 
     let ret: u64 = ctx.ret();
+    if call.kind == PendingKind::Resize as u32 {
+        resized(&call, ret);
+        return;
+    }
     // posix_memalign returns an error number (0 on success), the others the block.
     let failed = if call.kind == PendingKind::OutPointer as u32 { ret != 0 } else { ret == 0 };
     if call.sampled == 0 && !failed {
@@ -418,21 +474,46 @@ pub fn free_enter(ctx: ProbeContext) -> u32 {
 
 #[inline(always)]
 fn freed(ctx: &ProbeContext) {
-    let Some(_) = traced_thread() else { return };
+    let Some((_, tid)) = traced_thread() else { return };
     let addr: u64 = ctx.arg(0).unwrap_or(0);
     if addr == 0 {
         return;
     }
-    count(Counter::FreeCalls);
+    let sp = stack_pointer(ctx);
     // SAFETY: as for realloc's old block in `enter`: the fields are copied out at once, and
     // only a store at this address, which the allocator cannot hand out before this free
     // returns, changes them.
-    let Some(&AllocInfo { stack_id, size, .. }) = (unsafe { ALLOCS.get(addr) }) else {
-        count(Counter::FreeUnknown);
+    if let Some(&AllocInfo { stack_id, size, .. }) = unsafe { ALLOCS.get(addr) } {
+        count(Counter::FreeCalls);
+        let _ = ALLOCS.remove(addr);
+        stack_turnover(stack_id, size, false);
+        let _ = LAST_FREE.insert(tid, LastFree { addr, sp }, 0);
         return;
-    };
-    let _ = ALLOCS.remove(addr);
-    stack_turnover(stack_id, size, false);
+    }
+    if passed_on(tid, addr, sp) {
+        count(Counter::NestedCalls);
+        return;
+    }
+    count(Counter::FreeCalls);
+    count(Counter::FreeUnknown);
+    let _ = LAST_FREE.insert(tid, LastFree { addr, sp }, 0);
+}
+
+/// Whether a free of an untracked block is the inner part of a call already seen: the same
+/// block this thread freed last, from the same or a deeper stack (`delete` jumping to
+/// `free`), or a free inside a traced allocation call (mimalloc's realloc frees the old
+/// block, which realloc's entry took out already).
+#[inline(always)]
+fn passed_on(tid: u32, addr: u64, sp: u64) -> bool {
+    // SAFETY: the value (two integers) is copied out at once; only this thread's programs
+    // write its entry.
+    if let Some(last) = unsafe { LAST_FREE.get(tid) } {
+        if last.addr == addr && sp <= last.sp {
+            return true;
+        }
+    }
+    // SAFETY: as in `enter`: the calling thread's own entry, copied out at once.
+    unsafe { PENDING.get(tid) }.is_some_and(|outer| sp <= outer.entry_sp)
 }
 
 /// On the dynamic linker's `_dl_debug_state`, which it calls once a library is mapped and

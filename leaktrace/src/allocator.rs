@@ -1,16 +1,23 @@
 //! Which allocator functions are probed, and where they live in the target.
 //!
-//! The probe table is data: adding a function is one row. Each row names the eBPF entry
+//! The probe tables are data: adding a function is one row. Each row names the eBPF entry
 //! program that reads its arguments; every allocating function shares one return program.
+//! The C API rows are looked for in the object that provides the process's `malloc`; each
+//! allocator family adds its own entry points (jemalloc's `mallocx`, tcmalloc's `tc_*`,
+//! mimalloc's `mi_*`), and C++'s `operator new`/`delete` are looked for in every allocator
+//! object and in the C++ runtime. Calls between probed functions (`new` calling `malloc`,
+//! `delete` jumping to `free`) are nested calls for the eBPF side: a block is counted once,
+//! by the outermost call, at its caller's stack.
 
 use std::path::{Path, PathBuf};
 
 use leaktrace_common::names;
-use object::{Object, ObjectSection, ObjectSymbol};
+use object::{Object, ObjectSection};
 
 use crate::{
     error::{Cause, Error, Result},
     probe_site::{self, Handling, Needs, Site},
+    symbols::{self, SymbolIndex},
 };
 
 /// One allocator entry point and how it is probed.
@@ -27,10 +34,10 @@ pub struct AllocatorFn {
     /// Argument registers the entry program reads (rdi, rsi, rdx in order): the probe can
     /// only move past instructions that leave them alone.
     pub args: u8,
-    /// It may call another probed function (glibc's reallocarray tail-calls realloc). With
-    /// sampling such a function keeps its return probe even when unsampled: the state that
-    /// marks the inner call as nested lives until that return, and without it the inner call
-    /// would get a second, independent chance to be sampled.
+    /// It may call another probed function (glibc's reallocarray tail-calls realloc, C++'s
+    /// `new` calls `malloc`). With sampling such a function keeps its return probe even when
+    /// unsampled: the state that marks the inner call as nested lives until that return, and
+    /// without it the inner call would get a second, independent chance to be sampled.
     pub calls_allocator: bool,
 }
 
@@ -45,20 +52,30 @@ const fn hook(name: &'static str, entry_program: &'static str, required: bool, a
     AllocatorFn { name, entry_program, returns_block: true, required, args, calls_allocator: false }
 }
 
+/// A function that takes the block in its first argument and returns nothing to record.
+const fn free_like(name: &'static str) -> AllocatorFn {
+    AllocatorFn {
+        name,
+        entry_program: names::PROG_FREE,
+        returns_block: false,
+        required: false,
+        args: 1,
+        calls_allocator: false,
+    }
+}
+
+/// An allocating function that may be served by another probed one (new over malloc).
+const fn outer(name: &'static str, entry_program: &'static str, args: u8) -> AllocatorFn {
+    AllocatorFn { calls_allocator: true, ..hook(name, entry_program, false, args) }
+}
+
 /// Every function leaktrace hooks in a C allocator.
 pub const ALLOCATOR_FUNCTIONS: &[AllocatorFn] = &[
     hook("malloc", names::PROG_SIZE_ARG0, true, 1),
     hook("calloc", names::PROG_CALLOC, true, 2),
     hook("realloc", names::PROG_REALLOC, true, 2),
-    AllocatorFn {
-        name: "free",
-        entry_program: names::PROG_FREE,
-        returns_block: false,
-        required: true,
-        args: 1,
-        calls_allocator: false,
-    },
-    AllocatorFn { calls_allocator: true, ..hook("reallocarray", names::PROG_REALLOCARRAY, false, 3) },
+    AllocatorFn { required: true, ..free_like("free") },
+    outer("reallocarray", names::PROG_REALLOCARRAY, 3),
     hook("posix_memalign", names::PROG_POSIX_MEMALIGN, false, 3),
     hook("aligned_alloc", names::PROG_SIZE_ARG1, false, 2),
     hook("memalign", names::PROG_SIZE_ARG1, false, 2),
@@ -66,10 +83,142 @@ pub const ALLOCATOR_FUNCTIONS: &[AllocatorFn] = &[
     hook("pvalloc", names::PROG_SIZE_ARG0, false, 1),
 ];
 
+/// jemalloc's non-standard API. `nallocx` allocates nothing; `xallocx` resizes a block in
+/// place (it keeps its stack and takes its new size).
+pub const JEMALLOC_FUNCTIONS: &[AllocatorFn] = &[
+    hook("mallocx", names::PROG_SIZE_ARG0, false, 1),
+    hook("rallocx", names::PROG_REALLOC, false, 2),
+    hook("xallocx", names::PROG_RESIZE, false, 3),
+    free_like("sdallocx"),
+    free_like("dallocx"),
+];
+
+/// gperftools' tcmalloc: its `tc_*` API (malloc and the C++ operators are aliases of it).
+pub const TCMALLOC_FUNCTIONS: &[AllocatorFn] = &[
+    hook("tc_malloc", names::PROG_SIZE_ARG0, false, 1),
+    hook("tc_malloc_skip_new_handler", names::PROG_SIZE_ARG0, false, 1),
+    hook("tc_calloc", names::PROG_CALLOC, false, 2),
+    hook("tc_realloc", names::PROG_REALLOC, false, 2),
+    hook("tc_memalign", names::PROG_SIZE_ARG1, false, 2),
+    hook("tc_posix_memalign", names::PROG_POSIX_MEMALIGN, false, 3),
+    hook("tc_valloc", names::PROG_SIZE_ARG0, false, 1),
+    hook("tc_pvalloc", names::PROG_SIZE_ARG0, false, 1),
+    outer("tc_new", names::PROG_SIZE_ARG0, 1),
+    outer("tc_newarray", names::PROG_SIZE_ARG0, 1),
+    outer("tc_new_nothrow", names::PROG_SIZE_ARG0, 1),
+    outer("tc_newarray_nothrow", names::PROG_SIZE_ARG0, 1),
+    outer("tc_new_aligned", names::PROG_SIZE_ARG0, 1),
+    outer("tc_newarray_aligned", names::PROG_SIZE_ARG0, 1),
+    outer("tc_new_aligned_nothrow", names::PROG_SIZE_ARG0, 1),
+    outer("tc_newarray_aligned_nothrow", names::PROG_SIZE_ARG0, 1),
+    free_like("tc_free"),
+    free_like("tc_cfree"),
+    free_like("tc_free_sized"),
+    free_like("tc_delete"),
+    free_like("tc_deletearray"),
+    free_like("tc_delete_nothrow"),
+    free_like("tc_deletearray_nothrow"),
+    free_like("tc_delete_sized"),
+    free_like("tc_deletearray_sized"),
+    free_like("tc_delete_aligned"),
+    free_like("tc_deletearray_aligned"),
+    free_like("tc_delete_sized_aligned"),
+    free_like("tc_deletearray_sized_aligned"),
+    free_like("tc_delete_aligned_nothrow"),
+    free_like("tc_deletearray_aligned_nothrow"),
+];
+
+/// mimalloc's `mi_*` API. `mi_strdup`/`mi_strndup` and `mi_expand` are not traced (the size
+/// is not an argument; `mi_expand` resizes in place).
+pub const MIMALLOC_FUNCTIONS: &[AllocatorFn] = &[
+    hook("mi_malloc", names::PROG_SIZE_ARG0, false, 1),
+    hook("mi_malloc_small", names::PROG_SIZE_ARG0, false, 1),
+    hook("mi_zalloc", names::PROG_SIZE_ARG0, false, 1),
+    hook("mi_zalloc_small", names::PROG_SIZE_ARG0, false, 1),
+    hook("mi_calloc", names::PROG_CALLOC, false, 2),
+    hook("mi_mallocn", names::PROG_CALLOC, false, 2),
+    hook("mi_realloc", names::PROG_REALLOC, false, 2),
+    hook("mi_reallocf", names::PROG_REALLOC, false, 2),
+    outer("mi_reallocn", names::PROG_REALLOCARRAY, 3),
+    hook("mi_malloc_aligned", names::PROG_SIZE_ARG0, false, 1),
+    hook("mi_malloc_aligned_at", names::PROG_SIZE_ARG0, false, 1),
+    hook("mi_zalloc_aligned", names::PROG_SIZE_ARG0, false, 1),
+    hook("mi_calloc_aligned", names::PROG_CALLOC, false, 2),
+    hook("mi_realloc_aligned", names::PROG_REALLOC, false, 2),
+    outer("mi_new", names::PROG_SIZE_ARG0, 1),
+    outer("mi_new_nothrow", names::PROG_SIZE_ARG0, 1),
+    outer("mi_new_aligned", names::PROG_SIZE_ARG0, 1),
+    outer("mi_new_aligned_nothrow", names::PROG_SIZE_ARG0, 1),
+    outer("mi_new_n", names::PROG_CALLOC, 2),
+    outer("mi_new_realloc", names::PROG_REALLOC, 2),
+    outer("mi_new_reallocn", names::PROG_REALLOCARRAY, 3),
+    free_like("mi_free"),
+    free_like("mi_cfree"),
+    free_like("mi_free_size"),
+    free_like("mi_free_aligned"),
+    free_like("mi_free_size_aligned"),
+];
+
+/// C++'s replaceable allocation functions (Itanium ABI names, 64-bit `size_t`): plain,
+/// array, nothrow and aligned `new`; plain, sized, aligned and nothrow `delete`. libstdc++'s
+/// `new` calls `malloc` (or `aligned_alloc`) and its `delete` jumps to `free`: the eBPF side
+/// counts the inner call as nested, so each block is recorded once, at `new`'s caller.
+pub const CXX_FUNCTIONS: &[AllocatorFn] = &[
+    outer("_Znwm", names::PROG_SIZE_ARG0, 1),
+    outer("_Znam", names::PROG_SIZE_ARG0, 1),
+    outer("_ZnwmRKSt9nothrow_t", names::PROG_SIZE_ARG0, 1),
+    outer("_ZnamRKSt9nothrow_t", names::PROG_SIZE_ARG0, 1),
+    outer("_ZnwmSt11align_val_t", names::PROG_SIZE_ARG0, 1),
+    outer("_ZnamSt11align_val_t", names::PROG_SIZE_ARG0, 1),
+    outer("_ZnwmSt11align_val_tRKSt9nothrow_t", names::PROG_SIZE_ARG0, 1),
+    outer("_ZnamSt11align_val_tRKSt9nothrow_t", names::PROG_SIZE_ARG0, 1),
+    free_like("_ZdlPv"),
+    free_like("_ZdaPv"),
+    free_like("_ZdlPvm"),
+    free_like("_ZdaPvm"),
+    free_like("_ZdlPvRKSt9nothrow_t"),
+    free_like("_ZdaPvRKSt9nothrow_t"),
+    free_like("_ZdlPvSt11align_val_t"),
+    free_like("_ZdaPvSt11align_val_t"),
+    free_like("_ZdlPvmSt11align_val_t"),
+    free_like("_ZdaPvmSt11align_val_t"),
+    free_like("_ZdlPvSt11align_val_tRKSt9nothrow_t"),
+    free_like("_ZdaPvSt11align_val_tRKSt9nothrow_t"),
+];
+
+/// What a function added with `--alloc-fn NAME:KIND` does with its arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FnKind {
+    /// `void *f(size_t size)`.
+    MallocLike,
+    /// `void *f(size_t count, size_t size)`.
+    CallocLike,
+    /// `void *f(void *old, size_t size)`.
+    ReallocLike,
+    /// `void f(void *block)`.
+    FreeLike,
+    /// `void f(void *block, size_t size)`.
+    SizeFreeLike,
+}
+
+impl FnKind {
+    /// The table row of a function `name` of this kind. The name is leaked: rows hold
+    /// `'static` names, and these come once from the command line.
+    pub fn row(self, name: &str) -> AllocatorFn {
+        let name: &'static str = Box::leak(name.to_string().into_boxed_str());
+        match self {
+            Self::MallocLike => outer(name, names::PROG_SIZE_ARG0, 1),
+            Self::CallocLike => outer(name, names::PROG_CALLOC, 2),
+            Self::ReallocLike => outer(name, names::PROG_REALLOC, 2),
+            Self::FreeLike | Self::SizeFreeLike => free_like(name),
+        }
+    }
+}
+
 /// Programs on `exit`/`_exit` and `_dl_debug_state` read no argument and have no return probe.
 const HOOK_NEEDS: Needs = Needs { args: 0, return_probe: false };
 
-/// A function found in the allocator object, ready to probe.
+/// A function found in an allocator object, ready to probe.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResolvedFn {
     /// The table row.
@@ -83,6 +232,11 @@ pub struct ResolvedFn {
     /// Other names of the same code (glibc's aligned_alloc is memalign), probed once under
     /// this one: two probes on one instruction would run the programs twice per call.
     pub aliases: Vec<String>,
+    /// The object that holds it (the path the kernel opens to place probes).
+    pub object: PathBuf,
+    /// The allocator family whose table row it is (`c` for the C API of an object of no
+    /// known family).
+    pub family: &'static str,
 }
 
 impl ResolvedFn {
@@ -116,15 +270,41 @@ impl HookSite {
     }
 }
 
-/// The allocator object and the functions found in it.
+/// The allocator objects of a process and the functions found in them.
 #[derive(Clone, Debug)]
 pub struct AllocatorObject {
-    /// Path the kernel opens to place probes (may go through /proc/PID/root).
+    /// The object that provides `malloc` (may go through /proc/PID/root).
     pub path: PathBuf,
-    /// Functions to probe.
+    /// Functions to probe, in this object and the others (each names its own).
     pub functions: Vec<ResolvedFn>,
-    /// Optional functions the object does not define.
+    /// Optional C functions the object does not define.
     pub absent: Vec<String>,
+    /// Probes the kernel refused (filled when attaching).
+    pub not_attached: Vec<crate::model::NotAttached>,
+}
+
+impl AllocatorObject {
+    /// Adds the functions found in another object.
+    pub fn add(&mut self, facts: ElfFacts) {
+        self.functions.extend(facts.defined);
+    }
+
+    /// Which family was found in which object, with its functions, in probing order.
+    pub fn families(&self) -> Vec<crate::model::FamilyReport> {
+        let mut out: Vec<crate::model::FamilyReport> = Vec::new();
+        for f in &self.functions {
+            let object = f.object.display().to_string();
+            match out.iter_mut().find(|r| r.family == f.family && r.object == object) {
+                Some(report) => report.functions.push(f.symbol.clone()),
+                None => out.push(crate::model::FamilyReport {
+                    family: f.family.to_string(),
+                    object,
+                    functions: vec![f.symbol.clone()],
+                }),
+            }
+        }
+        out
+    }
 }
 
 /// What an ELF file says about allocators.
@@ -134,6 +314,8 @@ pub struct ElfFacts {
     pub defined: Vec<ResolvedFn>,
     /// True when the file asks for a dynamic loader (it links libc at run time).
     pub dynamic: bool,
+    /// Where its symbols were looked for (for an error naming what is missing).
+    pub searched: String,
 }
 
 /// A function defined in an ELF file.
@@ -146,16 +328,19 @@ struct Defined {
     section: object::SectionIndex,
 }
 
-fn defined(file: &object::File<'_>, symbol: &str) -> Option<Defined> {
-    let sym = file.dynamic_symbols().chain(file.symbols()).find(|s| s.is_definition() && s.name() == Ok(symbol))?;
-    let section_index = sym.section_index()?;
-    let section = file.section_by_index(section_index).ok()?;
+/// Where `symbol`'s code is in `file`. The section is found by address in the object itself,
+/// so that a symbol read from its MiniDebugInfo or debug file (where `.text` holds no
+/// bytes) is placed in the object's real code.
+fn defined(file: &object::File<'_>, symbols: &SymbolIndex, symbol: &str) -> Option<Defined> {
+    let address = symbols.address(symbol)?;
+    let section = file.sections().find(|s| {
+        s.kind() == object::SectionKind::Text && address >= s.address() && address < s.address() + s.size()
+    })?;
     let (file_start, _) = section.file_range()?;
     // A symbol outside its section is corrupt: not a function that can be probed.
-    let file_offset = sym.address().checked_sub(section.address())?.checked_add(file_start)?;
-    Some(Defined { address: sym.address(), file_offset, section: section_index })
+    let file_offset = address.checked_sub(section.address())?.checked_add(file_start)?;
+    Some(Defined { address, file_offset, section: section.index() })
 }
-
 /// Chooses the probe site of each function (see [`probe_site`]); a function whose code
 /// cannot be read keeps its probe at the entry, marked as single-stepped.
 fn place(file: &object::File<'_>, functions: &[(&Defined, Needs)]) -> Vec<Site> {
@@ -200,39 +385,114 @@ fn parse<T>(path: &Path, then: impl FnOnce(&object::File<'_>) -> T) -> Result<T>
     Ok(then(&file))
 }
 
-/// Reads `path` and finds the allocator functions it defines under `prefix`, with their
-/// probe sites.
-pub fn inspect(path: &Path, prefix: &str) -> Result<ElfFacts> {
-    parse(path, |file| {
-        let dynamic = file.sections().any(|s| s.name() == Ok(".interp"));
-        let found: Vec<(AllocatorFn, String, Defined)> = ALLOCATOR_FUNCTIONS
-            .iter()
-            .filter_map(|function| {
-                let symbol = format!("{prefix}{}", function.name);
-                defined(file, &symbol).map(|d| (*function, symbol, d))
-            })
-            .collect();
-        let sites = place(file, &found.iter().map(|(f, _, d)| (d, f.needs())).collect::<Vec<_>>());
-        let mut defined: Vec<ResolvedFn> = Vec::new();
-        for ((function, symbol, d), site) in found.into_iter().zip(sites) {
-            match defined
-                .iter_mut()
-                .find(|f| f.file_offset == d.file_offset && f.function.entry_program == function.entry_program)
-            {
-                Some(first) => first.aliases.push(symbol),
-                None => {
-                    defined.push(ResolvedFn { function, symbol, file_offset: d.file_offset, site, aliases: Vec::new() })
-                }
+/// A symbol looked for in an object: its table row, full name and family.
+struct Wanted {
+    function: AllocatorFn,
+    symbol: String,
+    family: &'static str,
+}
+
+/// The family name of C++'s operators, wherever they are found.
+pub const CXX_FAMILY: &str = "c++";
+/// The family name of functions added with `--alloc-fn`.
+pub const CUSTOM_FAMILY: &str = "custom";
+
+/// The rows looked for in an object of `family` (None: no known family). `c_prefix`: the C
+/// API under this prefix when the object provides the process's malloc; None when another
+/// object does, whose plain C names interpose these (a family's prefixed C API, jemalloc's
+/// `je_malloc`, is still looked for: nothing interposes it).
+fn wanted(family: Option<&'static Family>, c_prefix: Option<&str>) -> Vec<Wanted> {
+    let label = family.map_or("c", |f| f.name);
+    let row = |function: &AllocatorFn, prefix: &str, family: &'static str| Wanted {
+        function: *function,
+        symbol: format!("{prefix}{}", function.name),
+        family,
+    };
+    let mut out: Vec<Wanted> = Vec::new();
+    if let Some(prefix) = c_prefix {
+        out.extend(ALLOCATOR_FUNCTIONS.iter().map(|f| row(f, prefix, label)));
+    }
+    for family in family.into_iter() {
+        for &prefix in family.prefixes {
+            if family.c_api && !prefix.is_empty() && c_prefix != Some(prefix) {
+                out.extend(ALLOCATOR_FUNCTIONS.iter().map(|f| row(f, prefix, label)));
             }
+            out.extend(family.functions.iter().map(|f| row(f, prefix, label)));
         }
-        ElfFacts { defined, dynamic }
+    }
+    out.extend(CXX_FUNCTIONS.iter().map(|f| row(f, "", CXX_FAMILY)));
+    out
+}
+
+/// The family of an object: by its file name, else by a symbol only that family defines
+/// (an executable that links its allocator statically).
+fn family_of_file(path: &Path, symbols: &SymbolIndex) -> Option<&'static Family> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    family_of(name).or_else(|| {
+        FAMILIES
+            .iter()
+            .find(|f| !f.marker.is_empty() && f.prefixes.iter().any(|p| symbols.defines(&format!("{p}{}", f.marker))))
     })
 }
 
-fn hook_sites(path: &Path, symbols: &[&'static str]) -> Result<Vec<HookSite>> {
+/// Reads `path` and finds the functions `rows` asks for, with their probe sites. Functions
+/// at the same address are one probe, under the first row's name.
+fn inspect_with(path: &Path, rows: impl FnOnce(Option<&'static Family>) -> Vec<Wanted>) -> Result<ElfFacts> {
     parse(path, |file| {
+        let dynamic = file.sections().any(|s| s.name() == Ok(".interp"));
+        let symbols = symbols::index(file);
+        let found: Vec<(Wanted, Defined)> = rows(family_of_file(path, &symbols))
+            .into_iter()
+            .filter_map(|w| defined(file, &symbols, &w.symbol).map(|d| (w, d)))
+            .collect();
+        let sites = place(file, &found.iter().map(|(w, d)| (d, w.function.needs())).collect::<Vec<_>>());
+        let mut defined: Vec<ResolvedFn> = Vec::new();
+        for ((w, d), site) in found.into_iter().zip(sites) {
+            if defined.iter().any(|f| f.symbol == w.symbol) {
+                continue; // the same row under two prefixes that are one (a `je_` family asked for `je_`)
+            }
+            // Same code, same arguments: two probes on one instruction would run twice per call.
+            match defined.iter_mut().find(|f| f.file_offset == d.file_offset) {
+                Some(first) => first.aliases.push(w.symbol),
+                None => defined.push(ResolvedFn {
+                    function: w.function,
+                    symbol: w.symbol,
+                    file_offset: d.file_offset,
+                    site,
+                    aliases: Vec::new(),
+                    object: path.to_path_buf(),
+                    family: w.family,
+                }),
+            }
+        }
+        ElfFacts { defined, dynamic, searched: symbols::searched(&symbols) }
+    })
+}
+
+/// Reads `path`, the object that provides the process's malloc: the C API under `prefix`,
+/// its family's own functions and C++'s operators, with their probe sites.
+pub fn inspect(path: &Path, prefix: &str) -> Result<ElfFacts> {
+    inspect_with(path, |family| wanted(family, Some(prefix)))
+}
+
+/// Reads `path`, an allocator object beside the one that provides malloc (a C++ runtime, a
+/// prefixed jemalloc, mimalloc's `mi_*` without its malloc override).
+pub fn inspect_companion(path: &Path) -> Result<ElfFacts> {
+    inspect_with(path, |family| wanted(family, None))
+}
+
+/// Reads `path` for the functions added by hand (`--alloc-fn`).
+pub fn inspect_custom(path: &Path, rows: &[AllocatorFn]) -> Result<ElfFacts> {
+    inspect_with(path, |_| {
+        rows.iter().map(|f| Wanted { function: *f, symbol: f.name.to_string(), family: CUSTOM_FAMILY }).collect()
+    })
+}
+
+fn hook_sites(path: &Path, names: &[&'static str]) -> Result<Vec<HookSite>> {
+    parse(path, |file| {
+        let symbols = symbols::index(file);
         let found: Vec<(&'static str, Defined)> =
-            symbols.iter().filter_map(|&name| defined(file, name).map(|d| (name, d))).collect();
+            names.iter().filter_map(|&name| defined(file, &symbols, name).map(|d| (name, d))).collect();
         let sites = place(file, &found.iter().map(|(_, d)| (d, HOOK_NEEDS)).collect::<Vec<_>>());
         found
             .into_iter()
@@ -271,14 +531,18 @@ pub fn plan(path: &Path, facts: ElfFacts, prefix: &str) -> Result<AllocatorObjec
         .map(|f| format!("{prefix}{}", f.name))
         .collect();
     if !missing.is_empty() {
-        return Err(Error::MissingSymbols { path: path.to_path_buf(), missing: missing.join(", ") });
+        return Err(Error::MissingSymbols {
+            path: path.to_path_buf(),
+            missing: missing.join(", "),
+            searched: facts.searched,
+        });
     }
     let absent = ALLOCATOR_FUNCTIONS
         .iter()
         .filter(|f| !facts.defined.iter().any(|d| d.covers(f.name, prefix)))
         .map(|f| format!("{prefix}{}", f.name))
         .collect();
-    Ok(AllocatorObject { path: path.to_path_buf(), functions: facts.defined, absent })
+    Ok(AllocatorObject { path: path.to_path_buf(), functions: facts.defined, absent, not_attached: Vec::new() })
 }
 
 /// One allocator implementation, as the libraries it ships in.
@@ -291,15 +555,38 @@ pub struct Family {
     /// Whether it is the C library's own allocator; a replacement loaded beside it
     /// interposes its malloc, so replacements are chosen first.
     pub is_libc: bool,
+    /// Whether it has the C API (malloc, free, …); C++ runtimes only add new/delete.
+    pub c_api: bool,
+    /// Prefixes its builds give their symbols (jemalloc's `--with-jemalloc-prefix=je_`).
+    pub prefixes: &'static [&'static str],
+    /// Its own entry points beyond the C API (each under each prefix).
+    pub functions: &'static [AllocatorFn],
+    /// A function only this family defines (under one of its prefixes): finds it linked
+    /// statically into an executable. Empty for none.
+    pub marker: &'static str,
 }
 
-/// The allocators leaktrace looks for among a process's libraries, replacements first.
+const fn c_family(
+    name: &'static str,
+    libraries: &'static [&'static str],
+    prefixes: &'static [&'static str],
+    functions: &'static [AllocatorFn],
+    marker: &'static str,
+) -> Family {
+    Family { name, libraries, is_libc: false, c_api: true, prefixes, functions, marker }
+}
+
+/// The allocators leaktrace looks for among a process's libraries: replacements first, then
+/// C libraries, then C++ runtimes (which allocate through one of the others).
 pub const FAMILIES: &[Family] = &[
-    Family { name: "jemalloc", libraries: &["libjemalloc"], is_libc: false },
-    Family { name: "tcmalloc", libraries: &["libtcmalloc"], is_libc: false },
-    Family { name: "mimalloc", libraries: &["libmimalloc"], is_libc: false },
-    Family { name: "glibc", libraries: &["libc.so", "libc-"], is_libc: true },
-    Family { name: "musl", libraries: &["ld-musl-"], is_libc: true },
+    c_family("jemalloc", &["libjemalloc"], &["", "je_"], JEMALLOC_FUNCTIONS, "mallocx"),
+    c_family("tcmalloc", &["libtcmalloc"], &[""], TCMALLOC_FUNCTIONS, "tc_malloc"),
+    c_family("mimalloc", &["libmimalloc"], &[""], MIMALLOC_FUNCTIONS, "mi_malloc"),
+    // glibc's own name of its malloc: finds it linked statically.
+    Family { is_libc: true, ..c_family("glibc", &["libc.so", "libc-"], &[""], &[], "__libc_malloc") },
+    Family { is_libc: true, ..c_family("musl", &["ld-musl-"], &[""], &[], "") },
+    Family { c_api: false, ..c_family("libstdc++", &["libstdc++"], &[""], &[], "") },
+    Family { c_api: false, ..c_family("libc++", &["libc++.so", "libc++abi.so"], &[""], &[], "") },
 ];
 
 /// The allocator family of a library, by its file name.
@@ -312,9 +599,19 @@ pub fn looks_like_allocator_library(file_name: &str) -> bool {
     family_of(file_name).is_some()
 }
 
-/// Replacement allocators come before libc: when loaded they interpose its malloc.
+/// Replacement allocators come before libc (when loaded they interpose its malloc), and C++
+/// runtimes, which have no malloc, last.
 pub fn allocator_rank(file_name: &str) -> u8 {
-    u8::from(family_of(file_name).is_some_and(|f| f.is_libc))
+    match family_of(file_name) {
+        Some(f) if !f.c_api => 2,
+        Some(f) if f.is_libc => 1,
+        _ => 0,
+    }
+}
+
+/// True for a C++ runtime: it has new/delete but no malloc of its own.
+pub fn is_cxx_runtime(file_name: &str) -> bool {
+    family_of(file_name).is_some_and(|f| !f.c_api)
 }
 
 #[cfg(test)]
@@ -388,6 +685,39 @@ mod tests {
         let facts = inspect(&exe, "je_").unwrap();
         let err = plan(&exe, facts, "je_").unwrap_err().to_string();
         assert!(err.contains("je_malloc") && err.contains("je_free"), "{err}");
+    }
+
+    #[test]
+    fn jemalloc_rows_have_public_and_prefixed_names_and_leave_plain_c_to_the_malloc_provider() {
+        let jemalloc = family_of("libjemalloc.so.2").unwrap();
+        let names: Vec<String> = wanted(Some(jemalloc), None).into_iter().map(|w| w.symbol).collect();
+        for name in
+            ["mallocx", "je_mallocx", "rallocx", "sdallocx", "dallocx", "je_malloc", "je_free", "_Znwm", "_ZdlPvm"]
+        {
+            assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
+        }
+        // malloc itself is interposed by whichever object provides it; nallocx allocates nothing.
+        assert!(!names.iter().any(|n| n == "malloc" || n.ends_with("nallocx")), "{names:?}");
+        let provider: Vec<String> = wanted(Some(jemalloc), Some("")).into_iter().map(|w| w.symbol).collect();
+        assert!(provider.iter().any(|n| n == "malloc"));
+    }
+
+    #[test]
+    fn this_systems_libstdcxx_has_every_operator_and_no_c_api() {
+        let Some(libstdcxx) = ["/usr/lib/x86_64-linux-gnu/libstdc++.so.6", "/lib/x86_64-linux-gnu/libstdc++.so.6"]
+            .into_iter()
+            .map(Path::new)
+            .find(|p| p.exists())
+        else {
+            return; // no C++ runtime on this machine: nothing to check
+        };
+        let facts = inspect_companion(libstdcxx).unwrap();
+        for f in CXX_FUNCTIONS {
+            assert!(facts.defined.iter().any(|d| d.covers(f.name, "")), "{} not found", f.name);
+        }
+        assert!(facts.defined.iter().all(|d| d.family == CXX_FAMILY), "{:?}", facts.defined);
+        // new calls malloc: with sampling its return probe stays (see `calls_allocator`).
+        assert!(facts.defined.iter().filter(|d| d.function.returns_block).all(|d| d.function.calls_allocator));
     }
 
     #[test]

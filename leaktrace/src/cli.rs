@@ -9,6 +9,7 @@ use leaktrace_common::{
 };
 
 use crate::{
+    allocator::FnKind,
     config::{
         Action, Config, Export, Format, GroupBy, KernelOptions, RunSpec, SortBy, Target, TextOptions, UnwindMode,
     },
@@ -171,6 +172,11 @@ struct TraceArgs {
     #[arg(long = "symbols-prefix", value_name = "PREFIX", default_value = "")]
     pub symbols_prefix: String,
 
+    /// Also trace a function of the target's own allocator, NAME:KIND, where KIND is
+    /// malloc-like, calloc-like, realloc-like, free-like or size-free-like (repeatable).
+    #[arg(long = "alloc-fn", value_name = "NAME:KIND", value_parser = parse_alloc_fn)]
+    pub alloc_fn: Vec<AllocFnArg>,
+
     /// Most outstanding allocations kept; more are counted as lost.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_ALLOCS)]
     pub max_allocs: u32,
@@ -297,6 +303,7 @@ impl TraceArgs {
             exports,
             object: self.object,
             symbol_prefix: self.symbols_prefix,
+            alloc_fns: self.alloc_fn.iter().map(|a| a.kind.row(&a.name)).collect(),
             max_allocs: self.max_allocs,
             stack_storage: self.stack_storage_size,
             unwind: self.unwind,
@@ -327,8 +334,10 @@ impl TraceArgs {
         if !self.command.is_empty() {
             return Err(Error::Usage("--kernel-slab traces the kernel: use --run CMD instead of -- COMMAND".into()));
         }
-        if self.object.is_some() || !self.symbols_prefix.is_empty() {
-            return Err(Error::Usage("-O and --symbols-prefix apply to user-space tracing, not --kernel-slab".into()));
+        if self.object.is_some() || !self.symbols_prefix.is_empty() || !self.alloc_fn.is_empty() {
+            return Err(Error::Usage(
+                "-O, --symbols-prefix and --alloc-fn apply to user-space tracing, not --kernel-slab".into(),
+            ));
         }
         if self.repeat == 0 {
             return Err(Error::Usage("--repeat must be at least 1".into()));
@@ -405,6 +414,26 @@ fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
         .ok()
         .and_then(|n| n.checked_mul(multiplier))
         .ok_or_else(|| format!("'{text}' is not a byte count (e.g. 524288, 512K, 1M)"))
+}
+
+/// One `--alloc-fn NAME:KIND`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllocFnArg {
+    /// The function's symbol name.
+    pub name: String,
+    /// What it does with its arguments.
+    pub kind: FnKind,
+}
+
+fn parse_alloc_fn(value: &str) -> std::result::Result<AllocFnArg, String> {
+    let kinds = "malloc-like, calloc-like, realloc-like, free-like or size-free-like";
+    let (name, kind) = value.rsplit_once(':').ok_or_else(|| format!("expected NAME:KIND, where KIND is {kinds}"))?;
+    if name.is_empty() {
+        return Err("the function name is empty".into());
+    }
+    let kind = <FnKind as clap::ValueEnum>::from_str(kind, true)
+        .map_err(|_| format!("unknown kind {kind:?}: expected {kinds}"))?;
+    Ok(AllocFnArg { name: name.to_string(), kind })
 }
 
 #[cfg(test)]
@@ -493,5 +522,19 @@ mod tests {
         let exports: Vec<(Format, &str)> =
             config.exports.iter().map(|e| (e.format, e.path.to_str().unwrap())).collect();
         assert_eq!(exports, [(Format::Json, "r.json"), (Format::Svg, "f.svg"), (Format::Plot, "p.svg")]);
+    }
+
+    #[test]
+    fn alloc_fn_takes_a_name_and_a_kind() {
+        let config =
+            parse(&["-p", "1", "--alloc-fn", "pool_get:malloc-like", "--alloc-fn", "ns::put:size-free-like"]).unwrap();
+        let names: Vec<(&str, &str)> = config.alloc_fns.iter().map(|f| (f.name, f.entry_program)).collect();
+        assert_eq!(
+            names,
+            [("pool_get", leaktrace_common::names::PROG_SIZE_ARG0), ("ns::put", leaktrace_common::names::PROG_FREE)]
+        );
+        for bad in ["pool_get", ":malloc-like", "pool_get:sideways"] {
+            assert!(parse(&["-p", "1", "--alloc-fn", bad]).is_err(), "{bad}");
+        }
     }
 }

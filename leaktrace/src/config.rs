@@ -81,6 +81,8 @@ pub struct Config {
     pub object: Option<PathBuf>,
     /// Prefix of the allocator's symbols (`je_` for a prefixed jemalloc).
     pub symbol_prefix: String,
+    /// Functions added with `--alloc-fn`.
+    pub alloc_fns: Vec<crate::allocator::AllocatorFn>,
     /// Capacity of the outstanding-allocation map.
     pub max_allocs: u32,
     /// Capacity of the stack map.

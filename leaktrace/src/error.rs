@@ -53,13 +53,24 @@ pub enum Error {
         detail: String,
     },
 
-    /// The object named with -O lacks allocator symbols.
-    #[error("{path}: missing allocator symbols {missing} (is the object stripped, or does it need --symbols-prefix?)")]
+    /// The object lacks allocator symbols in every place they could be.
+    #[error("{path}: missing allocator symbols {missing} (looked in {searched}; is the object stripped, or does it need --symbols-prefix?)")]
     MissingSymbols {
         /// The object searched.
         path: PathBuf,
         /// Comma-separated list of missing symbols.
         missing: String,
+        /// Where they were looked for (`.symtab/.dynsym`, MiniDebugInfo, debug files).
+        searched: String,
+    },
+
+    /// A function given with `--alloc-fn` is in none of the target's objects.
+    #[error("--alloc-fn {name}: no object mapped by {target} defines it")]
+    NoSuchFunction {
+        /// The function's name.
+        name: String,
+        /// The process.
+        target: String,
     },
 
     /// An ELF file could not be read or parsed.

@@ -5,7 +5,7 @@
 //! (a process's allocator, through uprobes) or [`kernel`] (the slab, page and percpu
 //! allocators, through tracepoints), and both run on the [`driver`] (the loop, signals,
 //! final report and exports). A mode finds its targets ([`process`], [`allocator`],
-//! [`probe_site`]), loads and attaches the programs through [`bpf`] (the only module that
+//! [`probe_site`], [`symbols`]), loads and attaches the programs through [`bpf`] (the only module that
 //! calls aya), keeps [`mappings`] and [`unwind`] tables current, and at each report reads
 //! the maps, groups with [`aggregate`], follows growth with [`trend`] (and [`sampling`]
 //! estimates), names frames with [`symbolize`] (marking the first of the program's own, [`focus`]) and builds one [`model::Report`], which the
@@ -31,6 +31,7 @@ pub mod process;
 pub mod render;
 pub mod sampling;
 pub mod symbolize;
+pub mod symbols;
 pub mod trend;
 pub mod unwind;
 pub mod user;

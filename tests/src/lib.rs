@@ -56,6 +56,55 @@ pub fn build_fixture(source: &str, variant: &str, flags: &[&str]) -> PathBuf {
     out
 }
 
+/// Compiles tests/fixtures/<source> with `compiler` (`cc`, `c++`) and `flags`, linked with
+/// `libraries` (after the source, so that the linker keeps them), once per variant.
+pub fn build_linked_fixture(
+    compiler: &str,
+    source: &str,
+    variant: &str,
+    flags: &[&str],
+    libraries: &[&str],
+) -> PathBuf {
+    let out_dir = workspace_root().join("target/fixtures");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let out = out_dir.join(variant);
+    let status = Command::new(compiler)
+        .args(flags)
+        .arg("-o")
+        .arg(&out)
+        .arg(workspace_root().join("tests/fixtures").join(source))
+        .args(libraries)
+        .status()
+        .unwrap_or_else(|e| panic!("{compiler} runs: {e}"));
+    assert!(status.success(), "compiling {source} ({variant}) failed");
+    out
+}
+
+/// Installs Debian's `packages` that are not installed yet (apt-get, as root), so that a test
+/// that needs a library brings it itself.
+pub fn ensure_debian_packages(packages: &[&str]) {
+    let installed = |package: &str| {
+        Command::new("dpkg-query")
+            .args(["-W", "--showformat=${Status}", package])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).ends_with(" installed"))
+    };
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return;
+    }
+    eprintln!("installing Debian's {} for this test", missing.join(", "));
+    let update = Command::new("apt-get").args(["update", "-q"]).status().expect("apt-get runs");
+    assert!(update.success(), "apt-get update failed");
+    let status = Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .expect("apt-get runs");
+    assert!(status.success(), "installing {} failed", missing.join(", "));
+}
+
 /// The ground-truth fixture with frame pointers and debug info (-O1 so it is realistic).
 pub fn leaky() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();

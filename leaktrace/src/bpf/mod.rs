@@ -94,6 +94,14 @@ pub struct Outstanding {
     pub info: AllocInfo,
 }
 
+/// Why a session program could not be attached.
+enum SessionFailure {
+    /// The kernel (or the object) cannot run session programs at all.
+    Refused(String),
+    /// The kernel refused the link at this one place.
+    Link(std::io::Error),
+}
+
 /// Loaded programs and their maps. Dropping it detaches every probe.
 pub struct Tracer {
     /// Attached uprobes, owned here so that they can be detached all at once (see `Drop`).
@@ -188,6 +196,7 @@ impl Tracer {
                     .map_max_entries(names::ALLOCS, 1)
                     .map_max_entries(names::UNWIND_ROWS, 1)
                     .map_max_entries(names::PENDING, 1)
+                    .map_max_entries(names::LAST_FREE, 1)
                     .map_max_entries(names::STACK_STATS, options.stack_storage)
                     .map_max_entries(names::USTACKS, 1)
                     .map_max_entries(names::STACKS, if *user_stacks { options.stack_storage } else { 1 })
@@ -243,11 +252,21 @@ impl Tracer {
         if let Some(reason) = &self.sessions_refused {
             return Err(attach_error(reason.clone()));
         }
-        let result = self.try_attach_session(entry_program, path, offset, pid);
-        if let Err(reason) = &result {
-            self.sessions_refused = Some(reason.clone());
+        match self.try_attach_session(entry_program, path, offset, pid) {
+            Ok(()) => Ok(()),
+            Err(SessionFailure::Refused(reason)) => {
+                self.sessions_refused = Some(reason.clone());
+                Err(attach_error(reason))
+            }
+            // This one place was refused (another tool's probe there, see `user::attach`):
+            // sessions stay on for the others.
+            Err(SessionFailure::Link(error)) => Err(Error::Attach {
+                program: entry_program.to_string(),
+                symbol: symbol.to_string(),
+                path: path.to_path_buf(),
+                source: Box::new(error),
+            }),
         }
-        result.map_err(attach_error)
     }
 
     /// Loads the session forms of `entry_programs` at once, one thread each, before they are
@@ -284,12 +303,14 @@ impl Tracer {
         path: &Path,
         offset: u64,
         pid: u32,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), SessionFailure> {
         let (_, session) = names::SESSION_PROGRAMS
             .iter()
             .find(|(entry, _)| *entry == entry_program)
-            .ok_or_else(|| "no session form of this program".to_string())?;
-        self.prepared_sessions()?.attach(session, path, offset, pid)
+            .ok_or_else(|| SessionFailure::Refused("no session form of this program".to_string()))?;
+        let sessions = self.prepared_sessions().map_err(SessionFailure::Refused)?;
+        sessions.load(session).map_err(SessionFailure::Refused)?;
+        sessions.attach(session, path, offset, pid).map_err(SessionFailure::Link)
     }
 
     /// Adds a process to the traced set.

@@ -79,6 +79,7 @@ fn loader_maps() -> BTreeSet<&'static str> {
     BTreeSet::from([
         names::ALLOCS,
         names::PENDING,
+        names::LAST_FREE,
         names::USTACKS,
         names::STACK_SCRATCH,
         names::STACKS,

@@ -243,7 +243,8 @@ impl SessionPrograms {
         Ok(Self { btf, relocated, loaded: HashMap::new(), links: Vec::new() })
     }
 
-    fn load(&mut self, name: &str) -> Result<&OwnedFd, String> {
+    /// Loads `name` if it is not loaded yet (the kernel refuses it when it has no sessions).
+    pub fn load(&mut self, name: &str) -> Result<&OwnedFd, String> {
         if !self.loaded.contains_key(name) {
             let program = self.relocated.get(name).ok_or_else(|| format!("{name} was not prepared"))?;
             let fd = load_program(name, program, &self.btf)?;
@@ -277,10 +278,11 @@ impl SessionPrograms {
     }
 
     /// Loads `name` if needed and attaches it at file offset `offset` of `path`, firing only
-    /// in process `pid`.
-    pub fn attach(&mut self, name: &str, path: &Path, offset: u64, pid: u32) -> Result<(), String> {
-        let program = self.load(name)?.as_raw_fd();
-        let path_c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    /// in process `pid`. The error keeps the kernel's errno (EINVAL: another probe holds the
+    /// place with a different ref_ctr_offset).
+    pub fn attach(&mut self, name: &str, path: &Path, offset: u64, pid: u32) -> std::io::Result<()> {
+        let program = self.load(name).map_err(std::io::Error::other)?.as_raw_fd();
+        let path_c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
         let offsets: [u64; 1] = [offset];
         let attr = LinkCreateUprobeMulti {
             prog_fd: program as u32,
@@ -291,7 +293,7 @@ impl SessionPrograms {
             pid,
             ..Default::default()
         };
-        let link = sys_bpf(BPF_LINK_CREATE, &attr).map_err(|e| format!("attaching {name} as a uprobe session: {e}"))?;
+        let link = sys_bpf(BPF_LINK_CREATE, &attr)?;
         self.links.push(link);
         Ok(())
     }

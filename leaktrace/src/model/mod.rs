@@ -17,8 +17,8 @@ pub use kernel::{
 };
 pub use trend::{Class, Sample, Trend, MIN_INTERVALS};
 pub use user::{
-    Estimate, Handling, ProbeReport, SamplingSection, StackEnding, UnwindMode, UnwindModule, UnwindSection, Unwinder,
-    UserSection,
+    Estimate, FamilyReport, Handling, NotAttached, ProbeReport, SamplingSection, StackEnding, UnwindMode, UnwindModule,
+    UnwindSection, Unwinder, UserSection,
 };
 
 /// Version of the JSON layout; bumped on any incompatible change.
@@ -283,6 +283,10 @@ pub struct Lost {
     /// Kernel mode with --user-stacks: user stacks not captured (kernel threads, interrupts).
     #[serde(default)]
     pub user_stack_lost: u64,
+    /// Allocator functions left untraced because the kernel refused their probe (listed in
+    /// the user section's `not_attached`).
+    #[serde(default)]
+    pub probes_not_attached: u64,
 }
 
 impl Lost {
@@ -296,6 +300,7 @@ impl Lost {
             + self.pending_stale
             + self.out_pointer_unreadable
             + self.probe_misses
+            + self.probes_not_attached
     }
 }
 

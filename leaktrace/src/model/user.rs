@@ -17,6 +17,36 @@ pub struct UserSection {
     /// With `--sample-bytes`: the figures are estimates (see `stacks[].estimate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sampling: Option<SamplingSection>,
+    /// Which allocator families were found in which objects of the target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allocators: Vec<FamilyReport>,
+    /// Probes the kernel refused (their calls are not traced; counted in
+    /// `lost.probes_not_attached`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_attached: Vec<NotAttached>,
+}
+
+/// An allocator family found in one object of the target.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FamilyReport {
+    /// `glibc`, `jemalloc`, `tcmalloc`, `mimalloc`, `musl`, `c++`, `custom` (`--alloc-fn`),
+    /// or `c` (the C API of an object of no known family).
+    pub family: String,
+    /// The object, as leaktrace opened it.
+    pub object: String,
+    /// The functions probed there (one per probe; aliases are in `probes`).
+    pub functions: Vec<String>,
+}
+
+/// A probe the kernel refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotAttached {
+    /// The function.
+    pub function: String,
+    /// The object holding it.
+    pub object: String,
+    /// Why, and the likely cause.
+    pub reason: String,
 }
 
 /// How user stacks are unwound.

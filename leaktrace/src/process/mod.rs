@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use procfs::process::Process;
 
 use crate::{
-    allocator::{self, AllocatorObject},
+    allocator::{self, AllocatorFn, AllocatorObject},
     error::{Error, Result},
     mappings,
 };
@@ -65,34 +65,78 @@ pub fn is_alive(pid: u32) -> bool {
     Process::new(pid as i32).and_then(|p| p.stat()).is_ok_and(|s| s.state != 'Z' && s.state != 'X')
 }
 
-/// Finds the allocator of a running process: an explicit `-O` object, else the executable
-/// when it defines malloc itself (static or interposing), else a malloc replacement library,
-/// else libc. Paths go through /proc/PID/root so a process in a container is probed in its
-/// own files.
-pub fn find_allocator(pid: u32, object: Option<&Path>, prefix: &str) -> Result<AllocatorObject> {
+/// Finds the allocators of a running process: the object that provides malloc (an explicit
+/// `-O` object, else the executable when it defines malloc itself, static or interposing,
+/// else a malloc replacement library, else libc), then every other allocator object it maps
+/// (a C++ runtime's new/delete, a prefixed jemalloc, mimalloc's `mi_*`), then the functions
+/// added with `--alloc-fn`. Paths go through /proc/PID/root so a process in a container is
+/// probed in its own files.
+pub fn find_allocator(
+    pid: u32,
+    object: Option<&Path>,
+    prefix: &str,
+    custom: &[AllocatorFn],
+) -> Result<AllocatorObject> {
     let process = open(pid)?;
     let root = PathBuf::from(format!("/proc/{pid}/root"));
-    if let Some(object) = object {
-        return from_explicit_object(object, Some((&process, &root)), prefix);
+    let maps = mappings::read_maps(pid).map_err(|e| Error::io(format!("reading /proc/{pid}/maps"), e))?;
+    let mut mapped: Vec<PathBuf> = Vec::new();
+    for map in maps {
+        if !mapped.contains(&map.path) {
+            mapped.push(map.path);
+        }
     }
     let exe = process.exe().map_err(|e| Error::io(format!("reading /proc/{pid}/exe"), std::io::Error::other(e)))?;
     let exe_in_root = under_root(&root, &exe);
-    let exe_facts = allocator::inspect(&exe_in_root, prefix)?;
-    if exe_facts.defined.iter().any(|f| f.function.name == "malloc") {
-        return allocator::plan(&exe_in_root, exe_facts, prefix);
-    }
-    let maps = mappings::read_maps(pid).map_err(|e| Error::io(format!("reading /proc/{pid}/maps"), e))?;
-    let mut libraries: Vec<PathBuf> = Vec::new();
-    for map in maps {
-        let name = map.path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        if allocator::looks_like_allocator_library(name) && !libraries.contains(&map.path) {
-            libraries.push(map.path);
+    let mut plan = match object {
+        Some(object) => from_explicit_object(object, Some((&process, &root)), prefix)?,
+        None => malloc_provider(pid, &root, &exe, &mapped, prefix)?,
+    };
+    let mut companions: Vec<PathBuf> = vec![exe_in_root.clone()];
+    companions.extend(
+        mapped.iter().filter(|p| allocator::looks_like_allocator_library(&file_name(p))).map(|p| under_root(&root, p)),
+    );
+    for path in companions {
+        if path == plan.path {
+            continue;
+        }
+        // An object that cannot be read is skipped: the one that provides malloc was read.
+        match allocator::inspect_companion(&path) {
+            Ok(facts) => plan.add(facts),
+            Err(e) => log::debug!("{e}"),
         }
     }
-    libraries.sort_by_key(|p| allocator::allocator_rank(p.file_name().and_then(|n| n.to_str()).unwrap_or("")));
+    add_custom(
+        &mut plan,
+        custom,
+        std::iter::once(exe_in_root).chain(mapped.iter().map(|p| under_root(&root, p))),
+        pid,
+    )?;
+    Ok(plan)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string()
+}
+
+/// The object whose malloc the process calls.
+fn malloc_provider(pid: u32, root: &Path, exe: &Path, mapped: &[PathBuf], prefix: &str) -> Result<AllocatorObject> {
+    let exe_in_root = under_root(root, exe);
+    let exe_facts = allocator::inspect(&exe_in_root, prefix)?;
+    if exe_facts.defined.iter().any(|f| f.covers("malloc", prefix)) {
+        return allocator::plan(&exe_in_root, exe_facts, prefix);
+    }
+    let mut libraries: Vec<&PathBuf> = mapped
+        .iter()
+        .filter(|p| {
+            let name = file_name(p);
+            allocator::looks_like_allocator_library(&name) && !allocator::is_cxx_runtime(&name)
+        })
+        .collect();
+    libraries.sort_by_key(|p| allocator::allocator_rank(&file_name(p)));
     let mut tried = Vec::new();
     for library in &libraries {
-        let in_root = under_root(&root, library);
+        let in_root = under_root(root, library);
         match allocator::inspect(&in_root, prefix).and_then(|facts| allocator::plan(&in_root, facts, prefix)) {
             Ok(plan) => return Ok(plan),
             Err(e) => tried.push(e.to_string()),
@@ -100,14 +144,36 @@ pub fn find_allocator(pid: u32, object: Option<&Path>, prefix: &str) -> Result<A
     }
     let detail = if libraries.is_empty() {
         format!(
-            "the executable {} does not define {prefix}malloc and no C library is mapped{}",
+            "the executable {} does not define {prefix}malloc (looked in {}) and no C library is mapped",
             exe.display(),
-            if exe_facts.dynamic { "" } else { " (statically linked and stripped?)" }
+            exe_facts.searched
         )
     } else {
         tried.join("; ")
     };
     Err(Error::NoAllocator { target: format!("pid {pid}"), detail })
+}
+
+/// Finds each `--alloc-fn` function in the first of `objects` that defines it.
+fn add_custom(
+    plan: &mut AllocatorObject,
+    custom: &[AllocatorFn],
+    objects: impl Iterator<Item = PathBuf>,
+    pid: u32,
+) -> Result<()> {
+    let mut left: Vec<AllocatorFn> = custom.to_vec();
+    for object in objects {
+        if left.is_empty() {
+            break;
+        }
+        let Ok(facts) = allocator::inspect_custom(&object, &left) else { continue };
+        left.retain(|f| !facts.defined.iter().any(|d| d.covers(f.name, "")));
+        plan.add(facts);
+    }
+    match left.first() {
+        Some(f) => Err(Error::NoSuchFunction { name: f.name.to_string(), target: format!("pid {pid}") }),
+        None => Ok(()),
+    }
 }
 
 /// The dynamic linker of a running process (from its executable's `.interp`, through
@@ -153,7 +219,10 @@ pub fn find_allocator_for_program(program: &Path, object: Option<&Path>, prefix:
         if !facts.dynamic {
             return Err(Error::NoAllocator {
                 target: program.display().to_string(),
-                detail: format!("it is statically linked and defines no {prefix}malloc symbol (stripped?)"),
+                detail: format!(
+                    "it is statically linked and defines no {prefix}malloc symbol (looked in {})",
+                    facts.searched
+                ),
             });
         }
     }

@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 use crate::{
     config::TextOptions,
     model::{
-        Class, Frame, Handling, KernelGroup, KernelSection, KmallocCacheNames, ProbeReport, Report, SamplingSection,
-        Share, StackEnding, StackReport, Trend, UnwindSection, Unwinder,
+        Class, FamilyReport, Frame, Handling, KernelGroup, KernelSection, KmallocCacheNames, NotAttached, ProbeReport,
+        Report, SamplingSection, Share, StackEnding, StackReport, Trend, UnwindSection, Unwinder,
     },
 };
 
@@ -99,6 +99,7 @@ pub fn render_with(report: &Report, options: TextOptions, interval: bool) -> Str
             render_unwinding(&mut out, unwind, options.verbose);
         }
         if !interval {
+            render_allocators(&mut out, &user.allocators, &user.not_attached);
             render_probes(&mut out, &user.probes);
         }
         if let Some(sampling) = &user.sampling {
@@ -287,6 +288,7 @@ fn render_losses(out: &mut String, report: &Report) {
         (lost.out_pointer_unreadable, "posix_memalign results unreadable"),
         (lost.probe_misses, "probe hits skipped by the kernel"),
         (lost.user_stack_lost, "user stacks not captured"),
+        (lost.probes_not_attached, "allocator functions not traced (probe refused by the kernel, listed below)"),
     ]
     .into_iter()
     .filter(|(n, _)| *n > 0)
@@ -345,6 +347,26 @@ fn render_sampling(out: &mut String, sampling: &SamplingSection) {
         sampling.unsampled_calls,
         if sampling.return_probes_skipped { "" } else { " (their return probes still ran: no uprobe sessions)" }
     );
+}
+
+/// One line naming each allocator family and the object it was found in, and one naming
+/// the probes the kernel refused.
+fn render_allocators(out: &mut String, families: &[FamilyReport], not_attached: &[NotAttached]) {
+    if !families.is_empty() {
+        let found: Vec<String> = families
+            .iter()
+            .map(|f| {
+                let name = f.object.rsplit('/').next().unwrap_or(&f.object);
+                format!("{} in {name} ({} functions)", f.family, f.functions.len())
+            })
+            .collect();
+        let _ = writeln!(out, "Allocators: {}", found.join(", "));
+    }
+    if !not_attached.is_empty() {
+        let refused: Vec<String> =
+            not_attached.iter().map(|p| format!("{} in {} ({})", p.function, p.object, p.reason)).collect();
+        let _ = writeln!(out, "Not traced: {}", refused.join("; "));
+    }
 }
 
 /// One line naming the probes the kernel single-steps (each costs a second trap per call).

@@ -9,7 +9,28 @@ use crate::{
     allocator::{self, AllocatorObject},
     bpf::Tracer,
     error::{Error, Result},
+    model::NotAttached,
 };
+
+/// The reason recorded for a probe left out by [`is_conflict`].
+const CONFLICT: &str = "EINVAL: another uprobe at this place has a different ref_ctr_offset";
+
+/// True when attaching failed with EINVAL. The kernel answers EINVAL when a uprobe is already
+/// registered at the same inode and offset with a different `ref_ctr_offset` (a USDT
+/// semaphore: bcc's tools and others set one), which is the one way a probe leaktrace has
+/// placed on a valid instruction of a readable file can be refused so (a wrong offset or a
+/// missing file is ENOENT or an error before attaching).
+fn is_conflict(error: &Error) -> bool {
+    let Error::Attach { source, .. } = error else { return false };
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+    while let Some(e) = next {
+        if e.downcast_ref::<std::io::Error>().and_then(std::io::Error::raw_os_error) == Some(libc::EINVAL) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
 
 /// Where one probe goes.
 #[derive(Clone, Copy, Debug)]
@@ -64,25 +85,44 @@ impl Attach {
     /// Attaches the allocator's probes. With `sampling`, a function that calls another probed
     /// function keeps a plain return probe: the state that marks the inner call as nested
     /// must live until the outer call returns, even when the outer call is not sampled.
-    /// Returns whether every allocating function got a session (so that unsampled calls skip
-    /// their return probe).
-    pub fn allocator(self, tracer: &mut Tracer, allocator: &AllocatorObject, sampling: bool) -> Result<bool> {
+    /// A probe the kernel refuses because another tool holds the same place (see
+    /// [`is_conflict`]) is left out, said in one line and recorded in
+    /// `allocator.not_attached`; the others go on. Returns whether every allocating function
+    /// got a session (so that unsampled calls skip their return probe).
+    pub fn allocator(self, tracer: &mut Tracer, allocator: &mut AllocatorObject, sampling: bool) -> Result<bool> {
         if self.sessions {
             let mut programs: Vec<&str> = allocator.functions.iter().map(|f| f.function.entry_program).collect();
             programs.extend([names::PROG_EXIT, names::PROG_DL_STATE]);
             tracer.preload_sessions(&programs);
         }
+        let mut not_attached = Vec::new();
         for f in &allocator.functions {
             let session = self.sessions && !(sampling && f.function.calls_allocator);
-            let spot = Spot { symbol: &f.symbol, path: &allocator.path, offset: f.probe_offset() };
+            let spot = Spot { symbol: &f.symbol, path: &f.object, offset: f.probe_offset() };
             match self.probe(tracer, f.function.entry_program, f.function.returns_block, spot, session) {
                 Ok(()) => {}
+                Err(e) if is_conflict(&e) => {
+                    eprintln!(
+                        "leaktrace: warning: {} in {} (file offset {:#x}) is not traced: the kernel refused its \
+                         uprobe (EINVAL), most likely because another tool (bcc's memleak, a USDT tracer) holds a \
+                         uprobe at the same place with a different ref_ctr_offset",
+                        f.symbol,
+                        f.object.display(),
+                        f.probe_offset()
+                    );
+                    not_attached.push(NotAttached {
+                        function: f.symbol.clone(),
+                        object: f.object.display().to_string(),
+                        reason: CONFLICT.to_string(),
+                    });
+                }
                 Err(e) if !f.function.required && matches!(e, Error::Attach { .. }) => {
                     log::warn!("{e}; {} calls are not traced", f.symbol);
                 }
                 Err(e) => return Err(e),
             }
         }
+        allocator.not_attached = not_attached;
         // The first refusal turns sessions off for every later probe (`Tracer::attach_session`).
         if let Some(reason) = tracer.sessions_refused() {
             log::debug!("uprobe sessions refused: {reason}");

@@ -12,8 +12,8 @@ use crate::{
     driver::{from_counters, CounterFields},
     focus,
     model::{
-        self, Activity, Allocation, Figures, Frame, Lost, ProbeReport, Report, SamplingSection, Section, SortBy,
-        StackReport, Stamp, TargetInfo, UnwindSection, UserSection,
+        self, Activity, Allocation, FamilyReport, Figures, Frame, Lost, NotAttached, ProbeReport, Report,
+        SamplingSection, Section, SortBy, StackReport, Stamp, TargetInfo, UnwindSection, UserSection,
     },
     sampling::Sampler,
     trend::{self, SeriesBook},
@@ -134,6 +134,10 @@ pub struct Context {
     pub sampling: Option<(u64, bool)>,
     /// Build-ids of every module the process mapped, by path.
     pub build_ids: BTreeMap<String, String>,
+    /// Which allocator families were found in which objects.
+    pub allocators: Vec<FamilyReport>,
+    /// Probes the kernel refused.
+    pub not_attached: Vec<NotAttached>,
 }
 
 /// Which counter feeds which loss.
@@ -188,7 +192,11 @@ pub fn build_report(ranked: Ranked, named: &NamedStacks, context: Context) -> Re
         })
         .collect();
     let c = &context.counters;
-    let lost = Lost { probe_misses: context.probe_misses, ..from_counters(c, LOSSES) };
+    let lost = Lost {
+        probe_misses: context.probe_misses,
+        probes_not_attached: context.not_attached.len() as u64,
+        ..from_counters(c, LOSSES)
+    };
     let activity = Activity { stacks_cut_short: cut_short, ..from_counters(c, ACTIVITY) };
     let used: BTreeSet<&str> = stacks.iter().flat_map(|s| &s.frames).filter_map(|f| f.module.as_deref()).collect();
     let build_ids = context.build_ids.into_iter().filter(|(m, _)| used.contains(m.as_str())).collect();
@@ -200,6 +208,8 @@ pub fn build_report(ranked: Ranked, named: &NamedStacks, context: Context) -> Re
             return_probes_skipped,
             unsampled_calls: c[Counter::SampledOut as usize],
         }),
+        allocators: context.allocators,
+        not_attached: context.not_attached,
     });
     let figures = Figures {
         target_exited: context.exited,
@@ -247,6 +257,8 @@ mod tests {
             build_ids: [("/bin/app".to_string(), "ab".to_string()), ("/lib/other.so".to_string(), "cd".to_string())]
                 .into_iter()
                 .collect(),
+            allocators: Vec::new(),
+            not_attached: Vec::new(),
         }
     }
 

@@ -140,6 +140,15 @@ impl UserTrace {
                 if absent.is_empty() { String::new() } else { format!(" (absent: {})", absent.join(", ")) },
             );
         }
+        if let Some(primary) = self.processes.primary() {
+            let families: Vec<String> = primary
+                .allocator
+                .families()
+                .iter()
+                .map(|f| format!("{} in {} ({})", f.family, f.object, f.functions.join(", ")))
+                .collect();
+            eprintln!("Allocators: {}", families.join("; "));
+        }
         eprintln!("Probes: {}", ProbeReport::summary(&self.probes));
         if let Some((sampler, sessions)) = &self.sampling {
             eprintln!(
@@ -187,6 +196,8 @@ impl UserTrace {
             probes: self.probes.clone(),
             sampling: self.sampling.as_ref().map(|(sampler, sessions)| (sampler.period(), *sessions)),
             build_ids: primary.modules.build_ids().map(|(m, id)| (m.to_string(), id.to_string())).collect(),
+            allocators: primary.allocator.families(),
+            not_attached: primary.allocator.not_attached.clone(),
         }
     }
 }
@@ -354,7 +365,7 @@ fn attach_running(
     sampling: bool,
 ) -> Result<Attached> {
     let info = process::inspect_pid(pid)?;
-    let allocator = process::find_allocator(pid, config.object.as_deref(), &config.symbol_prefix)?;
+    let allocator = process::find_allocator(pid, config.object.as_deref(), &config.symbol_prefix, &config.alloc_fns)?;
     let mut tracer = Tracer::load(load)?;
     let attach = Attach { pid, sessions: config.sessions };
     let mut process = TracedProcess::new(info, allocator, rows.is_some());
@@ -365,7 +376,7 @@ fn attach_running(
         }
     }
     tracer.add_target(pid)?;
-    let sessions = attach.allocator(&mut tracer, &process.allocator, sampling)?;
+    let sessions = attach.allocator(&mut tracer, &mut process.allocator, sampling)?;
     Ok(Attached { tracer, process, sessions })
 }
 
@@ -381,7 +392,7 @@ fn launch_command(
     sampling: bool,
 ) -> Result<Attached> {
     let path = which::which(program).map_err(|e| Error::Launch { program: program.to_string(), source: e.into() })?;
-    let allocator = process::find_allocator_for_program(&path, config.object.as_deref(), &config.symbol_prefix)?;
+    let mut allocator = process::find_allocator_for_program(&path, config.object.as_deref(), &config.symbol_prefix)?;
     // Checked before forking: every failure after `hold` must undo the fork.
     let linker = if dwarf_unwinding { process::dynamic_linker_of_program(&path)? } else { None };
     let mut tracer = Tracer::load(load)?;
@@ -389,7 +400,7 @@ fn launch_command(
     tracer.add_target(held.pid)?;
     // On failure `held` is dropped, which closes the gate: the command never runs.
     let attach = Attach { pid: held.pid, sessions: config.sessions };
-    let sessions = attach.allocator(&mut tracer, &allocator, sampling)?;
+    let sessions = attach.allocator(&mut tracer, &mut allocator, sampling)?;
     attach.exit_hooks(&mut tracer, &allocator)?;
     if let Some(linker) = &linker {
         attach.library_hook(&mut tracer, linker)?;
