@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Frame, Totals};
 
-/// How kernel objects are grouped in reports.
+/// How allocations are grouped in reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GroupBy {
@@ -15,6 +15,8 @@ pub enum GroupBy {
     Cache,
     /// By the allocating task's command name.
     Comm,
+    /// User mode: by process, each process's stacks apart.
+    Process,
 }
 
 /// Kernel-mode part of a report.

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 pub use kernel::{CacheAccount, GroupBy, KernelGroup, KernelSection, PerRun, Runs, Share, SlabMeminfo};
 pub use trend::{Class, Sample, Trend, MIN_INTERVALS};
 pub use user::{
-    Estimate, Handling, ProbeReport, SamplingSection, StackEnding, UnwindMode, UnwindModule, UnwindSection, Unwinder,
-    UserSection,
+    Estimate, Handling, ProbeReport, ProcessSummary, SamplingSection, StackEnding, UnwindMode, UnwindModule,
+    UnwindSection, Unwinder, UserSection,
 };
 
 /// Version of the JSON layout; bumped on any incompatible change.
@@ -281,6 +281,10 @@ pub struct Lost {
     /// Kernel mode with --user-stacks: user stacks not captured (kernel threads, interrupts).
     #[serde(default)]
     pub user_stack_lost: u64,
+    /// User mode: process events (forks, execs, processes of the wanted name) the tracer
+    /// could not pass on: a child may be untraced or an exec's old blocks kept.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub process_events_lost: u64,
 }
 
 impl Lost {
@@ -294,6 +298,7 @@ impl Lost {
             + self.pending_stale
             + self.out_pointer_unreadable
             + self.probe_misses
+            + self.process_events_lost
     }
 }
 
@@ -315,6 +320,17 @@ pub struct Activity {
     /// frame-pointer walk through code built without frame pointers produces).
     #[serde(default)]
     pub stacks_cut_short: u64,
+    /// Blocks still outstanding when their process ran a new program (exec): gone with the
+    /// old image, so dropped from the figures.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub exec_dropped_blocks: u64,
+    /// Their bytes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub exec_dropped_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Outstanding memory held by one call stack.
@@ -345,10 +361,27 @@ pub struct StackReport {
     /// Why the unwinder stopped before the outermost frame, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cut_short: Option<StackEnding>,
+    /// User mode with several processes: each process holding memory from this stack,
+    /// most bytes first (`bytes` and `count` are their sums).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holders: Vec<Holder>,
     /// With `--sample-bytes`: `bytes` and `count` are estimates; how many blocks were tracked
     /// and the 95 % interval of the bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimate: Option<Estimate>,
+}
+
+/// A process holding memory from a stack.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// Process id.
+    pub pid: u32,
+    /// Its name (`comm`).
+    pub comm: String,
+    /// Bytes outstanding.
+    pub bytes: u64,
+    /// Allocations outstanding.
+    pub count: u64,
 }
 
 /// One stack frame. Inlined calls at the same address come first, marked `inlined`.
