@@ -206,8 +206,12 @@ fn exec_wrapper_reports_the_program_it_became(wrapper: &[&str]) {
     assert_eq!(report["target"]["exe"], fixture, "{}", report["target"]);
     assert!(report["activity"]["exec_dropped_blocks"].as_u64().unwrap() > 0, "{}", report["activity"]);
     assert!(stdout.contains("were dropped with the old image"), "{stdout}");
+    // No block of the wrapper's image is left: no stack passes through env's or the shell's code.
+    let wrapper_module = |m: &str| ["/env", "/dash", "/bash", "/sh"].iter().any(|w| m.ends_with(w));
     for stack in report["stacks"].as_array().unwrap() {
-        assert!(!stack["frames"].as_array().unwrap().is_empty(), "a stack without frames: {stack}");
+        let frames = stack["frames"].as_array().unwrap();
+        assert!(!frames.is_empty(), "a stack without frames: {stack}");
+        assert!(!frames.iter().any(|f| f["module"].as_str().is_some_and(wrapper_module)), "{stack}");
     }
 }
 

@@ -125,14 +125,18 @@ impl UserTrace {
         // Fails while no C library is mapped yet (the dynamic linker is still at work): tried
         // again at the next library load or refresh.
         let Ok(allocator) = process::find_allocator(tgid, None, &self.config.symbol_prefix) else { return Ok(()) };
-        if file_id(&allocator.path) != current {
+        // The same file keeps the path it was probed by (the report names that one).
+        let changed = file_id(&allocator.path) != current;
+        if changed {
             self.probe(tgid, &allocator, None)?;
             if self.processes.primary().is_some_and(|p| p.pid() == tgid) {
                 self.probes = super::probe_reports(&allocator);
             }
         }
         if let Some(traced) = self.processes.get_mut(tgid) {
-            traced.allocator = allocator;
+            if changed {
+                traced.allocator = allocator;
+            }
             traced.allocator_settled = true;
         }
         Ok(())
