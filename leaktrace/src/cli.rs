@@ -478,6 +478,23 @@ mod tests {
     }
 
     #[test]
+    fn several_pids_a_name_and_following() {
+        let config = parse(&["-p", "4,5", "-p", "6", "--follow", "--by", "process"]).unwrap();
+        assert_eq!(config.target, Target::Processes { pids: vec![4, 5, 6], comm: None });
+        assert!(config.follow && config.by_process);
+        let config = parse(&["--comm", "php-fpm8.2"]).unwrap();
+        assert_eq!(config.target, Target::Processes { pids: vec![], comm: Some("php-fpm8.2".into()) });
+        assert!(!config.follow, "a name alone follows nothing but that name");
+        // A launched command follows its children unless told not to.
+        assert!(parse(&["--", "prog"]).unwrap().follow);
+        assert!(!parse(&["--no-follow", "--", "prog"]).unwrap().follow);
+        assert!(matches!(parse(&["--comm", "a-name-longer-than-15"]), Err(Error::Usage(_))));
+        assert!(matches!(parse(&["-p", "4", "--by", "cache"]), Err(Error::Usage(_))));
+        assert!(matches!(parse(&["--kernel-slab", "--by", "process"]), Err(Error::Usage(_))));
+        assert!(matches!(parse(&["-p", "4,0"]), Err(Error::Usage(_))));
+    }
+
+    #[test]
     fn launch_keeps_arguments_verbatim() {
         let config = parse(&["--", "prog", "-p", "x"]).unwrap();
         assert_eq!(config.target, Target::Launch { program: "prog".into(), args: vec!["-p".into(), "x".into()] });

@@ -138,6 +138,20 @@ fn follow_from_the_master_is_exact_per_process_and_combined() {
     assert_eq!(report["target"]["pid"], master);
 }
 
+/// Workers forked before the attach are children of the target too: found in /proc, traced
+/// from the attach on (their leaks come after it), like the one forked later.
+#[test]
+fn follow_picks_up_children_already_running() {
+    let (seen, _, report) = trace_workers(&["--prefork"], &["-p", "{pid}", "--follow"], false);
+    let truth = truths(&seen);
+    assert_eq!(truth["worker_leak"].len(), 5, "{seen:?}");
+    assert_exact_per_process(&report, &truth);
+    let master = truth["master_leak"][0].pid;
+    let processes = report["processes"].as_array().unwrap();
+    assert_eq!(processes.len(), 6, "{processes:#?}");
+    assert!(processes.iter().filter(|p| p["pid"] != master).all(|p| p["parent"] == master), "{processes:#?}");
+}
+
 #[test]
 fn by_process_keeps_each_process_stacks_apart_with_named_frames() {
     let (seen, text, report) = trace_workers(&[], &["-p", "{pid}", "--follow", "--by", "process"], false);

@@ -70,6 +70,17 @@ pub fn pids_named(comm: &str) -> Vec<u32> {
         .collect()
 }
 
+/// The user processes whose parent is `pid` (for `--follow` at attach: children that already
+/// run are traced like the ones forked later).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(all) = procfs::process::all_processes() else { return Vec::new() };
+    all.filter_map(|p| p.ok())
+        .filter_map(|p| p.stat().ok())
+        .filter(|s| s.ppid as u32 == pid && s.flags & PF_KTHREAD == 0 && s.state != 'Z')
+        .map(|s| s.pid as u32)
+        .collect()
+}
+
 /// True when the process is stopped (state T), as our exit probe leaves a launched command.
 pub fn is_stopped(pid: u32) -> bool {
     Process::new(pid as i32).and_then(|p| p.stat()).is_ok_and(|s| s.state == 'T')

@@ -374,6 +374,35 @@ mod tests {
         build_report(ranked, &named, context(counters, probe_misses))
     }
 
+    fn held(pid: u32, bytes: u64, symbol: &str, address: u64) -> StackReport {
+        StackReport {
+            bytes,
+            count: 1,
+            frames: vec![frame(address, "/bin/app", symbol)],
+            holders: vec![Holder { pid, comm: "app".into(), bytes, count: 1 }],
+            ..StackReport::default()
+        }
+    }
+
+    /// The same functions in two processes (at other addresses) are one stack with both as
+    /// holders; another function stays apart; `--by process` keeps each process's own.
+    #[test]
+    fn the_same_stack_in_several_processes_is_one_with_its_holders() {
+        let stacks = vec![held(11, 100, "leak", 0x1000), held(12, 300, "leak", 0x7000), held(11, 200, "other", 0x2000)];
+        let merged = merge_holders(stacks.clone(), SortBy::Bytes);
+        assert_eq!(merged.len(), 2);
+        assert_eq!((merged[0].bytes, merged[0].count), (400, 2));
+        let holders: Vec<(u32, u64)> = merged[0].holders.iter().map(|h| (h.pid, h.bytes)).collect();
+        assert_eq!(holders, [(12, 300), (11, 100)], "most bytes first");
+        assert_eq!(merged[1].bytes, 200);
+        let apart = by_process(stacks);
+        let pids: Vec<u32> = apart.iter().map(|s| s.holders[0].pid).collect();
+        assert_eq!(pids, [11, 11, 12]);
+        // One process traced: no holders, nothing merged.
+        let single = vec![StackReport { holders: Vec::new(), ..held(11, 5, "leak", 1) }; 2];
+        assert_eq!(merge_holders(single, SortBy::Bytes).len(), 2);
+    }
+
     #[test]
     fn figures_stacks_and_frames_come_out_exactly() {
         let report = report([0; Counter::LEN as usize], 0);

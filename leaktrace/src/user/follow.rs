@@ -40,12 +40,14 @@ impl UserTrace {
         Ok(())
     }
 
-    /// Attaches to running processes: `pids`, and with `comm` every process of that name.
-    /// Each one's unwind table is built before its first allocation is recorded.
+    /// Attaches to running processes: `pids`, with `comm` every process of that name, and
+    /// with `--follow` their running children. Each one's unwind table is built before its
+    /// first allocation is recorded.
     pub(super) fn attach_running(&mut self, pids: &[u32], comm: Option<&str>) -> Result<()> {
-        let mut all = pids.to_vec();
+        // (pid, the traced parent it was found under).
+        let mut all: Vec<(u32, Option<u32>)> = pids.iter().map(|&p| (p, None)).collect();
         if let Some(comm) = comm {
-            all.extend(process::pids_named(comm).into_iter().filter(|p| !pids.contains(p)));
+            all.extend(process::pids_named(comm).into_iter().filter(|p| !pids.contains(p)).map(|p| (p, None)));
             // Processes of that name started later are first probed in the C library
             // leaktrace runs on (they usually share it), so that their first allocations count.
             let own = process::own_allocator(&self.config.symbol_prefix)?;
@@ -55,15 +57,27 @@ impl UserTrace {
                 eprintln!("leaktrace: no process is named {comm} yet: waiting for one");
             }
         }
-        for pid in all {
-            self.add_running(pid, comm.is_none())?;
+        // With --follow, the children already running are traced too, and theirs.
+        let mut next = 0;
+        while next < all.len() {
+            let (pid, parent) = all[next];
+            next += 1;
+            // `-p 7,7` probes process 7 once.
+            if self.processes.contains(pid) {
+                continue;
+            }
+            self.add_running(pid, comm.is_none() && parent.is_none(), parent)?;
+            if self.config.follow && self.processes.contains(pid) {
+                all.extend(process::children_of(pid).into_iter().map(|child| (child, Some(pid))));
+            }
         }
         Ok(())
     }
 
-    /// Starts tracing running process `pid`. A pid given by the user that cannot be traced is
-    /// an error (`strict`); a process found by name that vanished meanwhile is skipped.
-    fn add_running(&mut self, pid: u32, strict: bool) -> Result<()> {
+    /// Starts tracing running process `pid` (a child of `parent`, when found under it). A pid
+    /// given by the user that cannot be traced is an error (`strict`); a process found by name
+    /// or as a child that vanished meanwhile is skipped.
+    fn add_running(&mut self, pid: u32, strict: bool, parent: Option<u32>) -> Result<()> {
         let found = process::inspect_pid(pid).and_then(|info| {
             let allocator = process::find_allocator(pid, self.config.object.as_deref(), &self.config.symbol_prefix)?;
             Ok((info, allocator))
@@ -78,6 +92,7 @@ impl UserTrace {
         };
         let pair = self.processes.unwind_pair(self.rows.is_some());
         let mut traced = TracedProcess::new(info, allocator.clone(), pair);
+        traced.parent = parent;
         traced.refresh(self.rows.as_mut(), &mut self.tracer)?;
         let linker = if self.rows.is_some() { process::dynamic_linker_of_pid(pid)? } else { None };
         self.tracer.add_target(pid)?;
