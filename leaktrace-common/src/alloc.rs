@@ -16,6 +16,28 @@ pub struct AllocInfo {
     pub _pad: u32,
 }
 
+/// Key of `ALLOCS`: a block's address in the process that owns it. Traced processes reuse
+/// each other's addresses (a forked worker starts with its parent's heap layout), so the
+/// address alone does not name a block.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(C)]
+pub struct AllocKey {
+    /// Block address.
+    pub address: u64,
+    /// Process that owns the block.
+    pub tgid: u32,
+    /// Explicit padding (zero: keys are compared as bytes).
+    pub _pad: u32,
+}
+
+impl AllocKey {
+    /// The key of `address` in process `tgid`.
+    #[inline(always)]
+    pub const fn new(address: u64, tgid: u32) -> Self {
+        Self { address, tgid, _pad: 0 }
+    }
+}
+
 /// Frames kept per user stack.
 pub const MAX_STACK_DEPTH: usize = 64;
 
@@ -86,6 +108,7 @@ pub struct StackStats {
 }
 
 const _: () = assert!(core::mem::size_of::<AllocInfo>() == 32);
+const _: () = assert!(core::mem::size_of::<AllocKey>() == 16);
 const _: () = assert!(core::mem::size_of::<StackRecord>() == 8 + 8 * MAX_STACK_DEPTH);
 const _: () = assert!(core::mem::size_of::<StackStats>() == 32);
 const _: () = assert!(core::mem::size_of::<PendingCall>() == 72);
@@ -93,6 +116,9 @@ const _: () = assert!(core::mem::size_of::<PendingCall>() == 72);
 #[cfg(feature = "user")]
 // SAFETY: plain old data: integers only, `#[repr(C)]`, no padding (asserted above).
 unsafe impl aya::Pod for AllocInfo {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for AllocKey {}
 #[cfg(feature = "user")]
 // SAFETY: as above.
 unsafe impl aya::Pod for StackStats {}

@@ -50,5 +50,8 @@ indexed_enum! {
         UnwindEventLost = 20,
         /// `--sample-bytes`: allocation calls the sampler left out (by design, not a loss).
         SampledOut = 21,
+        /// Process events user space was not told of (event buffer full): a followed child or
+        /// an exec may have been missed.
+        ProcessEventLost = 22,
     }
 }

@@ -174,6 +174,8 @@ pub mod offsets {
     pub const FORK_CHILD_PID: &str = "OFF_FORK_CHILD_PID";
     /// sched_process_exec: filename.
     pub const EXEC_FILENAME: &str = "OFF_EXEC_FILENAME";
+    /// task_newtask: pid, clone_flags (user mode's `--follow`).
+    pub const NEW_TASK: [&str; 2] = ["OFF_NEW_TASK_PID", "OFF_NEW_TASK_FLAGS"];
     /// `struct kmem_cache` members read by the raw tracepoint programs (from BTF, not from a
     /// format file): size, object_size, name.
     pub const KMEM_CACHE: [&str; 3] = ["OFF_KMEM_CACHE_SIZE", "OFF_KMEM_CACHE_OBJECT_SIZE", "OFF_KMEM_CACHE_NAME"];

@@ -51,12 +51,14 @@ pub mod alloc;
 pub mod counters;
 pub mod kernel;
 pub mod names;
+pub mod process;
 pub mod sampling;
 pub mod unwind;
 
-pub use alloc::{AllocInfo, PendingCall, PendingKind, StackRecord, StackStats, MAX_STACK_DEPTH};
+pub use alloc::{AllocInfo, AllocKey, PendingCall, PendingKind, StackRecord, StackStats, MAX_STACK_DEPTH};
 pub use counters::Counter;
 pub use kernel::{KernelAlloc, KernelKey, KernelSpace, Lineage, ReuseKey};
+pub use process::{ProcessEvent, ProcessEventKind};
 pub use unwind::{
     MappingUnwinder, ProcessSlot, RowKind, StackEnd, UnwindEvent, UnwindEventKind, UnwindMapping, UnwindRow,
 };

@@ -1,7 +1,7 @@
 //! Names of maps, programs and load-time globals, shared so that the loader and the
 //! eBPF object cannot drift apart.
 
-/// Address → `AllocInfo` for every outstanding allocation.
+/// `AllocKey` (address, process) → `AllocInfo` for every outstanding allocation.
 pub const ALLOCS: &str = "ALLOCS";
 /// Thread id → `PendingCall` between an allocator's entry and return.
 pub const PENDING: &str = "PENDING";
@@ -149,6 +149,14 @@ pub const PROG_PERCPU_FREE: &str = "percpu_free_percpu";
 pub const PROG_FORK: &str = "sched_process_fork";
 /// sched_process_exec tracepoint program: records a process's new name in `LINEAGE`.
 pub const PROG_EXEC_LINEAGE: &str = "lineage_exec";
+/// User mode: task:task_newtask program, adds the children of traced processes.
+pub const PROG_NEW_TASK: &str = "task_newtask";
+/// User mode: sched:sched_process_exec program, tells of execs and picks up `--comm` processes.
+pub const PROG_EXEC: &str = "sched_process_exec";
+/// User mode: ring buffer of `ProcessEvent`s.
+pub const PROCESS_EVENTS: &str = "PROCESS_EVENTS";
+/// Global: `--comm NAME` as 16 bytes, NUL-padded; all zero when not given.
+pub const GLOBAL_TRACE_COMM: &str = "TRACE_COMM";
 
 // The benchmark's floor programs. They are in their own object (`leaktrace-floor`, loaded by
 // `Tracer::load_floor` with leaktrace's `bench` feature), not in the production object.

@@ -71,7 +71,7 @@ offsets!(
 /// The field at `offset` in the event's record, or zero when it cannot be read. `T` is one of
 /// the integer types the format files give the fields.
 #[inline(always)]
-fn field<T: Default>(ctx: &TracePointContext, offset: &Global<u32>) -> T {
+pub(crate) fn field<T: Default>(ctx: &TracePointContext, offset: &Global<u32>) -> T {
     // SAFETY: `read_at` copies `size_of::<T>()` bytes at `offset` in the event's record
     // through `bpf_probe_read_kernel`, which reports a bad address instead of faulting. The
     // offsets come from the event's own format file, and any bytes are a valid integer.

@@ -22,6 +22,8 @@ mod stacks;
 mod unwind;
 #[cfg(target_arch = "bpf")]
 mod user_alloc;
+#[cfg(target_arch = "bpf")]
+mod user_procs;
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}

@@ -34,14 +34,14 @@ use leaktrace_common::{
     },
     sampling::{sample_probability, weighted_bytes, weighted_count, SAMPLE_TABLE_LEN},
     unwind::{UnwindCacheEntry, DEFAULT_UNWIND_ROWS, MAX_UNWIND_MAPPINGS, UNWIND_CACHE_SIZE, UNWIND_SLOTS},
-    AllocInfo, Counter, KernelAlloc, KernelKey, Lineage, PendingCall, ProcessSlot, ReuseKey, StackRecord, StackStats,
-    UnwindMapping, UnwindRow,
+    AllocInfo, AllocKey, Counter, KernelAlloc, KernelKey, Lineage, PendingCall, ProcessSlot, ReuseKey, StackRecord,
+    StackStats, UnwindMapping, UnwindRow,
 };
 
 /// Outstanding allocations. Not preallocated: a million-entry preallocated hash would pin
 /// ~100 MiB of kernel memory on the traced machine before the first allocation.
 #[map]
-pub static ALLOCS: HashMap<u64, AllocInfo> = HashMap::with_max_entries(DEFAULT_MAX_ALLOCS, BPF_F_NO_PREALLOC);
+pub static ALLOCS: HashMap<AllocKey, AllocInfo> = HashMap::with_max_entries(DEFAULT_MAX_ALLOCS, BPF_F_NO_PREALLOC);
 
 /// In-flight allocator calls by thread id.
 #[map]
@@ -242,14 +242,26 @@ pub static UNWIND_MAPPINGS: Array<UnwindMapping> = Array::with_max_entries(UNWIN
 #[map]
 pub static UNWIND_CACHE: PerCpuArray<UnwindCacheEntry> = PerCpuArray::with_max_entries(UNWIND_CACHE_SIZE, 0);
 
-/// Traced processes with an unwind table: tgid → slot.
+/// Traced processes with an unwind table: tgid → slot. As many as `TARGETS`: a forked child
+/// shares its parent's slot until it has its own.
 #[map]
-pub static UNWIND_PROCESSES: HashMap<u32, ProcessSlot> = HashMap::with_max_entries(UNWIND_SLOTS, 0);
+pub static UNWIND_PROCESSES: HashMap<u32, ProcessSlot> = HashMap::with_max_entries(MAX_TARGETS, 0);
 
 /// Tells user space that a process's mappings changed and it was stopped until its table
 /// is updated.
 #[map]
 pub static UNWIND_EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
+
+/// Tells user space that the traced set changed or a traced process ran a new program
+/// (`ProcessEvent`). Large enough for a burst of forks between two reads; a full buffer is
+/// counted (`Counter::ProcessEventLost`).
+#[map]
+pub static PROCESS_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+
+/// `--comm NAME`, NUL-padded to the kernel's 16-byte comm and read as two words (compared
+/// without a byte loop); all zero when not given.
+#[unsafe(no_mangle)]
+pub static TRACE_COMM: Global<[u64; 2]> = Global::new([0; 2]);
 
 #[unsafe(no_mangle)]
 pub static UNWIND_TABLES: Global<u8> = Global::new(0);

@@ -19,7 +19,8 @@ use aya_ebpf::{
     EbpfContext,
 };
 use leaktrace_common::{
-    AllocInfo, Counter, PendingCall, PendingKind, StackEnd, StackRecord, UnwindEvent, UnwindEventKind, MAX_STACK_DEPTH,
+    AllocInfo, AllocKey, Counter, PendingCall, PendingKind, StackEnd, StackRecord, UnwindEvent, UnwindEventKind,
+    MAX_STACK_DEPTH,
 };
 
 use crate::{
@@ -98,7 +99,7 @@ fn stack_pointer(ctx: &ProbeContext) -> u64 {
 /// return is recognized and ignored.
 #[inline(always)]
 fn enter(ctx: &ProbeContext, size: u64, kind: PendingKind, aux_ptr: u64, session: bool) -> bool {
-    let Some((_, tid)) = traced_thread() else { return false };
+    let Some((tgid, tid)) = traced_thread() else { return false };
     let sp = stack_pointer(ctx);
     if let Some(outer) = PENDING.get_ptr_mut(tid) {
         // SAFETY: the lookup returned a valid pointer to the calling thread's entry (keyed by
@@ -137,14 +138,15 @@ fn enter(ctx: &ProbeContext, size: u64, kind: PendingKind, aux_ptr: u64, session
     if kind == PendingKind::Realloc && aux_ptr != 0 {
         // Take the old block out now: once realloc frees it inside, another thread may get the
         // same address and record it before our return runs. It is restored if realloc fails.
+        let key = AllocKey::new(aux_ptr, tgid);
         // SAFETY: the value (plain integers) is copied out at once. The kernel keeps a
         // looked-up element's memory valid until the program returns, and only a store at the
         // same address changes it, which needs the allocator to hand out a block that this
         // thread is still reallocating.
-        if let Some(old) = unsafe { ALLOCS.get(aux_ptr) } {
+        if let Some(old) = unsafe { ALLOCS.get(key) } {
             pending.old = *old;
             pending.has_old = 1;
-            let _ = ALLOCS.remove(aux_ptr);
+            let _ = ALLOCS.remove(key);
             stack_turnover(pending.old.stack_id, pending.old.size, false);
         } else {
             count(Counter::FreeUnknown);
@@ -241,12 +243,12 @@ pub fn resize_session(ctx: *mut c_void) -> u32 {
 
 /// A resize in place returned: a tracked block takes its new size, at its first stack.
 #[inline(always)]
-fn resized(call: &PendingCall, real_size: u64) {
+fn resized(call: &PendingCall, real_size: u64, tgid: u32) {
     if real_size < call.old.size {
         return; // not resized: the block keeps its size
     }
     let size = if real_size < call.size { real_size } else { call.size };
-    let Some(info) = ALLOCS.get_ptr_mut(call.aux_ptr) else { return };
+    let Some(info) = ALLOCS.get_ptr_mut(AllocKey::new(call.aux_ptr, tgid)) else { return };
     // SAFETY: as for realloc's old block in `enter`: only a store at this address, which the
     // allocator cannot hand out while the block is live, changes the entry; the fields are
     // plain integers.
@@ -404,7 +406,7 @@ fn alloc_returned(ctx: &RetProbeContext) {
 
     let ret: u64 = ctx.ret();
     if call.kind == PendingKind::Resize as u32 {
-        resized(&call, ret);
+        resized(&call, ret, tgid);
         return;
     }
     // posix_memalign returns an error number (0 on success), the others the block.
@@ -424,7 +426,7 @@ fn alloc_returned(ctx: &RetProbeContext) {
         count(Counter::FailedAllocs);
         if call.has_old != 0 {
             // realloc failed: the old block is still valid and still outstanding.
-            let _ = ALLOCS.insert(call.aux_ptr, call.old, 0);
+            let _ = ALLOCS.insert(AllocKey::new(call.aux_ptr, tgid), call.old, 0);
             stack_turnover(call.old.stack_id, call.old.size, true);
         }
         return;
@@ -443,7 +445,7 @@ fn alloc_returned(ctx: &RetProbeContext) {
     stack_turnover(stack_id, call.size, true);
     // Overwrite (no BPF_NOEXIST): if an entry exists at this address its free was missed, and
     // the newest allocation there is the live one.
-    if ALLOCS.insert(addr, info, 0).is_err() {
+    if ALLOCS.insert(AllocKey::new(addr, tgid), info, 0).is_err() {
         count(Counter::AllocsMapFull);
     }
 }
@@ -474,18 +476,19 @@ pub fn free_enter(ctx: ProbeContext) -> u32 {
 
 #[inline(always)]
 fn freed(ctx: &ProbeContext) {
-    let Some((_, tid)) = traced_thread() else { return };
+    let Some((tgid, tid)) = traced_thread() else { return };
     let addr: u64 = ctx.arg(0).unwrap_or(0);
     if addr == 0 {
         return;
     }
     let sp = stack_pointer(ctx);
+    let key = AllocKey::new(addr, tgid);
     // SAFETY: as for realloc's old block in `enter`: the fields are copied out at once, and
     // only a store at this address, which the allocator cannot hand out before this free
     // returns, changes them.
-    if let Some(&AllocInfo { stack_id, size, .. }) = unsafe { ALLOCS.get(addr) } {
+    if let Some(&AllocInfo { stack_id, size, .. }) = unsafe { ALLOCS.get(key) } {
         count(Counter::FreeCalls);
-        let _ = ALLOCS.remove(addr);
+        let _ = ALLOCS.remove(key);
         stack_turnover(stack_id, size, false);
         let _ = LAST_FREE.insert(tid, LastFree { addr, sp }, 0);
         return;

@@ -234,11 +234,12 @@ pub fn kernel_groups(objects: &[NamedObject<'_>], now_ns: u64, min_age_ns: u64, 
             continue;
         }
         let key = match by {
-            GroupBy::Stack if alloc.kernel_stack == 0 => {
+            // Kernel mode refuses `--by process` (cli.rs): a process groups like its stacks.
+            GroupBy::Stack | GroupBy::Process if alloc.kernel_stack == 0 => {
                 aggregate.without_stack.add(bytes);
                 continue;
             }
-            GroupBy::Stack => GroupKey::Stack(alloc.kernel_stack),
+            GroupBy::Stack | GroupBy::Process => GroupKey::Stack(alloc.kernel_stack),
             GroupBy::Cache => GroupKey::Name(object.cache.clone()),
             GroupBy::Comm => GroupKey::Name(object.comm.clone()),
             GroupBy::Origin => GroupKey::Name(object.origin.clone()),

@@ -43,7 +43,7 @@ pub fn run(action: Action) -> Result<Verdict> {
                     let options = options.clone();
                     runtime.block_on(kernel::run(config, options))
                 }
-                Target::Pid(_) | Target::Launch { .. } => runtime.block_on(user::run(config)),
+                Target::Processes { .. } | Target::Launch { .. } => runtime.block_on(user::run(config)),
             };
             outcome.map(|_| Verdict::Done)
         }

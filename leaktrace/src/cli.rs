@@ -90,9 +90,18 @@ enum Command {
 /// Options of a tracing run.
 #[derive(Debug, Args)]
 struct TraceArgs {
-    /// Trace this running process.
-    #[arg(short = 'p', long = "pid", value_name = "PID", conflicts_with = "command")]
-    pub pid: Option<u32>,
+    /// Trace these running processes (repeat -p or separate pids with commas).
+    #[arg(short = 'p', long = "pid", value_name = "PID[,PID...]", value_delimiter = ',', conflicts_with = "command")]
+    pub pid: Vec<u32>,
+
+    /// Trace the children of the traced processes too, forked or exec'd, as they start
+    /// (the default for a launched command).
+    #[arg(long, overrides_with = "no_follow")]
+    pub follow: bool,
+
+    /// Trace a launched command alone, not its children.
+    #[arg(long)]
+    pub no_follow: bool,
 
     /// Seconds between reports.
     #[arg(value_name = "INTERVAL")]
@@ -224,12 +233,14 @@ struct TraceArgs {
     #[arg(long, requires = "kernel_slab")]
     pub user_stacks: bool,
 
-    /// With --kernel-slab: group by kernel stack, slab cache or command name.
-    #[arg(long = "by", value_enum, default_value = "stack", requires = "kernel_slab")]
+    /// Group by call stack (across processes), by process; with --kernel-slab, by kernel
+    /// stack, slab cache or command name.
+    #[arg(long = "by", value_enum, default_value = "stack")]
     pub group_by: GroupBy,
 
-    /// With --kernel-slab: only allocations made by tasks named NAME.
-    #[arg(long, value_name = "NAME", requires = "kernel_slab")]
+    /// Trace every process named NAME, running now or started later; with --kernel-slab,
+    /// only allocations made by tasks named NAME.
+    #[arg(long, value_name = "NAME")]
     pub comm: Option<String>,
 
     /// With --kernel-slab: only objects of this slab cache.
@@ -256,6 +267,16 @@ fn seconds(name: &str, value: f64) -> Result<Duration> {
     Ok(Duration::from_secs_f64(value))
 }
 
+/// A process name as the kernel keeps it: 1 to 15 bytes.
+fn check_comm(comm: &str) -> Result<()> {
+    if comm.is_empty() || comm.len() > 15 || comm.contains('\0') {
+        return Err(Error::Usage(format!(
+            "--comm {comm:?}: a process name is 1 to 15 bytes (the kernel keeps no more of it)"
+        )));
+    }
+    Ok(())
+}
+
 impl Cli {
     /// Checks the combination of options and says what to do.
     pub fn into_action(self) -> Result<Action> {
@@ -277,6 +298,7 @@ impl TraceArgs {
     fn into_config(self) -> Result<Config> {
         let target = self.target()?;
         self.check_limits()?;
+        let launched = matches!(target, Target::Launch { .. });
         let count = match (self.count, self.interval) {
             (Some(0), _) => return Err(Error::Usage("COUNT must be at least 1".into())),
             (Some(_), None) => unreachable!("clap fills INTERVAL before COUNT"),
@@ -310,6 +332,8 @@ impl TraceArgs {
             unwind_rows: self.unwind_rows,
             sample_bytes: self.sample_bytes,
             sessions: !self.no_sessions,
+            follow: self.follow || (launched && !self.no_follow),
+            by_process: self.group_by == GroupBy::Process,
         })
     }
 
@@ -318,13 +342,21 @@ impl TraceArgs {
         if self.kernel_slab {
             return self.kernel_target();
         }
-        match (self.pid, self.command.split_first()) {
-            (Some(_), Some(_)) => Err(Error::Usage("give either -p PID or -- COMMAND, not both".into())),
-            (Some(0), None) => Err(Error::Usage("pid 0 is not a process".into())),
-            (Some(pid), None) => Ok(Target::Pid(pid)),
-            (None, Some((program, args))) => Ok(Target::Launch { program: program.clone(), args: args.to_vec() }),
-            (None, None) => Err(Error::Usage(
-                "nothing to trace: give -p PID, -- COMMAND [ARGS...] or --kernel-slab (see --help)".into(),
+        if !matches!(self.group_by, GroupBy::Stack | GroupBy::Process) {
+            return Err(Error::Usage("--by cache and --by comm apply to --kernel-slab".into()));
+        }
+        if let Some(comm) = &self.comm {
+            check_comm(comm)?;
+        }
+        if self.pid.contains(&0) {
+            return Err(Error::Usage("pid 0 is not a process".into()));
+        }
+        match (self.pid.is_empty() && self.comm.is_none(), self.command.split_first()) {
+            (false, Some(_)) => Err(Error::Usage("give either -p PID / --comm NAME or -- COMMAND, not both".into())),
+            (false, None) => Ok(Target::Processes { pids: self.pid.clone(), comm: self.comm.clone() }),
+            (true, Some((program, args))) => Ok(Target::Launch { program: program.clone(), args: args.to_vec() }),
+            (true, None) => Err(Error::Usage(
+                "nothing to trace: give -p PID, --comm NAME, -- COMMAND [ARGS...] or --kernel-slab (see --help)".into(),
             )),
         }
     }
@@ -350,8 +382,13 @@ impl TraceArgs {
         if self.sample_bytes.is_some() {
             return Err(Error::Usage("--sample-bytes applies to user-space tracing".into()));
         }
+        if self.follow || self.no_follow || self.group_by == GroupBy::Process {
+            return Err(Error::Usage(
+                "--follow, --no-follow and --by process apply to user-space tracing (--run follows its tree)".into(),
+            ));
+        }
         Ok(Target::Kernel(KernelOptions {
-            pids: self.pid.into_iter().collect(),
+            pids: self.pid.clone(),
             comm: self.comm.clone(),
             cache: self.cache.clone(),
             pages: self.pages,
@@ -464,9 +501,26 @@ mod tests {
     #[test]
     fn pid_with_interval_and_count() {
         let config = parse(&["-p", "42", "2", "3"]).unwrap();
-        assert_eq!(config.target, Target::Pid(42));
+        assert_eq!(config.target, Target::Processes { pids: vec![42], comm: None });
         assert_eq!(config.interval, Some(Duration::from_secs(2)));
         assert_eq!(config.count, Some(3));
+    }
+
+    #[test]
+    fn several_pids_a_name_and_following() {
+        let config = parse(&["-p", "4,5", "-p", "6", "--follow", "--by", "process"]).unwrap();
+        assert_eq!(config.target, Target::Processes { pids: vec![4, 5, 6], comm: None });
+        assert!(config.follow && config.by_process);
+        let config = parse(&["--comm", "php-fpm8.2"]).unwrap();
+        assert_eq!(config.target, Target::Processes { pids: vec![], comm: Some("php-fpm8.2".into()) });
+        assert!(!config.follow, "a name alone follows nothing but that name");
+        // A launched command follows its children unless told not to.
+        assert!(parse(&["--", "prog"]).unwrap().follow);
+        assert!(!parse(&["--no-follow", "--", "prog"]).unwrap().follow);
+        assert!(matches!(parse(&["--comm", "a-name-longer-than-15"]), Err(Error::Usage(_))));
+        assert!(matches!(parse(&["-p", "4", "--by", "cache"]), Err(Error::Usage(_))));
+        assert!(matches!(parse(&["--kernel-slab", "--by", "process"]), Err(Error::Usage(_))));
+        assert!(matches!(parse(&["-p", "4,0"]), Err(Error::Usage(_))));
     }
 
     #[test]

@@ -5,8 +5,14 @@ use std::{path::PathBuf, time::Duration};
 /// What to trace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
-    /// A process that is already running.
-    Pid(u32),
+    /// Processes that are already running: these pids, and with `comm` every process of that
+    /// name, running now or started later.
+    Processes {
+        /// Process ids.
+        pids: Vec<u32>,
+        /// `--comm NAME`.
+        comm: Option<String>,
+    },
     /// A command started by leaktrace, traced from its first allocation.
     Launch {
         /// Program name or path (searched in PATH like a shell would).
@@ -93,6 +99,12 @@ pub struct Config {
     pub unwind_rows: u32,
     /// `--sample-bytes`: mean sampling period; none tracks every allocation.
     pub sample_bytes: Option<u64>,
+    /// Trace the children of the traced processes as they start (`--follow`; the default for
+    /// a launched command, off with `--no-follow`).
+    pub follow: bool,
+    /// `--by process`: each process's stacks apart instead of one stack for every process
+    /// holding it.
+    pub by_process: bool,
     /// Use uprobe session programs where the kernel has them (off: `--no-sessions`).
     pub sessions: bool,
 }

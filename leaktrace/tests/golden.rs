@@ -1,7 +1,6 @@
-//! Golden files: committed reports (user mode, sampled, kernel mode, and one with growth
-//! trends and churn, saved by
-//! leaktrace itself) rendered into every format and compared byte for byte with the
-//! committed output. No root needed.
+//! Golden files: committed reports (user mode, sampled, kernel mode, several processes with
+//! their holders, and one with growth trends and churn, saved by leaktrace itself) rendered
+//! into every format and compared byte for byte with the committed output. No root needed.
 //!
 //! After an intended change to a renderer, bless the new output with
 //! `LEAKTRACE_BLESS=1 cargo test -p leaktrace --test golden` and review the diff.
@@ -13,7 +12,7 @@ use leaktrace::{
     render::{self, RENDERERS},
 };
 
-const REPORTS: &[&str] = &["user", "user-sampled", "kernel", "growth"];
+const REPORTS: &[&str] = &["user", "user-sampled", "kernel", "growth", "processes"];
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")

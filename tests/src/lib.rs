@@ -308,8 +308,8 @@ pub fn frame_function(line: &str) -> &str {
     &line[..end]
 }
 
-const GROUP_DETAILS: [&str; 6] =
-    ["trend: ", "caches: ", "allocated by: ", "chain: ", "per run: ", "user stack of the allocating task:"];
+const GROUP_DETAILS: [&str; 7] =
+    ["trend: ", "caches: ", "allocated by: ", "chain: ", "per run: ", "user stack of the allocating task:", "held by "];
 
 /// Parses the groups of the first report in `text` (from its `Top N … with outstanding
 /// allocations:` line to its `Outstanding:` line).
@@ -399,4 +399,24 @@ pub fn assert_text_matches_truth(stdout: &str, report: &Value, truth: &[Truth]) 
     }
     let totals = (report["totals"]["bytes"].as_u64().unwrap(), report["totals"]["count"].as_u64().unwrap());
     assert_eq!(text_outstanding(text), totals, "{text}");
+}
+
+/// Installs Debian's `package` when it is missing (a library a test preloads: no command of
+/// its own tells whether it is there). `cargo xtask setup` installs the same ones.
+pub fn ensure_debian_package(package: &str) {
+    let installed = Command::new("dpkg-query")
+        .args(["-W", "--showformat=${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).ends_with(" installed"));
+    if installed {
+        return;
+    }
+    let update = Command::new("apt-get").args(["update", "-q"]).status().expect("apt-get runs");
+    assert!(update.success(), "apt-get update failed");
+    let install = Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends", package])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .expect("apt-get runs");
+    assert!(install.success(), "installing {package} failed");
 }

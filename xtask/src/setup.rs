@@ -145,6 +145,11 @@ fn on_path(command: &str) -> bool {
 pub fn ensure_debian_tools(tools: &[(&str, &str)], purpose: &str) -> Result<()> {
     let missing: Vec<&str> =
         tools.iter().filter(|(_, command)| !on_path(command)).map(|(package, _)| *package).collect();
+    apt_install(&missing, purpose)
+}
+
+/// Installs Debian's `missing` packages (none: nothing to do), with one `apt-get update` first.
+fn apt_install(missing: &[&str], purpose: &str) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
@@ -153,7 +158,7 @@ pub fn ensure_debian_tools(tools: &[(&str, &str)], purpose: &str) -> Result<()> 
     exec(
         Command::new("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing)
+            .args(missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
     .with_context(|| format!("installing {} failed", missing.join(", ")))
@@ -235,7 +240,15 @@ pub fn ensure_test_tools() -> Result<()> {
     ensure_debian_tools(
         &[("golang-go", "go"), ("gdb", "gdb"), ("binutils", "objcopy"), ("man-db", "man"), ("bpftrace", "bpftrace")],
         "for the tests",
-    )
+    )?;
+    ensure_debian_libraries(&["libjemalloc2"], "for the tests (a preloaded malloc replacement)")
+}
+
+/// Installs, from Debian, each of the library `packages` that is not installed (a library has
+/// no command to look for on PATH).
+pub fn ensure_debian_libraries(packages: &[&str], purpose: &str) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !debian_package_installed(p)).collect();
+    apt_install(&missing, purpose)
 }
 
 /// rustfmt and clippy for the toolchain that builds leaktrace: the tests check formatting

@@ -32,8 +32,8 @@ use leaktrace_common::{
     kernel::{BuildIdFrame, SlabPages, EXEC_PATH_LEN, MAX_BUILD_ID_FRAMES},
     names,
     unwind::{MAX_UNWIND_MAPPINGS, UNWIND_SLOTS},
-    AllocInfo, Counter, KernelAlloc, KernelKey, Lineage, ProcessSlot, ReuseKey, StackEnd, StackRecord, StackStats,
-    UnwindMapping, UnwindRow,
+    AllocInfo, AllocKey, Counter, KernelAlloc, KernelKey, Lineage, ProcessEvent, ProcessSlot, ReuseKey, StackEnd,
+    StackRecord, StackStats, UnwindMapping, UnwindRow,
 };
 
 use crate::error::{is_permission_denied, Cause, Error, Result};
@@ -71,6 +71,12 @@ pub enum Mode {
         sample_period: u64,
         /// The sampling probability table (`leaktrace_common::sampling`); empty when not sampling.
         sample_table: Vec<u32>,
+        /// Children of traced processes are traced too (`--follow`).
+        follow: bool,
+        /// `--comm NAME`: processes of that name are traced too (the name NUL-padded).
+        comm: Option<[u8; 16]>,
+        /// Field offsets of the process tracepoints: (global name, offset).
+        offsets: Vec<(&'static str, u32)>,
     },
     /// The kernel's allocators, through tracepoints.
     Kernel {
@@ -164,11 +170,28 @@ impl Tracer {
         let flags: [u8; 3];
         let freeze: u8;
         let tables: u8;
+        let follow: u8;
+        let comm: [u64; 2];
         match &options.mode {
-            Mode::User { freeze_at_exit, unwind_rows, sample_period, .. } => {
+            Mode::User {
+                freeze_at_exit,
+                unwind_rows,
+                sample_period,
+                follow: follow_children,
+                comm: name,
+                offsets,
+                ..
+            } => {
                 freeze = u8::from(*freeze_at_exit);
                 tables = u8::from(*unwind_rows > 0);
+                follow = u8::from(*follow_children);
+                comm = name.map_or([0; 2], comm_words);
+                for (name, offset) in offsets {
+                    loader.override_global(name, offset, true);
+                }
                 loader
+                    .override_global(names::GLOBAL_FOLLOW_FORKS, &follow, true)
+                    .override_global(names::GLOBAL_TRACE_COMM, &comm, true)
                     .override_global(names::GLOBAL_SAMPLE_PERIOD, sample_period, true)
                     .override_global(names::GLOBAL_FREEZE_AT_EXIT, &freeze, true)
                     .override_global(names::GLOBAL_UNWIND_TABLES, &tables, true)
@@ -320,7 +343,57 @@ impl Tracer {
         targets.insert(tgid, 1, 0).map_err(|e| map_error(names::TARGETS, e))
     }
 
-    /// Attaches `program` at file offset `offset` of `path`, firing only in process `pid`.
+    /// Takes a process out of the traced set.
+    pub fn remove_target(&mut self, tgid: u32) -> Result<()> {
+        let map = self.ebpf.map_mut(names::TARGETS).ok_or_else(|| missing_map(names::TARGETS))?;
+        let mut targets: HashMap<_, u32, u8> = HashMap::try_from(map).map_err(|e| map_error(names::TARGETS, e))?;
+        // Already gone is fine: the programs take a process out themselves (`--comm`).
+        let _ = targets.remove(&tgid);
+        Ok(())
+    }
+
+    /// Every process event since the last call, in order. The map stays in the object (the
+    /// uprobe session programs are relocated against every map it holds); the ring's read
+    /// position lives in the map, so a ring opened anew goes on where the last one stopped.
+    pub fn process_events(&mut self) -> Result<Vec<ProcessEvent>> {
+        let name = names::PROCESS_EVENTS;
+        let map = self.ebpf.map_mut(name).ok_or_else(|| missing_map(name))?;
+        let mut ring = RingBuf::try_from(map).map_err(|e| map_error(name, e))?;
+        let mut events = Vec::new();
+        while let Some(item) = ring.next() {
+            if item.len() >= std::mem::size_of::<ProcessEvent>() {
+                // SAFETY: the programs write whole ProcessEvent values; read unaligned.
+                events.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ProcessEvent>()) });
+            }
+        }
+        Ok(events)
+    }
+
+    /// Removes the outstanding blocks of process `tgid` recorded before `before_ns` (the old
+    /// image's, after an exec). Returns how many blocks and bytes went.
+    pub fn drop_blocks(&mut self, tgid: u32, before_ns: u64) -> Result<(u64, u64)> {
+        let map = self.ebpf.map_mut(names::ALLOCS).ok_or_else(|| missing_map(names::ALLOCS))?;
+        let mut allocs: HashMap<_, AllocKey, AllocInfo> =
+            HashMap::try_from(map).map_err(|e| map_error(names::ALLOCS, e))?;
+        let doomed: Vec<(AllocKey, u64)> = allocs
+            .iter()
+            .filter_map(|entry| entry.ok())
+            .filter(|(key, info)| key.tgid == tgid && info.timestamp_ns < before_ns)
+            .map(|(key, info)| (key, info.size))
+            .collect();
+        let (mut count, mut bytes) = (0, 0);
+        for (key, size) in doomed {
+            // A walk can list a key twice (see `outstanding`): count only what was removed.
+            if allocs.remove(&key).is_ok() {
+                count += 1;
+                bytes += size;
+            }
+        }
+        Ok((count, bytes))
+    }
+
+    /// Attaches `program` at file offset `offset` of `path`, firing only in process `pid`
+    /// (in every process mapping the file when `pid` is 0: the programs keep to `TARGETS`).
     pub fn attach_uprobe(&mut self, program: &str, symbol: &str, path: &Path, offset: u64, pid: u32) -> Result<()> {
         let attach_error = |source: Cause| Error::Attach {
             program: program.to_string(),
@@ -464,17 +537,21 @@ impl Tracer {
     /// Every outstanding allocation. Entries freed while the map is walked are skipped.
     pub fn outstanding(&self) -> Result<Vec<Outstanding>> {
         let map = self.ebpf.map(names::ALLOCS).ok_or_else(|| missing_map(names::ALLOCS))?;
-        let allocs: HashMap<_, u64, AllocInfo> = HashMap::try_from(map).map_err(|e| map_error(names::ALLOCS, e))?;
+        let allocs: HashMap<_, AllocKey, AllocInfo> =
+            HashMap::try_from(map).map_err(|e| map_error(names::ALLOCS, e))?;
         // A key deleted between get_next_key and lookup shows up as an error: that
         // allocation was freed meanwhile, so it is rightly absent. When the key the walk
         // stands on is deleted, the kernel restarts the walk from the first key, so while the
-        // target frees, a walk can return an entry twice: deduplicate by address.
+        // target frees, a walk can return an entry twice: deduplicate by process and address.
         // Sorted and deduplicated in place: a second map of a million entries would double
         // the peak memory of the report.
-        let mut all: Vec<Outstanding> =
-            allocs.iter().filter_map(|entry| entry.ok()).map(|(address, info)| Outstanding { address, info }).collect();
-        all.sort_unstable_by_key(|o| o.address);
-        all.dedup_by_key(|o| o.address);
+        let mut all: Vec<Outstanding> = allocs
+            .iter()
+            .filter_map(|entry| entry.ok())
+            .map(|(key, info)| Outstanding { address: key.address, info })
+            .collect();
+        all.sort_unstable_by_key(|o| (o.info.tgid, o.address));
+        all.dedup_by_key(|o| (o.info.tgid, o.address));
         Ok(all)
     }
 
@@ -656,6 +733,13 @@ impl Tracer {
             .map_err(|e| map_error(name, e))?;
         Ok(UnwindEvents { fd })
     }
+}
+
+/// `--comm NAME` as the programs compare it: the 16 comm bytes as two native words.
+fn comm_words(comm: [u8; 16]) -> [u64; 2] {
+    let (low, high) = comm.split_at(8);
+    let word = |bytes: &[u8]| u64::from_ne_bytes(bytes.try_into().unwrap_or_default());
+    [word(low), word(high)]
 }
 
 /// Reads `recursion_misses` from `bpf_prog_info`, which aya 0.14's `ProgramInfo` does not expose.

@@ -50,6 +50,8 @@ fn loader_programs() -> BTreeSet<&'static str> {
         names::PROG_EXIT,
         names::PROG_FREE,
         names::PROG_DL_STATE,
+        names::PROG_NEW_TASK,
+        names::PROG_EXEC,
         names::PROG_KMALLOC,
         names::PROG_KMEM_CACHE_ALLOC,
         names::PROG_KFREE,
@@ -100,6 +102,7 @@ fn loader_maps() -> BTreeSet<&'static str> {
         names::UNWIND_PROCESSES,
         names::UNWIND_CACHE,
         names::UNWIND_EVENTS,
+        names::PROCESS_EVENTS,
     ])
 }
 
@@ -115,6 +118,7 @@ fn loader_globals() -> BTreeSet<&'static str> {
         names::GLOBAL_USER_STACKS,
         names::GLOBAL_FOLLOW_FORKS,
         names::GLOBAL_UNWIND_TABLES,
+        names::GLOBAL_TRACE_COMM,
         offsets::KFREE_PTR,
         offsets::KMEM_CACHE_FREE_PTR,
         offsets::PAGE_FREE_PFN,
@@ -129,6 +133,7 @@ fn loader_globals() -> BTreeSet<&'static str> {
     globals.extend(offsets::PERCPU_ALLOC);
     globals.extend(offsets::KMEM_CACHE);
     globals.extend(offsets::SLAB_PAGE);
+    globals.extend(offsets::NEW_TASK);
     globals
 }
 

@@ -159,6 +159,24 @@ pub const LINEAGE: &[EventSpec] = &[
     },
 ];
 
+/// User mode: a traced process created a task (`--follow`, `--comm`).
+pub const NEW_TASK: EventSpec = EventSpec {
+    program: names::PROG_NEW_TASK,
+    category: "task",
+    event: "task_newtask",
+    fields: &[("pid", 4, offsets::NEW_TASK[0]), ("clone_flags", 8, offsets::NEW_TASK[1])],
+    btf_program: None,
+};
+
+/// User mode: a process ran a new program (reads no field).
+pub const EXEC: EventSpec = EventSpec {
+    program: names::PROG_EXEC,
+    category: "sched",
+    event: "sched_process_exec",
+    fields: &[],
+    btf_program: None,
+};
+
 /// Reads the offsets of `spec`'s fields from tracefs.
 pub fn offsets_of(tracefs: &Path, spec: &EventSpec) -> Result<Vec<(&'static str, u32)>> {
     let name = format!("{}:{}", spec.category, spec.event);

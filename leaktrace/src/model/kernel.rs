@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Frame, Totals};
 
-/// How kernel objects are grouped in reports.
+/// How allocations are grouped in reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GroupBy {
@@ -18,13 +18,15 @@ pub enum GroupBy {
     /// By where the allocating process's chain starts: its top-most ancestor that is not a
     /// shell or a launcher (`env`, `sudo`, …), or its own name when it has none.
     Origin,
+    /// User mode: by process, each process's stacks apart.
+    Process,
 }
 
 impl GroupBy {
     /// What a report's groups are called.
     pub fn plural(self) -> &'static str {
         match self {
-            GroupBy::Stack => "stacks",
+            GroupBy::Stack | GroupBy::Process => "stacks",
             GroupBy::Cache => "caches",
             GroupBy::Comm => "commands",
             GroupBy::Origin => "origins",

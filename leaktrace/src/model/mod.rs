@@ -17,8 +17,8 @@ pub use kernel::{
 };
 pub use trend::{Class, Sample, Trend, MIN_INTERVALS};
 pub use user::{
-    Estimate, FamilyReport, Handling, NotAttached, ProbeReport, SamplingSection, StackEnding, UnwindMode, UnwindModule,
-    UnwindSection, Unwinder, UserSection,
+    Estimate, FamilyReport, Handling, NotAttached, ProbeReport, ProcessSummary, SamplingSection, StackEnding,
+    UnwindMode, UnwindModule, UnwindSection, Unwinder, UserSection,
 };
 
 /// Version of the JSON layout; bumped on any incompatible change.
@@ -287,6 +287,10 @@ pub struct Lost {
     /// the user section's `not_attached`).
     #[serde(default)]
     pub probes_not_attached: u64,
+    /// User mode: process events (forks, execs, processes of the wanted name) the tracer
+    /// could not pass on: a child may be untraced or an exec's old blocks kept.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub process_events_lost: u64,
 }
 
 impl Lost {
@@ -301,6 +305,7 @@ impl Lost {
             + self.out_pointer_unreadable
             + self.probe_misses
             + self.probes_not_attached
+            + self.process_events_lost
     }
 }
 
@@ -322,6 +327,17 @@ pub struct Activity {
     /// frame-pointer walk through code built without frame pointers produces).
     #[serde(default)]
     pub stacks_cut_short: u64,
+    /// Blocks still outstanding when their process ran a new program (exec): gone with the
+    /// old image, so dropped from the figures.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub exec_dropped_blocks: u64,
+    /// Their bytes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub exec_dropped_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Outstanding memory held by one call stack.
@@ -352,10 +368,27 @@ pub struct StackReport {
     /// Why the unwinder stopped before the outermost frame, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cut_short: Option<StackEnding>,
+    /// User mode with several processes: each process holding memory from this stack,
+    /// most bytes first (`bytes` and `count` are their sums).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holders: Vec<Holder>,
     /// With `--sample-bytes`: `bytes` and `count` are estimates; how many blocks were tracked
     /// and the 95 % interval of the bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimate: Option<Estimate>,
+}
+
+/// A process holding memory from a stack.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// Process id.
+    pub pid: u32,
+    /// Its name (`comm`).
+    pub comm: String,
+    /// Bytes outstanding.
+    pub bytes: u64,
+    /// Allocations outstanding.
+    pub count: u64,
 }
 
 /// One stack frame. Inlined calls at the same address come first, marked `inlined`.

@@ -24,6 +24,9 @@ pub struct UserSection {
     /// `lost.probes_not_attached`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_attached: Vec<NotAttached>,
+    /// Every process traced, when there was more than one (`-p A,B`, `--follow`, `--comm`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<ProcessSummary>,
 }
 
 /// An allocator family found in one object of the target.
@@ -47,6 +50,31 @@ pub struct NotAttached {
     pub object: String,
     /// Why, and the likely cause.
     pub reason: String,
+}
+
+/// One traced process, in a trace of several.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessSummary {
+    /// Process id.
+    pub pid: u32,
+    /// Its name (`comm`) as last seen.
+    pub comm: String,
+    /// Command line and executable, as last seen (after its last exec).
+    pub command: String,
+    /// Executable path.
+    pub exe: String,
+    /// The process it was forked from, when it was followed from a traced one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<u32>,
+    /// Programs it ran after tracing began (execs).
+    #[serde(default)]
+    pub execs: u32,
+    /// True once it had exited (or, with `--comm`, taken another name).
+    pub exited: bool,
+    /// The object whose allocator was probed for it.
+    pub allocator: String,
+    /// Outstanding bytes and blocks it holds.
+    pub totals: super::Totals,
 }
 
 /// How user stacks are unwound.

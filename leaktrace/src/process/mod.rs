@@ -55,6 +55,33 @@ pub fn describe_pid(pid: u32) -> Option<TargetInfo> {
     Some(describe(pid, &process, &comm))
 }
 
+/// The process's name (`comm`), if it exists.
+pub fn comm_of(pid: u32) -> Option<String> {
+    Process::new(pid as i32).and_then(|p| p.stat()).ok().map(|s| s.comm)
+}
+
+/// Every user process named `comm` but leaktrace itself (for `--comm`).
+pub fn pids_named(comm: &str) -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(all) = procfs::process::all_processes() else { return Vec::new() };
+    all.filter_map(|p| p.ok())
+        .filter_map(|p| p.stat().ok())
+        .filter(|s| s.comm == comm && s.flags & PF_KTHREAD == 0 && s.state != 'Z' && s.pid as u32 != me)
+        .map(|s| s.pid as u32)
+        .collect()
+}
+
+/// The user processes whose parent is `pid` (for `--follow` at attach: children that already
+/// run are traced like the ones forked later).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(all) = procfs::process::all_processes() else { return Vec::new() };
+    all.filter_map(|p| p.ok())
+        .filter_map(|p| p.stat().ok())
+        .filter(|s| s.ppid as u32 == pid && s.flags & PF_KTHREAD == 0 && s.state != 'Z')
+        .map(|s| s.pid as u32)
+        .collect()
+}
+
 /// True when the process is stopped (state T), as our exit probe leaves a launched command.
 pub fn is_stopped(pid: u32) -> bool {
     Process::new(pid as i32).and_then(|p| p.stat()).is_ok_and(|s| s.state == 'T')
@@ -226,6 +253,14 @@ pub fn find_allocator_for_program(program: &Path, object: Option<&Path>, prefix:
             });
         }
     }
+    let own_libc = own_c_library()?;
+    let facts = allocator::inspect(&own_libc, prefix)?;
+    allocator::plan(&own_libc, facts, prefix)
+}
+
+/// The allocator of the C library leaktrace itself runs on: the one processes started later
+/// on this system most likely use (`--comm`).
+pub fn own_allocator(prefix: &str) -> Result<AllocatorObject> {
     let own_libc = own_c_library()?;
     let facts = allocator::inspect(&own_libc, prefix)?;
     allocator::plan(&own_libc, facts, prefix)

@@ -53,6 +53,19 @@ struct Sample {
     location_id: Vec<u64>,
     #[prost(int64, repeated, tag = "2")]
     value: Vec<i64>,
+    #[prost(message, repeated, tag = "3")]
+    label: Vec<Label>,
+}
+
+/// A sample's label: a string (`str`) or a number (`num`) under `key`.
+#[derive(Clone, PartialEq, Message)]
+struct Label {
+    #[prost(int64, tag = "1")]
+    key: i64,
+    #[prost(int64, tag = "2")]
+    str: i64,
+    #[prost(int64, tag = "3")]
+    num: i64,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -228,16 +241,30 @@ pub fn render(report: &Report) -> Vec<u8> {
         ValueType { r#type: b.strings.id("inuse_space"), unit: b.strings.id("bytes") },
         ValueType { r#type: b.strings.id("inuse_objects"), unit: b.strings.id("count") },
     ];
-    let samples: Vec<Sample> = report
-        .stacks
-        .iter()
-        .map(|stack| {
-            let frames = export_frames(stack);
-            let location_id =
-                by_address(&frames).into_iter().map(|group| b.location_id(group, &report.build_ids)).collect();
-            Sample { location_id, value: vec![stack.bytes as i64, stack.count as i64] }
-        })
-        .collect();
+    let mut samples: Vec<Sample> = Vec::new();
+    for stack in &report.stacks {
+        let frames = export_frames(stack);
+        let location_id: Vec<u64> =
+            by_address(&frames).into_iter().map(|group| b.location_id(group, &report.build_ids)).collect();
+        if stack.holders.is_empty() {
+            samples.push(Sample {
+                location_id,
+                value: vec![stack.bytes as i64, stack.count as i64],
+                label: Vec::new(),
+            });
+            continue;
+        }
+        // Several processes: one sample per holder, labelled, so that pprof can filter and
+        // group by process (`-tagfocus pid=…`, `-tags`).
+        for holder in &stack.holders {
+            let label = vec![
+                Label { key: b.strings.id("pid"), str: 0, num: i64::from(holder.pid) },
+                Label { key: b.strings.id("comm"), str: b.strings.id(&holder.comm), num: 0 },
+            ];
+            let value = vec![holder.bytes as i64, holder.count as i64];
+            samples.push(Sample { location_id: location_id.clone(), value, label });
+        }
+    }
     let time_nanos = chrono::DateTime::parse_from_rfc3339(&report.started_at)
         .ok()
         .and_then(|t| t.timestamp_nanos_opt())

@@ -5,9 +5,11 @@ use std::fmt::Write as _;
 use crate::{
     config::TextOptions,
     model::{
-        Class, FamilyReport, Frame, Handling, KernelGroup, KernelSection, KmallocCacheNames, NotAttached, ProbeReport,
-        Report, SamplingSection, Share, StackEnding, StackReport, Trend, UnwindSection, Unwinder,
+        Class, FamilyReport, Frame, Handling, Holder, KernelGroup, KernelSection, KmallocCacheNames, NotAttached,
+        ProbeReport, ProcessSummary, Report, SamplingSection, Share, StackEnding, StackReport, Trend, UnwindSection,
+        Unwinder,
     },
+    render::names::counted,
 };
 
 fn module_name(module: &str) -> &str {
@@ -184,6 +186,7 @@ fn render_stack(out: &mut String, stack: &StackReport, style: Styles) {
     if let Some(kernel) = &stack.kernel {
         render_kernel_group(out, kernel);
     }
+    render_holders(out, &stack.holders);
     for (i, frame) in stack.frames.iter().enumerate() {
         if stack.focus_frame == Some(i) {
             let _ = writeln!(
@@ -203,6 +206,17 @@ fn render_stack(out: &mut String, stack: &StackReport, style: Styles) {
     for alloc in &stack.allocations {
         let _ = writeln!(out, "\t\t\taddr = {:#x} size = {} age = {} ms", alloc.address, alloc.size, alloc.age_ms);
     }
+}
+
+/// Which processes hold a stack's memory (several traced): one line, the largest first.
+fn render_holders(out: &mut String, holders: &[Holder]) {
+    if holders.is_empty() {
+        return;
+    }
+    let each: Vec<String> =
+        holders.iter().map(|h| format!("pid {} ({}) {} bytes in {}", h.pid, h.comm, h.bytes, h.count)).collect();
+    let whom = if holders.len() == 1 { "held by".to_string() } else { format!("held by {} processes:", holders.len()) };
+    let _ = writeln!(out, "\t\t{whom} {}", each.join(", "));
 }
 
 /// The trend line, with the figures that mean something for its class: a rate and its fit
@@ -289,6 +303,7 @@ fn render_losses(out: &mut String, report: &Report) {
         (lost.probe_misses, "probe hits skipped by the kernel"),
         (lost.user_stack_lost, "user stacks not captured"),
         (lost.probes_not_attached, "allocator functions not traced (probe refused by the kernel, listed below)"),
+        (lost.process_events_lost, "process events missed (forks or execs not followed)"),
     ]
     .into_iter()
     .filter(|(n, _)| *n > 0)
@@ -335,6 +350,43 @@ fn render_activity(out: &mut String, report: &Report) {
             out,
             "{} stacks end early: their frame-pointer walk left mapped code (code built without frame pointers)",
             a.stacks_cut_short
+        );
+    }
+    if a.exec_dropped_blocks > 0 {
+        let _ = writeln!(
+            out,
+            "Exec: {} bytes in {} still outstanding when their process ran a new program were dropped with the old image",
+            a.exec_dropped_bytes,
+            counted(a.exec_dropped_blocks, "allocation")
+        );
+    }
+    if let Some(user) = report.user().filter(|u| !u.processes.is_empty()) {
+        render_processes(out, &user.processes);
+    }
+}
+
+/// One line per traced process of a trace of several.
+fn render_processes(out: &mut String, processes: &[ProcessSummary]) {
+    let _ = writeln!(out, "Processes: {} traced", processes.len());
+    for p in processes {
+        let mut notes = Vec::new();
+        if let Some(parent) = p.parent {
+            notes.push(format!("child of {parent}"));
+        }
+        if p.execs > 0 {
+            notes.push(counted(u64::from(p.execs), "exec"));
+        }
+        if p.exited {
+            notes.push("exited".to_string());
+        }
+        let notes = if notes.is_empty() { String::new() } else { format!(" [{}]", notes.join(", ")) };
+        let _ = writeln!(
+            out,
+            "\tpid {} ({}): {} bytes in {}{notes}",
+            p.pid,
+            p.comm,
+            p.totals.bytes,
+            counted(p.totals.count, "allocation")
         );
     }
 }

@@ -11,7 +11,10 @@ pub mod table;
 
 use std::collections::{BTreeMap, HashMap};
 
-use leaktrace_common::{unwind::MAX_UNWIND_MAPPINGS, MappingUnwinder, StackEnd, UnwindMapping, UnwindRow};
+use leaktrace_common::{
+    unwind::{MAX_UNWIND_MAPPINGS, UNWIND_SLOTS},
+    MappingUnwinder, StackEnd, UnwindMapping, UnwindRow,
+};
 
 use crate::{
     bpf::Tracer,
@@ -60,8 +63,10 @@ pub struct ProcessUnwind {
     tgid: u32,
     /// The mapping list last installed, to skip rewriting an unchanged one.
     installed: Vec<UnwindMapping>,
-    /// Which of the process's two slots holds `installed`.
+    /// Which of the process's two slots holds `installed` (0 or 1).
     slot: u32,
+    /// Its two slots are `2 * pair` and `2 * pair + 1`.
+    pair: u32,
     /// Executable mappings left out because the process had more than a slot holds.
     mappings_dropped: u64,
     updates: u64,
@@ -165,9 +170,12 @@ impl RowStore {
 }
 
 impl ProcessUnwind {
-    /// No table yet for process `tgid`.
-    pub fn new(tgid: u32) -> Self {
-        Self { tgid, installed: Vec::new(), slot: 1, mappings_dropped: 0, updates: 0 }
+    /// Processes that can have a table of their own at once: each takes two slots.
+    pub const PAIRS: u32 = UNWIND_SLOTS / 2;
+
+    /// No table yet for process `tgid`, which will use slot pair `pair` (below [`Self::PAIRS`]).
+    pub fn new(tgid: u32, pair: u32) -> Self {
+        Self { tgid, installed: Vec::new(), slot: 1, pair, mappings_dropped: 0, updates: 0 }
     }
 
     /// Brings the process's mapping list in line with `mappings` (its latest snapshot, which
@@ -201,7 +209,7 @@ impl ProcessUnwind {
         }
         if installed != self.installed {
             let slot = 1 - self.slot;
-            tracer.set_process_mappings(self.tgid, slot, &installed)?;
+            tracer.set_process_mappings(self.tgid, 2 * self.pair + slot, &installed)?;
             self.slot = slot;
             self.installed = installed;
             self.updates += 1;

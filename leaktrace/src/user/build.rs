@@ -12,8 +12,9 @@ use crate::{
     driver::{from_counters, CounterFields},
     focus,
     model::{
-        self, Activity, Allocation, FamilyReport, Figures, Frame, Lost, NotAttached, ProbeReport, Report,
-        SamplingSection, Section, SortBy, StackReport, Stamp, TargetInfo, UnwindSection, UserSection,
+        self, Activity, Allocation, FamilyReport, Figures, Frame, Holder, Lost, NotAttached, ProbeReport,
+        ProcessSummary, Report, SamplingSection, Section, SortBy, StackReport, Stamp, TargetInfo, UnwindSection,
+        UserSection,
     },
     sampling::Sampler,
     trend::{self, SeriesBook},
@@ -38,18 +39,28 @@ pub struct Snapshot<'a> {
     pub sort: SortBy,
     /// Keep only this many stacks (interval reports); all of them for the final report.
     pub top: Option<usize>,
+    /// With several traced processes, each one's name: every stack then lists its holders.
+    pub holders: Option<&'a BTreeMap<u32, String>>,
 }
 
 /// Every group, in report order, before its stack is named.
 pub struct Ranked {
     aggregate: Aggregate,
     stacks: Vec<(u64, StackReport)>,
+    /// The process that holds each stack's blocks (a stack id is one process's: its hash
+    /// covers the tgid).
+    owners: HashMap<u64, u32>,
 }
 
 impl Ranked {
     /// The stack ids to read and name, in report order.
     pub fn stack_ids(&self) -> impl Iterator<Item = u64> + '_ {
         self.stacks.iter().map(|(id, _)| *id)
+    }
+
+    /// The process whose blocks stack `id` holds; 0 when it holds none (a churn stack).
+    pub fn owner(&self, id: u64) -> u32 {
+        self.owners.get(&id).copied().unwrap_or(0)
     }
 }
 
@@ -60,6 +71,7 @@ pub fn rank(snapshot: &Snapshot<'_>) -> Ranked {
     let now = snapshot.now_ns;
     let aggregate =
         aggregate::by_stack(snapshot.outstanding, now, snapshot.min_age_ns, snapshot.show_allocs, snapshot.sampler);
+    let owners: HashMap<u64, u32> = snapshot.outstanding.iter().map(|o| (o.info.stack_id, o.info.tgid)).collect();
     let mut stacks: Vec<(u64, StackReport)> = aggregate
         .groups
         .iter()
@@ -79,6 +91,14 @@ pub fn rank(snapshot: &Snapshot<'_>) -> Ranked {
                     .collect(),
                 trend: snapshot.series.get(&g.stack_id).map(trend::classify),
                 estimate: g.estimate.map(|e| e.summary()),
+                holders: snapshot
+                    .holders
+                    .and_then(|comms| {
+                        let pid = *owners.get(&g.stack_id)?;
+                        let comm = comms.get(&pid).cloned().unwrap_or_default();
+                        Some(vec![Holder { pid, comm, bytes: g.totals.bytes, count: g.totals.count }])
+                    })
+                    .unwrap_or_default(),
                 ..StackReport::default()
             };
             (g.stack_id, report)
@@ -95,7 +115,7 @@ pub fn rank(snapshot: &Snapshot<'_>) -> Ranked {
     if let Some(top) = snapshot.top {
         stacks.truncate(top);
     }
-    Ranked { aggregate, stacks }
+    Ranked { aggregate, stacks, owners }
 }
 
 /// The stacks of the ranked groups, read and named.
@@ -103,8 +123,9 @@ pub fn rank(snapshot: &Snapshot<'_>) -> Ranked {
 pub struct NamedStacks {
     /// Each stack's return addresses (innermost first) and how its unwinding ended.
     pub stacks: HashMap<u64, (Vec<u64>, StackEnd)>,
-    /// The frames of each address.
-    pub frames: HashMap<u64, Vec<Frame>>,
+    /// The frames of each address, by the process it is in (0: a stack without an owner,
+    /// named with the first process's mappings).
+    pub frames: HashMap<(u32, u64), Vec<Frame>>,
     /// Frames of stacks captured in a library since unloaded, named while its mapping was
     /// known, by stack id and address: they take precedence over `frames`.
     pub pinned: HashMap<u64, HashMap<u64, Vec<Frame>>>,
@@ -132,12 +153,18 @@ pub struct Context {
     pub probes: Vec<ProbeReport>,
     /// With `--sample-bytes`: the period and whether unsampled calls skipped their returns.
     pub sampling: Option<(u64, bool)>,
-    /// Build-ids of every module the process mapped, by path.
+    /// Build-ids of every module the processes mapped, by path.
     pub build_ids: BTreeMap<String, String>,
     /// Which allocator families were found in which objects.
     pub allocators: Vec<FamilyReport>,
     /// Probes the kernel refused.
     pub not_attached: Vec<NotAttached>,
+    /// Blocks and bytes dropped because their process ran a new program.
+    pub exec_dropped: (u64, u64),
+    /// Every process, when there were several.
+    pub processes: Vec<ProcessSummary>,
+    /// `--by process`: the same stack in two processes stays two stacks.
+    pub by_process: bool,
 }
 
 /// Which counter feeds which loss.
@@ -149,6 +176,7 @@ const LOSSES: &CounterFields<Lost> = &[
     (Counter::PendingMapFull, |l| &mut l.pending_map_full),
     (Counter::PendingStale, |l| &mut l.pending_stale),
     (Counter::OutPointerUnreadable, |l| &mut l.out_pointer_unreadable),
+    (Counter::ProcessEventLost, |l| &mut l.process_events_lost),
 ];
 
 /// Which counter feeds which activity figure.
@@ -162,7 +190,7 @@ const ACTIVITY: &CounterFields<Activity> = &[
 
 /// The report: the ranked groups with their named frames, totals, losses and sections.
 pub fn build_report(ranked: Ranked, named: &NamedStacks, context: Context) -> Report {
-    let Ranked { aggregate, stacks: ranked } = ranked;
+    let Ranked { aggregate, stacks: ranked, owners } = ranked;
     let mut cut_short = 0u64;
     let mut stacks_by_end = BTreeMap::new();
     let stacks: Vec<StackReport> = ranked
@@ -170,6 +198,7 @@ pub fn build_report(ranked: Ranked, named: &NamedStacks, context: Context) -> Re
         .map(|(id, mut report)| {
             let (addresses, end) =
                 named.stacks.get(&id).map_or((&[][..], StackEnd::Complete), |(ips, end)| (ips.as_slice(), *end));
+            let owner = owners.get(&id).copied().unwrap_or(0);
             let ending = unwind::ending(end);
             report.cut_short = ending.is_cut_short().then_some(ending);
             *stacks_by_end.entry(ending).or_insert(0u64) += 1;
@@ -177,7 +206,7 @@ pub fn build_report(ranked: Ranked, named: &NamedStacks, context: Context) -> Re
             // stack words as return addresses; the first one outside every executable mapping
             // ends the stack, and what follows it is not shown.
             let pinned = named.pinned.get(&id);
-            let frames_of = |a: &u64| pinned.and_then(|p| p.get(a)).or_else(|| named.frames.get(a));
+            let frames_of = |a: &u64| pinned.and_then(|p| p.get(a)).or_else(|| named.frames.get(&(owner, *a)));
             let mapped = addresses
                 .iter()
                 .take_while(|a| frames_of(a).is_some_and(|f| f.first().is_some_and(|f| f.module.is_some())))
@@ -191,13 +220,19 @@ pub fn build_report(ranked: Ranked, named: &NamedStacks, context: Context) -> Re
             report
         })
         .collect();
+    let stacks = if context.by_process { by_process(stacks) } else { merge_holders(stacks, context.filters.sort) };
     let c = &context.counters;
     let lost = Lost {
         probe_misses: context.probe_misses,
         probes_not_attached: context.not_attached.len() as u64,
         ..from_counters(c, LOSSES)
     };
-    let activity = Activity { stacks_cut_short: cut_short, ..from_counters(c, ACTIVITY) };
+    let activity = Activity {
+        stacks_cut_short: cut_short,
+        exec_dropped_blocks: context.exec_dropped.0,
+        exec_dropped_bytes: context.exec_dropped.1,
+        ..from_counters(c, ACTIVITY)
+    };
     let used: BTreeSet<&str> = stacks.iter().flat_map(|s| &s.frames).filter_map(|f| f.module.as_deref()).collect();
     let build_ids = context.build_ids.into_iter().filter(|(m, _)| used.contains(m.as_str())).collect();
     let section = Section::User(UserSection {
@@ -210,6 +245,7 @@ pub fn build_report(ranked: Ranked, named: &NamedStacks, context: Context) -> Re
         }),
         allocators: context.allocators,
         not_attached: context.not_attached,
+        processes: context.processes,
     });
     let figures = Figures {
         target_exited: context.exited,
@@ -223,6 +259,56 @@ pub fn build_report(ranked: Ranked, named: &NamedStacks, context: Context) -> Re
         build_ids,
     };
     Report::assemble(section, context.target, context.allocator, context.stamp, figures)
+}
+
+/// What makes two processes' stacks the same stack: the same functions at the same offsets
+/// in the same files (their addresses differ between processes). Per frame: module, symbol,
+/// offset.
+type Signature = Vec<(Option<String>, Option<String>, Option<u64>)>;
+
+fn signature(stack: &StackReport) -> Signature {
+    stack.frames.iter().map(|f| (f.module.clone(), f.symbol.clone(), f.offset)).collect()
+}
+
+/// One stack for every process holding memory from it: bytes, counts and holders summed,
+/// the oldest age kept. Stacks without holders (one process traced) are left as they are.
+fn merge_holders(stacks: Vec<StackReport>, sort: SortBy) -> Vec<StackReport> {
+    if stacks.iter().all(|s| s.holders.is_empty()) {
+        return stacks;
+    }
+    let mut merged: Vec<StackReport> = Vec::with_capacity(stacks.len());
+    let mut index: HashMap<Signature, usize> = HashMap::new();
+    for stack in stacks {
+        let key = signature(&stack);
+        match index.get(&key).filter(|_| !stack.frames.is_empty() && !stack.holders.is_empty()) {
+            Some(&i) => {
+                let into = &mut merged[i];
+                into.bytes += stack.bytes;
+                into.count += stack.count;
+                into.oldest_age_ms = into.oldest_age_ms.max(stack.oldest_age_ms);
+                into.allocations.extend(stack.allocations);
+                into.holders.extend(stack.holders);
+            }
+            None => {
+                index.insert(key, merged.len());
+                merged.push(stack);
+            }
+        }
+    }
+    for stack in &mut merged {
+        stack.holders.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.pid.cmp(&b.pid)));
+    }
+    // Summing can reorder by bytes; the other orders are applied on top, as in `rank`.
+    merged.sort_by_key(|s| std::cmp::Reverse(s.bytes));
+    model::order_by(&mut merged, sort, |s| s);
+    merged
+}
+
+/// `--by process`: the stacks of each process together, processes in pid order, each one's
+/// stacks in report order.
+fn by_process(mut stacks: Vec<StackReport>) -> Vec<StackReport> {
+    stacks.sort_by_key(|s| s.holders.first().map_or(0, |h| h.pid));
+    stacks
 }
 
 #[cfg(test)]
@@ -259,6 +345,9 @@ mod tests {
                 .collect(),
             allocators: Vec::new(),
             not_attached: Vec::new(),
+            exec_dropped: (0, 0),
+            processes: Vec::new(),
+            by_process: false,
         }
     }
 
@@ -281,6 +370,7 @@ mod tests {
             series: &series,
             sort: SortBy::Bytes,
             top: None,
+            holders: None,
         };
         let ranked = rank(&snapshot);
         assert_eq!(ranked.stack_ids().collect::<Vec<_>>(), [1, 2]);
@@ -288,10 +378,39 @@ mod tests {
         named.stacks.insert(1, (vec![0x1000, 0x2000], StackEnd::Complete));
         // Stack 2's second address is in no mapping: the stack is shown up to it.
         named.stacks.insert(2, (vec![0x1000, 0x9999], StackEnd::DepthLimit));
-        named.frames.insert(0x1000, vec![frame(0x1000, "/bin/app", "leak")]);
-        named.frames.insert(0x2000, vec![frame(0x2000, "/bin/app", "main")]);
-        named.frames.insert(0x9999, vec![Frame { address: 0x9999, ..Frame::default() }]);
+        named.frames.insert((7, 0x1000), vec![frame(0x1000, "/bin/app", "leak")]);
+        named.frames.insert((7, 0x2000), vec![frame(0x2000, "/bin/app", "main")]);
+        named.frames.insert((7, 0x9999), vec![Frame { address: 0x9999, ..Frame::default() }]);
         build_report(ranked, &named, context(counters, probe_misses))
+    }
+
+    fn held(pid: u32, bytes: u64, symbol: &str, address: u64) -> StackReport {
+        StackReport {
+            bytes,
+            count: 1,
+            frames: vec![frame(address, "/bin/app", symbol)],
+            holders: vec![Holder { pid, comm: "app".into(), bytes, count: 1 }],
+            ..StackReport::default()
+        }
+    }
+
+    /// The same functions in two processes (at other addresses) are one stack with both as
+    /// holders; another function stays apart; `--by process` keeps each process's own.
+    #[test]
+    fn the_same_stack_in_several_processes_is_one_with_its_holders() {
+        let stacks = vec![held(11, 100, "leak", 0x1000), held(12, 300, "leak", 0x7000), held(11, 200, "other", 0x2000)];
+        let merged = merge_holders(stacks.clone(), SortBy::Bytes);
+        assert_eq!(merged.len(), 2);
+        assert_eq!((merged[0].bytes, merged[0].count), (400, 2));
+        let holders: Vec<(u32, u64)> = merged[0].holders.iter().map(|h| (h.pid, h.bytes)).collect();
+        assert_eq!(holders, [(12, 300), (11, 100)], "most bytes first");
+        assert_eq!(merged[1].bytes, 200);
+        let apart = by_process(stacks);
+        let pids: Vec<u32> = apart.iter().map(|s| s.holders[0].pid).collect();
+        assert_eq!(pids, [11, 11, 12]);
+        // One process traced: no holders, nothing merged.
+        let single = vec![StackReport { holders: Vec::new(), ..held(11, 5, "leak", 1) }; 2];
+        assert_eq!(merge_holders(single, SortBy::Bytes).len(), 2);
     }
 
     #[test]

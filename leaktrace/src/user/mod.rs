@@ -4,17 +4,17 @@
 
 mod attach;
 pub mod build;
+mod follow;
 pub mod processes;
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     time::Duration,
 };
 
 use leaktrace_common::{Counter, StackStats};
 
 use self::{
-    attach::Attach,
     build::{Context, NamedStacks, Snapshot},
     processes::{ProcessTable, TracedProcess},
 };
@@ -23,11 +23,11 @@ use crate::{
     bpf::{LoadOptions, Tracer, UnwindEvents},
     config::{Config, Target, UnwindMode},
     driver::{self, monotonic_ns, Mode, Outcome, RunClock, StopReason},
-    error::{Error, Result},
+    error::Result,
     features::{self, Release, Support},
     mappings::ProcessModules,
-    model::{Filters, Frame, ProbeReport, Report, Sample, TargetInfo},
-    process::{self, launch},
+    model::{Filters, Frame, ProbeReport, ProcessSummary, Report, Sample, Totals},
+    process,
     sampling::Sampler,
     symbolize::Symbolizer,
     trend::SeriesBook,
@@ -80,49 +80,71 @@ struct UserTrace {
     sampling: Option<(Sampler, bool)>,
     /// Every traced process has exited.
     exited: bool,
-}
-
-/// A process with its probes attached, and whether they are session links.
-struct Attached {
-    tracer: Tracer,
-    process: TracedProcess,
+    /// Probes go on every process that maps the probed file and the programs keep to the
+    /// traced set (`--follow`, `--comm`): a child is then traced from its first instruction,
+    /// where a probe scoped to a process would have to be attached after it runs.
+    everywhere: bool,
+    /// With `everywhere`: the files (device, inode) already probed, and already hooked for
+    /// library loads.
+    probed: BTreeSet<(u64, u64)>,
+    hooked: BTreeSet<(u64, u64)>,
+    /// Launched commands (and their followed children) stop at exit for a last mappings read.
+    freeze_at_exit: bool,
+    /// Whether the allocator probes are session links (unsampled calls skip their return).
     sessions: bool,
+    /// Blocks and bytes dropped because their process ran a new program.
+    exec_dropped: (u64, u64),
 }
 
 impl UserTrace {
-    /// Loads the programs and attaches them to the target, launching it if asked to.
+    /// Loads the programs and attaches them to the targets, launching the command if asked to.
     fn start(config: Config) -> Result<Self> {
+        let mut trace = Self::load(config)?;
+        match trace.config.target.clone() {
+            Target::Processes { pids, comm } => trace.attach_running(&pids, comm.as_deref())?,
+            Target::Launch { program, args } => trace.launch_command(&program, &args)?,
+            Target::Kernel(_) => unreachable!("kernel traces are run by kernel::run"),
+        }
+        if let Some(primary) = trace.processes.primary() {
+            trace.probes = probe_reports(&primary.allocator);
+        }
+        Ok(trace)
+    }
+
+    /// Loads the programs and the process tracepoints; nothing is probed yet.
+    fn load(config: Config) -> Result<Self> {
         let unwind_rows = if config.unwind == UnwindMode::Fp { 0 } else { config.unwind_rows };
         let sampler = config.sample_bytes.map(Sampler::new);
-        let load = load_options(&config, unwind_rows, sampler.as_ref());
-        let mut rows = (unwind_rows > 0).then(|| RowStore::new(config.unwind, unwind_rows));
-        let sampling = sampler.is_some();
-        let attached = match &config.target {
-            Target::Pid(pid) => attach_running(*pid, &config, &load, rows.as_mut(), sampling)?,
-            Target::Launch { program, args } => {
-                launch_command(program, args, &config, &load, rows.is_some(), sampling)?
-            }
-            Target::Kernel(_) => unreachable!("kernel traces are run by kernel::run"),
+        let comm = match &config.target {
+            Target::Processes { comm, .. } => comm.clone(),
+            _ => None,
         };
-        let Attached { mut tracer, mut process, sessions } = attached;
-        if process.child.is_some() {
-            // The command has exec'd: its first mappings (the program and the dynamic linker).
-            process.refresh(rows.as_mut(), &mut tracer)?;
-        }
-        let mut processes = ProcessTable::default();
-        let probes = probe_reports(&process.allocator);
-        processes.insert(process);
+        let everywhere = config.follow || comm.is_some();
+        let tracefs = crate::kernel::tracefs::ensure_mounted();
+        let offsets = match (&tracefs, everywhere) {
+            (Ok(tracefs), true) => crate::kernel::events::offsets_of(tracefs, &crate::kernel::events::NEW_TASK)?,
+            _ => Vec::new(),
+        };
+        let load = load_options(&config, unwind_rows, sampler.as_ref(), comm.as_deref(), offsets);
+        let mut tracer = Tracer::load(&load)?;
+        attach_process_events(&mut tracer, tracefs, everywhere)?;
         Ok(Self {
             tracer,
-            processes,
-            rows,
+            processes: ProcessTable::default(),
+            rows: (unwind_rows > 0).then(|| RowStore::new(config.unwind, unwind_rows)),
             symbolizer: Symbolizer::new(),
             pinned: HashMap::new(),
             clock: RunClock::start(),
             series: SeriesBook::new(Sample { allocated_bytes: Some(0), freed_bytes: Some(0), ..Sample::default() }),
-            probes,
-            sampling: sampler.map(|s| (s, sessions)),
+            probes: Vec::new(),
+            sampling: sampler.map(|s| (s, false)),
             exited: false,
+            everywhere,
+            probed: BTreeSet::new(),
+            hooked: BTreeSet::new(),
+            freeze_at_exit: matches!(config.target, Target::Launch { .. }),
+            sessions: false,
+            exec_dropped: (0, 0),
             config,
         })
     }
@@ -140,8 +162,8 @@ impl UserTrace {
                 if absent.is_empty() { String::new() } else { format!(" (absent: {})", absent.join(", ")) },
             );
         }
-        if let Some(primary) = self.processes.primary() {
-            let families: Vec<String> = primary
+        for p in self.processes.iter() {
+            let families: Vec<String> = p
                 .allocator
                 .families()
                 .iter()
@@ -149,12 +171,15 @@ impl UserTrace {
                 .collect();
             eprintln!("Allocators: {}", families.join("; "));
         }
+        if let Target::Processes { comm: Some(comm), .. } = &self.config.target {
+            eprintln!("Tracing every process named {comm}, now and as they start. Ctrl-C to end.");
+        }
         eprintln!("Probes: {}", ProbeReport::summary(&self.probes));
-        if let Some((sampler, sessions)) = &self.sampling {
+        if let Some((sampler, _)) = &self.sampling {
             eprintln!(
                 "Sampling: one allocation per {} bytes on average (figures are estimates with 95 % intervals); {}",
                 sampler.period(),
-                if *sessions {
+                if self.sessions {
                     "unsampled calls skip their return probe"
                 } else {
                     "this kernel has no uprobe sessions, so unsampled calls still pay their return probe"
@@ -194,31 +219,93 @@ impl UserTrace {
                 .as_ref()
                 .map(|rows| rows.section(unwinds, Default::default(), counters[Counter::UnwindEventLost as usize])),
             probes: self.probes.clone(),
-            sampling: self.sampling.as_ref().map(|(sampler, sessions)| (sampler.period(), *sessions)),
-            build_ids: primary.modules.build_ids().map(|(m, id)| (m.to_string(), id.to_string())).collect(),
-            allocators: primary.allocator.families(),
-            not_attached: primary.allocator.not_attached.clone(),
+            sampling: self.sampling.as_ref().map(|(sampler, _)| (sampler.period(), self.sessions)),
+            build_ids: self
+                .processes
+                .iter()
+                .flat_map(|p| p.modules.build_ids())
+                .map(|(m, id)| (m.to_string(), id.to_string()))
+                .collect(),
+            allocators: distinct(self.processes.iter().flat_map(|p| p.allocator.families())),
+            not_attached: distinct(self.processes.iter().flat_map(|p| p.allocator.not_attached.iter().cloned())),
+            exec_dropped: self.exec_dropped,
+            processes: Vec::new(),
+            by_process: self.config.by_process,
         }
+    }
+
+    /// The processes of a trace of several, for the report.
+    fn summaries(&self, outstanding: &[crate::bpf::Outstanding]) -> Vec<ProcessSummary> {
+        if self.processes.len() < 2 {
+            return Vec::new();
+        }
+        let mut totals: BTreeMap<u32, Totals> = BTreeMap::new();
+        for block in outstanding {
+            totals.entry(block.info.tgid).or_default().add(block.info.size);
+        }
+        self.processes
+            .iter()
+            .map(|p| ProcessSummary {
+                pid: p.pid(),
+                comm: p.comm.clone(),
+                command: p.info.command.clone(),
+                exe: p.info.exe.clone(),
+                parent: p.parent,
+                execs: p.exec_generation,
+                exited: p.exited,
+                allocator: p.allocator.path.display().to_string(),
+                totals: totals.get(&p.pid()).copied().unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// Names the frames of every ranked stack with the mappings of the process that holds it.
+    fn name_stacks(&mut self, ranked: &build::Ranked) -> Result<NamedStacks> {
+        let stacks = self.tracer.stacks(ranked.stack_ids())?;
+        let mut by_process: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
+        for (id, (ips, _)) in &stacks {
+            by_process.entry(ranked.owner(*id)).or_default().extend(ips.iter().copied());
+        }
+        let primary = self.processes.primary().map_or(0, TracedProcess::pid);
+        let mut frames = HashMap::new();
+        for (tgid, addresses) in by_process {
+            let modules = self.processes.modules_of(if tgid == 0 { primary } else { tgid });
+            let Some(modules) = modules.or_else(|| self.processes.modules_of(primary)) else { continue };
+            let addresses: Vec<u64> = addresses.into_iter().collect();
+            for (address, named) in self.symbolizer.symbolize(modules, &addresses) {
+                frames.insert((tgid, address), named);
+            }
+        }
+        let pinned = ranked.stack_ids().filter_map(|id| self.pinned.get(&id).map(|p| (id, p.clone()))).collect();
+        Ok(NamedStacks { stacks, frames, pinned })
     }
 }
 
 impl Mode for UserTrace {
     fn poll(&mut self) -> Result<bool> {
+        self.take_process_events()?;
         let mut any_alive = false;
-        for process in self.processes.iter_mut() {
+        let tgids: Vec<u32> = self.processes.iter().map(TracedProcess::pid).collect();
+        for tgid in tgids {
+            let Some(process) = self.processes.get_mut(tgid) else { continue };
             if process.exited || !process.is_alive() {
                 continue;
             }
             any_alive = true;
             process.refresh(self.rows.as_mut(), &mut self.tracer)?;
             pin_unloaded(&self.tracer, &mut self.symbolizer, &mut self.pinned, &process.modules)?;
-            if process.child.is_some() && process::is_stopped(process.pid()) {
+            self.settle_allocator(tgid)?;
+            if self.freeze_at_exit && process::is_stopped(tgid) {
                 // Stopped by our exit probe: its mappings are now read; let it finish exiting.
-                process.resume();
+                if let Some(process) = self.processes.get(tgid) {
+                    process.resume();
+                }
             }
         }
-        self.exited = !any_alive;
-        Ok(any_alive)
+        // With --comm, processes of that name may still come: only the user ends the trace.
+        let waiting = matches!(self.config.target, Target::Processes { comm: Some(_), .. });
+        self.exited = !any_alive && !waiting;
+        Ok(any_alive || waiting)
     }
 
     fn take_library_events(&mut self) -> Result<Option<UnwindEvents>> {
@@ -229,18 +316,26 @@ impl Mode for UserTrace {
     }
 
     fn libraries_changed(&mut self, events: &[leaktrace_common::UnwindEvent]) -> Result<()> {
+        // A child stopped at its first library load may be told of in the same breath.
+        self.take_process_events()?;
         let tgids: BTreeSet<u32> = events.iter().map(|e| e.tgid).collect();
         for tgid in tgids {
             if let Some(process) = self.processes.get_mut(tgid) {
                 process.refresh(self.rows.as_mut(), &mut self.tracer)?;
                 pin_unloaded(&self.tracer, &mut self.symbolizer, &mut self.pinned, &process.modules)?;
-                process.resume();
+                // Its libraries are mapped and none of their code has run: the moment to
+                // choose its allocator.
+                self.settle_allocator(tgid)?;
             }
+            // Stopped by our hook, known or not (its event lost): never left stopped.
+            processes::resume_pid(tgid);
         }
         Ok(())
     }
 
     fn report(&mut self, final_report: bool) -> Result<Report> {
+        // An exec since the last poll must drop its old blocks before they are read.
+        self.take_process_events()?;
         let outstanding = self.tracer.outstanding()?;
         let now_ns = monotonic_ns();
         // Once the target is gone nothing can change: a sample taken now would only add a
@@ -249,6 +344,7 @@ impl Mode for UserTrace {
             self.record_samples()?;
         }
         let min_age = if self.exited { Duration::ZERO } else { self.config.older_than };
+        let comms: BTreeMap<u32, String> = self.processes.iter().map(|p| (p.pid(), p.comm.clone())).collect();
         let snapshot = Snapshot {
             outstanding: &outstanding,
             now_ns,
@@ -258,16 +354,13 @@ impl Mode for UserTrace {
             series: &self.series,
             sort: self.config.sort.resolve(self.series.samples()),
             top: (!final_report).then_some(self.config.top),
+            holders: (self.processes.len() > 1).then_some(&comms),
         };
         let ranked = build::rank(&snapshot);
-        let stacks = self.tracer.stacks(ranked.stack_ids())?;
-        let addresses: Vec<u64> =
-            stacks.values().flat_map(|(ips, _)| ips).copied().collect::<BTreeSet<u64>>().into_iter().collect();
-        let primary = self.processes.primary().expect("a user trace traces at least one process");
-        let frames = self.symbolizer.symbolize(&primary.modules, &addresses);
-        let context = self.context(min_age, self.tracer.counters()?);
-        let pinned = ranked.stack_ids().filter_map(|id| self.pinned.get(&id).map(|p| (id, p.clone()))).collect();
-        Ok(build::build_report(ranked, &NamedStacks { stacks, frames, pinned }, context))
+        let named = self.name_stacks(&ranked)?;
+        let mut context = self.context(min_age, self.tracer.counters()?);
+        context.processes = self.summaries(&outstanding);
+        Ok(build::build_report(ranked, &named, context))
     }
 
     fn wind_down(&mut self, stop: StopReason) {
@@ -298,6 +391,17 @@ impl Mode for UserTrace {
             }
         }
     }
+}
+
+/// Each item once, in first-seen order (processes share their allocator objects).
+fn distinct<T: PartialEq>(items: impl Iterator<Item = T>) -> Vec<T> {
+    let mut out = Vec::new();
+    for item in items {
+        if !out.contains(&item) {
+            out.push(item);
+        }
+    }
+    out
 }
 
 /// One series sample from a stack's in-kernel turnover counters.
@@ -339,7 +443,13 @@ fn turnover_sample(stats: &StackStats) -> Sample {
 }
 
 /// The load-time settings of a user-space trace.
-fn load_options(config: &Config, unwind_rows: u32, sampler: Option<&Sampler>) -> LoadOptions {
+fn load_options(
+    config: &Config,
+    unwind_rows: u32,
+    sampler: Option<&Sampler>,
+    comm: Option<&str>,
+    offsets: Vec<(&'static str, u32)>,
+) -> LoadOptions {
     LoadOptions {
         self_tgid: std::process::id(),
         min_size: config.min_size,
@@ -351,66 +461,35 @@ fn load_options(config: &Config, unwind_rows: u32, sampler: Option<&Sampler>) ->
             unwind_rows,
             sample_period: sampler.map_or(0, Sampler::period),
             sample_table: sampler.map(|s| s.table().to_vec()).unwrap_or_default(),
+            follow: config.follow,
+            comm: comm.map(|name| {
+                let mut bytes = [0u8; 16];
+                bytes[..name.len()].copy_from_slice(name.as_bytes());
+                bytes
+            }),
+            offsets,
         },
     }
 }
 
-/// Attaches to a running process. Its unwind table is built before the first allocation is
-/// recorded, so that every stack gets it.
-fn attach_running(
-    pid: u32,
-    config: &Config,
-    load: &LoadOptions,
-    rows: Option<&mut RowStore>,
-    sampling: bool,
-) -> Result<Attached> {
-    let info = process::inspect_pid(pid)?;
-    let allocator = process::find_allocator(pid, config.object.as_deref(), &config.symbol_prefix, &config.alloc_fns)?;
-    let mut tracer = Tracer::load(load)?;
-    let attach = Attach { pid, sessions: config.sessions };
-    let mut process = TracedProcess::new(info, allocator, rows.is_some());
-    if let Some(rows) = rows {
-        process.refresh(Some(rows), &mut tracer)?;
-        if let Some(linker) = process::dynamic_linker_of_pid(pid)? {
-            attach.library_hook(&mut tracer, &linker)?;
+/// Attaches the process tracepoints: exec always (a traced process that runs a new program
+/// loses its old blocks), new tasks when children are followed. Without tracefs, execs go
+/// unnoticed: said once, and the trace goes on.
+fn attach_process_events(tracer: &mut Tracer, tracefs: Result<std::path::PathBuf>, everywhere: bool) -> Result<()> {
+    if let Err(e) = tracefs {
+        if everywhere {
+            return Err(e);
         }
+        eprintln!("leaktrace: {e}: a traced process that runs a new program keeps its old blocks in the report");
+        return Ok(());
     }
-    tracer.add_target(pid)?;
-    let sessions = attach.allocator(&mut tracer, &mut process.allocator, sampling)?;
-    Ok(Attached { tracer, process, sessions })
-}
-
-/// Launches `program args…` held before exec, attaches, then lets it run: its first
-/// allocation is traced. Its unwind table is filled when the dynamic linker reports the
-/// first libraries, before main runs (a static executable's at the first refresh).
-fn launch_command(
-    program: &str,
-    args: &[String],
-    config: &Config,
-    load: &LoadOptions,
-    dwarf_unwinding: bool,
-    sampling: bool,
-) -> Result<Attached> {
-    let path = which::which(program).map_err(|e| Error::Launch { program: program.to_string(), source: e.into() })?;
-    let mut allocator = process::find_allocator_for_program(&path, config.object.as_deref(), &config.symbol_prefix)?;
-    // Checked before forking: every failure after `hold` must undo the fork.
-    let linker = if dwarf_unwinding { process::dynamic_linker_of_program(&path)? } else { None };
-    let mut tracer = Tracer::load(load)?;
-    let held = launch::hold(program, args)?;
-    tracer.add_target(held.pid)?;
-    // On failure `held` is dropped, which closes the gate: the command never runs.
-    let attach = Attach { pid: held.pid, sessions: config.sessions };
-    let sessions = attach.allocator(&mut tracer, &mut allocator, sampling)?;
-    attach.exit_hooks(&mut tracer, &allocator)?;
-    if let Some(linker) = &linker {
-        attach.library_hook(&mut tracer, linker)?;
+    let exec = crate::kernel::events::EXEC;
+    tracer.attach_tracepoint(exec.program, exec.category, exec.event)?;
+    if everywhere {
+        let new_task = crate::kernel::events::NEW_TASK;
+        tracer.attach_tracepoint(new_task.program, new_task.category, new_task.event)?;
     }
-    let child = held.release()?;
-    let command = std::iter::once(program).chain(args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ");
-    let info = TargetInfo { pid: child.id(), command, exe: path.display().to_string() };
-    let mut process = TracedProcess::new(info, allocator, dwarf_unwinding);
-    process.child = Some(child);
-    Ok(Attached { tracer, process, sessions })
+    Ok(())
 }
 
 /// The probes of an allocator's functions, for the report.

@@ -28,24 +28,36 @@ pub struct TracedProcess {
     pub child: Option<Child>,
     /// Times it was seen to run a new program (exec): its executable changed.
     pub exec_generation: u32,
-    /// True once it has exited.
+    /// True once it has exited (or, with `--comm`, left the traced set).
     pub exited: bool,
+    /// The traced process it was forked from, when followed.
+    pub parent: Option<u32>,
+    /// Its name (`comm`) as last seen.
+    pub comm: String,
+    /// False until its allocator was chosen among the libraries its current program maps:
+    /// a launched command's and an exec'd program's are mapped only after they start.
+    pub allocator_settled: bool,
     /// /proc/PID/exe when first read: a different one later means an exec.
     first_exe: Option<std::path::PathBuf>,
 }
 
 impl TracedProcess {
-    /// A process about to be traced, with its mappings not yet read.
-    pub fn new(info: TargetInfo, allocator: AllocatorObject, dwarf_unwinding: bool) -> Self {
+    /// A process about to be traced, with its mappings not yet read. `unwind_pair` is its
+    /// pair of unwind-table slots (none with `--unwind fp`, or when every pair is taken: a
+    /// forked child then keeps unwinding with its parent's table).
+    pub fn new(info: TargetInfo, allocator: AllocatorObject, unwind_pair: Option<u32>) -> Self {
         let pid = info.pid;
         Self {
             modules: ProcessModules::new(pid),
-            unwind: dwarf_unwinding.then(|| ProcessUnwind::new(pid)),
+            unwind: unwind_pair.map(|pair| ProcessUnwind::new(pid, pair)),
+            comm: process::comm_of(pid).unwrap_or_default(),
             info,
             allocator,
             child: None,
             exec_generation: 0,
             exited: false,
+            parent: None,
+            allocator_settled: true,
             first_exe: None,
         }
     }
@@ -77,21 +89,41 @@ impl TracedProcess {
             (None, exe) => self.first_exe = exe,
             (Some(first), Some(exe)) if *first != exe => {
                 self.first_exe = Some(exe);
-                self.exec_generation += 1;
-                if let Some(now) = process::describe_pid(self.pid()) {
-                    self.info = now;
-                }
+                self.describe_again();
             }
             _ => {}
         }
         Ok(())
     }
 
+    /// It ran a new program: describe it again, and choose its allocator again once the
+    /// program's libraries are mapped.
+    pub fn exec_seen(&mut self) {
+        self.exec_generation += 1;
+        self.allocator_settled = false;
+        self.first_exe = std::fs::read_link(format!("/proc/{}/exe", self.pid())).ok();
+        self.describe_again();
+    }
+
+    fn describe_again(&mut self) {
+        if let Some(now) = process::describe_pid(self.pid()) {
+            self.info = now;
+        }
+        if let Some(comm) = process::comm_of(self.pid()) {
+            self.comm = comm;
+        }
+    }
+
     /// Sends SIGCONT: our probes stop it at exit (launched commands) and at library loads.
     pub fn resume(&self) {
-        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+        resume_pid(self.pid());
     }
+}
+
+/// Sends SIGCONT to process `tgid` (stopped by one of our probes).
+pub fn resume_pid(tgid: u32) {
+    let pid = nix::unistd::Pid::from_raw(tgid as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
 }
 
 /// Every traced process, by tgid.
@@ -100,6 +132,8 @@ pub struct ProcessTable {
     by_tgid: BTreeMap<u32, TracedProcess>,
     /// The first one added.
     first: Option<u32>,
+    /// Unwind-table slot pairs handed out so far.
+    pairs_used: u32,
 }
 
 impl ProcessTable {
@@ -112,6 +146,50 @@ impl ProcessTable {
     /// The process with this tgid, if traced.
     pub fn get_mut(&mut self, tgid: u32) -> Option<&mut TracedProcess> {
         self.by_tgid.get_mut(&tgid)
+    }
+
+    /// The process with this tgid, if traced.
+    pub fn get(&self, tgid: u32) -> Option<&TracedProcess> {
+        self.by_tgid.get(&tgid)
+    }
+
+    /// Whether this tgid is traced (or was).
+    pub fn contains(&self, tgid: u32) -> bool {
+        self.by_tgid.contains_key(&tgid)
+    }
+
+    /// How many processes are (or were) traced.
+    pub fn len(&self) -> usize {
+        self.by_tgid.len()
+    }
+
+    /// True before the first process is added.
+    pub fn is_empty(&self) -> bool {
+        self.by_tgid.is_empty()
+    }
+
+    /// The next free pair of unwind-table slots, with DWARF unwinding; none when every pair
+    /// is taken (counted by the caller as processes unwound without a table of their own).
+    pub fn unwind_pair(&mut self, dwarf_unwinding: bool) -> Option<u32> {
+        if !dwarf_unwinding || self.pairs_used >= ProcessUnwind::PAIRS {
+            return None;
+        }
+        self.pairs_used += 1;
+        Some(self.pairs_used - 1)
+    }
+
+    /// The mappings to name `tgid`'s frames with: its own, or while it has none (a child that
+    /// exited before its mappings were read), those of the process it was forked from, which
+    /// it shared.
+    pub fn modules_of(&self, tgid: u32) -> Option<&ProcessModules> {
+        let mut process = self.by_tgid.get(&tgid)?;
+        while process.modules.snapshots() == 0 {
+            match process.parent.and_then(|p| self.by_tgid.get(&p)) {
+                Some(parent) => process = parent,
+                None => break,
+            }
+        }
+        Some(&process.modules)
     }
 
     /// The first process traced (the one the report's `target` names).
