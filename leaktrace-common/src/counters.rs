@@ -50,5 +50,8 @@ indexed_enum! {
         UnwindEventLost = 20,
         /// `--sample-bytes`: allocation calls the sampler left out (by design, not a loss).
         SampledOut = 21,
+        /// Allocations whose DWARF unwinding stopped at a library the process had just loaded,
+        /// before its unwind table took the library in (`StackEnd::TableNotReady`).
+        UnwindTableNotReady = 22,
     }
 }

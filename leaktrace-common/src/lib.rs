@@ -58,5 +58,5 @@ pub use alloc::{AllocInfo, PendingCall, PendingKind, StackRecord, StackStats, MA
 pub use counters::Counter;
 pub use kernel::{KernelAlloc, KernelKey, KernelSpace, ReuseKey};
 pub use unwind::{
-    MappingUnwinder, ProcessSlot, RowKind, StackEnd, UnwindEvent, UnwindEventKind, UnwindMapping, UnwindRow,
+    HoldReason, MappingUnwinder, ProcessSlot, RowKind, StackEnd, UnwindEvent, UnwindEventKind, UnwindMapping, UnwindRow,
 };

@@ -174,4 +174,6 @@ pub enum Action {
         /// Stacks shown in the text.
         top: usize,
     },
+    /// Be the guardian of a trace's stopped processes (internal).
+    GuardStops,
 }

@@ -22,6 +22,7 @@ pub mod driver;
 pub mod error;
 pub mod features;
 pub mod focus;
+pub mod guardian;
 pub mod kernel;
 pub mod mappings;
 pub mod model;

@@ -92,6 +92,8 @@ fn loader_maps() -> BTreeSet<&'static str> {
         names::UNWIND_PROCESSES,
         names::UNWIND_CACHE,
         names::UNWIND_EVENTS,
+        names::HELD,
+        names::TABLE_STALE,
     ])
 }
 

@@ -22,6 +22,7 @@ use crate::{
     driver::{self, monotonic_ns, Mode, Outcome, RunClock, StopReason},
     error::{Error, Result},
     features::{self, Release, Support},
+    guardian::Guardian,
     model::{Filters, ProbeReport, Report, Sample, TargetInfo},
     process::{self, launch},
     sampling::Sampler,
@@ -74,6 +75,8 @@ struct UserTrace {
     sampling: Option<(Sampler, bool)>,
     /// Every traced process has exited.
     exited: bool,
+    /// Resumes what the probes stopped should leaktrace die (launched commands only).
+    guardian: Option<Guardian>,
 }
 
 /// A process with its probes attached, and whether they are session links.
@@ -81,6 +84,7 @@ struct Attached {
     tracer: Tracer,
     process: TracedProcess,
     sessions: bool,
+    guardian: Option<Guardian>,
 }
 
 impl UserTrace {
@@ -98,7 +102,7 @@ impl UserTrace {
             }
             Target::Kernel(_) => unreachable!("kernel traces are run by kernel::run"),
         };
-        let Attached { mut tracer, mut process, sessions } = attached;
+        let Attached { mut tracer, mut process, sessions, guardian } = attached;
         if process.child.is_some() {
             // The command has exec'd: its first mappings (the program and the dynamic linker).
             process.refresh(rows.as_mut(), &mut tracer)?;
@@ -116,6 +120,7 @@ impl UserTrace {
             probes,
             sampling: sampler.map(|s| (s, sessions)),
             exited: false,
+            guardian,
             config,
         })
     }
@@ -173,10 +178,10 @@ impl UserTrace {
             },
             counters,
             probe_misses: self.tracer.probe_misses(),
-            unwind: self
-                .rows
-                .as_ref()
-                .map(|rows| rows.section(unwinds, Default::default(), counters[Counter::UnwindEventLost as usize])),
+            unwind: self.rows.as_ref().map(|rows| {
+                let lost = counters[Counter::UnwindEventLost as usize];
+                rows.section(unwinds, Default::default(), (lost, counters[Counter::UnwindTableNotReady as usize]))
+            }),
             probes: self.probes.clone(),
             sampling: self.sampling.as_ref().map(|(sampler, sessions)| (sampler.period(), *sessions)),
             build_ids: primary.modules.build_ids().map(|(m, id)| (m.to_string(), id.to_string())).collect(),
@@ -193,9 +198,9 @@ impl Mode for UserTrace {
             }
             any_alive = true;
             process.refresh(self.rows.as_mut(), &mut self.tracer)?;
-            if process.child.is_some() && process::is_stopped(process.pid()) {
+            if process.child.is_some() && process::is_stopped(process.pid()) && self.tracer.is_held(process.pid()) {
                 // Stopped by our exit probe: its mappings are now read; let it finish exiting.
-                process.resume();
+                process.resume(&mut self.tracer);
             }
         }
         self.exited = !any_alive;
@@ -214,7 +219,10 @@ impl Mode for UserTrace {
         for tgid in tgids {
             if let Some(process) = self.processes.get_mut(tgid) {
                 process.refresh(self.rows.as_mut(), &mut self.tracer)?;
-                process.resume();
+                process.resume(&mut self.tracer);
+                if process.child.is_none() {
+                    self.tracer.settle_table_stale(tgid)?;
+                }
             }
         }
         Ok(())
@@ -261,20 +269,22 @@ impl Mode for UserTrace {
             }
             let _ = child.try_wait();
             // It may be stopped at exit by our probe: a stopped process acts on no signal.
-            process.resume();
+            process.resume(&mut self.tracer);
         }
     }
 
     fn detach(self) {
-        let Self { tracer, processes, rows, .. } = self;
+        let Self { mut tracer, processes, guardian, .. } = self;
         // Detach every probe (which takes the kernel a while), then resume the targets: no new
-        // library-load stop can happen after the detach, and one that happened since the last
-        // event was read is undone here.
+        // stop can happen after the detach, and one that happened since the last event was
+        // read is undone here.
+        tracer.detach_probes();
+        for process in processes.iter() {
+            process.resume(&mut tracer);
+        }
         drop(tracer);
-        if rows.is_some() {
-            for process in processes.iter() {
-                process.resume();
-            }
+        if let Some(guardian) = guardian {
+            guardian.dismiss();
         }
     }
 }
@@ -329,7 +339,7 @@ fn attach_running(
     }
     tracer.add_target(pid)?;
     let sessions = attach.allocator(&mut tracer, &process.allocator, sampling)?;
-    Ok(Attached { tracer, process, sessions })
+    Ok(Attached { tracer, process, sessions, guardian: None })
 }
 
 /// Launches `program args…` held before exec, attaches, then lets it run: its first
@@ -348,6 +358,8 @@ fn launch_command(
     // Checked before forking: every failure after `hold` must undo the fork.
     let linker = if dwarf_unwinding { process::dynamic_linker_of_program(&path)? } else { None };
     let mut tracer = Tracer::load(load)?;
+    // Before any probe can stop the command.
+    let guardian = Guardian::spawn(tracer.held_map_fd()?)?;
     let held = launch::hold(program, args)?;
     tracer.add_target(held.pid)?;
     // On failure `held` is dropped, which closes the gate: the command never runs.
@@ -362,7 +374,7 @@ fn launch_command(
     let info = TargetInfo { pid: child.id(), command, exe: path.display().to_string() };
     let mut process = TracedProcess::new(info, allocator, dwarf_unwinding);
     process.child = Some(child);
-    Ok(Attached { tracer, process, sessions })
+    Ok(Attached { tracer, process, sessions, guardian: Some(guardian) })
 }
 
 /// The probes of an allocator's functions, for the report.

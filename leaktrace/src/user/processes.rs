@@ -87,10 +87,15 @@ impl TracedProcess {
         Ok(())
     }
 
-    /// Sends SIGCONT: our probes stop it at exit (launched commands) and at library loads.
-    pub fn resume(&self) {
-        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+    /// Resumes it (SIGCONT) if one of our probes stopped it (a launched command, at exit or
+    /// at a library load), clearing the probe's mark first. A stop that is not ours (the
+    /// user's Ctrl-Z or SIGSTOP) is left alone.
+    pub fn resume(&self, tracer: &mut Tracer) {
+        // Should the mark be unreadable, resuming is the safer guess.
+        if tracer.release_hold(self.pid()).unwrap_or(true) {
+            let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+        }
     }
 }
 
