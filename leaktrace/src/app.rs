@@ -6,7 +6,7 @@ use std::io::Write as _;
 use crate::{
     config::{Action, Format, Target},
     error::{Error, Result},
-    guardian, kernel,
+    kernel,
     render::{self, diff},
     user,
 };
@@ -75,6 +75,5 @@ pub fn run(action: Action) -> Result<Verdict> {
             let growth = fail_if_growth.and_then(|threshold| diff::growth_above(&comparison, threshold));
             Ok(growth.map_or(Verdict::Done, Verdict::Grown))
         }
-        Action::GuardStops => guardian::run().map(|()| Verdict::Done),
     }
 }

@@ -84,9 +84,6 @@ enum Command {
         #[arg(short = 'T', long = "top", value_name = "N", default_value_t = 10)]
         top: usize,
     },
-    /// Internal: the guardian process a trace of a launched command starts (see `guardian`).
-    #[command(name = crate::guardian::SUBCOMMAND, hide = true)]
-    GuardStops,
 }
 
 /// Options of a tracing run.
@@ -264,7 +261,6 @@ impl Cli {
             Some(Command::Diff { before, after, json, svg, fail_if_growth, top }) => {
                 Ok(Action::Diff { before, after, json, svg, fail_if_growth, top: top.max(1) })
             }
-            Some(Command::GuardStops) => Ok(Action::GuardStops),
             None => self.trace.into_config().map(|c| Action::Trace(Box::new(c))),
         }
     }

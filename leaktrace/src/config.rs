@@ -174,6 +174,4 @@ pub enum Action {
         /// Stacks shown in the text.
         top: usize,
     },
-    /// Be the guardian of a trace's stopped processes (internal).
-    GuardStops,
 }

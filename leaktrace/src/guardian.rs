@@ -4,10 +4,10 @@
 //! A launched command is stopped (SIGSTOP) at library loads and at exit, and leaktrace
 //! resumes it once its tables are updated. If leaktrace is killed in between (`kill -9`, the
 //! OOM killer), nothing would resume it. So leaktrace re-executes itself as a hidden
-//! subcommand in its own session, ignoring the terminal's and the usual stop signals, and
-//! hands it two descriptors: the read end of a pipe whose write end only leaktrace holds, and
-//! the `HELD` map, in which the probes mark each process before they stop it (and leaktrace
-//! clears the mark before it resumes it). When the pipe reaches end of file without the
+//! command (`leaktrace guard-stops`) in its own session, ignoring the terminal's and the
+//! usual stop signals, and hands it two descriptors: the read end of a pipe whose write end
+//! only leaktrace holds, and the `HELD` map, in which the probes mark each process before
+//! they stop it (and leaktrace clears the mark before it resumes it). When the pipe reaches end of file without the
 //! "done" byte, leaktrace died: the guardian resumes every process still marked, a few times
 //! over to cover a probe that was between its mark and its stop, and exits. A process
 //! stopped by anyone else carries no mark and stays stopped.
@@ -34,7 +34,8 @@ use crate::{
     error::{Error, Result},
 };
 
-/// The hidden subcommand that runs the guardian.
+/// The first argument that makes leaktrace the guardian (recognized in `main`, before the
+/// command line is parsed).
 pub const SUBCOMMAND: &str = "guard-stops";
 /// Where the guardian finds the pipe's read end.
 const PIPE_FD: RawFd = 3;
@@ -93,7 +94,7 @@ impl Guardian {
     }
 }
 
-/// The guardian's whole life (the hidden subcommand): wait for leaktrace to end, and resume
+/// The guardian's whole life (`leaktrace guard-stops`): wait for leaktrace to end, and resume
 /// what it left stopped if it died.
 pub fn run() -> Result<()> {
     // SAFETY: leaktrace started this process with these two descriptors open (see `spawn`),
