@@ -53,5 +53,8 @@ indexed_enum! {
         /// Process events user space was not told of (event buffer full): a followed child or
         /// an exec may have been missed.
         ProcessEventLost = 22,
+        /// Allocations whose DWARF unwinding stopped at a library the process had just loaded,
+        /// before its unwind table took the library in (`StackEnd::TableNotReady`).
+        UnwindTableNotReady = 23,
     }
 }

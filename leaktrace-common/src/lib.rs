@@ -60,5 +60,5 @@ pub use counters::Counter;
 pub use kernel::{KernelAlloc, KernelKey, KernelSpace, Lineage, ReuseKey};
 pub use process::{ProcessEvent, ProcessEventKind};
 pub use unwind::{
-    MappingUnwinder, ProcessSlot, RowKind, StackEnd, UnwindEvent, UnwindEventKind, UnwindMapping, UnwindRow,
+    HoldReason, MappingUnwinder, ProcessSlot, RowKind, StackEnd, UnwindEvent, UnwindEventKind, UnwindMapping, UnwindRow,
 };

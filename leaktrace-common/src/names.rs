@@ -54,8 +54,16 @@ pub const PROG_RESIZE: &str = "resize_enter";
 pub const PROG_ALLOC_RETURN: &str = "alloc_return";
 /// Entry program on exit/_exit: stops a launched command so its mappings can be read.
 pub const PROG_EXIT: &str = "exit_enter";
-/// Global: 1 to stop launched commands at exit (see `PROG_EXIT`).
+/// Global: 1 for a command leaktrace launched, which the probes may stop (SIGSTOP) at exit
+/// and at library loads; 0 for a process attached with -p, which is never stopped.
 pub const GLOBAL_FREEZE_AT_EXIT: &str = "FREEZE_AT_EXIT";
+/// Tgid → `HoldReason` of each process a probe stopped and leaktrace has not resumed yet,
+/// written before the stop: what the guardian resumes if leaktrace dies.
+pub const HELD: &str = "HELD";
+/// Tgid → the `ProcessSlot::generation` of an attached process's table when its dynamic
+/// linker last reported a library change: while the table is still that one, a return
+/// address in no known mapping is in a library the table has not taken in yet.
+pub const TABLE_STALE: &str = "TABLE_STALE";
 /// Entry program: free(ptr).
 pub const PROG_FREE: &str = "free_enter";
 
@@ -189,6 +197,7 @@ pub const UNWIND_CACHE: &str = "UNWIND_CACHE";
 pub const UNWIND_EVENTS: &str = "UNWIND_EVENTS";
 /// Global: 1 to unwind user stacks with the tables, 0 for the kernel's frame-pointer walk.
 pub const GLOBAL_UNWIND_TABLES: &str = "UNWIND_TABLES";
-/// Entry program on the dynamic linker's `_dl_debug_state`: stops the process so that the
-/// tables can include a library before any of its code runs.
+/// Entry program on the dynamic linker's `_dl_debug_state`: tells user space that a library
+/// was loaded or unloaded, and stops a launched command so that the tables can include the
+/// library before any of its code runs.
 pub const PROG_DL_STATE: &str = "dl_state_enter";

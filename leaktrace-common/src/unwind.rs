@@ -155,8 +155,8 @@ const _: () = assert!(core::mem::size_of::<UnwindCacheEntry>() == 32);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum UnwindEventKind {
-    /// The dynamic linker changed the mappings (dlopen/dlclose); the process was stopped
-    /// (SIGSTOP) until its table is updated.
+    /// The dynamic linker changed the mappings (dlopen/dlclose). A launched command was
+    /// stopped (SIGSTOP) until its table is updated; an attached process runs on.
     /// After an exec the new image's dynamic linker reports its libraries the same way, so
     /// exec needs no event of its own.
     LibrariesChanged = 1,
@@ -195,7 +195,21 @@ indexed_enum! {
         NoTable = 7,
         /// A frame-pointer step found rbp outside the stack (code built without frame pointers).
         FramePointerLost = 8,
+        /// A return address outside every known mapping of a process whose dynamic linker
+        /// reported a library change the table has not taken in yet (attached processes run on
+        /// while it is updated): most likely in the library just loaded.
+        TableNotReady = 9,
     }
+}
+
+/// Why a probe stopped a launched command (a `HELD` value).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum HoldReason {
+    /// At exit, so that its mappings can still be read.
+    Exit = 1,
+    /// At a library load or unload, until its unwind table takes the change in.
+    Libraries = 2,
 }
 
 /// Frames unwound at most per stack (the same as the stack walk's depth).

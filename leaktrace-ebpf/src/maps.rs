@@ -247,8 +247,19 @@ pub static UNWIND_CACHE: PerCpuArray<UnwindCacheEntry> = PerCpuArray::with_max_e
 #[map]
 pub static UNWIND_PROCESSES: HashMap<u32, ProcessSlot> = HashMap::with_max_entries(MAX_TARGETS, 0);
 
-/// Tells user space that a process's mappings changed and it was stopped until its table
-/// is updated.
+/// Launched commands a probe stopped (tgid → `HoldReason`), marked before the stop and
+/// cleared by user space before it resumes them: a guardian process holding this map
+/// resumes whatever is still marked when leaktrace dies.
+#[map]
+pub static HELD: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TARGETS, 0);
+
+/// Attached processes whose dynamic linker reported a library change: tgid → the
+/// `ProcessSlot::generation` of their table at that moment (see `unwind::no_mapping_end`).
+#[map]
+pub static TABLE_STALE: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TARGETS, 0);
+
+/// Tells user space that a process's mappings changed (a launched command is stopped until
+/// its table is updated).
 #[map]
 pub static UNWIND_EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
 

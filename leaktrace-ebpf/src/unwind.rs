@@ -21,7 +21,7 @@ use leaktrace_common::{
     MappingUnwinder, RowKind, StackEnd, StackRecord, UnwindMapping, UnwindRow,
 };
 
-use crate::maps::{UNWIND_CACHE, UNWIND_MAPPINGS, UNWIND_PROCESSES, UNWIND_ROWS};
+use crate::maps::{TABLE_STALE, UNWIND_CACHE, UNWIND_MAPPINGS, UNWIND_PROCESSES, UNWIND_ROWS};
 
 /// A frame's registers: what the next step needs.
 #[derive(Clone, Copy)]
@@ -97,7 +97,7 @@ extern "C" fn unwind_step(index: u64, context: *mut c_void) -> i64 {
     let (step, row) = step_for(walk, lookup);
     let next = match step {
         CachedStep::NoMapping => {
-            walk.end = StackEnd::UnknownMapping as u32;
+            walk.end = no_mapping_end(walk) as u32;
             return 1;
         }
         CachedStep::FramePointer => frame_pointer_step(frame),
@@ -116,6 +116,18 @@ extern "C" fn unwind_step(index: u64, context: *mut c_void) -> i64 {
             walk.end = reason as u32;
             1
         }
+    }
+}
+
+/// Why a walk met a return address in no known mapping: a library the dynamic linker has
+/// reported and the process's table does not hold yet (the table is still the one it had at
+/// that report), or code no table will ever describe (JIT, anonymous memory).
+#[inline(always)]
+fn no_mapping_end(walk: &Walk) -> StackEnd {
+    // SAFETY: the value (a plain integer) is copied out at once.
+    match unsafe { TABLE_STALE.get(walk.tgid) } {
+        Some(&generation) if generation == walk.generation => StackEnd::TableNotReady,
+        _ => StackEnd::UnknownMapping,
     }
 }
 

@@ -19,14 +19,15 @@ use aya_ebpf::{
     EbpfContext,
 };
 use leaktrace_common::{
-    AllocInfo, AllocKey, Counter, PendingCall, PendingKind, StackEnd, StackRecord, UnwindEvent, UnwindEventKind,
-    MAX_STACK_DEPTH,
+    AllocInfo, AllocKey, Counter, HoldReason, PendingCall, PendingKind, StackEnd, StackRecord, UnwindEvent,
+    UnwindEventKind, MAX_STACK_DEPTH,
 };
 
 use crate::{
     maps::{
-        count, sample_probability_of, stack_turnover, LastFree, ALLOCS, FREEZE_AT_EXIT, LAST_FREE, MAX_SIZE, MIN_SIZE,
-        PENDING, SAMPLE_PERIOD, SELF_TGID, STACK_SCRATCH, TARGETS, UNWIND_EVENTS, UNWIND_TABLES, USTACKS,
+        count, sample_probability_of, stack_turnover, LastFree, ALLOCS, FREEZE_AT_EXIT, HELD, LAST_FREE, MAX_SIZE,
+        MIN_SIZE, PENDING, SAMPLE_PERIOD, SELF_TGID, STACK_SCRATCH, TABLE_STALE, TARGETS, UNWIND_EVENTS,
+        UNWIND_PROCESSES, UNWIND_TABLES, USTACKS,
     },
     stacks,
     unwind::unwind_user_stack,
@@ -60,6 +61,8 @@ fn store_stack(ctx: &RetProbeContext, tgid: u32) -> u64 {
         }
         record.depth = ((bytes as usize) / 8).min(MAX_STACK_DEPTH) as u32;
         record.end = if UNWIND_TABLES.load() != 0 { StackEnd::NoTable } else { StackEnd::FramePointerWalk } as u32;
+    } else if record.end == StackEnd::TableNotReady as u32 {
+        count(Counter::UnwindTableNotReady);
     }
     stacks::store(&USTACKS, record, &stacks::USER, tgid)
 }
@@ -462,10 +465,26 @@ pub fn exit_enter(_ctx: ProbeContext) -> u32 {
 
 #[inline(always)]
 fn exit_called() {
-    if FREEZE_AT_EXIT.load() != 0 && traced_thread().is_some() {
-        // SAFETY: the helper takes only a signal number and signals the current process.
-        unsafe { aya_ebpf::helpers::bpf_send_signal(SIGSTOP) };
+    if FREEZE_AT_EXIT.load() == 0 {
+        return;
     }
+    if let Some((tgid, _)) = traced_thread() {
+        stop_self(tgid, HoldReason::Exit);
+    }
+}
+
+/// Stops the calling process (SIGSTOP), marked in `HELD` first: the mark is what lets the
+/// guardian resume it should leaktrace die before it does, and what tells a stop of ours
+/// from the user's own. Returns false when the mark could not be written; the process is
+/// then not stopped, since nothing could resume it after a crash.
+#[inline(always)]
+fn stop_self(tgid: u32, reason: HoldReason) -> bool {
+    if HELD.insert(tgid, reason as u32, 0).is_err() {
+        return false;
+    }
+    // SAFETY: the helper takes only a signal number and signals the current process.
+    unsafe { aya_ebpf::helpers::bpf_send_signal(SIGSTOP) };
+    true
 }
 
 #[uprobe]
@@ -520,10 +539,13 @@ fn passed_on(tid: u32, addr: u64, sp: u64) -> bool {
 }
 
 /// On the dynamic linker's `_dl_debug_state`, which it calls once a library is mapped and
-/// before its constructors run (and again around dlclose): stop the process (SIGSTOP) and
-/// tell user space, which adds the new modules' unwind rows and resumes it. Without the stop,
-/// allocations made by a freshly loaded library before the next table update would be
-/// unwound only as far as its first frame.
+/// before its constructors run (and again around dlclose): tell user space, which adds the
+/// new modules' unwind rows. A launched command is stopped (SIGSTOP) until then and resumed
+/// by user space: without the stop, allocations made by a freshly loaded library before the
+/// table update would be unwound only as far as its first frame. An attached process is
+/// never stopped (a stop would outlive a killed leaktrace, and its shell would see it as a
+/// stopped job): its table is marked stale instead, so that such stacks end as
+/// `TableNotReady`, counted, rather than as an unexplained unknown mapping.
 #[uprobe]
 pub fn dl_state_enter(_ctx: ProbeContext) -> u32 {
     libraries_changed();
@@ -539,12 +561,20 @@ fn libraries_changed() {
     let event = UnwindEvent { tgid, kind: UnwindEventKind::LibrariesChanged as u32 };
     // The stop is queued before user space can hear of it, so its SIGCONT can never arrive
     // first and leave the process stopped for good.
-    // SAFETY: the helper takes only a signal number and signals the current process.
-    unsafe { aya_ebpf::helpers::bpf_send_signal(SIGSTOP) };
+    let stopped = FREEZE_AT_EXIT.load() != 0 && stop_self(tgid, HoldReason::Libraries);
+    if !stopped {
+        // SAFETY: the value (plain integers) is copied out at once.
+        if let Some(slot) = unsafe { UNWIND_PROCESSES.get(tgid) } {
+            let _ = TABLE_STALE.insert(tgid, slot.generation, 0);
+        }
+    }
     if UNWIND_EVENTS.output::<UnwindEvent>(&event, 0).is_err() {
-        // Nobody will resume it: a SIGCONT discards the pending stop.
-        // SAFETY: as above.
-        unsafe { aya_ebpf::helpers::bpf_send_signal(SIGCONT) };
+        if stopped {
+            // Nobody will resume it: a SIGCONT discards the pending stop.
+            let _ = HELD.remove(tgid);
+            // SAFETY: the helper takes only a signal number and signals the current process.
+            unsafe { aya_ebpf::helpers::bpf_send_signal(SIGCONT) };
+        }
         count(Counter::UnwindEventLost);
     }
 }

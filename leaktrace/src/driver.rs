@@ -3,10 +3,7 @@
 //! print the final report, write the exports and detach. The modes (`user`, `kernel`) supply
 //! the [`Mode`] behind it.
 
-use std::{
-    io::Write as _,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use leaktrace_common::UnwindEvent;
 use tokio::signal::unix::{signal, SignalKind};
@@ -14,7 +11,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::{
     bpf::UnwindEvents,
     config::{Config, Export, TextOptions},
+    console::Console,
     error::{Error, Result},
+    interrupt,
     model::Report,
     privileges, render,
 };
@@ -83,6 +82,10 @@ pub enum StopReason {
     Interrupted,
     /// SIGTERM.
     Terminated,
+    /// SIGHUP (the terminal or SSH session closed): as SIGTERM.
+    HungUp,
+    /// Standard output was closed (`| head`): the files are still written.
+    StdoutClosed,
 }
 
 /// What a finished run produced.
@@ -93,12 +96,13 @@ pub struct Outcome {
     pub stop: StopReason,
 }
 
-/// SIGINT and SIGTERM, caught from before the first probe is attached: a signal that
-/// arrives while leaktrace is still setting up ends the trace with a report, it does not kill
-/// leaktrace with probes half attached.
+/// SIGINT, SIGTERM and SIGHUP, caught from before the first probe is attached: a signal
+/// that arrives while leaktrace is still setting up ends the trace with a report, it does
+/// not kill leaktrace with probes half attached.
 pub(crate) struct StopSignals {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
 }
 
 /// What every trace checks before loading anything: the output files can be written, the
@@ -113,21 +117,34 @@ pub(crate) fn preflight(exports: &[Export]) -> Result<StopSignals> {
     Ok(StopSignals {
         interrupt: signal(SignalKind::interrupt()).map_err(|e| Error::io("installing a SIGINT handler", e))?,
         terminate: signal(SignalKind::terminate()).map_err(|e| Error::io("installing a SIGTERM handler", e))?,
+        hangup: signal(SignalKind::hangup()).map_err(|e| Error::io("installing a SIGHUP handler", e))?,
     })
 }
 
 /// Runs `mode` to its end and produces the final report: the loop, the final text report on
-/// stdout, every export, then the detach.
+/// stdout, every export, then the detach. From the end of the loop on, a stop signal ends
+/// leaktrace at once (see `interrupt`).
 pub(crate) async fn drive(mut mode: impl Mode, config: &Config, signals: &mut StopSignals) -> Result<Outcome> {
     let schedule = Schedule::of(config);
     let library_events = mode.take_library_events()?;
-    let stop = trace_loop(&mut mode, &schedule, signals, library_events, config.text).await?;
+    let mut console = Console::start();
+    let stop = trace_loop(&mut mode, &schedule, signals, library_events, config.text, &mut console).await?;
+    let mut unwritten: Vec<String> = std::iter::once("the final report".to_string())
+        .chain(config.exports.iter().map(|e| e.path.display().to_string()))
+        .collect();
+    interrupt::not_written(&unwritten);
+    interrupt::exit_on_signal();
     mode.wind_down(stop);
     let report = mode.report(true)?;
-    print_final(&report, stop, mode.exit_wording(), config.text);
-    let exported = export(&report, &config.exports);
+    console.finish(final_text(&report, stop, mode.exit_wording(), config.text));
+    if console.skipped > 0 {
+        eprintln!("leaktrace: {} interval reports skipped: stdout was not being read", console.skipped);
+    }
+    let exported = export(&report, &config.exports, &mut unwritten);
     // Whatever happened to the files, the probes come off and the targets are released.
     mode.detach();
+    // A closed stdout is the reader's choice (`| head`), not a failure.
+    console.drain();
     exported?;
     Ok(Outcome { report, stop })
 }
@@ -148,6 +165,7 @@ async fn trace_loop(
     signals: &mut StopSignals,
     mut library_events: Option<UnwindEvents>,
     text: TextOptions,
+    console: &mut Console,
 ) -> Result<StopReason> {
     let far = Duration::from_secs(365 * 24 * 3600);
     let deadline = tokio::time::sleep(schedule.duration.unwrap_or(far));
@@ -160,10 +178,11 @@ async fn trace_loop(
         tokio::select! {
             _ = signals.interrupt.recv() => return Ok(StopReason::Interrupted),
             _ = signals.terminate.recv() => return Ok(StopReason::Terminated),
+            _ = signals.hangup.recv() => return Ok(StopReason::HungUp),
             () = &mut deadline => return Ok(StopReason::Duration),
             events = next_library_change(&mut library_events) => mode.libraries_changed(&events?)?,
             _ = reports.tick() => {
-                print_stdout(&render::text::render_with(&mode.report(false)?, text, true));
+                console.offer(render::text::render_with(&mode.report(false)?, text, true));
                 printed += 1;
                 if schedule.count.is_some_and(|count| printed >= count) {
                     return Ok(StopReason::Count);
@@ -173,40 +192,50 @@ async fn trace_loop(
                 if !mode.poll()? {
                     return Ok(StopReason::TargetExited);
                 }
+                if console.is_closed() {
+                    return Ok(StopReason::StdoutClosed);
+                }
             }
         }
     }
 }
 
-/// Writes to stdout; a closed stdout (`| head`) does not stop the trace.
-fn print_stdout(text: &str) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(text.as_bytes());
-    let _ = stdout.flush();
-}
-
-/// Prints the final report under a heading that says why tracing ended.
-fn print_final(report: &Report, stop: StopReason, exited_wording: &str, text: TextOptions) {
+/// The final report under a heading that says why tracing ended.
+fn final_text(report: &Report, stop: StopReason, exited_wording: &str, text: TextOptions) -> String {
     let why = match stop {
         StopReason::TargetExited => exited_wording,
         StopReason::Duration => "duration reached",
         StopReason::Count => "report count reached",
         StopReason::Interrupted => "interrupted",
         StopReason::Terminated => "terminated",
+        StopReason::HungUp => "hung up",
+        StopReason::StdoutClosed => "stdout closed",
     };
     let heading =
         format!("\nFinal report: {}, traced {:.1} s, {why}:\n", render::names::subject(report), report.duration_s);
-    print_stdout(&(heading + &render::text::render_with(report, text, false)));
+    heading + &render::text::render_with(report, text, false)
 }
 
-/// Writes the final report to every requested file.
-fn export(report: &Report, exports: &[Export]) -> Result<()> {
+/// Writes the final report to every requested file, each one whatever happened to the
+/// others, and takes each file written off `unwritten`. Every failure but the first is
+/// said here; the first is returned.
+fn export(report: &Report, exports: &[Export], unwritten: &mut Vec<String>) -> Result<()> {
+    let mut first_error = None;
     for export in exports {
         let renderer = render::renderer(export.format);
-        render::output::write_atomic(&export.path, &(renderer.render)(report)?)?;
-        eprintln!("Wrote {} report to {}", renderer.name, export.path.display());
+        let written = (renderer.render)(report).and_then(|bytes| render::output::write_atomic(&export.path, &bytes));
+        match written {
+            Ok(()) => {
+                eprintln!("Wrote {} report to {}", renderer.name, export.path.display());
+                let path = export.path.display().to_string();
+                unwritten.retain(|p| *p != path);
+                interrupt::not_written(unwritten);
+            }
+            Err(e) if first_error.is_none() => first_error = Some(e),
+            Err(e) => eprintln!("leaktrace: error: {e}"),
+        }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
 /// When a run started, by the clocks its reports use.

@@ -12,6 +12,11 @@ const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).format_timestamp(None).init();
+    // The guardian a trace starts (leaktrace::guardian) is told apart before the command line
+    // is parsed, so that it appears in no help, man page or shell completion.
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == leaktrace::guardian::SUBCOMMAND) {
+        return exit_code(leaktrace::guardian::run().map(|()| Verdict::Done));
+    }
     exit_code(Cli::parse().into_action().and_then(leaktrace::app::run))
 }
 

@@ -4,11 +4,13 @@
 #[cfg(feature = "bench")]
 pub mod bench;
 mod events;
+mod held;
 #[cfg(test)]
 mod names_check;
 mod uprobe_session;
 
 pub use events::UnwindEvents;
+pub use held::HeldMap;
 
 use std::{
     collections::HashMap as StdHashMap,
@@ -131,6 +133,14 @@ impl Drop for Tracer {
     /// workload); perf-event uprobes wait under a global lock and gain little (2.1 s against
     /// 1.7 s for twenty).
     fn drop(&mut self) {
+        self.detach_probes();
+    }
+}
+
+impl Tracer {
+    /// Detaches every probe (see `Drop`), keeping the maps readable: no probe can stop a
+    /// process after this returns.
+    pub fn detach_probes(&mut self) {
         let links = std::mem::take(&mut self.links);
         let sessions = self.sessions.take();
         std::thread::scope(|scope| {

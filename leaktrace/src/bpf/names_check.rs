@@ -103,6 +103,8 @@ fn loader_maps() -> BTreeSet<&'static str> {
         names::UNWIND_CACHE,
         names::UNWIND_EVENTS,
         names::PROCESS_EVENTS,
+        names::HELD,
+        names::TABLE_STALE,
     ])
 }
 

@@ -121,10 +121,18 @@ pub struct UnwindSection {
     /// not stopped, and the new library's first stacks may end as `unknown mapping`.
     #[serde(default)]
     pub library_events_lost: u64,
+    /// Allocations whose unwinding stopped in a library the process had just loaded, before
+    /// its table took the library in (an attached process runs on while it is updated).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub table_not_ready: u64,
     /// Every module mapped executable, with its unwinder.
     pub modules: Vec<UnwindModule>,
     /// Distinct stacks in the report by how their unwinding ended.
     pub stacks_by_end: BTreeMap<StackEnding, u64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// How one module's frames were unwound.
@@ -166,6 +174,10 @@ pub enum StackEnding {
     /// The kernel's frame-pointer walk (no DWARF unwinding asked for).
     #[serde(rename = "frame-pointer walk")]
     FramePointerWalk,
+    /// A return address in a library the process had just loaded, before its unwind table
+    /// took the library in.
+    #[serde(rename = "library not in table yet")]
+    LibraryNotInTableYet,
     /// The process had no unwind table yet, so the kernel's frame-pointer walk was used.
     #[serde(rename = "no table yet")]
     NoTableYet,
@@ -191,6 +203,7 @@ impl StackEnding {
             Self::FrameLimit => "frame limit",
             Self::FramePointerLost => "frame pointer lost",
             Self::FramePointerWalk => "frame-pointer walk",
+            Self::LibraryNotInTableYet => "library not in table yet",
             Self::NoTableYet => "no table yet",
             Self::SignalFrame => "signal frame",
             Self::StackUnreadable => "stack unreadable",
@@ -293,6 +306,7 @@ mod tests {
             StackEnding::FrameLimit,
             StackEnding::FramePointerLost,
             StackEnding::FramePointerWalk,
+            StackEnding::LibraryNotInTableYet,
             StackEnding::NoTableYet,
             StackEnding::SignalFrame,
             StackEnding::StackUnreadable,

@@ -488,6 +488,14 @@ fn render_unwinding(out: &mut String, unwind: &UnwindSection, verbose: bool) {
             unwind.library_events_lost
         );
     }
+    if unwind.table_not_ready > 0 {
+        let _ = writeln!(
+            out,
+            "{} allocations came from a library loaded moments before, not yet in the unwind table: their stacks \
+             end at its frames (library not in table yet)",
+            unwind.table_not_ready
+        );
+    }
     if unwind.mappings_dropped > 0 {
         let _ = writeln!(
             out,

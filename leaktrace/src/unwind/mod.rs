@@ -134,7 +134,7 @@ impl RowStore {
         &self,
         processes: impl IntoIterator<Item = &'a ProcessUnwind>,
         stacks_by_end: BTreeMap<StackEnding, u64>,
-        library_events_lost: u64,
+        (library_events_lost, table_not_ready): (u64, u64),
     ) -> UnwindSection {
         let mut modules: Vec<UnwindModule> = self
             .files
@@ -163,6 +163,7 @@ impl RowStore {
             mappings_dropped,
             table_updates,
             library_events_lost,
+            table_not_ready,
             modules,
             stacks_by_end,
         }
@@ -230,5 +231,6 @@ pub fn ending(end: StackEnd) -> StackEnding {
         StackEnd::ReadFailed => StackEnding::StackUnreadable,
         StackEnd::NoTable => StackEnding::NoTableYet,
         StackEnd::FramePointerLost => StackEnding::FramePointerLost,
+        StackEnd::TableNotReady => StackEnding::LibraryNotInTableYet,
     }
 }

@@ -10,6 +10,7 @@ use super::{attach::Attach, processes::TracedProcess, UserTrace};
 use crate::{
     allocator::AllocatorObject,
     error::{Error, Result},
+    guardian::Guardian,
     model::TargetInfo,
     process::{self, launch},
 };
@@ -121,6 +122,8 @@ impl UserTrace {
             process::find_allocator_for_program(&path, config.object.as_deref(), &config.symbol_prefix)?;
         // Checked before forking: every failure after `hold` must undo the fork.
         let linker = if self.rows.is_some() { process::dynamic_linker_of_program(&path)? } else { None };
+        // Before any probe can stop the command.
+        self.guardian = Some(Guardian::spawn(self.tracer.held_map_fd()?)?);
         let held = launch::hold(program, args)?;
         self.tracer.add_target(held.pid)?;
         // On failure `held` is dropped, which closes the gate: the command never runs.

@@ -25,6 +25,7 @@ use crate::{
     driver::{self, monotonic_ns, Mode, Outcome, RunClock, StopReason},
     error::Result,
     features::{self, Release, Support},
+    guardian::Guardian,
     mappings::ProcessModules,
     model::{Filters, Frame, ProbeReport, ProcessSummary, Report, Sample, Totals},
     process,
@@ -94,6 +95,8 @@ struct UserTrace {
     sessions: bool,
     /// Blocks and bytes dropped because their process ran a new program.
     exec_dropped: (u64, u64),
+    /// Resumes what the probes stopped should leaktrace die (launched commands only).
+    guardian: Option<Guardian>,
 }
 
 impl UserTrace {
@@ -145,6 +148,7 @@ impl UserTrace {
             freeze_at_exit: matches!(config.target, Target::Launch { .. }),
             sessions: false,
             exec_dropped: (0, 0),
+            guardian: None,
             config,
         })
     }
@@ -214,10 +218,10 @@ impl UserTrace {
             },
             counters,
             probe_misses: self.tracer.probe_misses(),
-            unwind: self
-                .rows
-                .as_ref()
-                .map(|rows| rows.section(unwinds, Default::default(), counters[Counter::UnwindEventLost as usize])),
+            unwind: self.rows.as_ref().map(|rows| {
+                let lost = counters[Counter::UnwindEventLost as usize];
+                rows.section(unwinds, Default::default(), (lost, counters[Counter::UnwindTableNotReady as usize]))
+            }),
             probes: self.probes.clone(),
             sampling: self.sampling.as_ref().map(|(sampler, _)| (sampler.period(), self.sessions)),
             build_ids: self
@@ -295,11 +299,9 @@ impl Mode for UserTrace {
             process.refresh(self.rows.as_mut(), &mut self.tracer)?;
             pin_unloaded(&self.tracer, &mut self.symbolizer, &mut self.pinned, &process.modules)?;
             self.settle_allocator(tgid)?;
-            if self.freeze_at_exit && process::is_stopped(tgid) {
+            if self.freeze_at_exit && process::is_stopped(tgid) && self.tracer.is_held(tgid) {
                 // Stopped by our exit probe: its mappings are now read; let it finish exiting.
-                if let Some(process) = self.processes.get(tgid) {
-                    process.resume();
-                }
+                processes::resume_held(&mut self.tracer, tgid);
             }
         }
         // With --comm, processes of that name may still come: only the user ends the trace.
@@ -328,7 +330,12 @@ impl Mode for UserTrace {
                 self.settle_allocator(tgid)?;
             }
             // Stopped by our hook, known or not (its event lost): never left stopped.
-            processes::resume_pid(tgid);
+            processes::resume_held(&mut self.tracer, tgid);
+            // An attached process was not stopped: its allocations made before now are counted
+            // as cut short at the new library ("library not in table yet").
+            if self.processes.get(tgid).is_some_and(|p| p.child.is_none()) {
+                self.tracer.settle_table_stale(tgid)?;
+            }
         }
         Ok(())
     }
@@ -375,20 +382,22 @@ impl Mode for UserTrace {
             }
             let _ = child.try_wait();
             // It may be stopped at exit by our probe: a stopped process acts on no signal.
-            process.resume();
+            process.resume(&mut self.tracer);
         }
     }
 
     fn detach(self) {
-        let Self { tracer, processes, rows, .. } = self;
+        let Self { mut tracer, processes, guardian, .. } = self;
         // Detach every probe (which takes the kernel a while), then resume the targets: no new
-        // library-load stop can happen after the detach, and one that happened since the last
-        // event was read is undone here.
+        // stop can happen after the detach, and one that happened since the last event was
+        // read is undone here.
+        tracer.detach_probes();
+        for process in processes.iter() {
+            process.resume(&mut tracer);
+        }
         drop(tracer);
-        if rows.is_some() {
-            for process in processes.iter() {
-                process.resume();
-            }
+        if let Some(guardian) = guardian {
+            guardian.dismiss();
         }
     }
 }

@@ -114,16 +114,22 @@ impl TracedProcess {
         }
     }
 
-    /// Sends SIGCONT: our probes stop it at exit (launched commands) and at library loads.
-    pub fn resume(&self) {
-        resume_pid(self.pid());
+    /// Resumes it (SIGCONT) if one of our probes stopped it (a launched command, at exit or
+    /// at a library load), clearing the probe's mark first. A stop that is not ours (the
+    /// user's Ctrl-Z or SIGSTOP) is left alone.
+    pub fn resume(&self, tracer: &mut Tracer) {
+        resume_held(tracer, self.pid());
     }
 }
 
-/// Sends SIGCONT to process `tgid` (stopped by one of our probes).
-pub fn resume_pid(tgid: u32) {
-    let pid = nix::unistd::Pid::from_raw(tgid as i32);
-    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+/// Resumes process `tgid` (SIGCONT) if one of our probes marked it stopped, clearing the
+/// mark first; a stop that is not ours is left alone.
+pub fn resume_held(tracer: &mut Tracer, tgid: u32) {
+    // Should the mark be unreadable, resuming is the safer guess.
+    if tracer.release_hold(tgid).unwrap_or(true) {
+        let pid = nix::unistd::Pid::from_raw(tgid as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+    }
 }
 
 /// Every traced process, by tgid.
