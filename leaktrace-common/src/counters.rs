@@ -50,5 +50,10 @@ indexed_enum! {
         UnwindEventLost = 20,
         /// `--sample-bytes`: allocation calls the sampler left out (by design, not a loss).
         SampledOut = 21,
+        /// PHP processes: allocations whose PHP frames were not stored (`PHP_STACKS` full); their
+        /// stacks show the native frames only.
+        PhpStackLost = 22,
+        /// PHP processes: PHP frame chains cut at `MAX_PHP_FRAMES` (the outermost frames are missing).
+        PhpStackTruncated = 23,
     }
 }

@@ -51,12 +51,14 @@ pub mod alloc;
 pub mod counters;
 pub mod kernel;
 pub mod names;
+pub mod php;
 pub mod sampling;
 pub mod unwind;
 
 pub use alloc::{AllocInfo, PendingCall, PendingKind, StackRecord, StackStats, MAX_STACK_DEPTH};
 pub use counters::Counter;
 pub use kernel::{KernelAlloc, KernelKey, KernelSpace, ReuseKey};
+pub use php::{PhpFrame, PhpProcess, PhpStack, MAX_PHP_FRAMES};
 pub use unwind::{
     MappingUnwinder, ProcessSlot, RowKind, StackEnd, UnwindEvent, UnwindEventKind, UnwindMapping, UnwindRow,
 };

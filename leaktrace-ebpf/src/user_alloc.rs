@@ -27,7 +27,7 @@ use crate::{
         count, sample_probability_of, stack_turnover, ALLOCS, FREEZE_AT_EXIT, MAX_SIZE, MIN_SIZE, PENDING,
         SAMPLE_PERIOD, SELF_TGID, STACK_SCRATCH, TARGETS, UNWIND_EVENTS, UNWIND_TABLES, USTACKS,
     },
-    stacks,
+    php, stacks,
     unwind::unwind_user_stack,
 };
 
@@ -60,7 +60,12 @@ fn store_stack(ctx: &RetProbeContext, tgid: u32) -> u64 {
         record.depth = ((bytes as usize) / 8).min(MAX_STACK_DEPTH) as u32;
         record.end = if UNWIND_TABLES.load() != 0 { StackEnd::NoTable } else { StackEnd::FramePointerWalk } as u32;
     }
-    stacks::store(&USTACKS, record, &stacks::USER, tgid)
+    let (php_hash, php_frames) = php::capture(tgid);
+    let key = stacks::store(&USTACKS, record, &stacks::USER, tgid, php_hash);
+    if let Some(frames) = php_frames {
+        php::store(key, frames);
+    }
+    key
 }
 
 /// The calling thread's (tgid, tid) if its process is traced.

@@ -196,6 +196,11 @@ struct TraceArgs {
     #[arg(long = "no-sessions")]
     pub no_sessions: bool,
 
+    /// Leave PHP frames out of the stacks of PHP processes (by default the PHP functions,
+    /// files and lines running at each allocation are shown among the native frames).
+    #[arg(long = "no-php-frames")]
+    pub no_php_frames: bool,
+
     /// Capacity of the DWARF unwind-row table shared by every module (8 bytes a row); modules
     /// that no longer fit are unwound with frame pointers, and the report says so.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_UNWIND_ROWS)]
@@ -303,6 +308,7 @@ impl TraceArgs {
             unwind_rows: self.unwind_rows,
             sample_bytes: self.sample_bytes,
             sessions: !self.no_sessions,
+            php_frames: !self.no_php_frames,
         })
     }
 

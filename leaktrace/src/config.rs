@@ -93,6 +93,8 @@ pub struct Config {
     pub sample_bytes: Option<u64>,
     /// Use uprobe session programs where the kernel has them (off: `--no-sessions`).
     pub sessions: bool,
+    /// Show the PHP frames of PHP processes (off: `--no-php-frames`).
+    pub php_frames: bool,
 }
 
 /// How the text report reads.

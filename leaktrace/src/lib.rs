@@ -25,6 +25,7 @@ pub mod focus;
 pub mod kernel;
 pub mod mappings;
 pub mod model;
+pub mod php;
 pub mod privileges;
 pub mod probe_site;
 pub mod process;

@@ -12,9 +12,10 @@ use crate::{
     driver::{from_counters, CounterFields},
     focus,
     model::{
-        self, Activity, Allocation, Figures, Frame, Lost, ProbeReport, Report, SamplingSection, Section, SortBy,
-        StackReport, Stamp, TargetInfo, UnwindSection, UserSection,
+        self, Activity, Allocation, Figures, Frame, FrameKind, Lost, ProbeReport, Report, SamplingSection, Section,
+        SortBy, StackReport, Stamp, TargetInfo, UnwindSection, UserSection,
     },
+    php::{self, PhpFrame},
     sampling::Sampler,
     trend::{self, Class, SeriesBook},
     unwind,
@@ -112,6 +113,8 @@ pub struct NamedStacks {
     pub stacks: HashMap<u64, (Vec<u64>, StackEnd)>,
     /// The frames of each address.
     pub frames: HashMap<u64, Vec<Frame>>,
+    /// The PHP frames of each stack of a PHP process, innermost first.
+    pub php: HashMap<u64, Vec<PhpFrame>>,
 }
 
 /// Everything else the report says.
@@ -149,6 +152,8 @@ const LOSSES: &CounterFields<Lost> = &[
     (Counter::PendingMapFull, |l| &mut l.pending_map_full),
     (Counter::PendingStale, |l| &mut l.pending_stale),
     (Counter::OutPointerUnreadable, |l| &mut l.out_pointer_unreadable),
+    (Counter::PhpStackLost, |l| &mut l.php_frames_lost),
+    (Counter::PhpStackTruncated, |l| &mut l.php_frames_truncated),
 ];
 
 /// Which counter feeds which activity figure.
@@ -185,12 +190,21 @@ pub fn build_report(ranked: Ranked, named: &NamedStacks, context: Context) -> Re
             }
             report.frames =
                 addresses[..mapped].iter().flat_map(|a| named.frames.get(a).cloned().unwrap_or_default()).collect();
+            if let Some(php_frames) = named.php.get(&id) {
+                report.frames = php::splice(std::mem::take(&mut report.frames), php_frames);
+            }
             report.focus_frame = focus::user_focus(&report.frames);
             report
         })
         .collect();
     let c = &context.counters;
-    let lost = Lost { probe_misses: context.probe_misses, ..from_counters(c, LOSSES) };
+    let php_names_unreadable =
+        stacks.iter().flat_map(|s| &s.frames).filter(|f| f.kind == Some(FrameKind::Php) && f.symbol.is_none()).count();
+    let lost = Lost {
+        probe_misses: context.probe_misses,
+        php_names_unreadable: php_names_unreadable as u64,
+        ..from_counters(c, LOSSES)
+    };
     let activity = Activity { stacks_cut_short: cut_short, ..from_counters(c, ACTIVITY) };
     let used: BTreeSet<&str> = stacks.iter().flat_map(|s| &s.frames).filter_map(|f| f.module.as_deref()).collect();
     let build_ids = context.build_ids.into_iter().filter(|(m, _)| used.contains(m.as_str())).collect();

@@ -6,7 +6,10 @@ mod attach;
 pub mod build;
 pub mod processes;
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::{BTreeSet, HashMap},
+    time::Duration,
+};
 
 use leaktrace_common::{Counter, StackStats};
 
@@ -23,6 +26,7 @@ use crate::{
     error::{Error, Result},
     features::{self, Release, Support},
     model::{Filters, ProbeReport, Report, Sample, TargetInfo},
+    php::PhpFrame,
     process::{self, launch},
     sampling::Sampler,
     symbolize::Symbolizer,
@@ -132,6 +136,9 @@ impl UserTrace {
                 p.allocator.path.display(),
                 if absent.is_empty() { String::new() } else { format!(" (absent: {})", absent.join(", ")) },
             );
+            if let Some(notice) = p.php.as_ref().and_then(|php| php.notice()) {
+                eprintln!("{notice}");
+            }
         }
         eprintln!("Probes: {}", ProbeReport::summary(&self.probes));
         if let Some((sampler, sessions)) = &self.sampling {
@@ -153,6 +160,19 @@ impl UserTrace {
         let points = turnover.iter().map(|(&id, stats)| (id, turnover_sample(stats)));
         self.series.record(self.clock.elapsed_s(), points, false);
         Ok(())
+    }
+
+    /// The PHP frames of the stacks to report, by stack key.
+    fn php_frames<T>(&mut self, stacks: &HashMap<u64, T>) -> Result<HashMap<u64, Vec<PhpFrame>>> {
+        let mut found = HashMap::new();
+        for process in self.processes.iter_mut() {
+            let Some(php) = process.php.as_mut() else { continue };
+            if !process.exited {
+                php.collect(&self.tracer)?;
+            }
+            found.extend(stacks.keys().filter_map(|&key| Some((key, php.frames(key)?))));
+        }
+        Ok(found)
     }
 
     /// Everything the report says besides the stacks.
@@ -245,8 +265,9 @@ impl Mode for UserTrace {
             stacks.values().flat_map(|(ips, _)| ips).copied().collect::<BTreeSet<u64>>().into_iter().collect();
         let primary = self.processes.primary().expect("a user trace traces at least one process");
         let frames = self.symbolizer.symbolize(&primary.modules, &addresses);
+        let php = self.php_frames(&stacks)?;
         let context = self.context(min_age, self.tracer.counters()?);
-        Ok(build::build_report(ranked, &NamedStacks { stacks, frames }, context))
+        Ok(build::build_report(ranked, &NamedStacks { stacks, frames, php }, context))
     }
 
     fn wind_down(&mut self, stop: StopReason) {
@@ -320,12 +341,15 @@ fn attach_running(
     let allocator = process::find_allocator(pid, config.object.as_deref(), &config.symbol_prefix)?;
     let mut tracer = Tracer::load(load)?;
     let attach = Attach { pid, sessions: config.sessions };
-    let mut process = TracedProcess::new(info, allocator, rows.is_some());
+    let mut process = TracedProcess::new(info, allocator, rows.is_some(), config.php_frames);
     if let Some(rows) = rows {
         process.refresh(Some(rows), &mut tracer)?;
         if let Some(linker) = process::dynamic_linker_of_pid(pid)? {
             attach.library_hook(&mut tracer, &linker)?;
         }
+    } else {
+        // Its mappings, for its PHP frames: the header says what PHP it runs.
+        process.refresh(None, &mut tracer)?;
     }
     tracer.add_target(pid)?;
     let sessions = attach.allocator(&mut tracer, &process.allocator, sampling)?;
@@ -360,7 +384,7 @@ fn launch_command(
     let child = held.release()?;
     let command = std::iter::once(program).chain(args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ");
     let info = TargetInfo { pid: child.id(), command, exe: path.display().to_string() };
-    let mut process = TracedProcess::new(info, allocator, dwarf_unwinding);
+    let mut process = TracedProcess::new(info, allocator, dwarf_unwinding, config.php_frames);
     process.child = Some(child);
     Ok(Attached { tracer, process, sessions })
 }

@@ -10,6 +10,7 @@ use crate::{
     error::Result,
     mappings::ProcessModules,
     model::TargetInfo,
+    php::PhpState,
     process,
     unwind::{ProcessUnwind, RowStore},
 };
@@ -30,15 +31,18 @@ pub struct TracedProcess {
     pub exec_generation: u32,
     /// True once it has exited.
     pub exited: bool,
+    /// Its PHP, if it runs one; none with `--no-php-frames`.
+    pub php: Option<PhpState>,
     /// /proc/PID/exe when first read: a different one later means an exec.
     first_exe: Option<std::path::PathBuf>,
 }
 
 impl TracedProcess {
     /// A process about to be traced, with its mappings not yet read.
-    pub fn new(info: TargetInfo, allocator: AllocatorObject, dwarf_unwinding: bool) -> Self {
+    pub fn new(info: TargetInfo, allocator: AllocatorObject, dwarf_unwinding: bool, php_frames: bool) -> Self {
         let pid = info.pid;
         Self {
+            php: php_frames.then(PhpState::default),
             modules: ProcessModules::new(pid),
             unwind: dwarf_unwinding.then(|| ProcessUnwind::new(pid)),
             info,
@@ -78,11 +82,20 @@ impl TracedProcess {
             (Some(first), Some(exe)) if *first != exe => {
                 self.first_exe = Some(exe);
                 self.exec_generation += 1;
+                if let Some(php) = self.php.as_mut() {
+                    // A new program: what was known of the old one's PHP no longer holds.
+                    *php = PhpState::default();
+                }
                 if let Some(now) = process::describe_pid(self.pid()) {
                     self.info = now;
                 }
             }
             _ => {}
+        }
+        let pid = self.pid();
+        if let Some(php) = self.php.as_mut() {
+            php.sync(pid, &self.modules, tracer)?;
+            php.collect(tracer)?;
         }
         Ok(())
     }
