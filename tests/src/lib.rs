@@ -331,3 +331,16 @@ pub fn assert_text_matches_truth(stdout: &str, report: &Value, truth: &[Truth]) 
     let totals = (report["totals"]["bytes"].as_u64().unwrap(), report["totals"]["count"].as_u64().unwrap());
     assert_eq!(text_outstanding(text), totals, "{text}");
 }
+
+/// `go tool pprof ARGS FILE`'s output (Go is installed by `cargo xtask test`'s setup).
+pub fn go_pprof(args: &[&str], file: &Path) -> String {
+    let output = Command::new("go")
+        .args(["tool", "pprof"])
+        .args(args)
+        .arg(file)
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .expect("go is installed by cargo xtask setup");
+    assert!(output.status.success(), "go tool pprof failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}

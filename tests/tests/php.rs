@@ -187,6 +187,7 @@ fn launched_php_worker_shows_its_php_chain_in_each_leak() {
     require_php();
     let dir = tempfile::tempdir().unwrap();
     let (json, folded) = (dir.path().join("report.json"), dir.path().join("report.folded"));
+    let (svg, pprof) = (dir.path().join("report.svg"), dir.path().join("report.pb.gz"));
     let script = worker_script();
     // PHP unloads its extensions (dlclose) before it exits, and a report taken at exit names
     // frames from the mappings of that moment, where ffi.so and libffi are gone: keep them
@@ -194,7 +195,8 @@ fn launched_php_worker_shows_its_php_chain_in_each_leak() {
     // named.
     let output = Command::new(leaktrace_bin())
         .env("ZEND_DONT_UNLOAD_MODULES", "1")
-        .args(["--top", "1000", "--json", json.to_str().unwrap(), "--folded", folded.to_str().unwrap(), "--", "php"])
+        .args(["--top", "1000", "--json", json.to_str().unwrap(), "--folded", folded.to_str().unwrap()])
+        .args(["--svg", svg.to_str().unwrap(), "--pprof", pprof.to_str().unwrap(), "--", "php"])
         .arg(&script)
         .arg("25")
         .output()
@@ -204,6 +206,32 @@ fn launched_php_worker_shows_its_php_chain_in_each_leak() {
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("(NTS) in /usr/bin/php"), "the header names the PHP found: {stderr}");
     check_report(&json, &folded, &stdout, &stdout);
+    check_svg_and_pprof(&svg, &pprof, &truth(&stdout));
+}
+
+/// The flame graph has each caller's frame as wide as its leak; `go tool pprof -traces`
+/// shows each PHP chain in order, in front of `execute_ex`, and PHP frames have their own
+/// `[php]` mapping.
+fn check_svg_and_pprof(svg: &Path, pprof: &Path, truth: &[(String, u64, u64)]) {
+    let svg = std::fs::read_to_string(svg).unwrap();
+    let go = |args: &[&str]| go_pprof(args, pprof);
+    let traces = go(&["-traces"]);
+    for (caller, bytes, _) in truth {
+        // inferno writes thousands with commas.
+        let digits = bytes.to_string();
+        let grouped: Vec<String> =
+            digits.as_bytes().rchunks(3).rev().map(|c| String::from_utf8(c.to_vec()).unwrap()).collect();
+        let title = format!("{caller} ({} bytes", grouped.join(","));
+        assert!(svg.contains(&title), "{title} missing from the flame graph");
+        let chain: Vec<String> = expected_chain(caller).into_iter().map(|(name, _)| name).collect();
+        let wanted = [chain, vec!["execute_ex".to_string()]].concat();
+        let found = traces.split("-----------+").any(|block| {
+            let names: Vec<&str> = block.lines().skip(1).map(|l| l.split_whitespace().last().unwrap_or("")).collect();
+            names.windows(wanted.len()).any(|w| w == wanted.as_slice())
+        });
+        assert!(found, "no pprof trace with {wanted:?}:\n{traces}");
+    }
+    assert!(go(&["-raw"]).lines().any(|l| l.contains("[php]") && l.contains("0x0/0x0/0x0")), "no [php] mapping");
 }
 
 #[test]
