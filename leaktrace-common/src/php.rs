@@ -10,12 +10,14 @@ pub const MAX_PHP_FRAMES: usize = 32;
 pub struct PhpFrame {
     /// The frame's `zend_function *`: user space reads its names from it.
     pub function: u64,
-    /// The line of the opcode the frame was executing (`opline->lineno`), 0 when unreadable
-    /// (an internal function's frame has no opcodes of its own).
-    pub lineno: u32,
+    /// The opcode the frame was executing (`opline`): user space reads its line from it,
+    /// since a function's opcodes live as long as the function.
+    pub opline: u64,
     /// The frame's call info (`This.u1.type_info`): tells the first frame that one native
     /// `execute_ex` runs (`ZEND_CALL_TOP`) from the frames it called.
     pub call_info: u32,
+    /// Explicit padding.
+    pub _pad: u32,
 }
 
 /// The PHP frames of one allocation, innermost first, in `PHP_STACKS` under the key of its
@@ -48,15 +50,11 @@ pub struct PhpProcess {
     pub call_info: u32,
     /// Offset of `prev_execute_data` in `zend_execute_data`.
     pub prev: u32,
-    /// Offset of `lineno` in `zend_op`.
-    pub lineno: u32,
-    /// Explicit padding.
-    pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<PhpFrame>() == 16);
-const _: () = assert!(core::mem::size_of::<PhpStack>() == 8 + 16 * MAX_PHP_FRAMES);
-const _: () = assert!(core::mem::size_of::<PhpProcess>() == 32);
+const _: () = assert!(core::mem::size_of::<PhpFrame>() == 24);
+const _: () = assert!(core::mem::size_of::<PhpStack>() == 8 + 24 * MAX_PHP_FRAMES);
+const _: () = assert!(core::mem::size_of::<PhpProcess>() == 24);
 
 #[cfg(feature = "user")]
 // SAFETY: plain old data: integers only, `#[repr(C)]`, no padding (asserted above).

@@ -1,6 +1,6 @@
 //! PHP frames at allocation time: the VM's frame chain, walked from
 //! `executor_globals.current_execute_data` through `prev_execute_data`, one
-//! (`zend_function *`, line) pair per frame. Names are not read here: user space reads them
+//! (`zend_function *`, opcode) pair per frame. Names are not read here: user space reads them
 //! once per function from the process's memory, where compiled code lives as long as the
 //! process (or opcache's shared memory) does.
 
@@ -41,6 +41,9 @@ pub fn capture(tgid: u32) -> (u64, Option<*mut PhpStack>) {
         (hash, Some(scratch))
     }
 }
+
+/// Words of a `zend_execute_data` read per frame: up to `prev_execute_data` (offset 48).
+const EXECUTE_DATA_WORDS: usize = 7;
 
 /// The walk's state between frames, shared with the `bpf_loop` callback.
 #[repr(C)]
@@ -98,20 +101,26 @@ extern "C" fn walk_step(_index: u64, context: *mut c_void) -> i64 {
         return 1;
     }
     let process = &walk.process;
-    let function: u64 = read(execute_data, process.func).unwrap_or(0);
+    // The frame's first words in one read rather than one read per field: every field used
+    // (opline, func, This.u1.type_info, prev_execute_data) is a word-aligned word, or the
+    // low half of one, within them in every PHP version in the table.
+    let Some(words) = read::<[u64; EXECUTE_DATA_WORDS]>(execute_data, 0) else { return 1 };
+    let word = |offset: u32| words.get((offset / 8) as usize).copied().unwrap_or(0);
+    let function = word(process.func);
     if function != 0 {
-        let opline: u64 = read(execute_data, process.opline).unwrap_or(0);
-        let lineno: u32 = if opline == 0 { 0 } else { read(opline, process.lineno).unwrap_or(0) };
-        let call_info: u32 = read(execute_data, process.call_info).unwrap_or(0);
+        let opline = word(process.opline);
+        let call_info = word(process.call_info) as u32;
         // SAFETY: `walk.stack` is the scratch record, valid for the whole walk and referenced
         // nowhere else while it runs; `get_mut` checks the index.
         let Some(frame) = (unsafe { (*walk.stack).frames.get_mut(walk.depth as usize) }) else { return 1 };
-        *frame = PhpFrame { function, lineno, call_info };
+        *frame = PhpFrame { function, opline, call_info, _pad: 0 };
+        // The opcode, not its line: two calls on one line are two stacks, and the line
+        // costs another read.
         walk.hash = (walk.hash ^ function).wrapping_mul(0x0000_0100_0000_01b3);
-        walk.hash = (walk.hash ^ u64::from(lineno)).wrapping_mul(0x0000_0100_0000_01b3);
+        walk.hash = (walk.hash ^ opline).wrapping_mul(0x0000_0100_0000_01b3);
         walk.depth += 1;
     }
-    walk.execute_data = read(execute_data, process.prev).unwrap_or(0);
+    walk.execute_data = word(process.prev);
     0
 }
 

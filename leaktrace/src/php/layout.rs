@@ -52,6 +52,15 @@ pub mod fixed {
     pub const STRING_LEN: u64 = 16;
     /// `offsetof(zend_string, val)`.
     pub const STRING_VAL: u64 = 24;
+    // The eBPF walk reads a frame's first 7 words at once and picks these fields out of them.
+    const _: () = {
+        let fields = [EXECUTE_DATA_OPLINE, EXECUTE_DATA_FUNC, EXECUTE_DATA_CALL_INFO, EXECUTE_DATA_PREV];
+        let mut i = 0;
+        while i < fields.len() {
+            assert!(fields[i].is_multiple_of(8) && fields[i] < 56);
+            i += 1;
+        }
+    };
     /// `ZEND_CALL_TOP`: the frame is the first one its native `execute_ex` runs.
     pub const CALL_TOP: u32 = 1 << 17;
     /// `zend_function.type` of a C function.

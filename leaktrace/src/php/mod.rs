@@ -1,6 +1,6 @@
 //! PHP frames inside allocation stacks. For a PHP process (an NTS build of a version in the
 //! [layout table](layout::LAYOUTS)) the eBPF programs record, per allocation, the PHP VM's
-//! frame chain as (`zend_function *`, line) pairs; here those become `Class::method`,
+//! frame chain as (`zend_function *`, opcode) pairs; here those become `Class::method`,
 //! `function` or `{main}` frames with `file.php:line`, spliced among the native frames at
 //! the `execute_ex` frames that run them ([`splice`]).
 
@@ -87,7 +87,9 @@ impl PhpState {
                 continue;
             }
             for frame in &stack.frames[..usize::from(stack.depth).min(stack.frames.len())] {
-                traced.names.name(frame.function);
+                if traced.names.name(frame.function).is_some_and(|n| n.file.is_some()) {
+                    traced.names.line(frame.opline);
+                }
             }
             traced.stacks.insert(key, stack);
         }
@@ -103,12 +105,13 @@ impl PhpState {
         let frames = stack.frames[..depth]
             .iter()
             .map(|raw| {
-                let name = traced.names.name(raw.function);
+                let name = traced.names.name(raw.function).cloned();
+                // A function written in C has no file, and its frame no line of its own.
+                let line = name.as_ref().and_then(|n| n.file.as_ref()).and_then(|_| traced.names.line(raw.opline));
                 let frame = Frame {
-                    symbol: name.map(|n| n.name.clone()),
-                    file: name.and_then(|n| n.file.clone()),
-                    // An internal function's frame has no line of its own.
-                    line: name.and_then(|n| n.file.as_ref()).map(|_| raw.lineno).filter(|&l| l != 0),
+                    symbol: name.as_ref().map(|n| n.name.clone()),
+                    file: name.and_then(|n| n.file),
+                    line,
                     kind: Some(FrameKind::Php),
                     ..Frame::default()
                 };
@@ -158,8 +161,6 @@ fn start(pid: u32, path: &str, binary: layout::Binary, bias: u64, tracer: &mut T
         func: fixed::EXECUTE_DATA_FUNC,
         call_info: fixed::EXECUTE_DATA_CALL_INFO,
         prev: fixed::EXECUTE_DATA_PREV,
-        lineno: fixed::OP_LINENO,
-        _pad: 0,
     };
     tracer.set_php_process(pid, &process)?;
     Ok(PhpState::Traced(Box::new(PhpProcessFrames {

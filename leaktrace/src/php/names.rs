@@ -24,12 +24,26 @@ pub struct NameReader {
     mem: Option<File>,
     layout: &'static Layout,
     cache: HashMap<u64, FunctionName>,
+    lines: HashMap<u64, u32>,
 }
 
 impl NameReader {
     /// A reader of process `pid`'s memory; reads fail once the process is gone.
     pub fn new(pid: u32, layout: &'static Layout) -> Self {
-        Self { mem: File::open(format!("/proc/{pid}/mem")).ok(), layout, cache: HashMap::new() }
+        Self { mem: File::open(format!("/proc/{pid}/mem")).ok(), layout, cache: HashMap::new(), lines: HashMap::new() }
+    }
+
+    /// The source line of the opcode at `opline`, read now if it was not yet; none when
+    /// unreadable or 0. Opcodes live as long as their function, like its names.
+    pub fn line(&mut self, opline: u64) -> Option<u32> {
+        if opline == 0 {
+            return None;
+        }
+        if !self.lines.contains_key(&opline) {
+            let line = u32::from_le_bytes(self.bytes::<4>(opline + u64::from(fixed::OP_LINENO))?);
+            self.lines.insert(opline, line);
+        }
+        self.lines.get(&opline).copied().filter(|&l| l != 0)
     }
 
     /// The names of the function at `function`, read now if they were not yet.
