@@ -77,7 +77,8 @@ fn walk(process: &PhpProcess, stack: *mut PhpStack) -> u64 {
     unsafe {
         (*stack).truncated = 0;
         bpf_loop(MAX_PHP_FRAMES as u32 + 4, walk_step as *mut c_void, (&mut walk as *mut Walk).cast(), 0);
-        if walk.execute_data != 0 && walk.depth as usize >= MAX_PHP_FRAMES {
+        // Frames left: the chain went on past the frames kept (or a frame was unreadable).
+        if walk.execute_data != 0 {
             (*stack).truncated = 1;
             count(Counter::PhpStackTruncated);
         }

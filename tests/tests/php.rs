@@ -261,3 +261,22 @@ fn no_php_frames_leaves_the_native_stack_alone() {
         report["stacks"]
     );
 }
+
+/// A chain deeper than the 32 frames kept: each allocation's chain is cut, and counted in
+/// the JSON and the text.
+#[test]
+fn php_chains_deeper_than_the_limit_are_cut_and_counted() {
+    require_root();
+    require_php();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let script = workspace_root().join("bench/workload/php_frames.php");
+    // 40 frames of PHP code; 1,000 warm-up calls and 100 timed ones, each a malloc and a free.
+    let output = run_leaktrace(&["--json", json.to_str().unwrap(), "--", "php", script.to_str().unwrap(), "40", "100"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report = read_report(&json);
+    let truncated = report["lost"]["php_frames_truncated"].as_u64().unwrap_or(0);
+    assert!(truncated >= 1100, "{}", report["lost"]);
+    assert!(stdout.contains(&format!("PHP frames missing: {truncated} PHP frame chains cut at 32 frames")), "{stdout}");
+}
