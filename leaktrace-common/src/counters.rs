@@ -56,5 +56,10 @@ indexed_enum! {
         /// Allocations whose DWARF unwinding stopped at a library the process had just loaded,
         /// before its unwind table took the library in (`StackEnd::TableNotReady`).
         UnwindTableNotReady = 23,
+        /// PHP processes: allocations whose PHP frames were not stored (`PHP_STACKS` full); their
+        /// stacks show the native frames only.
+        PhpStackLost = 24,
+        /// PHP processes: PHP frame chains cut at `MAX_PHP_FRAMES` (the outermost frames are missing).
+        PhpStackTruncated = 25,
     }
 }

@@ -51,6 +51,7 @@ pub mod alloc;
 pub mod counters;
 pub mod kernel;
 pub mod names;
+pub mod php;
 pub mod process;
 pub mod sampling;
 pub mod unwind;
@@ -58,6 +59,7 @@ pub mod unwind;
 pub use alloc::{AllocInfo, AllocKey, PendingCall, PendingKind, StackRecord, StackStats, MAX_STACK_DEPTH};
 pub use counters::Counter;
 pub use kernel::{KernelAlloc, KernelKey, KernelSpace, Lineage, ReuseKey};
+pub use php::{PhpFrame, PhpProcess, PhpStack, MAX_PHP_FRAMES};
 pub use process::{ProcessEvent, ProcessEventKind};
 pub use unwind::{
     HoldReason, MappingUnwinder, ProcessSlot, RowKind, StackEnd, UnwindEvent, UnwindEventKind, UnwindMapping, UnwindRow,

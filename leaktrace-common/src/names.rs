@@ -19,6 +19,14 @@ pub const COUNTERS: &str = "COUNTERS";
 pub const STACK_STATS: &str = "STACK_STATS";
 /// Process ids (tgid) being traced.
 pub const TARGETS: &str = "TARGETS";
+/// PHP processes: tgid → `PhpProcess`, where their VM's frame chain starts.
+pub const PHP_PROCESSES: &str = "PHP_PROCESSES";
+/// PHP frames of allocations, under the key of their native stack in `USTACKS` → `PhpStack`.
+pub const PHP_STACKS: &str = "PHP_STACKS";
+/// Per-CPU scratch `PhpStack` where PHP frames are read before they are hashed.
+pub const PHP_SCRATCH: &str = "PHP_SCRATCH";
+/// Capacity of `PHP_PROCESSES`.
+pub const MAX_PHP_PROCESSES: u32 = 1024;
 
 /// Global: leaktrace's own tgid, never traced.
 pub const GLOBAL_SELF_TGID: &str = "SELF_TGID";

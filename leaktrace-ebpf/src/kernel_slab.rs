@@ -128,7 +128,7 @@ fn store_kernel_stack<C: EbpfContext>(ctx: &C, slot: KernelScratch, call_site: u
     }
     record.depth = depth as u32;
     record.end = if depth == MAX_STACK_DEPTH { StackEnd::DepthLimit } else { StackEnd::Complete } as u32;
-    stacks::store(&KSTACKS, record, &stacks::KERNEL, 0)
+    stacks::store(&KSTACKS, record, &stacks::KERNEL, 0, 0)
 }
 
 /// Where the name of an object's cache is, when the event says.

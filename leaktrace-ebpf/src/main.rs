@@ -15,6 +15,8 @@ mod kernel_slab;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
+mod php;
+#[cfg(target_arch = "bpf")]
 mod runtime;
 #[cfg(target_arch = "bpf")]
 mod stacks;

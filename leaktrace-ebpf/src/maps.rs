@@ -30,12 +30,12 @@ use leaktrace_common::{
     kernel::{BuildIdFrame, SlabPages, EXEC_PATH_LEN, MAX_BUILD_ID_FRAMES},
     names::{
         DEFAULT_MAX_ALLOCS, DEFAULT_MAX_KERNEL_ALLOCS, DEFAULT_STACK_STORAGE, MAX_EXECUTABLES, MAX_LINEAGE,
-        MAX_PENDING, MAX_TARGETS,
+        MAX_PENDING, MAX_PHP_PROCESSES, MAX_TARGETS,
     },
     sampling::{sample_probability, weighted_bytes, weighted_count, SAMPLE_TABLE_LEN},
     unwind::{UnwindCacheEntry, DEFAULT_UNWIND_ROWS, MAX_UNWIND_MAPPINGS, UNWIND_CACHE_SIZE, UNWIND_SLOTS},
-    AllocInfo, AllocKey, Counter, KernelAlloc, KernelKey, Lineage, PendingCall, ProcessSlot, ReuseKey, StackRecord,
-    StackStats, UnwindMapping, UnwindRow,
+    AllocInfo, AllocKey, Counter, KernelAlloc, KernelKey, Lineage, PendingCall, PhpProcess, PhpStack, ProcessSlot,
+    ReuseKey, StackRecord, StackStats, UnwindMapping, UnwindRow,
 };
 
 /// Outstanding allocations. Not preallocated: a million-entry preallocated hash would pin
@@ -164,6 +164,20 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::L
 /// Traced processes (tgid → unused byte).
 #[map]
 pub static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_TARGETS, 0);
+
+/// PHP processes (tgid → where their VM's frame chain starts), set by user space for PHP
+/// processes only.
+#[map]
+pub static PHP_PROCESSES: HashMap<u32, PhpProcess> = HashMap::with_max_entries(MAX_PHP_PROCESSES, 0);
+
+/// PHP frames of allocations, under the key of their native stack in `USTACKS`. Not
+/// preallocated, like `USTACKS`.
+#[map]
+pub static PHP_STACKS: HashMap<u64, PhpStack> = HashMap::with_max_entries(DEFAULT_STACK_STORAGE, BPF_F_NO_PREALLOC);
+
+/// Where PHP frames are read before they are hashed (too big for the BPF stack).
+#[map]
+pub static PHP_SCRATCH: PerCpuArray<PhpStack> = PerCpuArray::with_max_entries(1, 0);
 
 /// Kernel mode: outstanding kernel objects. Preallocated on purpose: a map that allocates
 /// on insert would call kmalloc from inside our own kmalloc tracing, and its refills would

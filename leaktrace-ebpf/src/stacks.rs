@@ -24,12 +24,14 @@ pub const USER: LossCounters = LossCounters { lost: Counter::StackLost, collisio
 pub const KERNEL: LossCounters =
     LossCounters { lost: Counter::KernelStackLost, collision: Counter::KernelStackCollision };
 
-/// FNV-1a over `seed` and the addresses; 0 is kept for "no stack".
+/// FNV-1a over `seed`, `extra` and the addresses; 0 is kept for "no stack".
 #[inline(always)]
-fn hash_of(record: &StackRecord, seed: u32) -> u64 {
+fn hash_of(record: &StackRecord, seed: u32, extra: u64) -> u64 {
     let depth = record.depth as usize;
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     hash ^= u64::from(seed);
+    hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    hash ^= extra;
     hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     for i in 0..MAX_STACK_DEPTH {
         if i >= depth {
@@ -44,10 +46,18 @@ fn hash_of(record: &StackRecord, seed: u32) -> u64 {
 /// Stores `record` in `map` under its hash and returns the hash, or 0 when it could not be
 /// stored (the cause counted in `losses`). `seed` keeps apart equal addresses that mean
 /// different code: user stacks are seeded with their process (two processes can map
-/// different files at the same addresses), kernel stacks with 0.
+/// different files at the same addresses), kernel stacks with 0. `extra` keeps apart equal
+/// native stacks that ran different interpreted code (the hash of a PHP process's frames;
+/// 0 for none).
 #[inline(always)]
-pub fn store(map: &HashMap<u64, StackRecord>, record: &StackRecord, losses: &LossCounters, seed: u32) -> u64 {
-    let hash = hash_of(record, seed);
+pub fn store(
+    map: &HashMap<u64, StackRecord>,
+    record: &StackRecord,
+    losses: &LossCounters,
+    seed: u32,
+    extra: u64,
+) -> u64 {
+    let hash = hash_of(record, seed, extra);
     // Most stacks have been seen before: look first, insert only a new one.
     // SAFETY: stack map entries are only ever inserted, with BPF_NOEXIST: never updated or
     // deleted, by the programs or by user space. The stored record is valid and unchanging

@@ -29,7 +29,7 @@ use crate::{
         MIN_SIZE, PENDING, SAMPLE_PERIOD, SELF_TGID, STACK_SCRATCH, TABLE_STALE, TARGETS, UNWIND_EVENTS,
         UNWIND_PROCESSES, UNWIND_TABLES, USTACKS,
     },
-    stacks,
+    php, stacks,
     unwind::unwind_user_stack,
 };
 
@@ -64,7 +64,12 @@ fn store_stack(ctx: &RetProbeContext, tgid: u32) -> u64 {
     } else if record.end == StackEnd::TableNotReady as u32 {
         count(Counter::UnwindTableNotReady);
     }
-    stacks::store(&USTACKS, record, &stacks::USER, tgid)
+    let (php_hash, php_frames) = php::capture(tgid);
+    let key = stacks::store(&USTACKS, record, &stacks::USER, tgid, php_hash);
+    if let Some(frames) = php_frames {
+        php::store(key, frames);
+    }
+    key
 }
 
 /// The calling thread's (tgid, tid) if its process is traced.

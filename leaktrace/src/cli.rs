@@ -211,6 +211,11 @@ struct TraceArgs {
     #[arg(long = "no-sessions")]
     pub no_sessions: bool,
 
+    /// Leave PHP frames out of the stacks of PHP processes (by default the PHP functions,
+    /// files and lines running at each allocation are shown among the native frames).
+    #[arg(long = "no-php-frames")]
+    pub no_php_frames: bool,
+
     /// Capacity of the DWARF unwind-row table shared by every module (8 bytes a row); modules
     /// that no longer fit are unwound with frame pointers, and the report says so.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_UNWIND_ROWS)]
@@ -334,6 +339,7 @@ impl TraceArgs {
             sessions: !self.no_sessions,
             follow: self.follow || (launched && !self.no_follow),
             by_process: self.group_by == GroupBy::Process,
+            php_frames: !self.no_php_frames,
         })
     }
 

@@ -107,6 +107,8 @@ pub struct Config {
     pub by_process: bool,
     /// Use uprobe session programs where the kernel has them (off: `--no-sessions`).
     pub sessions: bool,
+    /// Show the PHP frames of PHP processes (off: `--no-php-frames`).
+    pub php_frames: bool,
 }
 
 /// How the text report reads.

@@ -2,7 +2,7 @@
 //! program's own code rather than the C library, the dynamic linker, an allocator, a
 //! language runtime or (in kernel mode) the kernel's allocators. Pure.
 
-use crate::model::Frame;
+use crate::model::{Frame, FrameKind};
 
 /// File-name prefixes of user-space modules that are runtime, not the program's own code.
 const RUNTIME_MODULES: &[&str] = &[
@@ -57,10 +57,15 @@ fn module_file(frame: &Frame) -> &str {
     module.rsplit('/').next().unwrap_or(module)
 }
 
-/// The index in `frames` of the first frame of the program's own code, if any.
+/// The index in `frames` of the first frame of the program's own code, if any. A PHP
+/// frame of PHP code (one with a file) is the program's own code; one of a function written
+/// in C is runtime.
 pub fn user_focus(frames: &[Frame]) -> Option<usize> {
-    frames.iter().position(|f| {
-        f.module.is_some() && !f.inlined && !RUNTIME_MODULES.iter().any(|prefix| module_file(f).starts_with(prefix))
+    frames.iter().position(|f| match f.kind {
+        Some(FrameKind::Php) => f.file.is_some(),
+        None => {
+            f.module.is_some() && !f.inlined && !RUNTIME_MODULES.iter().any(|prefix| module_file(f).starts_with(prefix))
+        }
     })
 }
 

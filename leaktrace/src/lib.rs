@@ -28,6 +28,7 @@ pub mod interrupt;
 pub mod kernel;
 pub mod mappings;
 pub mod model;
+pub mod php;
 pub mod privileges;
 pub mod probe_site;
 pub mod process;

@@ -420,3 +420,16 @@ pub fn ensure_debian_package(package: &str) {
         .expect("apt-get runs");
     assert!(install.success(), "installing {package} failed");
 }
+
+/// `go tool pprof ARGS FILE`'s output (Go is installed by `cargo xtask test`'s setup).
+pub fn go_pprof(args: &[&str], file: &Path) -> String {
+    let output = Command::new("go")
+        .args(["tool", "pprof"])
+        .args(args)
+        .arg(file)
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .expect("go is installed by cargo xtask setup");
+    assert!(output.status.success(), "go tool pprof failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}

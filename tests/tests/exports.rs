@@ -95,18 +95,6 @@ fn folded_svg_and_pprof_agree_with_the_json_report() {
     }
 }
 
-fn go_pprof(args: &[&str], file: &Path) -> String {
-    let output = Command::new("go")
-        .args(["tool", "pprof"])
-        .args(args)
-        .arg(file)
-        .env("HOME", std::env::temp_dir())
-        .output()
-        .expect("go is installed by cargo xtask setup");
-    assert!(output.status.success(), "go tool pprof failed: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 /// From `go tool pprof -raw`: (bytes, count) summed by the innermost function of each sample.
 fn innermost_totals(raw: &str) -> HashMap<String, (u64, u64)> {
     let mut location_function: HashMap<u64, String> = HashMap::new();

@@ -233,12 +233,20 @@ pub fn ensure_bcc_kernel_headers() -> Result<()> {
 
 /// What the tests use beside leaktrace: the Go toolchain (they read leaktrace's pprof output
 /// with `go tool pprof`), gdb (its backtraces check the unwinding fixture), binutils (objcopy
-/// builds the unwind-table tests' objects), man (it finds the packaged man pages by name) and
-/// bpftrace (a second tracer's uprobe on malloc beside leaktrace's).
+/// builds the unwind-table tests' objects), man (it finds the packaged man pages by name),
+/// bpftrace (a second tracer's uprobe on malloc beside leaktrace's), and Debian's PHP CLI (the
+/// PHP frame tests run a PHP worker; FFI comes with it, in php-common).
 pub fn ensure_test_tools() -> Result<()> {
     ensure_lint_tools()?;
     ensure_debian_tools(
-        &[("golang-go", "go"), ("gdb", "gdb"), ("binutils", "objcopy"), ("man-db", "man"), ("bpftrace", "bpftrace")],
+        &[
+            ("golang-go", "go"),
+            ("gdb", "gdb"),
+            ("binutils", "objcopy"),
+            ("man-db", "man"),
+            ("bpftrace", "bpftrace"),
+            ("php-cli", "php"),
+        ],
         "for the tests",
     )?;
     ensure_debian_libraries(&["libjemalloc2"], "for the tests (a preloaded malloc replacement)")

@@ -34,8 +34,8 @@ use leaktrace_common::{
     kernel::{BuildIdFrame, SlabPages, EXEC_PATH_LEN, MAX_BUILD_ID_FRAMES},
     names,
     unwind::{MAX_UNWIND_MAPPINGS, UNWIND_SLOTS},
-    AllocInfo, AllocKey, Counter, KernelAlloc, KernelKey, Lineage, ProcessEvent, ProcessSlot, ReuseKey, StackEnd,
-    StackRecord, StackStats, UnwindMapping, UnwindRow,
+    AllocInfo, AllocKey, Counter, KernelAlloc, KernelKey, Lineage, PhpProcess, PhpStack, ProcessEvent, ProcessSlot,
+    ReuseKey, StackEnd, StackRecord, StackStats, UnwindMapping, UnwindRow,
 };
 
 use crate::error::{is_permission_denied, Cause, Error, Result};
@@ -212,6 +212,7 @@ impl Tracer {
                     )
                     .map_max_entries(names::ALLOCS, options.max_allocs)
                     .map_max_entries(names::USTACKS, options.stack_storage)
+                    .map_max_entries(names::PHP_STACKS, options.stack_storage)
                     .map_max_entries(names::STACKS, 1)
                     .map_max_entries(names::STACK_STATS, options.stack_storage)
                     .map_max_entries(names::KALLOCS, 1)
@@ -232,6 +233,8 @@ impl Tracer {
                     .map_max_entries(names::LAST_FREE, 1)
                     .map_max_entries(names::STACK_STATS, options.stack_storage)
                     .map_max_entries(names::USTACKS, 1)
+                    .map_max_entries(names::PHP_STACKS, 1)
+                    .map_max_entries(names::PHP_PROCESSES, 1)
                     .map_max_entries(names::STACKS, if *user_stacks { options.stack_storage } else { 1 })
                     .map_max_entries(names::KALLOCS, options.max_allocs)
                     .map_max_entries(names::KSTACKS, options.stack_storage)
@@ -595,6 +598,32 @@ impl Tracer {
                 let end = StackEnd::from_u32(record.end).unwrap_or(StackEnd::Unsupported);
                 Some((id, (record.ips[..depth].to_vec(), end)))
             })
+            .collect())
+    }
+
+    /// Tells the programs where process `tgid`'s PHP frame chain starts: from now on its
+    /// allocations carry their PHP frames.
+    pub fn set_php_process(&mut self, tgid: u32, process: &PhpProcess) -> Result<()> {
+        let name = names::PHP_PROCESSES;
+        let map = self.ebpf.map_mut(name).ok_or_else(|| missing_map(name))?;
+        let mut processes: HashMap<_, u32, PhpProcess> = HashMap::try_from(map).map_err(|e| map_error(name, e))?;
+        processes.insert(tgid, process, 0).map_err(|e| map_error(name, e))
+    }
+
+    /// The PHP frames stored so far, by the key of their native stack; only those not in
+    /// `known` are read.
+    pub fn php_stacks(&self, known: &dyn Fn(u64) -> bool) -> Result<StdHashMap<u64, PhpStack>> {
+        let name = names::PHP_STACKS;
+        let map = self.ebpf.map(name).ok_or_else(|| missing_map(name))?;
+        let stacks: HashMap<_, u64, PhpStack> = HashMap::try_from(map).map_err(|e| map_error(name, e))?;
+        // Entries are only ever inserted: a key that fails to read was not there.
+        Ok(stacks
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !known(*k))
+            .collect::<Vec<u64>>()
+            .into_iter()
+            .filter_map(|k| stacks.get(&k, 0).ok().map(|s| (k, s)))
             .collect())
     }
 

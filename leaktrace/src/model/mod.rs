@@ -291,10 +291,21 @@ pub struct Lost {
     /// could not pass on: a child may be untraced or an exec's old blocks kept.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub process_events_lost: u64,
+    /// PHP processes: allocations whose PHP frames were not stored (the PHP frame map was
+    /// full); their stacks show the native frames only.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub php_frames_lost: u64,
+    /// PHP processes: PHP frame chains cut at the frame limit (outermost PHP frames missing).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub php_frames_truncated: u64,
+    /// PHP processes: PHP frames whose names could not be read any more (shown as `[php] ?`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub php_names_unreadable: u64,
 }
 
 impl Lost {
-    /// Sum of every loss that can make the figures wrong (`user_stack_lost` loses no object).
+    /// Sum of every loss that can make the figures wrong (`user_stack_lost` and the PHP
+    /// frame losses lose no object, only names).
     pub fn total(&self) -> u64 {
         self.allocs_map_full
             + self.stack_lost
@@ -416,6 +427,19 @@ pub struct Frame {
     /// True for a kernel frame.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub kernel: bool,
+    /// What runs the frame when it is not native code: `"php"` for a PHP function's frame
+    /// (its `symbol` is `Class::method`, `function` or `{main}`, `file:line` the PHP source;
+    /// no `module`). Absent for native frames.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<FrameKind>,
+}
+
+/// Frames that are not native code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FrameKind {
+    /// A PHP function's frame in the PHP VM.
+    Php,
 }
 
 /// One outstanding allocation.

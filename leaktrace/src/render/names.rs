@@ -1,12 +1,13 @@
 //! How frames are named in exports that only carry names (folded stacks, flame graphs,
 //! pprof functions without symbols, diff keys), and reports and counts in their titles.
 
-use crate::model::{Frame, Report, StackReport, TargetInfo};
+use crate::model::{Frame, FrameKind, Report, StackReport, TargetInfo};
 
-/// `symbol`, else `module+0xoffset`, else `[unknown]`; kernel frames end in `_[k]`. Semicolons are replaced because the
+/// `symbol`, else `module+0xoffset`, else `[unknown]` (`[php] ?` for a PHP frame); kernel frames end in `_[k]`. Semicolons are replaced because the
 /// folded format uses them as separators (Rust names like `[u8; 4]` contain one).
 pub fn frame_name(frame: &Frame) -> String {
     let name = match (&frame.symbol, &frame.module) {
+        (None, _) if frame.kind == Some(FrameKind::Php) => "[php] ?".to_string(),
         (Some(symbol), _) => symbol.clone(),
         (None, Some(module)) => {
             format!("{}+{:#x}", module.rsplit('/').next().unwrap_or(module), frame.offset.unwrap_or(0))

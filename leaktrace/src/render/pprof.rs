@@ -8,7 +8,10 @@ use std::io::Write as _;
 use prost::Message;
 
 use super::names::{export_frames, frame_name};
-use crate::model::{Frame, Report};
+use crate::model::{Frame, FrameKind, Report};
+
+/// The mapping of PHP frames.
+const PHP_MAPPING: &str = "[php]";
 
 #[derive(Clone, PartialEq, Message)]
 struct Profile {
@@ -152,7 +155,9 @@ struct Builder {
     locations: Vec<Location>,
     // Keyed by address and name: frames without an address (a group named after a cache)
     // must not share one location.
-    location_ids: HashMap<(u64, String), u64>,
+    /// The line is part of the key too: PHP frames have no address, and one PHP function
+    /// called from two lines is two locations.
+    location_ids: HashMap<(u64, String, u32), u64>,
 }
 
 impl Builder {
@@ -200,11 +205,17 @@ impl Builder {
     /// they were inlined into, which is pprof's order for `Location.line` too.
     fn location_id(&mut self, group: &[Frame], build_ids: &std::collections::BTreeMap<String, String>) -> u64 {
         let address = group[0].address;
-        let key = (address, frame_name(&group[0]));
+        let key = (address, frame_name(&group[0]), group[0].line.filter(|_| address == 0).unwrap_or(0));
         if let Some(&id) = self.location_ids.get(&key) {
             return id;
         }
-        let mapping_id = self.mapping_id(group[0].module.as_deref().unwrap_or_default(), build_ids);
+        // PHP frames get a mapping of their own, named `[php]`, so that tools can tell them
+        // from native code.
+        let module = match group[0].kind {
+            Some(FrameKind::Php) => PHP_MAPPING,
+            None => group[0].module.as_deref().unwrap_or_default(),
+        };
+        let mapping_id = self.mapping_id(module, build_ids);
         let line = group
             .iter()
             .map(|frame| Line { function_id: self.function_id(frame), line: i64::from(frame.line.unwrap_or(0)) })

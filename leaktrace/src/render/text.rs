@@ -5,9 +5,9 @@ use std::fmt::Write as _;
 use crate::{
     config::TextOptions,
     model::{
-        Class, FamilyReport, Frame, Handling, Holder, KernelGroup, KernelSection, KmallocCacheNames, NotAttached,
-        ProbeReport, ProcessSummary, Report, SamplingSection, Share, StackEnding, StackReport, Trend, UnwindSection,
-        Unwinder,
+        Class, FamilyReport, Frame, FrameKind, Handling, Holder, KernelGroup, KernelSection, KmallocCacheNames, Lost,
+        NotAttached, ProbeReport, ProcessSummary, Report, SamplingSection, Share, StackEnding, StackReport, Trend,
+        UnwindSection, Unwinder,
     },
     render::names::counted,
 };
@@ -16,9 +16,11 @@ fn module_name(module: &str) -> &str {
     module.rsplit('/').next().unwrap_or(module)
 }
 
-/// One frame as a text line: `symbol+0xoff [module] file:line`.
+/// One frame as a text line: `symbol+0xoff [module] file:line`; a PHP frame as
+/// `[php] Class::method file.php:line` (`[php] ?` when its name could not be read).
 pub fn frame_line(frame: &Frame) -> String {
     let mut line = match (&frame.symbol, &frame.module) {
+        _ if frame.kind == Some(FrameKind::Php) => format!("[php] {}", frame.symbol.as_deref().unwrap_or("?")),
         (Some(symbol), Some(module)) if frame.inlined => format!("{symbol} [{}] (inlined)", module_name(module)),
         (Some(symbol), Some(module)) => {
             let name = frame.part.as_deref().unwrap_or(symbol);
@@ -292,7 +294,7 @@ fn render_totals(out: &mut String, report: &Report) {
 /// The `Lost events:` line: every loss by cause, and what it means for the figures.
 fn render_losses(out: &mut String, report: &Report) {
     let lost = &report.lost;
-    let causes: Vec<String> = [
+    let causes = nonzero([
         (lost.allocs_map_full, "allocations not tracked (allocation map full, raise --max-allocs)"),
         (lost.stack_lost, "stacks not captured (stack map full or unwalkable, raise --stack-storage-size)"),
         (lost.stack_collision, "stacks lost to hash collisions (raise --stack-storage-size)"),
@@ -304,11 +306,7 @@ fn render_losses(out: &mut String, report: &Report) {
         (lost.user_stack_lost, "user stacks not captured"),
         (lost.probes_not_attached, "allocator functions not traced (probe refused by the kernel, listed below)"),
         (lost.process_events_lost, "process events missed (forks or execs not followed)"),
-    ]
-    .into_iter()
-    .filter(|(n, _)| *n > 0)
-    .map(|(n, what)| format!("{n} {what}"))
-    .collect();
+    ]);
     if causes.is_empty() {
         out.push_str("Lost events: none\n");
     } else {
@@ -319,6 +317,25 @@ fn render_losses(out: &mut String, report: &Report) {
         };
         let _ = writeln!(out, "Lost events: {}; {consequence}", causes.join(", "));
     }
+    render_php_losses(out, lost);
+}
+
+/// What PHP frames are missing: they lose names, not memory, so they do not make the figures
+/// incomplete.
+fn render_php_losses(out: &mut String, lost: &Lost) {
+    let causes = nonzero([
+        (lost.php_frames_lost, "stacks without their PHP frames (PHP frame map full, raise --stack-storage-size)"),
+        (lost.php_frames_truncated, "PHP frame chains cut at 32 frames"),
+        (lost.php_names_unreadable, "frames whose function could no longer be read ([php] ?)"),
+    ]);
+    if !causes.is_empty() {
+        let _ = writeln!(out, "PHP frames missing: {}", causes.join(", "));
+    }
+}
+
+/// `N what` for each count that is not zero.
+fn nonzero<const K: usize>(counts: [(u64, &str); K]) -> Vec<String> {
+    counts.into_iter().filter(|(n, _)| *n > 0).map(|(n, what)| format!("{n} {what}")).collect()
 }
 
 /// The `Activity:` line, and the count of stacks a frame-pointer walk cut short.
@@ -628,6 +645,7 @@ mod tests {
             inlined: false,
             kernel: false,
             part: None,
+            kind: None,
         };
         assert_eq!(frame_line(&named), "leak+0x1e [app] app.c:12");
         let stripped = Frame { symbol: None, file: None, line: None, offset: Some(0x1136), ..named.clone() };
@@ -636,5 +654,15 @@ mod tests {
         assert_eq!(frame_line(&cold), "leak.cold+0x6 [app]");
         let unknown = Frame { address: 0x7f00, ..Frame::default() };
         assert_eq!(frame_line(&unknown), "[unknown] 0x7f00");
+        let php = Frame {
+            symbol: Some("Job::handle".into()),
+            file: Some("/srv/jobs.php".into()),
+            line: Some(12),
+            kind: Some(FrameKind::Php),
+            ..Frame::default()
+        };
+        assert_eq!(frame_line(&php), "[php] Job::handle /srv/jobs.php:12");
+        let unreadable = Frame { symbol: None, file: None, line: None, ..php };
+        assert_eq!(frame_line(&unreadable), "[php] ?");
     }
 }

@@ -12,10 +12,11 @@ use crate::{
     driver::{from_counters, CounterFields},
     focus,
     model::{
-        self, Activity, Allocation, FamilyReport, Figures, Frame, Holder, Lost, NotAttached, ProbeReport,
+        self, Activity, Allocation, FamilyReport, Figures, Frame, FrameKind, Holder, Lost, NotAttached, ProbeReport,
         ProcessSummary, Report, SamplingSection, Section, SortBy, StackReport, Stamp, TargetInfo, UnwindSection,
         UserSection,
     },
+    php::{self, PhpFrame},
     sampling::Sampler,
     trend::{self, SeriesBook},
     unwind,
@@ -129,6 +130,8 @@ pub struct NamedStacks {
     /// Frames of stacks captured in a library since unloaded, named while its mapping was
     /// known, by stack id and address: they take precedence over `frames`.
     pub pinned: HashMap<u64, HashMap<u64, Vec<Frame>>>,
+    /// The PHP frames of each stack of a PHP process, innermost first.
+    pub php: HashMap<u64, Vec<PhpFrame>>,
 }
 
 /// Everything else the report says.
@@ -177,6 +180,8 @@ const LOSSES: &CounterFields<Lost> = &[
     (Counter::PendingStale, |l| &mut l.pending_stale),
     (Counter::OutPointerUnreadable, |l| &mut l.out_pointer_unreadable),
     (Counter::ProcessEventLost, |l| &mut l.process_events_lost),
+    (Counter::PhpStackLost, |l| &mut l.php_frames_lost),
+    (Counter::PhpStackTruncated, |l| &mut l.php_frames_truncated),
 ];
 
 /// Which counter feeds which activity figure.
@@ -216,15 +221,21 @@ pub fn build_report(ranked: Ranked, named: &NamedStacks, context: Context) -> Re
             }
             report.frames =
                 addresses[..mapped].iter().flat_map(|a| frames_of(a).cloned().unwrap_or_default()).collect();
+            if let Some(php_frames) = named.php.get(&id) {
+                report.frames = php::splice(std::mem::take(&mut report.frames), php_frames);
+            }
             report.focus_frame = focus::user_focus(&report.frames);
             report
         })
         .collect();
     let stacks = if context.by_process { by_process(stacks) } else { merge_holders(stacks, context.filters.sort) };
     let c = &context.counters;
+    let php_names_unreadable =
+        stacks.iter().flat_map(|s| &s.frames).filter(|f| f.kind == Some(FrameKind::Php) && f.symbol.is_none()).count();
     let lost = Lost {
         probe_misses: context.probe_misses,
         probes_not_attached: context.not_attached.len() as u64,
+        php_names_unreadable: php_names_unreadable as u64,
         ..from_counters(c, LOSSES)
     };
     let activity = Activity {

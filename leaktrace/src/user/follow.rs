@@ -97,7 +97,7 @@ impl UserTrace {
             Err(e) => return Err(e),
         };
         let pair = self.processes.unwind_pair(self.rows.is_some());
-        let mut traced = TracedProcess::new(info, allocator.clone(), pair);
+        let mut traced = TracedProcess::new(info, allocator.clone(), pair, self.config.php_frames);
         traced.parent = parent;
         traced.refresh(self.rows.as_mut(), &mut self.tracer)?;
         let linker = if self.rows.is_some() { process::dynamic_linker_of_pid(pid)? } else { None };
@@ -132,7 +132,7 @@ impl UserTrace {
         let command = std::iter::once(program).chain(args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ");
         let info = TargetInfo { pid: child.id(), command, exe: path.display().to_string() };
         let pair = self.processes.unwind_pair(self.rows.is_some());
-        let mut traced = TracedProcess::new(info, allocator, pair);
+        let mut traced = TracedProcess::new(info, allocator, pair, self.config.php_frames);
         traced.child = Some(child);
         traced.allocator_settled = self.config.object.is_some();
         // The command has exec'd: its first mappings (the program and the dynamic linker).
@@ -202,7 +202,7 @@ impl UserTrace {
         let info = process::describe_pid(child).unwrap_or_else(|| TargetInfo { pid: child, ..from.info.clone() });
         let comm = from.comm.clone();
         let pair = self.processes.unwind_pair(self.rows.is_some());
-        let mut traced = TracedProcess::new(info, allocator, pair);
+        let mut traced = TracedProcess::new(info, allocator, pair, self.config.php_frames);
         traced.parent = Some(parent);
         if traced.comm.is_empty() {
             traced.comm = comm;
@@ -239,7 +239,7 @@ impl UserTrace {
             None => process::own_allocator(&self.config.symbol_prefix)?,
         };
         let pair = self.processes.unwind_pair(self.rows.is_some());
-        let mut traced = TracedProcess::new(info, allocator, pair);
+        let mut traced = TracedProcess::new(info, allocator, pair, self.config.php_frames);
         traced.allocator_settled = false;
         traced.refresh(self.rows.as_mut(), &mut self.tracer)?;
         self.processes.insert(traced);

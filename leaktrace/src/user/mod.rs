@@ -28,6 +28,7 @@ use crate::{
     guardian::Guardian,
     mappings::ProcessModules,
     model::{Filters, Frame, ProbeReport, ProcessSummary, Report, Sample, Totals},
+    php::PhpFrame,
     process,
     sampling::Sampler,
     symbolize::Symbolizer,
@@ -165,6 +166,9 @@ impl UserTrace {
                 p.allocator.path.display(),
                 if absent.is_empty() { String::new() } else { format!(" (absent: {})", absent.join(", ")) },
             );
+            if let Some(notice) = p.php.as_ref().and_then(|php| php.notice()) {
+                eprintln!("{notice}");
+            }
         }
         for p in self.processes.iter() {
             let families: Vec<String> = p
@@ -198,6 +202,19 @@ impl UserTrace {
         let points = turnover.iter().map(|(&id, stats)| (id, turnover_sample(stats)));
         self.series.record(self.clock.elapsed_s(), points, false);
         Ok(())
+    }
+
+    /// The PHP frames of the stacks to report, by stack key.
+    fn php_frames<T>(&mut self, stacks: &HashMap<u64, T>) -> Result<HashMap<u64, Vec<PhpFrame>>> {
+        let mut found = HashMap::new();
+        for process in self.processes.iter_mut() {
+            let Some(php) = process.php.as_mut() else { continue };
+            if !process.exited {
+                php.collect(&self.tracer)?;
+            }
+            found.extend(stacks.keys().filter_map(|&key| Some((key, php.frames(key)?))));
+        }
+        Ok(found)
     }
 
     /// Everything the report says besides the stacks.
@@ -281,7 +298,7 @@ impl UserTrace {
             }
         }
         let pinned = ranked.stack_ids().filter_map(|id| self.pinned.get(&id).map(|p| (id, p.clone()))).collect();
-        Ok(NamedStacks { stacks, frames, pinned })
+        Ok(NamedStacks { stacks, frames, pinned, php: HashMap::new() })
     }
 }
 
@@ -364,7 +381,8 @@ impl Mode for UserTrace {
             holders: (self.processes.len() > 1).then_some(&comms),
         };
         let ranked = build::rank(&snapshot);
-        let named = self.name_stacks(&ranked)?;
+        let mut named = self.name_stacks(&ranked)?;
+        named.php = self.php_frames(&named.stacks)?;
         let mut context = self.context(min_age, self.tracer.counters()?);
         context.processes = self.summaries(&outstanding);
         Ok(build::build_report(ranked, &named, context))

@@ -10,6 +10,7 @@ use crate::{
     error::Result,
     mappings::ProcessModules,
     model::TargetInfo,
+    php::PhpState,
     process,
     unwind::{ProcessUnwind, RowStore},
 };
@@ -37,6 +38,8 @@ pub struct TracedProcess {
     /// False until its allocator was chosen among the libraries its current program maps:
     /// a launched command's and an exec'd program's are mapped only after they start.
     pub allocator_settled: bool,
+    /// Its PHP, if it runs one; none with `--no-php-frames`.
+    pub php: Option<PhpState>,
     /// /proc/PID/exe when first read: a different one later means an exec.
     first_exe: Option<std::path::PathBuf>,
 }
@@ -44,10 +47,12 @@ pub struct TracedProcess {
 impl TracedProcess {
     /// A process about to be traced, with its mappings not yet read. `unwind_pair` is its
     /// pair of unwind-table slots (none with `--unwind fp`, or when every pair is taken: a
-    /// forked child then keeps unwinding with its parent's table).
-    pub fn new(info: TargetInfo, allocator: AllocatorObject, unwind_pair: Option<u32>) -> Self {
+    /// forked child then keeps unwinding with its parent's table). `php_frames`: look for a
+    /// PHP VM in it.
+    pub fn new(info: TargetInfo, allocator: AllocatorObject, unwind_pair: Option<u32>, php_frames: bool) -> Self {
         let pid = info.pid;
         Self {
+            php: php_frames.then(PhpState::default),
             modules: ProcessModules::new(pid),
             unwind: unwind_pair.map(|pair| ProcessUnwind::new(pid, pair)),
             comm: process::comm_of(pid).unwrap_or_default(),
@@ -93,6 +98,11 @@ impl TracedProcess {
             }
             _ => {}
         }
+        let pid = self.pid();
+        if let Some(php) = self.php.as_mut() {
+            php.sync(pid, &self.modules, tracer)?;
+            php.collect(tracer)?;
+        }
         Ok(())
     }
 
@@ -105,7 +115,11 @@ impl TracedProcess {
         self.describe_again();
     }
 
+    /// A new program: describe it again; what was known of the old one's PHP no longer holds.
     fn describe_again(&mut self) {
+        if let Some(php) = self.php.as_mut() {
+            *php = PhpState::default();
+        }
         if let Some(now) = process::describe_pid(self.pid()) {
             self.info = now;
         }
