@@ -259,12 +259,12 @@ fn dlopen_cycles_past_a_full_row_table_degrade_to_frame_pointers_without_a_wrong
     eprintln!("stacks cut short: {cut_short:?}");
 }
 
-/// Without `--follow`, leaktrace traces the launched process only: a child forked without
+/// With `--no-follow`, leaktrace traces the launched process only: a child forked without
 /// exec runs untraced (its allocations and its frees of its copies of the parent's blocks do
 /// not reach the report), and the parent's figures stay exact across the fork.
 #[test]
 fn fork_without_exec_traces_the_parent_exactly_and_not_the_child() {
-    let (report, stdout) = launch(&[], &["fork"]);
+    let (report, stdout) = launch(&["--no-follow"], &["fork"]);
     let truth = parse_truth(&stdout);
     assert_eq!(truth.len(), 2, "{stdout}");
     let parent = truth.iter().find(|t| t.site == "parent_leak").unwrap();
@@ -279,6 +279,27 @@ fn fork_without_exec_traces_the_parent_exactly_and_not_the_child() {
     let child_pid: u32 =
         stdout.lines().find_map(|l| l.strip_prefix("CHILD ")).expect("the fixture names its child").parse().unwrap();
     assert_ne!(report["target"]["pid"], child_pid);
+}
+
+/// Followed (a launched command's default), a child forked without exec is traced from its
+/// first instruction: its own leak is exact and held by it, the parent's stays exact, and the
+/// child's frees of its copies of the parent's blocks, which it never allocated, are the only
+/// frees of unknown blocks.
+#[test]
+fn fork_without_exec_followed_traces_both_exactly() {
+    let (report, stdout) = launch(&[], &["fork"]);
+    let truth = parse_truth(&stdout);
+    let parent = truth.iter().find(|t| t.site == "parent_leak").unwrap();
+    let child = truth.iter().find(|t| t.site == "child_leak").unwrap();
+    assert_nothing_lost(&report);
+    assert_eq!(totals_for(&report, "parent_leak"), (parent.bytes, parent.count), "{:#}", report["stacks"]);
+    assert_eq!(totals_for(&report, "child_leak"), (child.bytes, child.count), "{:#}", report["stacks"]);
+    let child_pid: u64 =
+        stdout.lines().find_map(|l| l.strip_prefix("CHILD ")).expect("the fixture names its child").parse().unwrap();
+    let pids: Vec<u64> = report["processes"].as_array().unwrap().iter().filter_map(|p| p["pid"].as_u64()).collect();
+    assert!(pids.contains(&child_pid), "{pids:?}");
+    // Its two frees of the parent's blocks, copied at the fork.
+    assert_eq!(report["activity"]["free_unknown"], 2, "{}", report["activity"]);
 }
 
 const PAIR_COUNT: u64 = 500;
