@@ -6,11 +6,14 @@
 //! memleak; and writes `bench.json` and `bench.md` (a table) into the output directory
 //! (default target/bench).
 //!
-//! Usage: leaktrace-bench [--quick] [--out DIR] [--leaktrace PATH]
+//! `--soak MINUTES` runs the soak alone instead (bench/src/soak.rs): soak.json and soak.md.
+//!
+//! Usage: leaktrace-bench [--quick] [--soak MINUTES] [--out DIR] [--leaktrace PATH]
 
 mod cost;
 mod proc;
 mod real;
+mod soak;
 mod stats;
 mod tools;
 mod workload;
@@ -109,6 +112,8 @@ impl Plan {
 
 struct Options {
     quick: bool,
+    /// Run the soak alone, for this many minutes.
+    soak: Option<f64>,
     out: PathBuf,
     leaktrace: PathBuf,
 }
@@ -119,20 +124,28 @@ fn workspace_root() -> PathBuf {
 
 fn parse_options() -> Result<Options> {
     let root = workspace_root();
-    let mut options =
-        Options { quick: false, out: root.join("target/bench"), leaktrace: root.join("target/release/leaktrace") };
+    let mut options = Options {
+        quick: false,
+        soak: None,
+        out: root.join("target/bench"),
+        leaktrace: root.join("target/release/leaktrace"),
+    };
     let mut argv = std::env::args().skip(1);
     while let Some(arg) = argv.next() {
         match arg.as_str() {
             "--quick" => options.quick = true,
+            "--soak" => {
+                options.soak =
+                    Some(argv.next().context("--soak needs minutes")?.parse().context("--soak needs minutes")?)
+            }
             "--out" => options.out = argv.next().context("--out needs a directory")?.into(),
             "--leaktrace" => options.leaktrace = argv.next().context("--leaktrace needs a path")?.into(),
             "-h" | "--help" => {
-                println!("usage: leaktrace-bench [--quick] [--out DIR] [--leaktrace PATH]");
+                println!("usage: leaktrace-bench [--quick] [--soak MINUTES] [--out DIR] [--leaktrace PATH]");
                 std::process::exit(0);
             }
             other => {
-                bail!("unknown argument {other:?} (usage: leaktrace-bench [--quick] [--out DIR] [--leaktrace PATH])")
+                bail!("unknown argument {other:?} (usage: leaktrace-bench [--quick] [--soak MINUTES] [--out DIR] [--leaktrace PATH])")
             }
         }
     }
@@ -176,6 +189,9 @@ fn run() -> Result<()> {
         memleak_script: root.join("bench/workload/memleak-bpfcc.py"),
         scratch,
     };
+    if let Some(minutes) = options.soak {
+        return soak::run(&env, minutes, &options.out);
+    }
     // Timed runs without per-program statistics, whoever turned them on.
     let quiet = stats::BpfStats::set(false)?;
     let mut result = serde_json::Map::new();

@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--quick] [--out DIR]`: installs the tools the benchmark compares
+//! `cargo xtask bench [--quick | --soak MINUTES] [--out DIR]`: installs the tools the benchmark compares
 //! leaktrace with (Debian's bpftrace, heaptrack, valgrind and bcc's memleak from bpfcc-tools,
 //! with kernel headers for bcc) and the real program it runs (jq), builds leaktrace and the
 //! harness (bench/) in release mode and runs the harness. Results go to target/bench/

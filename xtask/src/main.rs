@@ -48,6 +48,10 @@ enum Task {
         /// A few-seconds version: one repetition, small sizes (checks that the bench runs).
         #[arg(long)]
         quick: bool,
+        /// Instead, the soak alone: the steady workload traced for this many minutes (30 for
+        /// the published figures), a report every 10 s, each checked; soak.json and soak.md.
+        #[arg(long, value_name = "MINUTES", conflicts_with = "quick")]
+        soak: Option<f64>,
         /// Output directory (default target/bench).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
@@ -89,11 +93,14 @@ fn run() -> Result<()> {
             setup::ensure_test_tools()?;
             test(&root, filter.as_deref())
         }
-        Task::Bench { quick, out } => {
+        Task::Bench { quick, soak, out } => {
             setup::run(&root)?;
             let mut args = Vec::new();
             if quick {
                 args.push("--quick".to_string());
+            }
+            if let Some(minutes) = soak {
+                args.extend(["--soak".to_string(), minutes.to_string()]);
             }
             if let Some(out) = out {
                 args.extend(["--out".to_string(), out.display().to_string()]);
