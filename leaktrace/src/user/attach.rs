@@ -102,7 +102,7 @@ impl Attach {
             match self.probe(tracer, f.function.entry_program, f.function.returns_block, spot, session) {
                 Ok(()) => {}
                 Err(e) if is_conflict(&e) => {
-                    eprintln!(
+                    crate::say!(
                         "leaktrace: warning: {} in {} (file offset {:#x}) is not traced: the kernel refused its \
                          uprobe (EINVAL), most likely because another tool (bcc's memleak, a USDT tracer) holds a \
                          uprobe at the same place with a different ref_ctr_offset",

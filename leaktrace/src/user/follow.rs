@@ -55,7 +55,7 @@ impl UserTrace {
             let linker = process::dynamic_linker_of_program(Path::new("/proc/self/exe"))?;
             self.probe(0, &mut own, linker.as_deref())?;
             if all.is_empty() {
-                eprintln!("leaktrace: no process is named {comm} yet: waiting for one");
+                crate::say!("leaktrace: no process is named {comm} yet: waiting for one");
             }
         }
         // With --follow, the children already running are traced too, and theirs.

@@ -49,7 +49,7 @@ pub async fn run(mut config: Config) -> Result<Outcome> {
 /// Applies the fallbacks of a kernel that lacks a feature, saying so once.
 fn adapt_to_kernel(config: &mut Config, support: &Support) {
     for feature in &support.fallbacks {
-        eprintln!(
+        crate::say!(
             "leaktrace: this kernel lacks {} (Linux {}): {}",
             feature.name,
             feature.since,
@@ -158,7 +158,7 @@ impl UserTrace {
     fn announce(&self) {
         for p in self.processes.iter() {
             let absent = &p.allocator.absent;
-            eprintln!(
+            crate::say!(
                 "Tracing pid {} ({}): {} allocator functions in {}{}. Ctrl-C to end.",
                 p.pid(),
                 p.info.command,
@@ -167,7 +167,7 @@ impl UserTrace {
                 if absent.is_empty() { String::new() } else { format!(" (absent: {})", absent.join(", ")) },
             );
             if let Some(notice) = p.php.as_ref().and_then(|php| php.notice()) {
-                eprintln!("{notice}");
+                crate::say!("{notice}");
             }
         }
         for p in self.processes.iter() {
@@ -177,14 +177,14 @@ impl UserTrace {
                 .iter()
                 .map(|f| format!("{} in {} ({})", f.family, f.object, f.functions.join(", ")))
                 .collect();
-            eprintln!("Allocators: {}", families.join("; "));
+            crate::say!("Allocators: {}", families.join("; "));
         }
         if let Target::Processes { comm: Some(comm), .. } = &self.config.target {
-            eprintln!("Tracing every process named {comm}, now and as they start. Ctrl-C to end.");
+            crate::say!("Tracing every process named {comm}, now and as they start. Ctrl-C to end.");
         }
-        eprintln!("Probes: {}", ProbeReport::summary(&self.probes));
+        crate::say!("Probes: {}", ProbeReport::summary(&self.probes));
         if let Some((sampler, _)) = &self.sampling {
-            eprintln!(
+            crate::say!(
                 "Sampling: one allocation per {} bytes on average (figures are estimates with 95 % intervals); {}",
                 sampler.period(),
                 if self.sessions {
@@ -507,7 +507,7 @@ fn attach_process_events(tracer: &mut Tracer, tracefs: Result<std::path::PathBuf
         if everywhere {
             return Err(e);
         }
-        eprintln!("leaktrace: {e}: a traced process that runs a new program keeps its old blocks in the report");
+        crate::say!("leaktrace: {e}: a traced process that runs a new program keeps its old blocks in the report");
         return Ok(());
     }
     let exec = crate::kernel::events::EXEC;
