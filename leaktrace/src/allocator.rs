@@ -770,6 +770,29 @@ mod tests {
     }
 
     #[test]
+    fn google_tcmalloc_is_known_by_its_marker_not_by_gperftools_file_name() {
+        let google = FAMILIES.iter().find(|f| f.name == "google-tcmalloc").unwrap();
+        assert!(google.libraries.is_empty(), "its files are named like gperftools'");
+        assert_eq!(family_of("libtcmalloc.so.4").map(|f| f.name), Some("tcmalloc"));
+        let names: Vec<String> = wanted(Some(google), Some("")).into_iter().map(|w| w.symbol).collect();
+        for name in [
+            "malloc",
+            "TCMallocInternalMalloc",
+            "TCMallocInternalNewAligned_nothrow",
+            "TCMallocInternalNewAlignedNothrow",
+            "tcmalloc_size_returning_operator_new",
+            "__size_returning_new_aligned_hot_cold",
+            "TCMallocInternalDeleteArraySizedAligned",
+            "_Znwm",
+        ] {
+            assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
+        }
+        // The C API rows come first: at an alias group's address the C name is the probe's.
+        let first = |n: &str| names.iter().position(|x| x == n).unwrap();
+        assert!(first("malloc") < first("TCMallocInternalMalloc"));
+    }
+
+    #[test]
     fn this_systems_libstdcxx_has_every_operator_and_no_c_api() {
         let Some(libstdcxx) = ["/usr/lib/x86_64-linux-gnu/libstdc++.so.6", "/lib/x86_64-linux-gnu/libstdc++.so.6"]
             .into_iter()

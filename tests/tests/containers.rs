@@ -218,8 +218,9 @@ fn assert_chroot_report(report: &Value, truth: &[Truth]) {
 #[test]
 fn chrooted_process_on_an_overlay_is_traced_and_named() {
     require_root();
-    let (traced, _) = trace_attached(Chroot::new().command("--wait"));
+    let (traced, pid) = trace_attached(Chroot::new().command("--wait"));
     assert_chroot_report(&traced.report, &traced.truth);
+    assert!(traced.stdout.contains(&format!("glibc in /proc/{pid}/map_files/")), "{}", traced.stdout);
 }
 
 /// Launched: the shell execs `chroot`, which execs the fixture under the chroot's own ld.so,
