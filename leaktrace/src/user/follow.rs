@@ -116,6 +116,8 @@ impl UserTrace {
         });
         let (info, mut allocator, linker) = match found {
             Ok(found) => found,
+            // A cgroup's kernel threads (the root cgroup has them) have no allocator to trace.
+            Err(Error::KernelThread { .. }) if !strict => return Ok(false),
             Err(e) if !strict => {
                 log::warn!("pid {pid} not traced: {e}");
                 return Ok(false);
