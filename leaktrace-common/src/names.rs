@@ -173,6 +173,10 @@ pub const PROG_EXEC: &str = "sched_process_exec";
 pub const PROCESS_EVENTS: &str = "PROCESS_EVENTS";
 /// Global: `--comm NAME` as 16 bytes, NUL-padded; all zero when not given.
 pub const GLOBAL_TRACE_COMM: &str = "TRACE_COMM";
+/// Global: `--cgroup PATH`'s cgroup id (the inode number of its directory); 0 when not given.
+pub const GLOBAL_TRACE_CGROUP: &str = "TRACE_CGROUP";
+/// Global: the depth of `--cgroup PATH` below the cgroup v2 root (the root is 0).
+pub const GLOBAL_TRACE_CGROUP_LEVEL: &str = "TRACE_CGROUP_LEVEL";
 
 // The benchmark's floor programs. They are in their own object (`leaktrace-floor`, loaded by
 // `Tracer::load_floor` with leaktrace's `bench` feature), not in the production object.

@@ -31,6 +31,7 @@ use crate::{
     },
     php, stacks,
     unwind::unwind_user_stack,
+    user_procs,
 };
 
 const SIGSTOP: u32 = 19;
@@ -82,7 +83,9 @@ fn traced_thread() -> Option<(u32, u32)> {
         return None;
     }
     // SAFETY: the reference is dropped unread: only whether the key exists is used.
-    unsafe { TARGETS.get(tgid) }?;
+    if unsafe { TARGETS.get(tgid) }.is_none() && !user_procs::take_from_cgroup(tgid) {
+        return None;
+    }
     Some((tgid, tid))
 }
 
@@ -563,6 +566,15 @@ fn libraries_changed() {
         return;
     }
     let Some((tgid, _)) = traced_thread() else { return };
+    mappings_changed(tgid);
+}
+
+/// Tells user space that process `tgid`'s mappings changed, and stops it until they are read
+/// when it is a launched command (see `dl_state_enter`); also called at the exec of a traced
+/// launched command, whose new program may run under another dynamic linker than the one
+/// hooked (a container's own): stopped before its first instruction, it is hooked in time.
+#[inline(always)]
+pub fn mappings_changed(tgid: u32) {
     let event = UnwindEvent { tgid, kind: UnwindEventKind::LibrariesChanged as u32 };
     // The stop is queued before user space can hear of it, so its SIGCONT can never arrive
     // first and leave the process stopped for good.

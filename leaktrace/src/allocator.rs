@@ -128,6 +128,66 @@ pub const TCMALLOC_FUNCTIONS: &[AllocatorFn] = &[
     free_like("tc_deletearray_aligned_nothrow"),
 ];
 
+/// Google's tcmalloc (not gperftools'): malloc, the rest of the C API and C++'s operators
+/// are aliases of its `TCMallocInternal*` functions (its libc_override.h), so each probe is
+/// placed once, under the C or C++ name, with the internal name as an alias; the internal
+/// names are looked for too, for a build that does not override the C names. Its
+/// size-returning `new` extensions return the block first (in rax), like `new`. The
+/// spellings of the aligned nothrow operators changed between releases: both are listed.
+pub const GOOGLE_TCMALLOC_FUNCTIONS: &[AllocatorFn] = &[
+    hook("TCMallocInternalMalloc", names::PROG_SIZE_ARG0, false, 1),
+    hook("TCMallocInternalMalloc_aligned", names::PROG_SIZE_ARG0, false, 1),
+    hook("TCMallocInternalCalloc", names::PROG_CALLOC, false, 2),
+    hook("TCMallocInternalRealloc", names::PROG_REALLOC, false, 2),
+    outer("TCMallocInternalReallocArray", names::PROG_REALLOCARRAY, 3),
+    hook("TCMallocInternalMemalign", names::PROG_SIZE_ARG1, false, 2),
+    hook("TCMallocInternalAlignedAlloc", names::PROG_SIZE_ARG1, false, 2),
+    hook("TCMallocInternalPosixMemalign", names::PROG_POSIX_MEMALIGN, false, 3),
+    hook("TCMallocInternalValloc", names::PROG_SIZE_ARG0, false, 1),
+    hook("TCMallocInternalPvalloc", names::PROG_SIZE_ARG0, false, 1),
+    outer("TCMallocInternalNew", names::PROG_SIZE_ARG0, 1),
+    outer("TCMallocInternalNewArray", names::PROG_SIZE_ARG0, 1),
+    outer("TCMallocInternalNewNothrow", names::PROG_SIZE_ARG0, 1),
+    outer("TCMallocInternalNewArrayNothrow", names::PROG_SIZE_ARG0, 1),
+    outer("TCMallocInternalNewAligned", names::PROG_SIZE_ARG0, 1),
+    outer("TCMallocInternalNewAligned_nothrow", names::PROG_SIZE_ARG0, 1),
+    outer("TCMallocInternalNewAlignedNothrow", names::PROG_SIZE_ARG0, 1),
+    outer("TCMallocInternalNewArrayAligned", names::PROG_SIZE_ARG0, 1),
+    outer("TCMallocInternalNewArrayAligned_nothrow", names::PROG_SIZE_ARG0, 1),
+    outer("TCMallocInternalNewArrayAlignedNothrow", names::PROG_SIZE_ARG0, 1),
+    outer("tcmalloc_size_returning_operator_new", names::PROG_SIZE_ARG0, 1),
+    outer("tcmalloc_size_returning_operator_new_nothrow", names::PROG_SIZE_ARG0, 1),
+    outer("tcmalloc_size_returning_operator_new_hot_cold", names::PROG_SIZE_ARG0, 1),
+    outer("tcmalloc_size_returning_operator_new_hot_cold_nothrow", names::PROG_SIZE_ARG0, 1),
+    outer("tcmalloc_size_returning_operator_new_aligned", names::PROG_SIZE_ARG0, 1),
+    outer("tcmalloc_size_returning_operator_new_aligned_nothrow", names::PROG_SIZE_ARG0, 1),
+    outer("tcmalloc_size_returning_operator_new_aligned_hot_cold", names::PROG_SIZE_ARG0, 1),
+    outer("tcmalloc_size_returning_operator_new_aligned_hot_cold_nothrow", names::PROG_SIZE_ARG0, 1),
+    outer("__size_returning_new", names::PROG_SIZE_ARG0, 1),
+    outer("__size_returning_new_aligned", names::PROG_SIZE_ARG0, 1),
+    outer("__size_returning_new_hot_cold", names::PROG_SIZE_ARG0, 1),
+    outer("__size_returning_new_aligned_hot_cold", names::PROG_SIZE_ARG0, 1),
+    free_like("TCMallocInternalFree"),
+    free_like("TCMallocInternalCfree"),
+    free_like("TCMallocInternalFreeSized"),
+    free_like("TCMallocInternalFreeAlignedSized"),
+    free_like("TCMallocInternalSdallocx"),
+    free_like("TCMallocInternalDelete"),
+    free_like("TCMallocInternalDeleteSized"),
+    free_like("TCMallocInternalDeleteArray"),
+    free_like("TCMallocInternalDeleteArraySized"),
+    free_like("TCMallocInternalDeleteNothrow"),
+    free_like("TCMallocInternalDeleteArrayNothrow"),
+    free_like("TCMallocInternalDeleteAligned"),
+    free_like("TCMallocInternalDeleteAligned_nothrow"),
+    free_like("TCMallocInternalDeleteAlignedNothrow"),
+    free_like("TCMallocInternalDeleteSizedAligned"),
+    free_like("TCMallocInternalDeleteArrayAligned"),
+    free_like("TCMallocInternalDeleteArrayAligned_nothrow"),
+    free_like("TCMallocInternalDeleteArrayAlignedNothrow"),
+    free_like("TCMallocInternalDeleteArraySizedAligned"),
+];
+
 /// mimalloc's `mi_*` API. `mi_strdup`/`mi_strndup` and `mi_expand` are not traced (the size
 /// is not an argument; `mi_expand` resizes in place).
 pub const MIMALLOC_FUNCTIONS: &[AllocatorFn] = &[
@@ -424,15 +484,20 @@ fn wanted(family: Option<&'static Family>, c_prefix: Option<&str>) -> Vec<Wanted
     out
 }
 
-/// The family of an object: by its file name, else by a symbol only that family defines
-/// (an executable that links its allocator statically).
+/// The family of an object: a family known by no file name of its own when its marker is
+/// defined (Google's tcmalloc ships as libtcmalloc*, gperftools' name), else by its file
+/// name, else by a symbol only that family defines (an executable that links its allocator
+/// statically).
 fn family_of_file(path: &Path, symbols: &SymbolIndex) -> Option<&'static Family> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    family_of(name).or_else(|| {
-        FAMILIES
-            .iter()
-            .find(|f| !f.marker.is_empty() && f.prefixes.iter().any(|p| symbols.defines(&format!("{p}{}", f.marker))))
-    })
+    let marked =
+        |f: &&Family| !f.marker.is_empty() && f.prefixes.iter().any(|p| symbols.defines(&format!("{p}{}", f.marker)));
+    FAMILIES
+        .iter()
+        .filter(|f| f.libraries.is_empty())
+        .find(marked)
+        .or_else(|| family_of(name))
+        .or_else(|| FAMILIES.iter().find(marked))
 }
 
 /// Reads `path` and finds the functions `rows` asks for, with their probe sites. Functions
@@ -581,6 +646,8 @@ const fn c_family(
 pub const FAMILIES: &[Family] = &[
     c_family("jemalloc", &["libjemalloc"], &["", "je_"], JEMALLOC_FUNCTIONS, "mallocx"),
     c_family("tcmalloc", &["libtcmalloc"], &[""], TCMALLOC_FUNCTIONS, "tc_malloc"),
+    // Known by its marker only: its shared builds are named libtcmalloc* like gperftools'.
+    c_family("google-tcmalloc", &[], &[""], GOOGLE_TCMALLOC_FUNCTIONS, "TCMallocInternalMalloc"),
     c_family("mimalloc", &["libmimalloc"], &[""], MIMALLOC_FUNCTIONS, "mi_malloc"),
     // glibc's own name of its malloc: finds it linked statically.
     Family { is_libc: true, ..c_family("glibc", &["libc.so", "libc-"], &[""], &[], "__libc_malloc") },
@@ -700,6 +767,29 @@ mod tests {
         assert!(!names.iter().any(|n| n == "malloc" || n.ends_with("nallocx")), "{names:?}");
         let provider: Vec<String> = wanted(Some(jemalloc), Some("")).into_iter().map(|w| w.symbol).collect();
         assert!(provider.iter().any(|n| n == "malloc"));
+    }
+
+    #[test]
+    fn google_tcmalloc_is_known_by_its_marker_not_by_gperftools_file_name() {
+        let google = FAMILIES.iter().find(|f| f.name == "google-tcmalloc").unwrap();
+        assert!(google.libraries.is_empty(), "its files are named like gperftools'");
+        assert_eq!(family_of("libtcmalloc.so.4").map(|f| f.name), Some("tcmalloc"));
+        let names: Vec<String> = wanted(Some(google), Some("")).into_iter().map(|w| w.symbol).collect();
+        for name in [
+            "malloc",
+            "TCMallocInternalMalloc",
+            "TCMallocInternalNewAligned_nothrow",
+            "TCMallocInternalNewAlignedNothrow",
+            "tcmalloc_size_returning_operator_new",
+            "__size_returning_new_aligned_hot_cold",
+            "TCMallocInternalDeleteArraySizedAligned",
+            "_Znwm",
+        ] {
+            assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
+        }
+        // The C API rows come first: at an alias group's address the C name is the probe's.
+        let first = |n: &str| names.iter().position(|x| x == n).unwrap();
+        assert!(first("malloc") < first("TCMallocInternalMalloc"));
     }
 
     #[test]

@@ -12,6 +12,8 @@ pub enum Target {
         pids: Vec<u32>,
         /// `--comm NAME`.
         comm: Option<String>,
+        /// `--cgroup PATH`: every process in that cgroup v2, running now or joining later.
+        cgroup: Option<PathBuf>,
     },
     /// A command started by leaktrace, traced from its first allocation.
     Launch {

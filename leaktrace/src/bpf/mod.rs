@@ -77,6 +77,8 @@ pub enum Mode {
         follow: bool,
         /// `--comm NAME`: processes of that name are traced too (the name NUL-padded).
         comm: Option<[u8; 16]>,
+        /// `--cgroup PATH`: its cgroup id and depth; processes in it or below are traced too.
+        cgroup: Option<(u64, u32)>,
         /// Field offsets of the process tracepoints: (global name, offset).
         offsets: Vec<(&'static str, u32)>,
     },
@@ -182,6 +184,7 @@ impl Tracer {
         let tables: u8;
         let follow: u8;
         let comm: [u64; 2];
+        let (cgroup_id, cgroup_level): (u64, u32);
         match &options.mode {
             Mode::User {
                 freeze_at_exit,
@@ -189,9 +192,11 @@ impl Tracer {
                 sample_period,
                 follow: follow_children,
                 comm: name,
+                cgroup,
                 offsets,
                 ..
             } => {
+                (cgroup_id, cgroup_level) = cgroup.unwrap_or_default();
                 freeze = u8::from(*freeze_at_exit);
                 tables = u8::from(*unwind_rows > 0);
                 follow = u8::from(*follow_children);
@@ -202,6 +207,8 @@ impl Tracer {
                 loader
                     .override_global(names::GLOBAL_FOLLOW_FORKS, &follow, true)
                     .override_global(names::GLOBAL_TRACE_COMM, &comm, true)
+                    .override_global(names::GLOBAL_TRACE_CGROUP, &cgroup_id, true)
+                    .override_global(names::GLOBAL_TRACE_CGROUP_LEVEL, &cgroup_level, true)
                     .override_global(names::GLOBAL_SAMPLE_PERIOD, sample_period, true)
                     .override_global(names::GLOBAL_FREEZE_AT_EXIT, &freeze, true)
                     .override_global(names::GLOBAL_UNWIND_TABLES, &tables, true)

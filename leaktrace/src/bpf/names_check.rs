@@ -124,6 +124,8 @@ fn loader_globals() -> BTreeSet<&'static str> {
         names::GLOBAL_FOLLOW_FORKS,
         names::GLOBAL_UNWIND_TABLES,
         names::GLOBAL_TRACE_COMM,
+        names::GLOBAL_TRACE_CGROUP,
+        names::GLOBAL_TRACE_CGROUP_LEVEL,
         offsets::KFREE_PTR,
         offsets::KMEM_CACHE_FREE_PTR,
         offsets::PAGE_FREE_PFN,

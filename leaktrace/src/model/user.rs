@@ -32,7 +32,7 @@ pub struct UserSection {
 /// An allocator family found in one object of the target.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FamilyReport {
-    /// `glibc`, `jemalloc`, `tcmalloc`, `mimalloc`, `musl`, `c++`, `custom` (`--alloc-fn`),
+    /// `glibc`, `jemalloc`, `tcmalloc`, `google-tcmalloc`, `mimalloc`, `musl`, `c++`, `custom` (`--alloc-fn`),
     /// or `c` (the C API of an object of no known family).
     pub family: String,
     /// The object, as leaktrace opened it.

@@ -425,7 +425,12 @@ fn render_allocators(out: &mut String, families: &[FamilyReport], not_attached: 
         let found: Vec<String> = families
             .iter()
             .map(|f| {
-                let name = f.object.rsplit('/').next().unwrap_or(&f.object);
+                // An object opened through /proc/PID/map_files is named by that whole path:
+                // its last part is an address range.
+                let name = match f.object.contains("/map_files/") {
+                    true => &f.object,
+                    false => f.object.rsplit('/').next().unwrap_or(&f.object),
+                };
                 format!("{} in {name} ({} functions)", f.family, f.functions.len())
             })
             .collect();

@@ -34,11 +34,20 @@ impl UserTrace {
                 attach.exit_hooks(&mut self.tracer, allocator)?;
             }
         }
-        let linker = linker.filter(|_| self.rows.is_some());
-        if let Some(linker) = linker.filter(|l| !self.everywhere || self.hooked.insert(file_id(l))) {
-            attach.library_hook(&mut self.tracer, linker)?;
+        match linker {
+            Some(linker) => self.hook_linker(pid, linker),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Puts the library-load hook on `linker` for process `pid` (on every process mapping it,
+    /// with `everywhere`), once per file and scope.
+    fn hook_linker(&mut self, pid: u32, linker: &Path) -> Result<()> {
+        let attach = Attach { pid: if self.everywhere { 0 } else { pid }, sessions: self.config.sessions };
+        if self.rows.is_none() || !self.hooked.insert((attach.pid, file_id(linker))) {
+            return Ok(());
+        }
+        attach.library_hook(&mut self.tracer, linker)
     }
 
     /// Attaches to running processes: `pids`, with `comm` every process of that name, and
@@ -49,13 +58,25 @@ impl UserTrace {
         let mut all: Vec<(u32, Option<u32>)> = pids.iter().map(|&p| (p, None)).collect();
         if let Some(comm) = comm {
             all.extend(process::pids_named(comm).into_iter().filter(|p| !pids.contains(p)).map(|p| (p, None)));
-            // Processes of that name started later are first probed in the C library
-            // leaktrace runs on (they usually share it), so that their first allocations count.
+        }
+        if let Some(cgroup) = &self.cgroup {
+            let me = std::process::id();
+            let members = cgroup.pids().into_iter().filter(|&p| p != me && !all.iter().any(|&(q, _)| q == p));
+            all.extend(members.collect::<Vec<_>>().into_iter().map(|p| (p, None)));
+        }
+        if comm.is_some() || self.cgroup.is_some() {
+            // Processes started later are first probed in the C library leaktrace runs on
+            // (they usually share it), so that their first allocations count.
             let mut own = process::own_allocator(&self.config.symbol_prefix)?;
             let linker = process::dynamic_linker_of_program(Path::new("/proc/self/exe"))?;
             self.probe(0, &mut own, linker.as_deref())?;
-            if all.is_empty() {
-                crate::say!("leaktrace: no process is named {comm} yet: waiting for one");
+            match (comm, &self.cgroup) {
+                _ if !all.is_empty() => {}
+                (Some(comm), _) => crate::say!("leaktrace: no process is named {comm} yet: waiting for one"),
+                (None, Some(cgroup)) => {
+                    crate::say!("leaktrace: no process is in cgroup {} yet: waiting for one", cgroup.path.display())
+                }
+                (None, None) => {}
             }
         }
         // With --follow, the children already running are traced too, and theirs.
@@ -67,7 +88,10 @@ impl UserTrace {
             if self.processes.contains(pid) {
                 continue;
             }
-            self.add_running(pid, comm.is_none() && parent.is_none(), parent)?;
+            let strict = comm.is_none() && parent.is_none() && pids.contains(&pid);
+            if !self.add_running(pid, strict, parent)? {
+                self.cgroup_skipped.insert(pid);
+            }
             if self.config.follow && self.processes.contains(pid) {
                 all.extend(process::children_of(pid).into_iter().map(|child| (child, Some(pid))));
             }
@@ -77,8 +101,9 @@ impl UserTrace {
 
     /// Starts tracing running process `pid` (a child of `parent`, when found under it). A pid
     /// given by the user that cannot be traced is an error (`strict`); a process found by name
-    /// or as a child that vanished meanwhile is skipped.
-    fn add_running(&mut self, pid: u32, strict: bool, parent: Option<u32>) -> Result<()> {
+    /// or as a child that vanished meanwhile is skipped (returns false).
+    fn add_running(&mut self, pid: u32, strict: bool, parent: Option<u32>) -> Result<bool> {
+        // Everything read from the process first: one that exits meanwhile fails here.
         let found = process::inspect_pid(pid).and_then(|info| {
             let allocator = process::find_allocator(
                 pid,
@@ -86,13 +111,16 @@ impl UserTrace {
                 &self.config.symbol_prefix,
                 &self.config.alloc_fns,
             )?;
-            Ok((info, allocator))
+            let linker = if self.rows.is_some() { process::dynamic_linker_of_pid(pid)? } else { None };
+            Ok((info, allocator, linker))
         });
-        let (info, mut allocator) = match found {
+        let (info, mut allocator, linker) = match found {
             Ok(found) => found,
+            // A cgroup's kernel threads (the root cgroup has them) have no allocator to trace.
+            Err(Error::KernelThread { .. }) if !strict => return Ok(false),
             Err(e) if !strict => {
                 log::warn!("pid {pid} not traced: {e}");
-                return Ok(());
+                return Ok(false);
             }
             Err(e) => return Err(e),
         };
@@ -100,12 +128,31 @@ impl UserTrace {
         let mut traced = TracedProcess::new(info, allocator.clone(), pair, self.config.php_frames);
         traced.parent = parent;
         traced.refresh(self.rows.as_mut(), &mut self.tracer)?;
-        let linker = if self.rows.is_some() { process::dynamic_linker_of_pid(pid)? } else { None };
         self.tracer.add_target(pid)?;
         self.probe(pid, &mut allocator, linker.as_deref())?;
         // With what the probes found (refused ones).
         traced.allocator = allocator;
         self.processes.insert(traced);
+        Ok(true)
+    }
+
+    /// `--cgroup`: starts tracing the processes in the cgroup that are not traced yet: those
+    /// that joined since the last look and have not allocated since (the programs take a
+    /// process in at its first allocation in the cgroup, where its allocator is probed
+    /// already), and those whose allocator is a file not probed yet (a container's own libc).
+    pub(super) fn scan_cgroup(&mut self) -> Result<()> {
+        let Some(cgroup) = self.cgroup.as_ref() else { return Ok(()) };
+        let me = std::process::id();
+        let new: Vec<u32> = cgroup
+            .pids()
+            .into_iter()
+            .filter(|&p| p != me && !self.processes.contains(p) && !self.cgroup_skipped.contains(&p))
+            .collect();
+        for pid in new {
+            if !self.add_running(pid, false, None)? {
+                self.cgroup_skipped.insert(pid);
+            }
+        }
         Ok(())
     }
 
@@ -221,6 +268,12 @@ impl UserTrace {
         if let Some(traced) = self.processes.get_mut(tgid) {
             traced.exec_seen();
             traced.refresh(self.rows.as_mut(), &mut self.tracer)?;
+        }
+        // The new program may run under a dynamic linker not hooked yet (a container's own):
+        // hooked now, its library loads stop a launched command before their code runs, and
+        // the allocator is chosen at the first of them, among the libraries it maps.
+        if let Ok(Some(linker)) = process::dynamic_linker_of_pid(tgid) {
+            self.hook_linker(tgid, &linker)?;
         }
         self.settle_allocator(tgid)
     }

@@ -86,10 +86,11 @@ struct UserTrace {
     /// traced set (`--follow`, `--comm`): a child is then traced from its first instruction,
     /// where a probe scoped to a process would have to be attached after it runs.
     everywhere: bool,
-    /// With `everywhere`: the files (device, inode) already probed, and already hooked for
-    /// library loads.
+    /// With `everywhere`: the files (device, inode) already probed.
     probed: BTreeSet<(u64, u64)>,
-    hooked: BTreeSet<(u64, u64)>,
+    /// The dynamic linkers hooked for library loads: (pid the hook is scoped to, 0 for
+    /// every process; the file's device and inode).
+    hooked: BTreeSet<(u32, (u64, u64))>,
     /// Launched commands (and their followed children) stop at exit for a last mappings read.
     freeze_at_exit: bool,
     /// Whether the allocator probes are session links (unsampled calls skip their return).
@@ -98,6 +99,10 @@ struct UserTrace {
     exec_dropped: (u64, u64),
     /// Resumes what the probes stopped should leaktrace die (launched commands only).
     guardian: Option<Guardian>,
+    /// `--cgroup`: the cgroup whose processes are traced, and those of its processes that
+    /// could not be (said once, not tried again).
+    cgroup: Option<process::cgroup::Cgroup>,
+    cgroup_skipped: BTreeSet<u32>,
 }
 
 impl UserTrace {
@@ -105,7 +110,7 @@ impl UserTrace {
     fn start(config: Config) -> Result<Self> {
         let mut trace = Self::load(config)?;
         match trace.config.target.clone() {
-            Target::Processes { pids, comm } => trace.attach_running(&pids, comm.as_deref())?,
+            Target::Processes { pids, comm, .. } => trace.attach_running(&pids, comm.as_deref())?,
             Target::Launch { program, args } => trace.launch_command(&program, &args)?,
             Target::Kernel(_) => unreachable!("kernel traces are run by kernel::run"),
         }
@@ -119,17 +124,22 @@ impl UserTrace {
     fn load(config: Config) -> Result<Self> {
         let unwind_rows = if config.unwind == UnwindMode::Fp { 0 } else { config.unwind_rows };
         let sampler = config.sample_bytes.map(Sampler::new);
-        let comm = match &config.target {
-            Target::Processes { comm, .. } => comm.clone(),
-            _ => None,
+        let (comm, cgroup) = match &config.target {
+            Target::Processes { comm, cgroup, .. } => {
+                (comm.clone(), cgroup.as_deref().map(process::cgroup::resolve).transpose()?)
+            }
+            _ => (None, None),
         };
-        let everywhere = config.follow || comm.is_some();
+        let everywhere = config.follow || comm.is_some() || cgroup.is_some();
         let tracefs = crate::kernel::tracefs::ensure_mounted();
         let offsets = match (&tracefs, everywhere) {
             (Ok(tracefs), true) => crate::kernel::events::offsets_of(tracefs, &crate::kernel::events::NEW_TASK)?,
             _ => Vec::new(),
         };
-        let load = load_options(&config, unwind_rows, sampler.as_ref(), comm.as_deref(), offsets);
+        let mut load = load_options(&config, unwind_rows, sampler.as_ref(), comm.as_deref(), offsets);
+        if let (Some(cgroup), crate::bpf::Mode::User { cgroup: wanted, .. }) = (&cgroup, &mut load.mode) {
+            *wanted = Some((cgroup.id, cgroup.level));
+        }
         let mut tracer = Tracer::load(&load)?;
         attach_process_events(&mut tracer, tracefs, everywhere)?;
         Ok(Self {
@@ -150,6 +160,8 @@ impl UserTrace {
             sessions: false,
             exec_dropped: (0, 0),
             guardian: None,
+            cgroup,
+            cgroup_skipped: BTreeSet::new(),
             config,
         })
     }
@@ -181,6 +193,13 @@ impl UserTrace {
         }
         if let Target::Processes { comm: Some(comm), .. } = &self.config.target {
             crate::say!("Tracing every process named {comm}, now and as they start. Ctrl-C to end.");
+        }
+        if let Some(cgroup) = &self.cgroup {
+            crate::say!(
+                "Tracing every process in cgroup {} (id {}), now and as they join. Ctrl-C to end.",
+                cgroup.path.display(),
+                cgroup.id
+            );
         }
         crate::say!("Probes: {}", ProbeReport::summary(&self.probes));
         if let Some((sampler, _)) = &self.sampling {
@@ -305,6 +324,7 @@ impl UserTrace {
 impl Mode for UserTrace {
     fn poll(&mut self) -> Result<bool> {
         self.take_process_events()?;
+        self.scan_cgroup()?;
         let mut any_alive = false;
         let tgids: Vec<u32> = self.processes.iter().map(TracedProcess::pid).collect();
         for tgid in tgids {
@@ -321,8 +341,8 @@ impl Mode for UserTrace {
                 processes::resume_held(&mut self.tracer, tgid);
             }
         }
-        // With --comm, processes of that name may still come: only the user ends the trace.
-        let waiting = matches!(self.config.target, Target::Processes { comm: Some(_), .. });
+        // With --comm or --cgroup, processes may still come: only the user ends the trace.
+        let waiting = matches!(self.config.target, Target::Processes { comm: Some(_), .. }) || self.cgroup.is_some();
         self.exited = !any_alive && !waiting;
         Ok(any_alive || waiting)
     }
@@ -489,6 +509,7 @@ fn load_options(
             sample_period: sampler.map_or(0, Sampler::period),
             sample_table: sampler.map(|s| s.table().to_vec()).unwrap_or_default(),
             follow: config.follow,
+            cgroup: None,
             comm: comm.map(|name| {
                 let mut bytes = [0u8; 16];
                 bytes[..name.len()].copy_from_slice(name.as_bytes());
