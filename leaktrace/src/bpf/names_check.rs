@@ -45,6 +45,7 @@ fn loader_programs() -> BTreeSet<&'static str> {
         names::PROG_REALLOC,
         names::PROG_REALLOCARRAY,
         names::PROG_SIZE_ARG1,
+        names::PROG_FIXED_SIZE,
         names::PROG_POSIX_MEMALIGN,
         names::PROG_ALLOC_RETURN,
         names::PROG_EXIT,

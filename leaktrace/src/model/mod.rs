@@ -17,7 +17,7 @@ pub use kernel::{
 };
 pub use trend::{Class, Sample, Trend, MIN_INTERVALS};
 pub use user::{
-    Estimate, FamilyReport, Handling, NotAttached, ProbeReport, ProcessSummary, SamplingSection, StackEnding,
+    Estimate, FamilyReport, Handling, Heap, NotAttached, ProbeReport, ProcessSummary, SamplingSection, StackEnding,
     UnwindMode, UnwindModule, UnwindSection, Unwinder, UserSection,
 };
 
@@ -387,6 +387,9 @@ pub struct StackReport {
     /// and the 95 % interval of the bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimate: Option<Estimate>,
+    /// User mode, when more than the C heap was traced (PHP's): the heap its blocks are on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap: Option<Heap>,
 }
 
 /// A process holding memory from a stack.

@@ -255,7 +255,13 @@ pub fn find_allocator_for_program(program: &Path, object: Option<&Path>, prefix:
     }
     let own_libc = own_c_library()?;
     let facts = allocator::inspect(&own_libc, prefix)?;
-    allocator::plan(&own_libc, facts, prefix)
+    let mut plan = allocator::plan(&own_libc, facts, prefix)?;
+    if !is_script {
+        // The program's own entry points beside the C library's (PHP's heap in the php
+        // executable), probed before it runs like the rest.
+        plan.add(allocator::inspect_companion(program)?);
+    }
+    Ok(plan)
 }
 
 /// The allocator of the C library leaktrace itself runs on: the one processes started later

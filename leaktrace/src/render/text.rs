@@ -163,6 +163,10 @@ fn render_stack(out: &mut String, stack: &StackReport, style: Styles) {
         Some(key) if !key.is_empty() => format!("from {key}"),
         _ => "from stack".to_string(),
     };
+    let source = match stack.heap {
+        Some(heap) => format!("{source} on the {} heap", heap.name()),
+        None => source,
+    };
     match &stack.estimate {
         Some(e) => {
             let _ = writeln!(

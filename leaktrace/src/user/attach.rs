@@ -41,6 +41,8 @@ struct Spot<'a> {
     path: &'a Path,
     /// File offset of the probed instruction.
     offset: u64,
+    /// The attach cookie (heap and fixed size, see `AllocatorFn::cookie`).
+    cookie: u64,
 }
 
 /// How probes are attached to one process.
@@ -65,9 +67,9 @@ impl Attach {
         spot: Spot<'_>,
         session: bool,
     ) -> Result<()> {
-        let Spot { symbol, path, offset } = spot;
+        let Spot { symbol, path, offset, cookie } = spot;
         if session {
-            match tracer.attach_session(entry_program, symbol, path, offset, self.pid) {
+            match tracer.attach_session(entry_program, symbol, path, offset, self.pid, cookie) {
                 Ok(()) => return Ok(()),
                 Err(e) => log::debug!("{e}; using a uprobe and a uretprobe"),
             }
@@ -77,9 +79,9 @@ impl Attach {
         // later call from deeper in the stack would be taken as nested in it and ignored (a
         // busy process attached with -p lost every allocation that way).
         if returns {
-            tracer.attach_uprobe(names::PROG_ALLOC_RETURN, symbol, path, offset, self.pid)?;
+            tracer.attach_uprobe(names::PROG_ALLOC_RETURN, symbol, path, (offset, cookie), self.pid)?;
         }
-        tracer.attach_uprobe(entry_program, symbol, path, offset, self.pid)
+        tracer.attach_uprobe(entry_program, symbol, path, (offset, cookie), self.pid)
     }
 
     /// Attaches the allocator's probes. With `sampling`, a function that calls another probed
@@ -98,7 +100,7 @@ impl Attach {
         let mut not_attached = Vec::new();
         for f in &allocator.functions {
             let session = self.sessions && !(sampling && f.function.calls_allocator);
-            let spot = Spot { symbol: &f.symbol, path: &f.object, offset: f.probe_offset() };
+            let spot = Spot { symbol: &f.symbol, path: &f.object, offset: f.probe_offset(), cookie: f.function.cookie };
             match self.probe(tracer, f.function.entry_program, f.function.returns_block, spot, session) {
                 Ok(()) => {}
                 Err(e) if is_conflict(&e) => {
@@ -135,7 +137,7 @@ impl Attach {
     /// read (see `UserTrace::poll`).
     pub fn exit_hooks(self, tracer: &mut Tracer, allocator: &AllocatorObject) -> Result<()> {
         for hook in allocator::exit_functions(&allocator.path)? {
-            let spot = Spot { symbol: hook.symbol, path: &allocator.path, offset: hook.probe_offset() };
+            let spot = Spot { symbol: hook.symbol, path: &allocator.path, offset: hook.probe_offset(), cookie: 0 };
             self.probe(tracer, names::PROG_EXIT, false, spot, self.sessions)?;
         }
         Ok(())
@@ -147,7 +149,7 @@ impl Attach {
     pub fn library_hook(self, tracer: &mut Tracer, linker: &Path) -> Result<()> {
         match allocator::library_change_hook(linker)? {
             Some(hook) => {
-                let spot = Spot { symbol: hook.symbol, path: linker, offset: hook.probe_offset() };
+                let spot = Spot { symbol: hook.symbol, path: linker, offset: hook.probe_offset(), cookie: 0 };
                 self.probe(tracer, names::PROG_DL_STATE, false, spot, self.sessions)
             }
             None => {

@@ -25,6 +25,13 @@ impl UserTrace {
     /// Puts the allocator's probes, and the library-load hook of `linker`, on process `pid`;
     /// with `everywhere`, on every process mapping the files, once per file.
     pub(super) fn probe(&mut self, pid: u32, allocator: &mut AllocatorObject, linker: Option<&Path>) -> Result<()> {
+        allocator.keep_heaps(&self.config.heaps);
+        if self.config.heaps == [crate::model::Heap::Php] && !allocator.has_php_heap() && pid != 0 {
+            return Err(Error::NoAllocator {
+                target: format!("pid {pid}"),
+                detail: "--heap php: it maps no PHP binary (no _emalloc in its executable or a libphp)".to_string(),
+            });
+        }
         let attach = Attach { pid: if self.everywhere { 0 } else { pid }, sessions: self.config.sessions };
         if !self.everywhere || self.probed.insert(file_id(&allocator.path)) {
             let sessions = attach.allocator(&mut self.tracer, allocator, self.sampling.is_some())?;

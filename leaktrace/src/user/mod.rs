@@ -379,6 +379,7 @@ impl Mode for UserTrace {
             sort: self.config.sort.resolve(self.series.samples()),
             top: (!final_report).then_some(self.config.top),
             holders: (self.processes.len() > 1).then_some(&comms),
+            tag_heaps: self.processes.iter().any(|p| p.allocator.has_php_heap()),
         };
         let ranked = build::rank(&snapshot);
         let mut named = self.name_stacks(&ranked)?;
