@@ -65,6 +65,9 @@ pub const PROG_RESIZE: &str = "resize_enter";
 pub const PROG_ALLOC_RETURN: &str = "alloc_return";
 /// Entry program on exit/_exit: stops a launched command so its mappings can be read.
 pub const PROG_EXIT: &str = "exit_enter";
+/// Entry program on PHP's `zend_mm_shutdown`: tells user space the process's PHP heap was
+/// released whole.
+pub const PROG_HEAP_RESET: &str = "heap_reset_enter";
 /// Global: 1 for a command leaktrace launched, which the probes may stop (SIGSTOP) at exit
 /// and at library loads; 0 for a process attached with -p, which is never stopped.
 pub const GLOBAL_FREEZE_AT_EXIT: &str = "FREEZE_AT_EXIT";

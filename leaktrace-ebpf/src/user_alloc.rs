@@ -19,8 +19,8 @@ use aya_ebpf::{
     EbpfContext,
 };
 use leaktrace_common::{
-    AllocInfo, AllocKey, Counter, Heap, HoldReason, PendingCall, PendingKind, StackEnd, StackRecord, UnwindEvent,
-    UnwindEventKind, MAX_STACK_DEPTH,
+    AllocInfo, AllocKey, Counter, Heap, HoldReason, PendingCall, PendingKind, ProcessEventKind, StackEnd, StackRecord,
+    UnwindEvent, UnwindEventKind, MAX_STACK_DEPTH,
 };
 
 use crate::{
@@ -31,6 +31,7 @@ use crate::{
     },
     php, stacks,
     unwind::unwind_user_stack,
+    user_procs,
 };
 
 const SIGSTOP: u32 = 19;
@@ -520,6 +521,17 @@ fn stop_self(tgid: u32, reason: HoldReason) -> bool {
     // SAFETY: the helper takes only a signal number and signals the current process.
     unsafe { aya_ebpf::helpers::bpf_send_signal(SIGSTOP) };
     true
+}
+
+/// On PHP's `zend_mm_shutdown` (the end of each request, and of the script): the Zend heap
+/// gives its chunks back whole, without freeing each block, so user space drops the
+/// process's PHP-heap blocks recorded before now.
+#[uprobe]
+pub fn heap_reset_enter(_ctx: ProbeContext) -> u32 {
+    if let Some((tgid, _)) = traced_thread() {
+        user_procs::tell(tgid, ProcessEventKind::HeapReset, 0);
+    }
+    0
 }
 
 #[uprobe]

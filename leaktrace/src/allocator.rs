@@ -639,6 +639,12 @@ pub fn exit_functions(path: &Path) -> Result<Vec<HookSite>> {
     hook_sites(path, &["exit", "_exit"])
 }
 
+/// `zend_mm_shutdown` in an object of PHP's, with its probe site: PHP calls it at the end of
+/// each request and of the script, and it gives the heap's chunks back whole.
+pub fn heap_reset_hook(path: &Path) -> Result<Option<HookSite>> {
+    Ok(hook_sites(path, &["zend_mm_shutdown"])?.into_iter().next())
+}
+
 /// The dynamic linker a dynamically linked executable asks for (its `.interp`), if any.
 pub fn interpreter(path: &Path) -> Result<Option<PathBuf>> {
     parse(path, |file| {

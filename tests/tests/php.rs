@@ -405,3 +405,31 @@ fn zend_heap_growth_and_a_malloc_leak_are_reported_on_their_own_heaps() {
     let tags = go_pprof(&["-tags"], &pprof);
     assert!(tags.contains("heap") && tags.contains("php") && tags.contains("malloc"), "{tags}");
 }
+
+/// At the end of the script PHP gives its heap's chunks back whole (`zend_mm_shutdown`)
+/// without freeing each block: a report taken after the worker exits holds nothing on the
+/// php heap, says how much went with the reset in text and JSON alike, and keeps the malloc
+/// leak exact.
+#[test]
+fn blocks_held_when_php_resets_its_heap_are_released_with_it() {
+    require_root();
+    require_php();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let script = workspace_root().join("tests/fixtures/php_zend_growth.php");
+    let output =
+        run_leaktrace(&["--json", json.to_str().unwrap(), "--", "php", script.to_str().unwrap(), "50", "1", "exit"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report = read_report(&json);
+    let php_heap: Vec<&Value> = report["stacks"].as_array().unwrap().iter().filter(|s| s["heap"] == "php").collect();
+    assert!(php_heap.iter().all(|s| s["count"] == 0), "{php_heap:#?}");
+    let native = heap_stacks(&report, "malloc", "native_leak");
+    let sum = |key: &str| native.iter().map(|s| s[key].as_u64().unwrap()).sum::<u64>();
+    assert_eq!((sum("bytes"), sum("count")), (200 * 50, 50), "{native:#?}");
+    let (blocks, bytes) =
+        (&report["activity"]["php_heap_released_blocks"], &report["activity"]["php_heap_released_bytes"]);
+    assert!(blocks.as_u64().is_some_and(|b| b > 0), "{}", report["activity"]);
+    let line = format!("PHP heap resets: {bytes} bytes in {blocks} allocations still held when PHP reset its heap");
+    assert!(final_text(&stdout).contains(&line), "{line}: {stdout}");
+}

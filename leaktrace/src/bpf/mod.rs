@@ -384,16 +384,19 @@ impl Tracer {
         Ok(events)
     }
 
-    /// Removes the outstanding blocks of process `tgid` recorded before `before_ns` (the old
-    /// image's, after an exec). Returns how many blocks and bytes went.
-    pub fn drop_blocks(&mut self, tgid: u32, before_ns: u64) -> Result<(u64, u64)> {
+    /// Removes the outstanding blocks of process `tgid` recorded before `before_ns`: the old
+    /// image's after an exec (every heap), or those of a heap that was reset (`heap`, a
+    /// `Heap` value). Returns how many blocks and bytes went.
+    pub fn drop_blocks(&mut self, tgid: u32, before_ns: u64, heap: Option<u32>) -> Result<(u64, u64)> {
         let map = self.ebpf.map_mut(names::ALLOCS).ok_or_else(|| missing_map(names::ALLOCS))?;
         let mut allocs: HashMap<_, AllocKey, AllocInfo> =
             HashMap::try_from(map).map_err(|e| map_error(names::ALLOCS, e))?;
         let doomed: Vec<(AllocKey, u64)> = allocs
             .iter()
             .filter_map(|entry| entry.ok())
-            .filter(|(key, info)| key.tgid == tgid && info.timestamp_ns < before_ns)
+            .filter(|(key, info)| {
+                key.tgid == tgid && info.timestamp_ns < before_ns && heap.is_none_or(|h| h == info.heap)
+            })
             .map(|(key, info)| (key, info.size))
             .collect();
         let (mut count, mut bytes) = (0, 0);

@@ -49,6 +49,7 @@ fn loader_programs() -> BTreeSet<&'static str> {
         names::PROG_POSIX_MEMALIGN,
         names::PROG_ALLOC_RETURN,
         names::PROG_EXIT,
+        names::PROG_HEAP_RESET,
         names::PROG_FREE,
         names::PROG_DL_STATE,
         names::PROG_NEW_TASK,

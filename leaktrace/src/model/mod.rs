@@ -345,6 +345,14 @@ pub struct Activity {
     /// Their bytes.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub exec_dropped_bytes: u64,
+    /// Blocks of PHP's heap still held when PHP reset the heap (`zend_mm_shutdown`, at the
+    /// end of each request and of the script): released with its chunks, never freed one by
+    /// one, so dropped from the figures.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub php_heap_released_blocks: u64,
+    /// Their bytes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub php_heap_released_bytes: u64,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -142,6 +142,18 @@ pub fn find_allocator(
     Ok(plan)
 }
 
+/// Whether process `pid` runs with the Zend memory manager off: PHP reads `USE_ZEND_ALLOC`
+/// with `atol`, so a value whose leading digits make 0 (or none) hands every `_emalloc` to
+/// malloc. False when its environment cannot be read.
+pub fn zend_alloc_disabled(pid: u32) -> bool {
+    let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { return false };
+    environ.split(|&b| b == 0).filter_map(|v| v.strip_prefix(b"USE_ZEND_ALLOC=")).any(|value| {
+        let text = String::from_utf8_lossy(value);
+        let digits: String = text.trim_start().chars().take_while(char::is_ascii_digit).collect();
+        digits.trim_start_matches('0').is_empty()
+    })
+}
+
 fn file_name(path: &Path) -> String {
     path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string()
 }

@@ -381,6 +381,15 @@ fn render_activity(out: &mut String, report: &Report) {
             counted(a.exec_dropped_blocks, "allocation")
         );
     }
+    if a.php_heap_released_blocks > 0 {
+        let _ = writeln!(
+            out,
+            "PHP heap resets: {} bytes in {} still held when PHP reset its heap (end of a request or of the script) \
+             were released with it",
+            a.php_heap_released_bytes,
+            counted(a.php_heap_released_blocks, "allocation")
+        );
+    }
     if let Some(user) = report.user().filter(|u| !u.processes.is_empty()) {
         render_processes(out, &user.processes);
     }

@@ -125,6 +125,7 @@ impl Attach {
             }
         }
         allocator.not_attached = not_attached;
+        self.heap_reset_hooks(tracer, allocator)?;
         // The first refusal turns sessions off for every later probe (`Tracer::attach_session`).
         if let Some(reason) = tracer.sessions_refused() {
             log::debug!("uprobe sessions refused: {reason}");
@@ -139,6 +140,29 @@ impl Attach {
         for hook in allocator::exit_functions(&allocator.path)? {
             let spot = Spot { symbol: hook.symbol, path: &allocator.path, offset: hook.probe_offset(), cookie: 0 };
             self.probe(tracer, names::PROG_EXIT, false, spot, self.sessions)?;
+        }
+        Ok(())
+    }
+
+    /// Puts a probe on `zend_mm_shutdown` in each object whose Zend functions are probed:
+    /// blocks PHP's heap still holds when it is reset go with its chunks, never through
+    /// `_efree`. Without the symbol, such blocks stay outstanding (said in the log).
+    fn heap_reset_hooks(self, tracer: &mut Tracer, allocator: &AllocatorObject) -> Result<()> {
+        let mut objects: Vec<&Path> = allocator
+            .functions
+            .iter()
+            .filter(|f| f.family == allocator::ZEND_FAMILY)
+            .map(|f| f.object.as_path())
+            .collect();
+        objects.dedup();
+        for object in objects {
+            match allocator::heap_reset_hook(object)? {
+                Some(hook) => {
+                    let spot = Spot { symbol: hook.symbol, path: object, offset: hook.probe_offset(), cookie: 0 };
+                    self.probe(tracer, names::PROG_HEAP_RESET, false, spot, false)?;
+                }
+                None => log::warn!("{} has no zend_mm_shutdown: PHP's heap resets are not seen", object.display()),
+            }
         }
         Ok(())
     }

@@ -176,6 +176,8 @@ pub struct Context {
     pub not_attached: Vec<NotAttached>,
     /// Blocks and bytes dropped because their process ran a new program.
     pub exec_dropped: (u64, u64),
+    /// Blocks and bytes of PHP's heap still held when the heap was reset.
+    pub php_heap_released: (u64, u64),
     /// Every process, when there were several.
     pub processes: Vec<ProcessSummary>,
     /// `--by process`: the same stack in two processes stays two stacks.
@@ -254,6 +256,8 @@ pub fn build_report(ranked: Ranked, named: &NamedStacks, context: Context) -> Re
         stacks_cut_short: cut_short,
         exec_dropped_blocks: context.exec_dropped.0,
         exec_dropped_bytes: context.exec_dropped.1,
+        php_heap_released_blocks: context.php_heap_released.0,
+        php_heap_released_bytes: context.php_heap_released.1,
         ..from_counters(c, ACTIVITY)
     };
     let used: BTreeSet<&str> = stacks.iter().flat_map(|s| &s.frames).filter_map(|f| f.module.as_deref()).collect();
@@ -369,6 +373,7 @@ mod tests {
             allocators: Vec::new(),
             not_attached: Vec::new(),
             exec_dropped: (0, 0),
+            php_heap_released: (0, 0),
             processes: Vec::new(),
             by_process: false,
         }

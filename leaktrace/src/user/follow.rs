@@ -188,7 +188,14 @@ impl UserTrace {
                         traced.exited = true;
                     }
                 }
-                Some(ProcessEventKind::None) | None => {}
+                // With the Zend heap off, its blocks are malloc's, which a reset leaves alone.
+                Some(ProcessEventKind::HeapReset) if !process::zend_alloc_disabled(event.tgid) => {
+                    let php = Some(leaktrace_common::Heap::Php as u32);
+                    let (blocks, bytes) = self.tracer.drop_blocks(event.tgid, event.time_ns, php)?;
+                    self.php_heap_released.0 += blocks;
+                    self.php_heap_released.1 += bytes;
+                }
+                Some(ProcessEventKind::HeapReset | ProcessEventKind::None) | None => {}
             }
         }
         Ok(())
@@ -222,7 +229,7 @@ impl UserTrace {
     /// Process `tgid` ran a new program at `time_ns`: its blocks of the old image are gone
     /// with it (dropped and counted); its mappings, table and allocator are taken again.
     fn exec_seen(&mut self, tgid: u32, time_ns: u64) -> Result<()> {
-        let (blocks, bytes) = self.tracer.drop_blocks(tgid, time_ns)?;
+        let (blocks, bytes) = self.tracer.drop_blocks(tgid, time_ns, None)?;
         self.exec_dropped.0 += blocks;
         self.exec_dropped.1 += bytes;
         if let Some(traced) = self.processes.get_mut(tgid) {

@@ -96,6 +96,8 @@ struct UserTrace {
     sessions: bool,
     /// Blocks and bytes dropped because their process ran a new program.
     exec_dropped: (u64, u64),
+    /// Blocks and bytes of PHP's heap still held when the heap was reset (released whole).
+    php_heap_released: (u64, u64),
     /// Resumes what the probes stopped should leaktrace die (launched commands only).
     guardian: Option<Guardian>,
 }
@@ -149,6 +151,7 @@ impl UserTrace {
             freeze_at_exit: matches!(config.target, Target::Launch { .. }),
             sessions: false,
             exec_dropped: (0, 0),
+            php_heap_released: (0, 0),
             guardian: None,
             config,
         })
@@ -168,6 +171,13 @@ impl UserTrace {
             );
             if let Some(notice) = p.php.as_ref().and_then(|php| php.notice()) {
                 eprintln!("{notice}");
+            }
+            if p.allocator.has_php_heap() && process::zend_alloc_disabled(p.pid()) {
+                eprintln!(
+                    "PHP's heap in pid {} is served by malloc (USE_ZEND_ALLOC=0): each of its blocks is counted \
+                     once, on the php heap, at the _emalloc call that asked for it",
+                    p.pid()
+                );
             }
         }
         for p in self.processes.iter() {
@@ -250,6 +260,7 @@ impl UserTrace {
             allocators: distinct(self.processes.iter().flat_map(|p| p.allocator.families())),
             not_attached: distinct(self.processes.iter().flat_map(|p| p.allocator.not_attached.iter().cloned())),
             exec_dropped: self.exec_dropped,
+            php_heap_released: self.php_heap_released,
             processes: Vec::new(),
             by_process: self.config.by_process,
         }
