@@ -299,28 +299,13 @@ fn php_calls(stack: &Value, function: &str) -> bool {
     stack["frames"].as_array().unwrap().iter().any(|f| is_php(f) && f["symbol"] == function)
 }
 
-/// PHP's own heap beside the C one, in one launched worker: static arrays that grow on every
-/// iteration are `growing` stacks on the `php` heap, with the exact bytes and count of the
-/// strings and tables kept (a size-specialised `_emalloc_56` included), named after the PHP
-/// functions that keep them, and together as large as what the script saw
-/// `memory_get_usage()` grow by (within 10 %); a malloc leak through FFI in the same process
-/// is on the `malloc` heap, exact. Text, folded and pprof output say each stack's heap.
-#[test]
-fn zend_heap_growth_and_a_malloc_leak_are_reported_on_their_own_heaps() {
-    require_root();
-    require_php();
-    let dir = tempfile::tempdir().unwrap();
-    let (json, folded, pprof) =
-        (dir.path().join("report.json"), dir.path().join("report.folded"), dir.path().join("report.pb.gz"));
-    let script = workspace_root().join("tests/fixtures/php_zend_growth.php");
-    // 300 iterations 10 ms apart, sampled every 0.5 s: more intervals than growth classes need.
-    let mut tracer = Command::new(leaktrace_bin())
-        .args(["--older", "0", "--json", json.to_str().unwrap(), "--folded", folded.to_str().unwrap()])
-        .args(["--pprof", pprof.to_str().unwrap(), "0.5", "--", "php", script.to_str().unwrap(), "300", "10"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+/// Runs `leaktrace args…` on a growth worker until the worker says `done`, then ends the
+/// trace with SIGINT while the worker lingers with its caches, as on a resident worker (at a
+/// normal exit PHP would reset its heap first). Returns the worker's `zend`/`malloc` lines
+/// and leaktrace's stdout after them.
+fn trace_lingering_worker(args: &[String]) -> (String, String) {
+    let mut tracer =
+        Command::new(leaktrace_bin()).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let mut stderr = tracer.stderr.take().unwrap();
     let stderr = std::thread::spawn(move || {
         let mut text = String::new();
@@ -339,19 +324,46 @@ fn zend_heap_growth_and_a_malloc_leak_are_reported_on_their_own_heaps() {
             printed.push('\n');
         }
     }
-    // Ended while the worker lingers with its cache, as on a resident worker: at a normal
-    // exit PHP would free the static array first.
     assert!(Command::new("kill").args(["-INT", &tracer.id().to_string()]).status().unwrap().success());
     let stdout: String = lines.map(|l| l.unwrap() + "\n").collect();
     let status = tracer.wait().unwrap();
     let stderr = stderr.join().unwrap();
-    assert!(status.success(), "{stderr}");
-    let figures = |key: &str| -> (u64, u64) {
-        let line =
-            printed.lines().find_map(|l| l.strip_prefix(key)).unwrap_or_else(|| panic!("{key}: {printed}{stderr}"));
-        let f: Vec<u64> = line.split_whitespace().map(|v| v.parse().unwrap()).collect();
-        (f[0], f[1])
-    };
+    assert!(status.success() && printed.lines().count() == 2, "{printed}{stderr}");
+    (printed, stdout)
+}
+
+/// The two figures after `key` on the worker's line that starts with it.
+fn figures_of(printed: &str, key: &str) -> (u64, u64) {
+    let line = printed.lines().find_map(|l| l.strip_prefix(key)).unwrap_or_else(|| panic!("{key}: {printed}"));
+    let f: Vec<u64> = line.split_whitespace().map(|v| v.parse().unwrap()).collect();
+    (f[0], f[1])
+}
+
+/// PHP's own heap beside the C one, in one launched worker: static arrays that grow on every
+/// iteration are `growing` stacks on the `php` heap, with the exact bytes and count of the
+/// strings and tables kept (a size-specialised `_emalloc_56` included), named after the PHP
+/// functions that keep them, and together as large as what the script saw
+/// `memory_get_usage()` grow by (within 10 %); a malloc leak through FFI in the same process
+/// is on the `malloc` heap, exact. Text, folded and pprof output say each stack's heap.
+#[test]
+fn zend_heap_growth_and_a_malloc_leak_are_reported_on_their_own_heaps() {
+    require_root();
+    require_php();
+    let dir = tempfile::tempdir().unwrap();
+    let (json, folded, pprof) =
+        (dir.path().join("report.json"), dir.path().join("report.folded"), dir.path().join("report.pb.gz"));
+    let script = workspace_root().join("tests/fixtures/php_zend_growth.php");
+    // 300 iterations 10 ms apart, sampled every 0.5 s: more intervals than growth classes need.
+    let mut args: Vec<String> =
+        ["--older", "0", "--json", json.to_str().unwrap(), "--folded", folded.to_str().unwrap()]
+            .map(String::from)
+            .to_vec();
+    args.extend(
+        ["--pprof", pprof.to_str().unwrap(), "0.5", "--", "php", script.to_str().unwrap(), "300", "10"]
+            .map(String::from),
+    );
+    let (printed, stdout) = trace_lingering_worker(&args);
+    let figures = |key: &str| figures_of(&printed, key);
     let ((zend_bytes, iterations), (malloc_bytes, malloc_count)) = (figures("zend "), figures("malloc "));
     let report = read_report(&json);
 
@@ -432,4 +444,26 @@ fn blocks_held_when_php_resets_its_heap_are_released_with_it() {
     assert!(blocks.as_u64().is_some_and(|b| b > 0), "{}", report["activity"]);
     let line = format!("PHP heap resets: {bytes} bytes in {blocks} allocations still held when PHP reset its heap");
     assert!(final_text(&stdout).contains(&line), "{line}: {stdout}");
+}
+
+/// A worker started through a shell that execs php (a start script): the php binary appears
+/// only after the exec, beside a C library probed already; its Zend heap is probed then, and
+/// the strings it keeps are exact on the php heap.
+#[test]
+fn zend_heap_is_traced_in_php_a_shell_execs() {
+    require_root();
+    require_php();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let script = workspace_root().join("tests/fixtures/php_zend_growth.php");
+    let command = format!("exec php {} 40 5", script.display());
+    let args = ["--older", "0", "--json", json.to_str().unwrap(), "--", "sh", "-c", &command].map(String::from);
+    let (printed, _) = trace_lingering_worker(&args);
+    let (_, iterations) = figures_of(&printed, "zend ");
+    let report = read_report(&json);
+    let strings: Vec<&Value> =
+        heap_stacks(&report, "php", "remember").into_iter().filter(|s| php_calls(s, "str_repeat")).collect();
+    let sum = |key: &str| strings.iter().map(|s| s[key].as_u64().unwrap()).sum::<u64>();
+    assert_eq!((sum("bytes"), sum("count")), (1024 * iterations, iterations), "{strings:#?}");
+    assert_eq!(report["target"]["exe"], "/usr/bin/php8.2");
 }

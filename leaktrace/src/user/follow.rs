@@ -41,6 +41,9 @@ impl UserTrace {
                 attach.exit_hooks(&mut self.tracer, allocator)?;
             }
         }
+        if self.everywhere {
+            self.companions.extend(allocator.functions.iter().map(|f| file_id(&f.object)));
+        }
         let linker = linker.filter(|_| self.rows.is_some());
         if let Some(linker) = linker.filter(|l| !self.everywhere || self.hooked.insert(file_id(l))) {
             attach.library_hook(&mut self.tracer, linker)?;
@@ -148,6 +151,32 @@ impl UserTrace {
         Ok(())
     }
 
+    /// Probes the functions of `found` that are in objects process `tgid`'s allocator does not
+    /// cover yet (the php executable a shell exec'd, whose C library was probed already), and
+    /// adds them to it. With `everywhere`, an object probed for another process is not
+    /// probed again.
+    fn probe_new_objects(&mut self, tgid: u32, found: &AllocatorObject) -> Result<()> {
+        let Some(traced) = self.processes.get(tgid) else { return Ok(()) };
+        let known: Vec<(u64, u64)> = traced.allocator.functions.iter().map(|f| file_id(&f.object)).collect();
+        let mut fresh = found.clone();
+        fresh.functions.retain(|f| !known.contains(&file_id(&f.object)));
+        fresh.keep_heaps(&self.config.heaps);
+        if self.everywhere {
+            fresh.functions.retain(|f| !self.companions.contains(&file_id(&f.object)));
+            self.companions.extend(fresh.functions.iter().map(|f| file_id(&f.object)));
+        }
+        if fresh.functions.is_empty() {
+            return Ok(());
+        }
+        let attach = Attach { pid: if self.everywhere { 0 } else { tgid }, sessions: self.config.sessions };
+        attach.allocator(&mut self.tracer, &mut fresh, self.sampling.is_some())?;
+        if let Some(traced) = self.processes.get_mut(tgid) {
+            traced.allocator.functions.extend(fresh.functions);
+            traced.allocator.not_attached.extend(fresh.not_attached);
+        }
+        Ok(())
+    }
+
     /// Chooses process `tgid`'s allocator among the libraries its program maps, once they are
     /// mapped, and probes it when it is a file not probed yet (a malloc replacement).
     pub(super) fn settle_allocator(&mut self, tgid: u32) -> Result<()> {
@@ -166,6 +195,8 @@ impl UserTrace {
             if self.processes.primary().is_some_and(|p| p.pid() == tgid) {
                 self.probes = super::probe_reports(&allocator);
             }
+        } else {
+            self.probe_new_objects(tgid, &allocator)?;
         }
         if let Some(traced) = self.processes.get_mut(tgid) {
             if changed {

@@ -90,6 +90,8 @@ struct UserTrace {
     /// library loads.
     probed: BTreeSet<(u64, u64)>,
     hooked: BTreeSet<(u64, u64)>,
+    /// With `everywhere`: objects beside the malloc provider (a PHP binary) probed since.
+    companions: BTreeSet<(u64, u64)>,
     /// Launched commands (and their followed children) stop at exit for a last mappings read.
     freeze_at_exit: bool,
     /// Whether the allocator probes are session links (unsampled calls skip their return).
@@ -148,6 +150,7 @@ impl UserTrace {
             everywhere,
             probed: BTreeSet::new(),
             hooked: BTreeSet::new(),
+            companions: BTreeSet::new(),
             freeze_at_exit: matches!(config.target, Target::Launch { .. }),
             sessions: false,
             exec_dropped: (0, 0),
