@@ -77,7 +77,7 @@ fn is_traced(tgid: u32) -> bool {
 }
 
 #[inline(always)]
-fn tell(tgid: u32, kind: ProcessEventKind, parent: u32) {
+pub fn tell(tgid: u32, kind: ProcessEventKind, parent: u32) {
     // SAFETY: a helper without arguments, which tracepoint programs may call.
     let time_ns = unsafe { bpf_ktime_get_ns() };
     let event = ProcessEvent { tgid, kind: kind as u32, parent, _pad: 0, time_ns };

@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use leaktrace_common::names;
+use leaktrace_common::{names, Heap};
 use object::{Object, ObjectSection};
 
 use crate::{
@@ -39,6 +39,9 @@ pub struct AllocatorFn {
     /// unsampled: the state that marks the inner call as nested lives until that return, and
     /// without it the inner call would get a second, independent chance to be sampled.
     pub calls_allocator: bool,
+    /// The probe's attach cookie: its heap in the upper half, in the lower half the size of a
+    /// function whose size is in its name ([`Heap::cookie`]).
+    pub cookie: u64,
 }
 
 impl AllocatorFn {
@@ -49,7 +52,7 @@ impl AllocatorFn {
 }
 
 const fn hook(name: &'static str, entry_program: &'static str, required: bool, args: u8) -> AllocatorFn {
-    AllocatorFn { name, entry_program, returns_block: true, required, args, calls_allocator: false }
+    AllocatorFn { name, entry_program, returns_block: true, required, args, calls_allocator: false, cookie: 0 }
 }
 
 /// A function that takes the block in its first argument and returns nothing to record.
@@ -61,6 +64,7 @@ const fn free_like(name: &'static str) -> AllocatorFn {
         required: false,
         args: 1,
         calls_allocator: false,
+        cookie: 0,
     }
 }
 
@@ -246,6 +250,122 @@ pub const CXX_FUNCTIONS: &[AllocatorFn] = &[
     free_like("_ZdaPvSt11align_val_tRKSt9nothrow_t"),
 ];
 
+/// A Zend entry point: its blocks are on PHP's heap.
+const fn zend(name: &'static str, entry_program: &'static str, args: u8) -> AllocatorFn {
+    AllocatorFn { cookie: Heap::Php.cookie(0), ..hook(name, entry_program, false, args) }
+}
+
+/// A Zend entry point that takes no size: it serves one bin, whose size is in its name.
+const fn zend_bin(name: &'static str, size: u32) -> AllocatorFn {
+    AllocatorFn { cookie: Heap::Php.cookie(size), ..hook(name, names::PROG_FIXED_SIZE, false, 0) }
+}
+
+/// A Zend free: on PHP's heap too, so that `--heap malloc` leaves it out with the rest.
+const fn zend_free(name: &'static str) -> AllocatorFn {
+    AllocatorFn { cookie: Heap::Php.cookie(0), ..free_like(name) }
+}
+
+/// PHP's Zend memory manager (PHP 7.4–8.4 export the same names). Its blocks come from its
+/// own mmap'ed chunks, not from malloc, so they are a second heap beside the C one. With
+/// `USE_ZEND_ALLOC=0` it hands every request to malloc instead: `_emalloc` is then the outer
+/// call and the inner malloc is nested, so a block is still counted once, on PHP's heap.
+///
+/// `_ecalloc` calls `_emalloc` (nested: counted once, at `_ecalloc`'s caller). `_estrdup`,
+/// `_estrndup` and `_safe_emalloc` are not probed: each computes its size and calls (or
+/// jumps to) `_emalloc`, whose probe counts the exact size without a second trap per call;
+/// their blocks' innermost frame is the wrapper itself. The `_efree_*` variants take the
+/// block first (the large and huge ones a size after it, which the block's record already
+/// holds).
+pub const ZEND_FUNCTIONS: &[AllocatorFn] = &[
+    zend("_emalloc", names::PROG_SIZE_ARG0, 1),
+    zend_bin("_emalloc_8", 8),
+    zend_bin("_emalloc_16", 16),
+    zend_bin("_emalloc_24", 24),
+    zend_bin("_emalloc_32", 32),
+    zend_bin("_emalloc_40", 40),
+    zend_bin("_emalloc_48", 48),
+    zend_bin("_emalloc_56", 56),
+    zend_bin("_emalloc_64", 64),
+    zend_bin("_emalloc_80", 80),
+    zend_bin("_emalloc_96", 96),
+    zend_bin("_emalloc_112", 112),
+    zend_bin("_emalloc_128", 128),
+    zend_bin("_emalloc_160", 160),
+    zend_bin("_emalloc_192", 192),
+    zend_bin("_emalloc_224", 224),
+    zend_bin("_emalloc_256", 256),
+    zend_bin("_emalloc_320", 320),
+    zend_bin("_emalloc_384", 384),
+    zend_bin("_emalloc_448", 448),
+    zend_bin("_emalloc_512", 512),
+    zend_bin("_emalloc_640", 640),
+    zend_bin("_emalloc_768", 768),
+    zend_bin("_emalloc_896", 896),
+    zend_bin("_emalloc_1024", 1024),
+    zend_bin("_emalloc_1280", 1280),
+    zend_bin("_emalloc_1536", 1536),
+    zend_bin("_emalloc_1792", 1792),
+    zend_bin("_emalloc_2048", 2048),
+    zend_bin("_emalloc_2560", 2560),
+    zend_bin("_emalloc_3072", 3072),
+    zend("_emalloc_large", names::PROG_SIZE_ARG0, 1),
+    zend("_emalloc_huge", names::PROG_SIZE_ARG0, 1),
+    AllocatorFn { calls_allocator: true, ..zend("_ecalloc", names::PROG_CALLOC, 2) },
+    AllocatorFn { calls_allocator: true, ..zend("_erealloc", names::PROG_REALLOC, 2) },
+    AllocatorFn { calls_allocator: true, ..zend("_erealloc2", names::PROG_REALLOC, 2) },
+    zend_free("_efree"),
+    zend_free("_efree_8"),
+    zend_free("_efree_16"),
+    zend_free("_efree_24"),
+    zend_free("_efree_32"),
+    zend_free("_efree_40"),
+    zend_free("_efree_48"),
+    zend_free("_efree_56"),
+    zend_free("_efree_64"),
+    zend_free("_efree_80"),
+    zend_free("_efree_96"),
+    zend_free("_efree_112"),
+    zend_free("_efree_128"),
+    zend_free("_efree_160"),
+    zend_free("_efree_192"),
+    zend_free("_efree_224"),
+    zend_free("_efree_256"),
+    zend_free("_efree_320"),
+    zend_free("_efree_384"),
+    zend_free("_efree_448"),
+    zend_free("_efree_512"),
+    zend_free("_efree_640"),
+    zend_free("_efree_768"),
+    zend_free("_efree_896"),
+    zend_free("_efree_1024"),
+    zend_free("_efree_1280"),
+    zend_free("_efree_1536"),
+    zend_free("_efree_1792"),
+    zend_free("_efree_2048"),
+    zend_free("_efree_2560"),
+    zend_free("_efree_3072"),
+    zend_free("_efree_large"),
+    zend_free("_efree_huge"),
+];
+
+/// The family name of the Zend memory manager, wherever its functions are found.
+pub const ZEND_FAMILY: &str = "zend";
+
+impl AllocatorFn {
+    /// The heap its blocks are on.
+    pub fn heap(&self) -> Heap {
+        Heap::from_u32(Heap::of_cookie(self.cookie)).unwrap_or(Heap::Malloc)
+    }
+}
+
+/// The report's name of a heap the programs number.
+pub fn model_heap(heap: Heap) -> crate::model::Heap {
+    match heap {
+        Heap::Malloc => crate::model::Heap::Malloc,
+        Heap::Php => crate::model::Heap::Php,
+    }
+}
+
 /// What a function added with `--alloc-fn NAME:KIND` does with its arguments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum FnKind {
@@ -347,6 +467,18 @@ impl AllocatorObject {
     /// Adds the functions found in another object.
     pub fn add(&mut self, facts: ElfFacts) {
         self.functions.extend(facts.defined);
+    }
+
+    /// Keeps the functions of the heaps asked for (`--heap`; empty: every heap found).
+    pub fn keep_heaps(&mut self, heaps: &[crate::model::Heap]) {
+        if !heaps.is_empty() {
+            self.functions.retain(|f| heaps.contains(&model_heap(f.function.heap())));
+        }
+    }
+
+    /// Whether PHP's heap is probed.
+    pub fn has_php_heap(&self) -> bool {
+        self.functions.iter().any(|f| f.function.heap() == Heap::Php)
     }
 
     /// Which family was found in which object, with its functions, in probing order.
@@ -572,6 +704,12 @@ pub fn exit_functions(path: &Path) -> Result<Vec<HookSite>> {
     hook_sites(path, &["exit", "_exit"])
 }
 
+/// `zend_mm_shutdown` in an object of PHP's, with its probe site: PHP calls it at the end of
+/// each request and of the script, and it gives the heap's chunks back whole.
+pub fn heap_reset_hook(path: &Path) -> Result<Option<HookSite>> {
+    Ok(hook_sites(path, &["zend_mm_shutdown"])?.into_iter().next())
+}
+
 /// The dynamic linker a dynamically linked executable asks for (its `.interp`), if any.
 pub fn interpreter(path: &Path) -> Result<Option<PathBuf>> {
     parse(path, |file| {
@@ -654,6 +792,9 @@ pub const FAMILIES: &[Family] = &[
     Family { is_libc: true, ..c_family("musl", &["ld-musl-"], &[""], &[], "") },
     Family { c_api: false, ..c_family("libstdc++", &["libstdc++"], &[""], &[], "") },
     Family { c_api: false, ..c_family("libc++", &["libc++.so", "libc++abi.so"], &[""], &[], "") },
+    // PHP's own heap, in the php executable (CLI, FPM) or libphp (embed, Apache's module):
+    // no C API, a heap of its own.
+    Family { c_api: false, ..c_family(ZEND_FAMILY, &["libphp"], &[""], ZEND_FUNCTIONS, "_emalloc") },
 ];
 
 /// The allocator family of a library, by its file name.
@@ -808,6 +949,25 @@ mod tests {
         assert!(facts.defined.iter().all(|d| d.family == CXX_FAMILY), "{:?}", facts.defined);
         // new calls malloc: with sampling its return probe stays (see `calls_allocator`).
         assert!(facts.defined.iter().filter(|d| d.function.returns_block).all(|d| d.function.calls_allocator));
+    }
+
+    /// Debian's php binary exports every Zend entry point: each is found under the `zend`
+    /// family, the bins carry their size in the cookie, and everything on PHP's heap.
+    #[test]
+    fn this_systems_php_has_the_zend_heap() {
+        let Some(php) = ["/usr/bin/php8.2", "/usr/bin/php"].into_iter().map(Path::new).find(|p| p.exists()) else {
+            return; // no PHP on this machine: nothing to check
+        };
+        let facts = inspect_companion(php).unwrap();
+        let zend: Vec<&ResolvedFn> = facts.defined.iter().filter(|d| d.family == ZEND_FAMILY).collect();
+        for f in ZEND_FUNCTIONS {
+            assert!(zend.iter().any(|d| d.covers(f.name, "")), "{} not found", f.name);
+        }
+        let bin = zend.iter().find(|d| d.symbol == "_emalloc_56").unwrap();
+        assert_eq!((bin.function.entry_program, bin.function.cookie), (names::PROG_FIXED_SIZE, (1 << 32) | 56));
+        assert!(zend.iter().all(|d| d.function.heap() == Heap::Php));
+        let emalloc = zend.iter().find(|d| d.symbol == "_emalloc").unwrap();
+        assert_eq!(emalloc.site.handling, Handling::Emulated, "{emalloc:?}");
     }
 
     #[test]

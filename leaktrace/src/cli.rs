@@ -216,6 +216,11 @@ struct TraceArgs {
     #[arg(long = "no-php-frames")]
     pub no_php_frames: bool,
 
+    /// Heaps to trace, comma-separated: `malloc` (the C allocator) and `php` (PHP's Zend
+    /// memory manager). Default: the C heap, and PHP's wherever a process maps a PHP binary.
+    #[arg(long = "heap", value_name = "HEAP", value_enum, value_delimiter = ',')]
+    pub heap: Vec<crate::model::Heap>,
+
     /// Capacity of the DWARF unwind-row table shared by every module (8 bytes a row); modules
     /// that no longer fit are unwound with frame pointers, and the report says so.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_UNWIND_ROWS)]
@@ -346,6 +351,7 @@ impl TraceArgs {
             follow: self.follow || (launched && !self.no_follow),
             by_process: self.group_by == GroupBy::Process,
             php_frames: !self.no_php_frames,
+            heaps: self.heap,
         })
     }
 

@@ -77,6 +77,26 @@ pub struct ProcessSummary {
     pub totals: super::Totals,
 }
 
+/// A heap of a user process: where a stack's blocks come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Heap {
+    /// The C allocator: malloc and its replacements, C++'s new.
+    Malloc,
+    /// PHP's Zend memory manager (`_emalloc` and its variants).
+    Php,
+}
+
+impl Heap {
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Malloc => "malloc",
+            Self::Php => "php",
+        }
+    }
+}
+
 /// How user stacks are unwound.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

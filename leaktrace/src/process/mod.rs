@@ -173,6 +173,18 @@ pub fn find_allocator(
     Ok(plan)
 }
 
+/// Whether process `pid` runs with the Zend memory manager off: PHP reads `USE_ZEND_ALLOC`
+/// with `atol`, so a value whose leading digits make 0 (or none) hands every `_emalloc` to
+/// malloc. False when its environment cannot be read.
+pub fn zend_alloc_disabled(pid: u32) -> bool {
+    let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { return false };
+    environ.split(|&b| b == 0).filter_map(|v| v.strip_prefix(b"USE_ZEND_ALLOC=")).any(|value| {
+        let text = String::from_utf8_lossy(value);
+        let digits: String = text.trim_start().chars().take_while(char::is_ascii_digit).collect();
+        digits.trim_start_matches('0').is_empty()
+    })
+}
+
 fn file_name(path: &Path) -> String {
     path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string()
 }
@@ -291,7 +303,13 @@ pub fn find_allocator_for_program(program: &Path, object: Option<&Path>, prefix:
     }
     let own_libc = own_c_library()?;
     let facts = allocator::inspect(&own_libc, prefix)?;
-    allocator::plan(&own_libc, facts, prefix)
+    let mut plan = allocator::plan(&own_libc, facts, prefix)?;
+    if !is_script {
+        // The program's own entry points beside the C library's (PHP's heap in the php
+        // executable), probed before it runs like the rest.
+        plan.add(allocator::inspect_companion(program)?);
+    }
+    Ok(plan)
 }
 
 /// The allocator of the C library leaktrace itself runs on: the one processes started later

@@ -163,6 +163,10 @@ fn render_stack(out: &mut String, stack: &StackReport, style: Styles) {
         Some(key) if !key.is_empty() => format!("from {key}"),
         _ => "from stack".to_string(),
     };
+    let source = match stack.heap {
+        Some(heap) => format!("{source} on the {} heap", heap.name()),
+        None => source,
+    };
     match &stack.estimate {
         Some(e) => {
             let _ = writeln!(
@@ -375,6 +379,15 @@ fn render_activity(out: &mut String, report: &Report) {
             "Exec: {} bytes in {} still outstanding when their process ran a new program were dropped with the old image",
             a.exec_dropped_bytes,
             counted(a.exec_dropped_blocks, "allocation")
+        );
+    }
+    if a.php_heap_released_blocks > 0 {
+        let _ = writeln!(
+            out,
+            "PHP heap resets: {} bytes in {} still held when PHP reset its heap (end of a request or of the script) \
+             were released with it",
+            a.php_heap_released_bytes,
+            counted(a.php_heap_released_blocks, "allocation")
         );
     }
     if let Some(user) = report.user().filter(|u| !u.processes.is_empty()) {

@@ -25,6 +25,13 @@ impl UserTrace {
     /// Puts the allocator's probes, and the library-load hook of `linker`, on process `pid`;
     /// with `everywhere`, on every process mapping the files, once per file.
     pub(super) fn probe(&mut self, pid: u32, allocator: &mut AllocatorObject, linker: Option<&Path>) -> Result<()> {
+        allocator.keep_heaps(&self.config.heaps);
+        if self.config.heaps == [crate::model::Heap::Php] && !allocator.has_php_heap() && pid != 0 {
+            return Err(Error::NoAllocator {
+                target: format!("pid {pid}"),
+                detail: "--heap php: it maps no PHP binary (no _emalloc in its executable or a libphp)".to_string(),
+            });
+        }
         let attach = Attach { pid: if self.everywhere { 0 } else { pid }, sessions: self.config.sessions };
         if !self.everywhere || self.probed.insert(file_id(&allocator.path)) {
             let sessions = attach.allocator(&mut self.tracer, allocator, self.sampling.is_some())?;
@@ -33,6 +40,9 @@ impl UserTrace {
             if self.freeze_at_exit {
                 attach.exit_hooks(&mut self.tracer, allocator)?;
             }
+        }
+        if self.everywhere {
+            self.companions.extend(allocator.functions.iter().map(|f| file_id(&f.object)));
         }
         match linker {
             Some(linker) => self.hook_linker(pid, linker),
@@ -188,6 +198,32 @@ impl UserTrace {
         Ok(())
     }
 
+    /// Probes the functions of `found` that are in objects process `tgid`'s allocator does not
+    /// cover yet (the php executable a shell exec'd, whose C library was probed already), and
+    /// adds them to it. With `everywhere`, an object probed for another process is not
+    /// probed again.
+    fn probe_new_objects(&mut self, tgid: u32, found: &AllocatorObject) -> Result<()> {
+        let Some(traced) = self.processes.get(tgid) else { return Ok(()) };
+        let known: Vec<(u64, u64)> = traced.allocator.functions.iter().map(|f| file_id(&f.object)).collect();
+        let mut fresh = found.clone();
+        fresh.functions.retain(|f| !known.contains(&file_id(&f.object)));
+        fresh.keep_heaps(&self.config.heaps);
+        if self.everywhere {
+            fresh.functions.retain(|f| !self.companions.contains(&file_id(&f.object)));
+            self.companions.extend(fresh.functions.iter().map(|f| file_id(&f.object)));
+        }
+        if fresh.functions.is_empty() {
+            return Ok(());
+        }
+        let attach = Attach { pid: if self.everywhere { 0 } else { tgid }, sessions: self.config.sessions };
+        attach.allocator(&mut self.tracer, &mut fresh, self.sampling.is_some())?;
+        if let Some(traced) = self.processes.get_mut(tgid) {
+            traced.allocator.functions.extend(fresh.functions);
+            traced.allocator.not_attached.extend(fresh.not_attached);
+        }
+        Ok(())
+    }
+
     /// Chooses process `tgid`'s allocator among the libraries its program maps, once they are
     /// mapped, and probes it when it is a file not probed yet (a malloc replacement).
     pub(super) fn settle_allocator(&mut self, tgid: u32) -> Result<()> {
@@ -206,6 +242,8 @@ impl UserTrace {
             if self.processes.primary().is_some_and(|p| p.pid() == tgid) {
                 self.probes = super::probe_reports(&allocator);
             }
+        } else {
+            self.probe_new_objects(tgid, &allocator)?;
         }
         if let Some(traced) = self.processes.get_mut(tgid) {
             if changed {
@@ -228,7 +266,14 @@ impl UserTrace {
                         traced.exited = true;
                     }
                 }
-                Some(ProcessEventKind::None) | None => {}
+                // With the Zend heap off, its blocks are malloc's, which a reset leaves alone.
+                Some(ProcessEventKind::HeapReset) if !process::zend_alloc_disabled(event.tgid) => {
+                    let php = Some(leaktrace_common::Heap::Php as u32);
+                    let (blocks, bytes) = self.tracer.drop_blocks(event.tgid, event.time_ns, php)?;
+                    self.php_heap_released.0 += blocks;
+                    self.php_heap_released.1 += bytes;
+                }
+                Some(ProcessEventKind::HeapReset | ProcessEventKind::None) | None => {}
             }
         }
         Ok(())
@@ -262,7 +307,7 @@ impl UserTrace {
     /// Process `tgid` ran a new program at `time_ns`: its blocks of the old image are gone
     /// with it (dropped and counted); its mappings, table and allocator are taken again.
     fn exec_seen(&mut self, tgid: u32, time_ns: u64) -> Result<()> {
-        let (blocks, bytes) = self.tracer.drop_blocks(tgid, time_ns)?;
+        let (blocks, bytes) = self.tracer.drop_blocks(tgid, time_ns, None)?;
         self.exec_dropped.0 += blocks;
         self.exec_dropped.1 += bytes;
         if let Some(traced) = self.processes.get_mut(tgid) {

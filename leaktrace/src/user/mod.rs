@@ -91,12 +91,16 @@ struct UserTrace {
     /// The dynamic linkers hooked for library loads: (pid the hook is scoped to, 0 for
     /// every process; the file's device and inode).
     hooked: BTreeSet<(u32, (u64, u64))>,
+    /// With `everywhere`: objects beside the malloc provider (a PHP binary) probed since.
+    companions: BTreeSet<(u64, u64)>,
     /// Launched commands (and their followed children) stop at exit for a last mappings read.
     freeze_at_exit: bool,
     /// Whether the allocator probes are session links (unsampled calls skip their return).
     sessions: bool,
     /// Blocks and bytes dropped because their process ran a new program.
     exec_dropped: (u64, u64),
+    /// Blocks and bytes of PHP's heap still held when the heap was reset (released whole).
+    php_heap_released: (u64, u64),
     /// Resumes what the probes stopped should leaktrace die (launched commands only).
     guardian: Option<Guardian>,
     /// `--cgroup`: the cgroup whose processes are traced, and those of its processes that
@@ -156,9 +160,11 @@ impl UserTrace {
             everywhere,
             probed: BTreeSet::new(),
             hooked: BTreeSet::new(),
+            companions: BTreeSet::new(),
             freeze_at_exit: matches!(config.target, Target::Launch { .. }),
             sessions: false,
             exec_dropped: (0, 0),
+            php_heap_released: (0, 0),
             guardian: None,
             cgroup,
             cgroup_skipped: BTreeSet::new(),
@@ -180,6 +186,13 @@ impl UserTrace {
             );
             if let Some(notice) = p.php.as_ref().and_then(|php| php.notice()) {
                 crate::say!("{notice}");
+            }
+            if p.allocator.has_php_heap() && process::zend_alloc_disabled(p.pid()) {
+                crate::say!(
+                    "PHP's heap in pid {} is served by malloc (USE_ZEND_ALLOC=0): each of its blocks is counted \
+                     once, on the php heap, at the _emalloc call that asked for it",
+                    p.pid()
+                );
             }
         }
         for p in self.processes.iter() {
@@ -269,6 +282,7 @@ impl UserTrace {
             allocators: distinct(self.processes.iter().flat_map(|p| p.allocator.families())),
             not_attached: distinct(self.processes.iter().flat_map(|p| p.allocator.not_attached.iter().cloned())),
             exec_dropped: self.exec_dropped,
+            php_heap_released: self.php_heap_released,
             processes: Vec::new(),
             by_process: self.config.by_process,
         }
@@ -399,6 +413,7 @@ impl Mode for UserTrace {
             sort: self.config.sort.resolve(self.series.samples()),
             top: (!final_report).then_some(self.config.top),
             holders: (self.processes.len() > 1).then_some(&comms),
+            tag_heaps: self.processes.iter().any(|p| p.allocator.has_php_heap()),
         };
         let ranked = build::rank(&snapshot);
         let mut named = self.name_stacks(&ranked)?;
