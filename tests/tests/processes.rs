@@ -262,3 +262,22 @@ fn launch_probes_a_preloaded_malloc_replacement() {
     // Served by jemalloc's malloc, which only the jemalloc probes see.
     assert_eq!(totals_for(&report, "leak_malloc"), (malloc_site.bytes, malloc_site.count), "{report:#}");
 }
+
+/// `--comm` with no such process yet, reports every half second: empty reports that say whom
+/// they wait for, and a clean end.
+#[test]
+fn comm_before_any_process_reports_whom_it_waits_for() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let output =
+        run_leaktrace(&["--comm", "no-such-worker", "--json", json.to_str().unwrap(), "0.5", "--duration", "1.6"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("no process is named no-such-worker yet"), "{stderr}");
+    assert!(stdout.contains("Final report: every process named no-such-worker, traced"), "{stdout}");
+    let report = read_report(&json);
+    assert_eq!(report["target"]["command"], "every process named no-such-worker");
+    assert_eq!(report["totals"]["count"], 0);
+}

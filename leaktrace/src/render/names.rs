@@ -57,6 +57,8 @@ pub fn subject(report: &Report) -> String {
     match report.kernel().map(|k| k.runs.as_ref()) {
         Some(Some(runs)) => format!("command `{}`", runs.command),
         Some(None) if *pid == 0 => "system-wide".to_string(),
+        // A user trace of processes yet to come (`--comm`, `--cgroup`) names them.
+        None if *pid == 0 => command.clone(),
         _ => format!("pid {pid} ({command})"),
     }
 }

@@ -249,13 +249,27 @@ impl UserTrace {
         Ok(found)
     }
 
+    /// Whom a trace that has no process yet waits for.
+    fn awaited(&self) -> String {
+        match (&self.config.target, &self.cgroup) {
+            (_, Some(cgroup)) => format!("every process in cgroup {}", cgroup.path.display()),
+            (Target::Processes { comm: Some(comm), .. }, None) => format!("every process named {comm}"),
+            _ => "no process".to_string(),
+        }
+    }
+
     /// Everything the report says besides the stacks.
     fn context(&self, min_age: Duration, counters: [u64; Counter::LEN as usize]) -> Context {
-        let primary = self.processes.primary().expect("a user trace traces at least one process");
+        let (target, allocator) = match self.processes.primary() {
+            Some(primary) => (primary.info.clone(), primary.allocator.path.display().to_string()),
+            // `--comm` or `--cgroup` before any process has matched: the report says whom it
+            // waits for.
+            None => (crate::model::TargetInfo { pid: 0, command: self.awaited(), exe: String::new() }, String::new()),
+        };
         let unwinds = self.processes.iter().filter_map(|p| p.unwind.as_ref());
         Context {
-            target: primary.info.clone(),
-            allocator: primary.allocator.path.display().to_string(),
+            target,
+            allocator,
             stamp: self.clock.stamp(),
             exited: self.exited,
             filters: Filters {
