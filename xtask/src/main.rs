@@ -51,6 +51,10 @@ enum Task {
         /// Output directory (default target/bench).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// Run one section alone: `fleet` (many processes, allocator families, the cost of
+        /// launch mode's system-wide probes to other processes).
+        #[arg(long, value_name = "SECTION", value_parser = ["fleet"])]
+        only: Option<String>,
     },
     /// Build the Debian package: target/package/leaktrace_<version>_amd64.deb with the binary,
     /// man pages, shell completions, README and copyright.
@@ -89,7 +93,7 @@ fn run() -> Result<()> {
             setup::ensure_test_tools()?;
             test(&root, filter.as_deref())
         }
-        Task::Bench { quick, out } => {
+        Task::Bench { quick, out, only } => {
             setup::run(&root)?;
             let mut args = Vec::new();
             if quick {
@@ -97,6 +101,9 @@ fn run() -> Result<()> {
             }
             if let Some(out) = out {
                 args.extend(["--out".to_string(), out.display().to_string()]);
+            }
+            if let Some(only) = only {
+                args.extend(["--only".to_string(), only]);
             }
             bench::run(&root, &args)
         }
