@@ -6,13 +6,17 @@
 //! memleak; and writes `bench.json` and `bench.md` (a table) into the output directory
 //! (default target/bench).
 //!
-//! Usage: leaktrace-bench [--quick] [--out DIR] [--leaktrace PATH] [--only fleet]
-//! (`--only fleet`: many processes, allocator families and system-wide probes alone)
+//! `--soak MINUTES` runs the soak alone instead (bench/src/soak.rs): soak.json and soak.md.
+//! `--only fleet` runs one section alone (bench/src/fleet.rs): many processes, allocator
+//! families and system-wide probes.
+//!
+//! Usage: leaktrace-bench [--quick] [--soak MINUTES] [--only fleet] [--out DIR] [--leaktrace PATH]
 
 mod cost;
 mod fleet;
 mod proc;
 mod real;
+mod soak;
 mod stats;
 mod tools;
 mod workload;
@@ -111,6 +115,8 @@ impl Plan {
 
 struct Options {
     quick: bool,
+    /// Run the soak alone, for this many minutes.
+    soak: Option<f64>,
     out: PathBuf,
     leaktrace: PathBuf,
     /// One section alone (`fleet`).
@@ -125,6 +131,7 @@ fn parse_options() -> Result<Options> {
     let root = workspace_root();
     let mut options = Options {
         quick: false,
+        soak: None,
         out: root.join("target/bench"),
         leaktrace: root.join("target/release/leaktrace"),
         only: None,
@@ -133,18 +140,24 @@ fn parse_options() -> Result<Options> {
     while let Some(arg) = argv.next() {
         match arg.as_str() {
             "--quick" => options.quick = true,
+            "--soak" => {
+                options.soak =
+                    Some(argv.next().context("--soak needs minutes")?.parse().context("--soak needs minutes")?)
+            }
             "--out" => options.out = argv.next().context("--out needs a directory")?.into(),
             "--leaktrace" => options.leaktrace = argv.next().context("--leaktrace needs a path")?.into(),
             "--only" => match argv.next().as_deref() {
                 Some("fleet") => options.only = Some("fleet".into()),
-                other => bail!("--only takes a section name: fleet (got {other:?})"),
+                other => bail!("--only takes a section name: fleet (got {:?})", other.unwrap_or("nothing")),
             },
             "-h" | "--help" => {
-                println!("usage: leaktrace-bench [--quick] [--out DIR] [--leaktrace PATH] [--only fleet]");
+                println!(
+                    "usage: leaktrace-bench [--quick] [--soak MINUTES] [--only fleet] [--out DIR] [--leaktrace PATH]"
+                );
                 std::process::exit(0);
             }
             other => {
-                bail!("unknown argument {other:?} (usage: leaktrace-bench [--quick] [--out DIR] [--leaktrace PATH] [--only fleet])")
+                bail!("unknown argument {other:?} (usage: leaktrace-bench [--quick] [--soak MINUTES] [--only fleet] [--out DIR] [--leaktrace PATH])")
             }
         }
     }
@@ -188,6 +201,9 @@ fn run() -> Result<()> {
         memleak_script: root.join("bench/workload/memleak-bpfcc.py"),
         scratch,
     };
+    if let Some(minutes) = options.soak {
+        return soak::run(&env, minutes, &options.out);
+    }
     // Timed runs without per-program statistics, whoever turned them on.
     let quiet = stats::BpfStats::set(false)?;
     let mut result = serde_json::Map::new();

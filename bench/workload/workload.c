@@ -14,6 +14,8 @@
  *   stacks N                 one 32..95-byte block kept from each of N distinct functions
  *                            (generated into stacks.c), so N unique call stacks
  *   syscalls N               N eventfd()+close() pairs (kernel slab traffic, no malloc)
+ *   soak RATE SECONDS PERIOD steady mode for a long run, pausing one second around every
+ *                            PERIOD-th second with its exact state printed (see run_soak)
  *   fleet WORKERS N          WORKERS forked processes, each the one-shot loop of N operations
  *                            and its leaks, released together (see run_fleet)
  *   --wait                   print "ready PID", wait for a line on stdin before working,
@@ -216,6 +218,116 @@ NOINLINE void run_steady(long rate, double seconds) {
     print_truth();
 }
 
+/* Soak mode: steady traffic for a long time, with a known state at every report.
+ *
+ * Every PERIOD seconds the traffic pauses for one second, centred on the moment a tracer
+ * started with the workload and reporting every PERIOD seconds takes its sample. At the
+ * start of pause k, soak_leak leaks SOAK_LEAK_BLOCKS more blocks (the growth a leak finder
+ * must see), then the state is printed: "PAUSE k", one "SITE k name outstanding_bytes
+ * outstanding_count allocated_bytes" line per call path, "RESUME k" after the pause. While
+ * the traffic runs it is paced at RATE * PERIOD / (PERIOD - 1) allocation calls per second,
+ * so that the average over the run is RATE. The truth of a moment in a pause is exact: no
+ * call is in flight. At the end, "PAUSE 0" and its SITE lines give the state the workload
+ * then keeps until its stdin closes. */
+#define SOAK_LEAK_BLOCKS 16
+#define SOAK_LEAK_BYTES 1024
+enum { S_SMALL, S_CALLOC, S_MEDIUM, S_RESIZE, S_TABLE, S_LEAK, N_SOAK_SITES };
+static const char *const SOAK_SITES[N_SOAK_SITES] = {"op_small", "op_calloc", "op_medium", "op_resize", "op_table", "soak_leak"};
+static struct { uint64_t out_bytes, out_count, alloc_bytes; } soak_state[N_SOAK_SITES];
+
+/* The call path one_op(i) takes, the size of the block it leaves, and the bytes it
+ * allocates on the way (op_resize: 64, then the realloc'ed size). */
+static int op_site(unsigned i) {
+    switch (i % 8) {
+    case 0: case 1: case 2: return S_SMALL;
+    case 3: return S_CALLOC;
+    case 4: return S_MEDIUM;
+    case 5: return S_RESIZE;
+    default: return S_TABLE;
+    }
+}
+static uint64_t op_size(unsigned i) {
+    switch (op_site(i)) {
+    case S_SMALL: return 16 + (i * 7) % 240;
+    case S_CALLOC: return (1 + i % 8) * 32;
+    case S_MEDIUM: return 1024 + (i * 13) % 4096;
+    case S_RESIZE: return 128 + i % 1024;
+    default: return 8 * (1 + i % 64);
+    }
+}
+
+NOINLINE void soak_leak(void) {
+    void *p = malloc(SOAK_LEAK_BYTES);
+    touch(p, SOAK_LEAK_BYTES);
+    keep_big(p);
+    soak_state[S_LEAK].out_bytes += SOAK_LEAK_BYTES;
+    soak_state[S_LEAK].out_count++;
+    soak_state[S_LEAK].alloc_bytes += SOAK_LEAK_BYTES;
+}
+
+static void soak_print(long k) {
+    printf("PAUSE %ld %llu\n", k, (unsigned long long)now_ns());
+    for (int s = 0; s < N_SOAK_SITES; s++)
+        printf("SITE %ld %s %llu %llu %llu\n", k, SOAK_SITES[s], (unsigned long long)soak_state[s].out_bytes,
+               (unsigned long long)soak_state[s].out_count, (unsigned long long)soak_state[s].alloc_bytes);
+}
+
+static void sleep_until(uint64_t t_ns) {
+    struct timespec ts = {.tv_sec = (time_t)(t_ns / 1000000000ull), .tv_nsec = (long)(t_ns % 1000000000ull)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL)) {}
+}
+
+NOINLINE void run_soak(long rate, double seconds, double period) {
+    static void *ring[RING];
+    static unsigned ring_op[RING];
+    const uint64_t period_ns = (uint64_t)(period * 1e9), half_pause = 500000000ull;
+    const double active_rate = (double)rate * period / (period - 1.0);
+    uint64_t start = now_ns(), end = start + (uint64_t)(seconds * 1e9), paused_ns = 0;
+    long k = 1;
+    unsigned i = 0;
+    printf("PID %d\nSOAK_START %llu\n", (int)getpid(), (unsigned long long)start);
+    for (;;) {
+        uint64_t t = now_ns();
+        if (t >= end) break;
+        uint64_t pause_at = start + (uint64_t)k * period_ns - half_pause;
+        if (t >= pause_at) {
+            for (int b = 0; b < SOAK_LEAK_BLOCKS; b++) soak_leak();
+            soak_print(k);
+            sleep_until(pause_at + 2 * half_pause);
+            printf("RESUME %ld %llu\n", k, (unsigned long long)now_ns());
+            paused_ns += now_ns() - t;
+            k++;
+            continue;
+        }
+        uint64_t due = (uint64_t)((double)(t - start - paused_ns) * active_rate / 1e9);
+        while (alloc_calls < due) {
+            unsigned slot = i % RING;
+            if (ring[slot]) {
+                int s = op_site(ring_op[slot]);
+                soak_state[s].out_bytes -= op_size(ring_op[slot]);
+                soak_state[s].out_count--;
+                release(ring[slot]);
+            }
+            int s = op_site(i);
+            soak_state[s].out_bytes += op_size(i);
+            soak_state[s].out_count++;
+            soak_state[s].alloc_bytes += op_size(i) + (s == S_RESIZE ? 64 : 0);
+            ring_op[slot] = i;
+            ring[slot] = one_op(i++);
+        }
+        uint64_t next = now_ns() + 1000000; /* 1 ms ticks */
+        sleep_until(next < pause_at ? next : pause_at);
+    }
+    uint64_t elapsed = now_ns() - start - paused_ns;
+    /* The blocks in flight stay: the final report, taken while the workload waits, must
+     * show every call path with what it holds. */
+    soak_print(0);
+    printf("ELAPSED_NS %llu\nOPS %u\nALLOC_CALLS %llu\nFREE_CALLS %llu\n", (unsigned long long)elapsed, i,
+           (unsigned long long)alloc_calls, (unsigned long long)free_calls);
+    printf("TRUTH soak_leak %llu %llu\n", (unsigned long long)soak_state[S_LEAK].out_bytes,
+           (unsigned long long)soak_state[S_LEAK].out_count);
+}
+
 /* stacks.c (generated by the bench): stack_sites[i]() allocates and keeps one block. */
 extern void (*const stack_sites[])(void);
 extern const long n_stack_sites;
@@ -291,7 +403,7 @@ NOINLINE void run_fleet(long workers, long n) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: workload [--wait] oneshot N [OUTSTANDING] | sampled N | steady RATE SECONDS | stacks N | syscalls N | fleet WORKERS N\n");
+    fprintf(stderr, "usage: workload [--wait] oneshot N [OUTSTANDING] | sampled N | steady RATE SECONDS | stacks N | syscalls N | soak RATE SECONDS PERIOD | fleet WORKERS N\n");
     exit(2);
 }
 
@@ -314,6 +426,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(mode, "steady") && a + 2 < argc) run_steady(n, atof(argv[a + 2]));
     else if (!strcmp(mode, "stacks")) run_stacks(n);
     else if (!strcmp(mode, "syscalls")) run_syscalls(n);
+    else if (!strcmp(mode, "soak") && a + 3 < argc) run_soak(n, atof(argv[a + 2]), atof(argv[a + 3]));
     else if (!strcmp(mode, "fleet") && a + 2 < argc) run_fleet(n, atol(argv[a + 2]));
     else usage();
     if (wait) {

@@ -1,8 +1,8 @@
-//! `cargo xtask bench [--quick] [--out DIR] [--only fleet]`: installs the tools the benchmark compares
-//! leaktrace with (Debian's bpftrace, heaptrack, valgrind and bcc's memleak from bpfcc-tools,
-//! with kernel headers for bcc), the real program it runs (jq), the C++ compiler and the
-//! allocator libraries of its allocator-family runs, builds leaktrace and the
-//! harness (bench/) in release mode and runs the harness. Results go to target/bench/
+//! `cargo xtask bench [--quick | --soak MINUTES] [--out DIR] [--only fleet]`: installs the
+//! tools the benchmark compares leaktrace with (Debian's bpftrace, heaptrack, valgrind and
+//! bcc's memleak from bpfcc-tools, with kernel headers for bcc), the real program it runs (jq),
+//! the C++ compiler and the allocator libraries of its allocator-family runs, builds leaktrace
+//! and the harness (bench/) in release mode and runs the harness. Results go to target/bench/
 //! (bench.json, bench.md); see docs/benchmarks.md.
 
 use std::{path::Path, process::Command};

@@ -48,12 +48,16 @@ enum Task {
         /// A few-seconds version: one repetition, small sizes (checks that the bench runs).
         #[arg(long)]
         quick: bool,
+        /// Instead, the soak alone: the steady workload traced for this many minutes (30 for
+        /// the published figures), a report every 10 s, each checked; soak.json and soak.md.
+        #[arg(long, value_name = "MINUTES", conflicts_with = "quick")]
+        soak: Option<f64>,
         /// Output directory (default target/bench).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
         /// Run one section alone: `fleet` (many processes, allocator families, the cost of
         /// launch mode's system-wide probes to other processes).
-        #[arg(long, value_name = "SECTION", value_parser = ["fleet"])]
+        #[arg(long, value_name = "SECTION", value_parser = ["fleet"], conflicts_with = "soak")]
         only: Option<String>,
     },
     /// Build the Debian package: target/package/leaktrace_<version>_amd64.deb with the binary,
@@ -93,11 +97,14 @@ fn run() -> Result<()> {
             setup::ensure_test_tools()?;
             test(&root, filter.as_deref())
         }
-        Task::Bench { quick, out, only } => {
+        Task::Bench { quick, soak, out, only } => {
             setup::run(&root)?;
             let mut args = Vec::new();
             if quick {
                 args.push("--quick".to_string());
+            }
+            if let Some(minutes) = soak {
+                args.extend(["--soak".to_string(), minutes.to_string()]);
             }
             if let Some(out) = out {
                 args.extend(["--out".to_string(), out.display().to_string()]);
