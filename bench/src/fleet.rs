@@ -22,7 +22,7 @@ use crate::{
     workload::{self, LeakCheck, Output},
 };
 
-/// How much to run: full sizes, or `--quick` ones (a few seconds in all).
+/// How much to run: full sizes (about 200 s on the benchmark VM), or `--quick` ones (about 30 s).
 pub struct FleetPlan {
     reps: usize,
     /// Traced process counts of the fleet runs.
