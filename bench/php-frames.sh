@@ -10,15 +10,16 @@ leaktrace=${LEAKTRACE:-target/release/leaktrace}
 rounds=${1:-5}
 n=${2:-200000}
 script=bench/workload/php_frames.php
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+. bench/median.sh
 ns() { grep '^ns_per_op' | awk '{ print $4 }'; }
 for depth in 5 30; do
     : >/tmp/php-frames-off; : >/tmp/php-frames-native; : >/tmp/php-frames-php
     i=0
     while [ "$i" -lt "$rounds" ]; do
         php "$script" "$depth" "$n" | ns >>/tmp/php-frames-off
-        "$leaktrace" --no-php-frames -- php "$script" "$depth" "$n" 2>/dev/null | ns >>/tmp/php-frames-native
-        "$leaktrace" -- php "$script" "$depth" "$n" 2>/dev/null | ns >>/tmp/php-frames-php
+        # The C heap only: FFI's own values on PHP's heap would add their probes and walks.
+        "$leaktrace" --heap malloc --no-php-frames -- php "$script" "$depth" "$n" 2>/dev/null | ns >>/tmp/php-frames-native
+        "$leaktrace" --heap malloc -- php "$script" "$depth" "$n" 2>/dev/null | ns >>/tmp/php-frames-php
         i=$((i + 1))
     done
     off=$(median </tmp/php-frames-off); native=$(median </tmp/php-frames-native); php=$(median </tmp/php-frames-php)

@@ -76,9 +76,9 @@ pub fn floor_user_with(
 ) -> Result<Tracer> {
     let mut tracer = Tracer::load_floor()?;
     for f in &allocator.functions {
-        tracer.attach_uprobe(names::PROG_FLOOR_ENTER, &f.symbol, &f.object, f.probe_offset(), pid)?;
+        tracer.attach_uprobe(names::PROG_FLOOR_ENTER, &f.symbol, &f.object, (f.probe_offset(), 0), pid)?;
         if f.function.returns_block {
-            tracer.attach_uprobe(return_program, &f.symbol, &f.object, f.probe_offset(), pid)?;
+            tracer.attach_uprobe(return_program, &f.symbol, &f.object, (f.probe_offset(), 0), pid)?;
         }
     }
     Ok(tracer)
@@ -130,7 +130,7 @@ pub fn floor_at_in(mut command: Command, object: &Path, offset: u64) -> Result<(
     command.stdout(Stdio::piped()).stdin(Stdio::null());
     let held = launch::hold_command(command)?;
     let mut tracer = Tracer::load_floor()?;
-    tracer.attach_uprobe(names::PROG_FLOOR_ENTER, "site", object, offset, held.pid)?;
+    tracer.attach_uprobe(names::PROG_FLOOR_ENTER, "site", object, (offset, 0), held.pid)?;
     let before = crate::stats::snapshot(std::process::id());
     let child = held.release()?;
     let out = child.wait_with_output()?;

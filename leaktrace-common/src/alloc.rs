@@ -12,8 +12,42 @@ pub struct AllocInfo {
     pub stack_id: u64,
     /// Process that owns the block.
     pub tgid: u32,
-    /// Explicit padding.
-    pub _pad: u32,
+    /// The heap it was taken from: a `Heap` value.
+    pub heap: u32,
+}
+
+indexed_enum! {
+    /// Which heap a block belongs to. A PHP process has two: the C allocator's and the Zend
+    /// memory manager's, which serves PHP values from its own mmap'ed chunks.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Heap {
+        /// The C allocator (malloc and the families that replace it, C++'s new).
+        Malloc = 0,
+        /// PHP's Zend memory manager (`_emalloc` and its variants).
+        Php = 1,
+    }
+}
+
+impl Heap {
+    /// The heap of a probe's attach cookie: its upper 32 bits (see [`Heap::cookie`]).
+    #[inline(always)]
+    pub const fn of_cookie(cookie: u64) -> u32 {
+        (cookie >> 32) as u32
+    }
+
+    /// The attach cookie of a probe on this heap, with `size` in its lower 32 bits for a
+    /// function whose size is in its name (`_emalloc_64`) rather than in an argument.
+    pub const fn cookie(self, size: u32) -> u64 {
+        ((self as u64) << 32) | size as u64
+    }
+
+    /// Its name in reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Malloc => "malloc",
+            Self::Php => "php",
+        }
+    }
 }
 
 /// Key of `ALLOCS`: a block's address in the process that owns it. Traced processes reuse
@@ -90,6 +124,10 @@ pub struct PendingCall {
     pub has_old: u32,
     /// 1 when the new block is to be tracked (always, unless `--sample-bytes` left it out).
     pub sampled: u32,
+    /// The heap the block comes from: a `Heap` value, from the probe's attach cookie.
+    pub heap: u32,
+    /// Explicit padding.
+    pub _pad: u32,
 }
 
 /// Cumulative per-stack totals since tracing began, kept per CPU in `STACK_STATS`, so
@@ -111,7 +149,7 @@ const _: () = assert!(core::mem::size_of::<AllocInfo>() == 32);
 const _: () = assert!(core::mem::size_of::<AllocKey>() == 16);
 const _: () = assert!(core::mem::size_of::<StackRecord>() == 8 + 8 * MAX_STACK_DEPTH);
 const _: () = assert!(core::mem::size_of::<StackStats>() == 32);
-const _: () = assert!(core::mem::size_of::<PendingCall>() == 72);
+const _: () = assert!(core::mem::size_of::<PendingCall>() == 80);
 
 #[cfg(feature = "user")]
 // SAFETY: plain old data: integers only, `#[repr(C)]`, no padding (asserted above).

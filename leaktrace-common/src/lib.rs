@@ -56,7 +56,7 @@ pub mod process;
 pub mod sampling;
 pub mod unwind;
 
-pub use alloc::{AllocInfo, AllocKey, PendingCall, PendingKind, StackRecord, StackStats, MAX_STACK_DEPTH};
+pub use alloc::{AllocInfo, AllocKey, Heap, PendingCall, PendingKind, StackRecord, StackStats, MAX_STACK_DEPTH};
 pub use counters::Counter;
 pub use kernel::{KernelAlloc, KernelKey, KernelSpace, Lineage, ReuseKey};
 pub use php::{PhpFrame, PhpProcess, PhpStack, MAX_PHP_FRAMES};

@@ -54,6 +54,9 @@ pub const PROG_REALLOC: &str = "realloc_enter";
 pub const PROG_REALLOCARRAY: &str = "reallocarray_enter";
 /// Entry program: size in argument 1 (aligned_alloc, memalign).
 pub const PROG_SIZE_ARG1: &str = "size_arg1_enter";
+/// Entry program: a function whose size is in its name (Zend's `_emalloc_64`), taken from
+/// the lower half of the probe's attach cookie.
+pub const PROG_FIXED_SIZE: &str = "fixed_size_enter";
 /// Entry program: posix_memalign(memptr, alignment, size).
 pub const PROG_POSIX_MEMALIGN: &str = "posix_memalign_enter";
 /// Entry program: xallocx(ptr, size, extra, flags), a resize in place.
@@ -62,6 +65,9 @@ pub const PROG_RESIZE: &str = "resize_enter";
 pub const PROG_ALLOC_RETURN: &str = "alloc_return";
 /// Entry program on exit/_exit: stops a launched command so its mappings can be read.
 pub const PROG_EXIT: &str = "exit_enter";
+/// Entry program on PHP's `zend_mm_shutdown`: tells user space the process's PHP heap was
+/// released whole.
+pub const PROG_HEAP_RESET: &str = "heap_reset_enter";
 /// Global: 1 for a command leaktrace launched, which the probes may stop (SIGSTOP) at exit
 /// and at library loads; 0 for a process attached with -p, which is never stopped.
 pub const GLOBAL_FREEZE_AT_EXIT: &str = "FREEZE_AT_EXIT";
@@ -85,8 +91,9 @@ pub const GLOBAL_SAMPLE_PERIOD: &str = "SAMPLE_PERIOD";
 /// entry-only probe), at return. Their section is the plain `uprobe` one so that aya accepts
 /// the object; the loader loads them itself with the session attach type. Pairs of (entry
 /// program, session program).
-pub const SESSION_PROGRAMS: [(&str, &str); 10] = [
+pub const SESSION_PROGRAMS: [(&str, &str); 11] = [
     (PROG_SIZE_ARG0, "size_arg0_session"),
+    (PROG_FIXED_SIZE, "fixed_size_session"),
     (PROG_SIZE_ARG1, "size_arg1_session"),
     (PROG_CALLOC, "calloc_session"),
     (PROG_REALLOC, "realloc_session"),
@@ -173,6 +180,10 @@ pub const PROG_EXEC: &str = "sched_process_exec";
 pub const PROCESS_EVENTS: &str = "PROCESS_EVENTS";
 /// Global: `--comm NAME` as 16 bytes, NUL-padded; all zero when not given.
 pub const GLOBAL_TRACE_COMM: &str = "TRACE_COMM";
+/// Global: `--cgroup PATH`'s cgroup id (the inode number of its directory); 0 when not given.
+pub const GLOBAL_TRACE_CGROUP: &str = "TRACE_CGROUP";
+/// Global: the depth of `--cgroup PATH` below the cgroup v2 root (the root is 0).
+pub const GLOBAL_TRACE_CGROUP_LEVEL: &str = "TRACE_CGROUP_LEVEL";
 
 // The benchmark's floor programs. They are in their own object (`leaktrace-floor`, loaded by
 // `Tracer::load_floor` with leaktrace's `bench` feature), not in the production object.

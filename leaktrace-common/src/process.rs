@@ -18,6 +18,9 @@ indexed_enum! {
         /// A traced process ran a program of another name and is no longer traced (`--comm`
         /// without `--follow`).
         Left = 4,
+        /// PHP's heap in a traced process was reset at `time_ns` (`zend_mm_shutdown`, at the
+        /// end of each request and of the script): its blocks went with their chunks.
+        HeapReset = 5,
     }
 }
 

@@ -288,6 +288,14 @@ pub static PROCESS_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 #[unsafe(no_mangle)]
 pub static TRACE_COMM: Global<[u64; 2]> = Global::new([0; 2]);
 
+/// `--cgroup PATH`: the cgroup's id (0 when not given) and its depth below the root, so that
+/// a task in it or in any cgroup below it is recognised with one helper call (its ancestor
+/// at that depth is the cgroup).
+#[unsafe(no_mangle)]
+pub static TRACE_CGROUP: Global<u64> = Global::new(0);
+#[unsafe(no_mangle)]
+pub static TRACE_CGROUP_LEVEL: Global<u32> = Global::new(0);
+
 #[unsafe(no_mangle)]
 pub static UNWIND_TABLES: Global<u8> = Global::new(0);
 #[unsafe(no_mangle)]

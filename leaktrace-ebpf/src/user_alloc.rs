@@ -11,16 +11,16 @@ use core::ffi::c_void;
 use aya_ebpf::{
     bindings::{pt_regs, BPF_F_USER_STACK},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_func_ip, bpf_get_prandom_u32, bpf_get_stack, bpf_ktime_get_ns,
-        bpf_probe_read_user,
+        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_func_ip, bpf_get_prandom_u32, bpf_get_stack,
+        bpf_ktime_get_ns, bpf_probe_read_user,
     },
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
     EbpfContext,
 };
 use leaktrace_common::{
-    AllocInfo, AllocKey, Counter, HoldReason, PendingCall, PendingKind, StackEnd, StackRecord, UnwindEvent,
-    UnwindEventKind, MAX_STACK_DEPTH,
+    AllocInfo, AllocKey, Counter, Heap, HoldReason, PendingCall, PendingKind, ProcessEventKind, StackEnd, StackRecord,
+    UnwindEvent, UnwindEventKind, MAX_STACK_DEPTH,
 };
 
 use crate::{
@@ -31,6 +31,7 @@ use crate::{
     },
     php, stacks,
     unwind::unwind_user_stack,
+    user_procs,
 };
 
 const SIGSTOP: u32 = 19;
@@ -39,7 +40,7 @@ const SIGCONT: u32 = 18;
 /// Captures the user stack at this return, stores it under its hash, and returns the hash
 /// (0 when it could not be stored; the cause is counted).
 #[inline(always)]
-fn store_stack(ctx: &RetProbeContext, tgid: u32) -> u64 {
+fn store_stack(ctx: &RetProbeContext, tgid: u32, heap: u32) -> u64 {
     let Some(scratch) = STACK_SCRATCH.get_ptr_mut(0) else { return 0 };
     // SAFETY: a uprobe program's context is the probed task's `pt_regs`, saved by the kernel
     // and left unchanged while the program runs; the verifier checks each field read.
@@ -65,7 +66,11 @@ fn store_stack(ctx: &RetProbeContext, tgid: u32) -> u64 {
         count(Counter::UnwindTableNotReady);
     }
     let (php_hash, php_frames) = php::capture(tgid);
-    let key = stacks::store(&USTACKS, record, &stacks::USER, tgid, php_hash);
+    // The heap is part of the key: a call site reached through a function pointer that is
+    // malloc in one call and emalloc in another makes one stack per heap. The C heap's salt
+    // is 0, so its keys are those of a trace without PHP's heap.
+    let heap_salt = u64::from(heap).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let key = stacks::store(&USTACKS, record, &stacks::USER, tgid, php_hash ^ heap_salt);
     if let Some(frames) = php_frames {
         php::store(key, frames);
     }
@@ -82,7 +87,9 @@ fn traced_thread() -> Option<(u32, u32)> {
         return None;
     }
     // SAFETY: the reference is dropped unread: only whether the key exists is used.
-    unsafe { TARGETS.get(tgid) }?;
+    if unsafe { TARGETS.get(tgid) }.is_none() && !user_procs::take_from_cgroup(tgid) {
+        return None;
+    }
     Some((tgid, tid))
 }
 
@@ -108,6 +115,9 @@ fn stack_pointer(ctx: &ProbeContext) -> u64 {
 #[inline(always)]
 fn enter(ctx: &ProbeContext, size: u64, kind: PendingKind, aux_ptr: u64, session: bool) -> bool {
     let Some((tgid, tid)) = traced_thread() else { return false };
+    // SAFETY: the helper reads the cookie of the link that ran this program; every uprobe
+    // link has one (0 unless set), in both its perf-event and its uprobe_multi forms.
+    let heap = Heap::of_cookie(unsafe { bpf_get_attach_cookie(ctx.as_ptr()) });
     let sp = stack_pointer(ctx);
     if let Some(outer) = PENDING.get_ptr_mut(tid) {
         // SAFETY: the lookup returned a valid pointer to the calling thread's entry (keyed by
@@ -142,6 +152,8 @@ fn enter(ctx: &ProbeContext, size: u64, kind: PendingKind, aux_ptr: u64, session
         kind: kind as u32,
         has_old: 0,
         sampled: u32::from(sampled),
+        heap,
+        _pad: 0,
     };
     if kind == PendingKind::Realloc && aux_ptr != 0 {
         // Take the old block out now: once realloc frees it inside, another thread may get the
@@ -184,6 +196,15 @@ fn size_arg0(ctx: &ProbeContext, session: bool) -> bool {
 fn size_arg1(ctx: &ProbeContext, session: bool) -> bool {
     let size: u64 = ctx.arg(1).unwrap_or(0);
     enter(ctx, size, PendingKind::Plain, 0, session)
+}
+
+/// A function whose size is in its name (Zend's `_emalloc_8` … `_emalloc_3072` take no
+/// argument): the size is the lower half of the probe's attach cookie.
+#[inline(always)]
+fn fixed_size(ctx: &ProbeContext, session: bool) -> bool {
+    // SAFETY: as in `enter`.
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    enter(ctx, cookie & 0xffff_ffff, PendingKind::Plain, 0, session)
 }
 
 #[inline(always)]
@@ -279,6 +300,12 @@ pub fn size_arg1_enter(ctx: ProbeContext) -> u32 {
 }
 
 #[uprobe]
+pub fn fixed_size_enter(ctx: ProbeContext) -> u32 {
+    fixed_size(&ctx, false);
+    0
+}
+
+#[uprobe]
 pub fn calloc_enter(ctx: ProbeContext) -> u32 {
     calloc(&ctx, false);
     0
@@ -333,6 +360,12 @@ pub fn size_arg0_session(ctx: *mut c_void) -> u32 {
 #[unsafe(link_section = "uprobe")]
 pub fn size_arg1_session(ctx: *mut c_void) -> u32 {
     session(ctx, size_arg1)
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "uprobe")]
+pub fn fixed_size_session(ctx: *mut c_void) -> u32 {
+    session(ctx, fixed_size)
 }
 
 #[unsafe(no_mangle)]
@@ -446,10 +479,10 @@ fn alloc_returned(ctx: &RetProbeContext) {
         return;
     }
     count(Counter::AllocCalls);
-    let stack_id = store_stack(ctx, tgid);
+    let stack_id = store_stack(ctx, tgid, call.heap);
     // SAFETY: a helper without arguments, which uprobe programs may call.
     let timestamp_ns = unsafe { bpf_ktime_get_ns() };
-    let info = AllocInfo { size: call.size, timestamp_ns, stack_id, tgid, _pad: 0 };
+    let info = AllocInfo { size: call.size, timestamp_ns, stack_id, tgid, heap: call.heap };
     stack_turnover(stack_id, call.size, true);
     // Overwrite (no BPF_NOEXIST): if an entry exists at this address its free was missed, and
     // the newest allocation there is the live one.
@@ -490,6 +523,17 @@ fn stop_self(tgid: u32, reason: HoldReason) -> bool {
     // SAFETY: the helper takes only a signal number and signals the current process.
     unsafe { aya_ebpf::helpers::bpf_send_signal(SIGSTOP) };
     true
+}
+
+/// On PHP's `zend_mm_shutdown` (the end of each request, and of the script): the Zend heap
+/// gives its chunks back whole, without freeing each block, so user space drops the
+/// process's PHP-heap blocks recorded before now.
+#[uprobe]
+pub fn heap_reset_enter(_ctx: ProbeContext) -> u32 {
+    if let Some((tgid, _)) = traced_thread() {
+        user_procs::tell(tgid, ProcessEventKind::HeapReset, 0);
+    }
+    0
 }
 
 #[uprobe]
@@ -563,6 +607,15 @@ fn libraries_changed() {
         return;
     }
     let Some((tgid, _)) = traced_thread() else { return };
+    mappings_changed(tgid);
+}
+
+/// Tells user space that process `tgid`'s mappings changed, and stops it until they are read
+/// when it is a launched command (see `dl_state_enter`); also called at the exec of a traced
+/// launched command, whose new program may run under another dynamic linker than the one
+/// hooked (a container's own): stopped before its first instruction, it is hooked in time.
+#[inline(always)]
+pub fn mappings_changed(tgid: u32) {
     let event = UnwindEvent { tgid, kind: UnwindEventKind::LibrariesChanged as u32 };
     // The stop is queued before user space can hear of it, so its SIGCONT can never arrive
     // first and leave the process stopped for good.

@@ -4,7 +4,7 @@
 //! process's mappings then.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::tracepoint,
     programs::TracePointContext,
     Global,
@@ -13,7 +13,11 @@ use leaktrace_common::{Counter, ProcessEvent, ProcessEventKind};
 
 use crate::{
     kernel_slab::field,
-    maps::{count, FOLLOW_FORKS, PROCESS_EVENTS, SELF_TGID, TARGETS, TRACE_COMM, UNWIND_PROCESSES},
+    maps::{
+        count, FOLLOW_FORKS, FREEZE_AT_EXIT, PROCESS_EVENTS, SELF_TGID, TARGETS, TRACE_CGROUP, TRACE_CGROUP_LEVEL,
+        TRACE_COMM, UNWIND_PROCESSES, UNWIND_TABLES,
+    },
+    user_alloc,
 };
 
 /// `CLONE_THREAD` from include/uapi/linux/sched.h: the new task is a thread of its parent.
@@ -37,6 +41,35 @@ fn comm_wanted() -> bool {
     [word(low), word(high)] == wanted
 }
 
+/// True when `--cgroup` was given and the current task is in that cgroup or one below it:
+/// its ancestor at the cgroup's depth is the cgroup (0 when it sits higher up the tree).
+#[inline(always)]
+pub fn cgroup_wanted() -> bool {
+    let wanted = TRACE_CGROUP.load();
+    if wanted == 0 {
+        return false;
+    }
+    // SAFETY: a helper that reads the current task's cgroup; tracing programs may call it.
+    unsafe { bpf_get_current_ancestor_cgroup_id(TRACE_CGROUP_LEVEL.load() as i32) == wanted }
+}
+
+/// Takes the current process into the traced set because it is in the `--cgroup` cgroup
+/// (it joined after the start, or was not seen by the scan): user space is told, and reads
+/// its mappings. Returns whether it is traced now; a full set is counted with the process
+/// events user space missed (the process is not traced, as a child of a full set is not).
+#[inline(always)]
+pub fn take_from_cgroup(tgid: u32) -> bool {
+    if !cgroup_wanted() {
+        return false;
+    }
+    if TARGETS.insert(tgid, 1u8, 0).is_err() {
+        count(Counter::ProcessEventLost);
+        return false;
+    }
+    tell(tgid, ProcessEventKind::Started, 0);
+    true
+}
+
 #[inline(always)]
 fn is_traced(tgid: u32) -> bool {
     // SAFETY: the reference is dropped unread: only whether the key exists is used.
@@ -44,7 +77,7 @@ fn is_traced(tgid: u32) -> bool {
 }
 
 #[inline(always)]
-fn tell(tgid: u32, kind: ProcessEventKind, parent: u32) {
+pub fn tell(tgid: u32, kind: ProcessEventKind, parent: u32) {
     // SAFETY: a helper without arguments, which tracepoint programs may call.
     let time_ns = unsafe { bpf_ktime_get_ns() };
     let event = ProcessEvent { tgid, kind: kind as u32, parent, _pad: 0, time_ns };
@@ -62,7 +95,8 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
     if parent == SELF_TGID.load() || !is_traced(parent) {
         return 0;
     }
-    if FOLLOW_FORKS.load() == 0 && !comm_wanted() {
+    // A child starts in its parent's cgroup.
+    if FOLLOW_FORKS.load() == 0 && !comm_wanted() && !cgroup_wanted() {
         return 0;
     }
     let flags: u64 = field(&ctx, &OFF_NEW_TASK_FLAGS);
@@ -103,10 +137,17 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
             tell(tgid, ProcessEventKind::Left, 0);
         } else {
             tell(tgid, ProcessEventKind::Exec, 0);
+            // A launched command waits, stopped, until its new program's dynamic linker is
+            // hooked and its allocator chosen (told after the exec, so that it is handled first).
+            if FREEZE_AT_EXIT.load() != 0 && UNWIND_TABLES.load() != 0 {
+                user_alloc::mappings_changed(tgid);
+            }
         }
     } else if wanted {
         let _ = TARGETS.insert(tgid, 1u8, 0);
         tell(tgid, ProcessEventKind::Started, 0);
+    } else {
+        take_from_cgroup(tgid);
     }
     0
 }

@@ -137,7 +137,7 @@ mod tests {
     use super::*;
 
     fn alloc(address: u64, size: u64, timestamp_ns: u64, stack_id: u64) -> Outstanding {
-        Outstanding { address, info: AllocInfo { size, timestamp_ns, stack_id, tgid: 1, _pad: 0 } }
+        Outstanding { address, info: AllocInfo { size, timestamp_ns, stack_id, tgid: 1, heap: 0 } }
     }
 
     #[test]

@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use leaktrace_common::names;
+use leaktrace_common::{names, Heap};
 use object::{Object, ObjectSection};
 
 use crate::{
@@ -39,6 +39,9 @@ pub struct AllocatorFn {
     /// unsampled: the state that marks the inner call as nested lives until that return, and
     /// without it the inner call would get a second, independent chance to be sampled.
     pub calls_allocator: bool,
+    /// The probe's attach cookie: its heap in the upper half, in the lower half the size of a
+    /// function whose size is in its name ([`Heap::cookie`]).
+    pub cookie: u64,
 }
 
 impl AllocatorFn {
@@ -49,7 +52,7 @@ impl AllocatorFn {
 }
 
 const fn hook(name: &'static str, entry_program: &'static str, required: bool, args: u8) -> AllocatorFn {
-    AllocatorFn { name, entry_program, returns_block: true, required, args, calls_allocator: false }
+    AllocatorFn { name, entry_program, returns_block: true, required, args, calls_allocator: false, cookie: 0 }
 }
 
 /// A function that takes the block in its first argument and returns nothing to record.
@@ -61,6 +64,7 @@ const fn free_like(name: &'static str) -> AllocatorFn {
         required: false,
         args: 1,
         calls_allocator: false,
+        cookie: 0,
     }
 }
 
@@ -128,6 +132,66 @@ pub const TCMALLOC_FUNCTIONS: &[AllocatorFn] = &[
     free_like("tc_deletearray_aligned_nothrow"),
 ];
 
+/// Google's tcmalloc (not gperftools'): malloc, the rest of the C API and C++'s operators
+/// are aliases of its `TCMallocInternal*` functions (its libc_override.h), so each probe is
+/// placed once, under the C or C++ name, with the internal name as an alias; the internal
+/// names are looked for too, for a build that does not override the C names. Its
+/// size-returning `new` extensions return the block first (in rax), like `new`. The
+/// spellings of the aligned nothrow operators changed between releases: both are listed.
+pub const GOOGLE_TCMALLOC_FUNCTIONS: &[AllocatorFn] = &[
+    hook("TCMallocInternalMalloc", names::PROG_SIZE_ARG0, false, 1),
+    hook("TCMallocInternalMalloc_aligned", names::PROG_SIZE_ARG0, false, 1),
+    hook("TCMallocInternalCalloc", names::PROG_CALLOC, false, 2),
+    hook("TCMallocInternalRealloc", names::PROG_REALLOC, false, 2),
+    outer("TCMallocInternalReallocArray", names::PROG_REALLOCARRAY, 3),
+    hook("TCMallocInternalMemalign", names::PROG_SIZE_ARG1, false, 2),
+    hook("TCMallocInternalAlignedAlloc", names::PROG_SIZE_ARG1, false, 2),
+    hook("TCMallocInternalPosixMemalign", names::PROG_POSIX_MEMALIGN, false, 3),
+    hook("TCMallocInternalValloc", names::PROG_SIZE_ARG0, false, 1),
+    hook("TCMallocInternalPvalloc", names::PROG_SIZE_ARG0, false, 1),
+    outer("TCMallocInternalNew", names::PROG_SIZE_ARG0, 1),
+    outer("TCMallocInternalNewArray", names::PROG_SIZE_ARG0, 1),
+    outer("TCMallocInternalNewNothrow", names::PROG_SIZE_ARG0, 1),
+    outer("TCMallocInternalNewArrayNothrow", names::PROG_SIZE_ARG0, 1),
+    outer("TCMallocInternalNewAligned", names::PROG_SIZE_ARG0, 1),
+    outer("TCMallocInternalNewAligned_nothrow", names::PROG_SIZE_ARG0, 1),
+    outer("TCMallocInternalNewAlignedNothrow", names::PROG_SIZE_ARG0, 1),
+    outer("TCMallocInternalNewArrayAligned", names::PROG_SIZE_ARG0, 1),
+    outer("TCMallocInternalNewArrayAligned_nothrow", names::PROG_SIZE_ARG0, 1),
+    outer("TCMallocInternalNewArrayAlignedNothrow", names::PROG_SIZE_ARG0, 1),
+    outer("tcmalloc_size_returning_operator_new", names::PROG_SIZE_ARG0, 1),
+    outer("tcmalloc_size_returning_operator_new_nothrow", names::PROG_SIZE_ARG0, 1),
+    outer("tcmalloc_size_returning_operator_new_hot_cold", names::PROG_SIZE_ARG0, 1),
+    outer("tcmalloc_size_returning_operator_new_hot_cold_nothrow", names::PROG_SIZE_ARG0, 1),
+    outer("tcmalloc_size_returning_operator_new_aligned", names::PROG_SIZE_ARG0, 1),
+    outer("tcmalloc_size_returning_operator_new_aligned_nothrow", names::PROG_SIZE_ARG0, 1),
+    outer("tcmalloc_size_returning_operator_new_aligned_hot_cold", names::PROG_SIZE_ARG0, 1),
+    outer("tcmalloc_size_returning_operator_new_aligned_hot_cold_nothrow", names::PROG_SIZE_ARG0, 1),
+    outer("__size_returning_new", names::PROG_SIZE_ARG0, 1),
+    outer("__size_returning_new_aligned", names::PROG_SIZE_ARG0, 1),
+    outer("__size_returning_new_hot_cold", names::PROG_SIZE_ARG0, 1),
+    outer("__size_returning_new_aligned_hot_cold", names::PROG_SIZE_ARG0, 1),
+    free_like("TCMallocInternalFree"),
+    free_like("TCMallocInternalCfree"),
+    free_like("TCMallocInternalFreeSized"),
+    free_like("TCMallocInternalFreeAlignedSized"),
+    free_like("TCMallocInternalSdallocx"),
+    free_like("TCMallocInternalDelete"),
+    free_like("TCMallocInternalDeleteSized"),
+    free_like("TCMallocInternalDeleteArray"),
+    free_like("TCMallocInternalDeleteArraySized"),
+    free_like("TCMallocInternalDeleteNothrow"),
+    free_like("TCMallocInternalDeleteArrayNothrow"),
+    free_like("TCMallocInternalDeleteAligned"),
+    free_like("TCMallocInternalDeleteAligned_nothrow"),
+    free_like("TCMallocInternalDeleteAlignedNothrow"),
+    free_like("TCMallocInternalDeleteSizedAligned"),
+    free_like("TCMallocInternalDeleteArrayAligned"),
+    free_like("TCMallocInternalDeleteArrayAligned_nothrow"),
+    free_like("TCMallocInternalDeleteArrayAlignedNothrow"),
+    free_like("TCMallocInternalDeleteArraySizedAligned"),
+];
+
 /// mimalloc's `mi_*` API. `mi_strdup`/`mi_strndup` and `mi_expand` are not traced (the size
 /// is not an argument; `mi_expand` resizes in place).
 pub const MIMALLOC_FUNCTIONS: &[AllocatorFn] = &[
@@ -185,6 +249,122 @@ pub const CXX_FUNCTIONS: &[AllocatorFn] = &[
     free_like("_ZdlPvSt11align_val_tRKSt9nothrow_t"),
     free_like("_ZdaPvSt11align_val_tRKSt9nothrow_t"),
 ];
+
+/// A Zend entry point: its blocks are on PHP's heap.
+const fn zend(name: &'static str, entry_program: &'static str, args: u8) -> AllocatorFn {
+    AllocatorFn { cookie: Heap::Php.cookie(0), ..hook(name, entry_program, false, args) }
+}
+
+/// A Zend entry point that takes no size: it serves one bin, whose size is in its name.
+const fn zend_bin(name: &'static str, size: u32) -> AllocatorFn {
+    AllocatorFn { cookie: Heap::Php.cookie(size), ..hook(name, names::PROG_FIXED_SIZE, false, 0) }
+}
+
+/// A Zend free: on PHP's heap too, so that `--heap malloc` leaves it out with the rest.
+const fn zend_free(name: &'static str) -> AllocatorFn {
+    AllocatorFn { cookie: Heap::Php.cookie(0), ..free_like(name) }
+}
+
+/// PHP's Zend memory manager (PHP 7.4–8.4 export the same names). Its blocks come from its
+/// own mmap'ed chunks, not from malloc, so they are a second heap beside the C one. With
+/// `USE_ZEND_ALLOC=0` it hands every request to malloc instead: `_emalloc` is then the outer
+/// call and the inner malloc is nested, so a block is still counted once, on PHP's heap.
+///
+/// `_ecalloc` calls `_emalloc` (nested: counted once, at `_ecalloc`'s caller). `_estrdup`,
+/// `_estrndup` and `_safe_emalloc` are not probed: each computes its size and calls (or
+/// jumps to) `_emalloc`, whose probe counts the exact size without a second trap per call;
+/// their blocks' innermost frame is the wrapper itself. The `_efree_*` variants take the
+/// block first (the large and huge ones a size after it, which the block's record already
+/// holds).
+pub const ZEND_FUNCTIONS: &[AllocatorFn] = &[
+    zend("_emalloc", names::PROG_SIZE_ARG0, 1),
+    zend_bin("_emalloc_8", 8),
+    zend_bin("_emalloc_16", 16),
+    zend_bin("_emalloc_24", 24),
+    zend_bin("_emalloc_32", 32),
+    zend_bin("_emalloc_40", 40),
+    zend_bin("_emalloc_48", 48),
+    zend_bin("_emalloc_56", 56),
+    zend_bin("_emalloc_64", 64),
+    zend_bin("_emalloc_80", 80),
+    zend_bin("_emalloc_96", 96),
+    zend_bin("_emalloc_112", 112),
+    zend_bin("_emalloc_128", 128),
+    zend_bin("_emalloc_160", 160),
+    zend_bin("_emalloc_192", 192),
+    zend_bin("_emalloc_224", 224),
+    zend_bin("_emalloc_256", 256),
+    zend_bin("_emalloc_320", 320),
+    zend_bin("_emalloc_384", 384),
+    zend_bin("_emalloc_448", 448),
+    zend_bin("_emalloc_512", 512),
+    zend_bin("_emalloc_640", 640),
+    zend_bin("_emalloc_768", 768),
+    zend_bin("_emalloc_896", 896),
+    zend_bin("_emalloc_1024", 1024),
+    zend_bin("_emalloc_1280", 1280),
+    zend_bin("_emalloc_1536", 1536),
+    zend_bin("_emalloc_1792", 1792),
+    zend_bin("_emalloc_2048", 2048),
+    zend_bin("_emalloc_2560", 2560),
+    zend_bin("_emalloc_3072", 3072),
+    zend("_emalloc_large", names::PROG_SIZE_ARG0, 1),
+    zend("_emalloc_huge", names::PROG_SIZE_ARG0, 1),
+    AllocatorFn { calls_allocator: true, ..zend("_ecalloc", names::PROG_CALLOC, 2) },
+    AllocatorFn { calls_allocator: true, ..zend("_erealloc", names::PROG_REALLOC, 2) },
+    AllocatorFn { calls_allocator: true, ..zend("_erealloc2", names::PROG_REALLOC, 2) },
+    zend_free("_efree"),
+    zend_free("_efree_8"),
+    zend_free("_efree_16"),
+    zend_free("_efree_24"),
+    zend_free("_efree_32"),
+    zend_free("_efree_40"),
+    zend_free("_efree_48"),
+    zend_free("_efree_56"),
+    zend_free("_efree_64"),
+    zend_free("_efree_80"),
+    zend_free("_efree_96"),
+    zend_free("_efree_112"),
+    zend_free("_efree_128"),
+    zend_free("_efree_160"),
+    zend_free("_efree_192"),
+    zend_free("_efree_224"),
+    zend_free("_efree_256"),
+    zend_free("_efree_320"),
+    zend_free("_efree_384"),
+    zend_free("_efree_448"),
+    zend_free("_efree_512"),
+    zend_free("_efree_640"),
+    zend_free("_efree_768"),
+    zend_free("_efree_896"),
+    zend_free("_efree_1024"),
+    zend_free("_efree_1280"),
+    zend_free("_efree_1536"),
+    zend_free("_efree_1792"),
+    zend_free("_efree_2048"),
+    zend_free("_efree_2560"),
+    zend_free("_efree_3072"),
+    zend_free("_efree_large"),
+    zend_free("_efree_huge"),
+];
+
+/// The family name of the Zend memory manager, wherever its functions are found.
+pub const ZEND_FAMILY: &str = "zend";
+
+impl AllocatorFn {
+    /// The heap its blocks are on.
+    pub fn heap(&self) -> Heap {
+        Heap::from_u32(Heap::of_cookie(self.cookie)).unwrap_or(Heap::Malloc)
+    }
+}
+
+/// The report's name of a heap the programs number.
+pub fn model_heap(heap: Heap) -> crate::model::Heap {
+    match heap {
+        Heap::Malloc => crate::model::Heap::Malloc,
+        Heap::Php => crate::model::Heap::Php,
+    }
+}
 
 /// What a function added with `--alloc-fn NAME:KIND` does with its arguments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -287,6 +467,18 @@ impl AllocatorObject {
     /// Adds the functions found in another object.
     pub fn add(&mut self, facts: ElfFacts) {
         self.functions.extend(facts.defined);
+    }
+
+    /// Keeps the functions of the heaps asked for (`--heap`; empty: every heap found).
+    pub fn keep_heaps(&mut self, heaps: &[crate::model::Heap]) {
+        if !heaps.is_empty() {
+            self.functions.retain(|f| heaps.contains(&model_heap(f.function.heap())));
+        }
+    }
+
+    /// Whether PHP's heap is probed.
+    pub fn has_php_heap(&self) -> bool {
+        self.functions.iter().any(|f| f.function.heap() == Heap::Php)
     }
 
     /// Which family was found in which object, with its functions, in probing order.
@@ -424,15 +616,20 @@ fn wanted(family: Option<&'static Family>, c_prefix: Option<&str>) -> Vec<Wanted
     out
 }
 
-/// The family of an object: by its file name, else by a symbol only that family defines
-/// (an executable that links its allocator statically).
+/// The family of an object: a family known by no file name of its own when its marker is
+/// defined (Google's tcmalloc ships as libtcmalloc*, gperftools' name), else by its file
+/// name, else by a symbol only that family defines (an executable that links its allocator
+/// statically).
 fn family_of_file(path: &Path, symbols: &SymbolIndex) -> Option<&'static Family> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    family_of(name).or_else(|| {
-        FAMILIES
-            .iter()
-            .find(|f| !f.marker.is_empty() && f.prefixes.iter().any(|p| symbols.defines(&format!("{p}{}", f.marker))))
-    })
+    let marked =
+        |f: &&Family| !f.marker.is_empty() && f.prefixes.iter().any(|p| symbols.defines(&format!("{p}{}", f.marker)));
+    FAMILIES
+        .iter()
+        .filter(|f| f.libraries.is_empty())
+        .find(marked)
+        .or_else(|| family_of(name))
+        .or_else(|| FAMILIES.iter().find(marked))
 }
 
 /// Reads `path` and finds the functions `rows` asks for, with their probe sites. Functions
@@ -505,6 +702,12 @@ fn hook_sites(path: &Path, names: &[&'static str]) -> Result<Vec<HookSite>> {
 /// The process-exit functions (`exit`, `_exit`) that `path` defines, with their probe sites.
 pub fn exit_functions(path: &Path) -> Result<Vec<HookSite>> {
     hook_sites(path, &["exit", "_exit"])
+}
+
+/// `zend_mm_shutdown` in an object of PHP's, with its probe site: PHP calls it at the end of
+/// each request and of the script, and it gives the heap's chunks back whole.
+pub fn heap_reset_hook(path: &Path) -> Result<Option<HookSite>> {
+    Ok(hook_sites(path, &["zend_mm_shutdown"])?.into_iter().next())
 }
 
 /// The dynamic linker a dynamically linked executable asks for (its `.interp`), if any.
@@ -581,12 +784,17 @@ const fn c_family(
 pub const FAMILIES: &[Family] = &[
     c_family("jemalloc", &["libjemalloc"], &["", "je_"], JEMALLOC_FUNCTIONS, "mallocx"),
     c_family("tcmalloc", &["libtcmalloc"], &[""], TCMALLOC_FUNCTIONS, "tc_malloc"),
+    // Known by its marker only: its shared builds are named libtcmalloc* like gperftools'.
+    c_family("google-tcmalloc", &[], &[""], GOOGLE_TCMALLOC_FUNCTIONS, "TCMallocInternalMalloc"),
     c_family("mimalloc", &["libmimalloc"], &[""], MIMALLOC_FUNCTIONS, "mi_malloc"),
     // glibc's own name of its malloc: finds it linked statically.
     Family { is_libc: true, ..c_family("glibc", &["libc.so", "libc-"], &[""], &[], "__libc_malloc") },
     Family { is_libc: true, ..c_family("musl", &["ld-musl-"], &[""], &[], "") },
     Family { c_api: false, ..c_family("libstdc++", &["libstdc++"], &[""], &[], "") },
     Family { c_api: false, ..c_family("libc++", &["libc++.so", "libc++abi.so"], &[""], &[], "") },
+    // PHP's own heap, in the php executable (CLI, FPM) or libphp (embed, Apache's module):
+    // no C API, a heap of its own.
+    Family { c_api: false, ..c_family(ZEND_FAMILY, &["libphp"], &[""], ZEND_FUNCTIONS, "_emalloc") },
 ];
 
 /// The allocator family of a library, by its file name.
@@ -703,6 +911,29 @@ mod tests {
     }
 
     #[test]
+    fn google_tcmalloc_is_known_by_its_marker_not_by_gperftools_file_name() {
+        let google = FAMILIES.iter().find(|f| f.name == "google-tcmalloc").unwrap();
+        assert!(google.libraries.is_empty(), "its files are named like gperftools'");
+        assert_eq!(family_of("libtcmalloc.so.4").map(|f| f.name), Some("tcmalloc"));
+        let names: Vec<String> = wanted(Some(google), Some("")).into_iter().map(|w| w.symbol).collect();
+        for name in [
+            "malloc",
+            "TCMallocInternalMalloc",
+            "TCMallocInternalNewAligned_nothrow",
+            "TCMallocInternalNewAlignedNothrow",
+            "tcmalloc_size_returning_operator_new",
+            "__size_returning_new_aligned_hot_cold",
+            "TCMallocInternalDeleteArraySizedAligned",
+            "_Znwm",
+        ] {
+            assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
+        }
+        // The C API rows come first: at an alias group's address the C name is the probe's.
+        let first = |n: &str| names.iter().position(|x| x == n).unwrap();
+        assert!(first("malloc") < first("TCMallocInternalMalloc"));
+    }
+
+    #[test]
     fn this_systems_libstdcxx_has_every_operator_and_no_c_api() {
         let Some(libstdcxx) = ["/usr/lib/x86_64-linux-gnu/libstdc++.so.6", "/lib/x86_64-linux-gnu/libstdc++.so.6"]
             .into_iter()
@@ -718,6 +949,25 @@ mod tests {
         assert!(facts.defined.iter().all(|d| d.family == CXX_FAMILY), "{:?}", facts.defined);
         // new calls malloc: with sampling its return probe stays (see `calls_allocator`).
         assert!(facts.defined.iter().filter(|d| d.function.returns_block).all(|d| d.function.calls_allocator));
+    }
+
+    /// Debian's php binary exports every Zend entry point: each is found under the `zend`
+    /// family, the bins carry their size in the cookie, and everything on PHP's heap.
+    #[test]
+    fn this_systems_php_has_the_zend_heap() {
+        let Some(php) = ["/usr/bin/php8.2", "/usr/bin/php"].into_iter().map(Path::new).find(|p| p.exists()) else {
+            return; // no PHP on this machine: nothing to check
+        };
+        let facts = inspect_companion(php).unwrap();
+        let zend: Vec<&ResolvedFn> = facts.defined.iter().filter(|d| d.family == ZEND_FAMILY).collect();
+        for f in ZEND_FUNCTIONS {
+            assert!(zend.iter().any(|d| d.covers(f.name, "")), "{} not found", f.name);
+        }
+        let bin = zend.iter().find(|d| d.symbol == "_emalloc_56").unwrap();
+        assert_eq!((bin.function.entry_program, bin.function.cookie), (names::PROG_FIXED_SIZE, (1 << 32) | 56));
+        assert!(zend.iter().all(|d| d.function.heap() == Heap::Php));
+        let emalloc = zend.iter().find(|d| d.symbol == "_emalloc").unwrap();
+        assert_eq!(emalloc.site.handling, Handling::Emulated, "{emalloc:?}");
     }
 
     #[test]

@@ -216,6 +216,11 @@ struct TraceArgs {
     #[arg(long = "no-php-frames")]
     pub no_php_frames: bool,
 
+    /// Heaps to trace, comma-separated: `malloc` (the C allocator) and `php` (PHP's Zend
+    /// memory manager). Default: the C heap, and PHP's wherever a process maps a PHP binary.
+    #[arg(long = "heap", value_name = "HEAP", value_enum, value_delimiter = ',')]
+    pub heap: Vec<crate::model::Heap>,
+
     /// Capacity of the DWARF unwind-row table shared by every module (8 bytes a row); modules
     /// that no longer fit are unwound with frame pointers, and the report says so.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_UNWIND_ROWS)]
@@ -247,6 +252,12 @@ struct TraceArgs {
     /// only allocations made by tasks named NAME.
     #[arg(long, value_name = "NAME")]
     pub comm: Option<String>,
+
+    /// Trace every process in this cgroup v2 (a container, a systemd service) and the
+    /// cgroups below it, running now or started later: a path under the cgroup v2 mount or
+    /// relative to it.
+    #[arg(long, value_name = "PATH", conflicts_with = "kernel_slab")]
+    pub cgroup: Option<PathBuf>,
 
     /// With --kernel-slab: only objects of this slab cache.
     #[arg(long, value_name = "NAME", requires = "kernel_slab")]
@@ -340,6 +351,7 @@ impl TraceArgs {
             follow: self.follow || (launched && !self.no_follow),
             by_process: self.group_by == GroupBy::Process,
             php_frames: !self.no_php_frames,
+            heaps: self.heap,
         })
     }
 
@@ -357,12 +369,19 @@ impl TraceArgs {
         if self.pid.contains(&0) {
             return Err(Error::Usage("pid 0 is not a process".into()));
         }
-        match (self.pid.is_empty() && self.comm.is_none(), self.command.split_first()) {
-            (false, Some(_)) => Err(Error::Usage("give either -p PID / --comm NAME or -- COMMAND, not both".into())),
-            (false, None) => Ok(Target::Processes { pids: self.pid.clone(), comm: self.comm.clone() }),
-            (true, Some((program, args))) => Ok(Target::Launch { program: program.clone(), args: args.to_vec() }),
-            (true, None) => Err(Error::Usage(
-                "nothing to trace: give -p PID, --comm NAME, -- COMMAND [ARGS...] or --kernel-slab (see --help)".into(),
+        let running = !self.pid.is_empty() || self.comm.is_some() || self.cgroup.is_some();
+        match (running, self.command.split_first()) {
+            (true, Some(_)) => {
+                Err(Error::Usage("give either -p PID / --comm NAME / --cgroup PATH or -- COMMAND, not both".into()))
+            }
+            (true, None) => {
+                Ok(Target::Processes { pids: self.pid.clone(), comm: self.comm.clone(), cgroup: self.cgroup.clone() })
+            }
+            (false, Some((program, args))) => Ok(Target::Launch { program: program.clone(), args: args.to_vec() }),
+            (false, None) => Err(Error::Usage(
+                "nothing to trace: give -p PID, --comm NAME, --cgroup PATH, -- COMMAND [ARGS...] or --kernel-slab \
+                 (see --help)"
+                    .into(),
             )),
         }
     }
@@ -507,7 +526,7 @@ mod tests {
     #[test]
     fn pid_with_interval_and_count() {
         let config = parse(&["-p", "42", "2", "3"]).unwrap();
-        assert_eq!(config.target, Target::Processes { pids: vec![42], comm: None });
+        assert_eq!(config.target, Target::Processes { pids: vec![42], comm: None, cgroup: None });
         assert_eq!(config.interval, Some(Duration::from_secs(2)));
         assert_eq!(config.count, Some(3));
     }
@@ -515,10 +534,10 @@ mod tests {
     #[test]
     fn several_pids_a_name_and_following() {
         let config = parse(&["-p", "4,5", "-p", "6", "--follow", "--by", "process"]).unwrap();
-        assert_eq!(config.target, Target::Processes { pids: vec![4, 5, 6], comm: None });
+        assert_eq!(config.target, Target::Processes { pids: vec![4, 5, 6], comm: None, cgroup: None });
         assert!(config.follow && config.by_process);
         let config = parse(&["--comm", "php-fpm8.2"]).unwrap();
-        assert_eq!(config.target, Target::Processes { pids: vec![], comm: Some("php-fpm8.2".into()) });
+        assert_eq!(config.target, Target::Processes { pids: vec![], comm: Some("php-fpm8.2".into()), cgroup: None });
         assert!(!config.follow, "a name alone follows nothing but that name");
         // A launched command follows its children unless told not to.
         assert!(parse(&["--", "prog"]).unwrap().follow);

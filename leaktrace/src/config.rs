@@ -12,6 +12,8 @@ pub enum Target {
         pids: Vec<u32>,
         /// `--comm NAME`.
         comm: Option<String>,
+        /// `--cgroup PATH`: every process in that cgroup v2, running now or joining later.
+        cgroup: Option<PathBuf>,
     },
     /// A command started by leaktrace, traced from its first allocation.
     Launch {
@@ -109,6 +111,9 @@ pub struct Config {
     pub sessions: bool,
     /// Show the PHP frames of PHP processes (off: `--no-php-frames`).
     pub php_frames: bool,
+    /// `--heap`: the heaps to trace; empty for the default (the C heap, and PHP's where a
+    /// process maps a PHP binary).
+    pub heaps: Vec<crate::model::Heap>,
 }
 
 /// How the text report reads.

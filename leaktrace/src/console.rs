@@ -98,7 +98,7 @@ impl Console {
         let mut said = false;
         while !thread.is_finished() {
             if !said && started.elapsed() > PATIENCE {
-                eprintln!("leaktrace: waiting for stdout to be read (Ctrl-C to quit without the report)");
+                crate::say!("leaktrace: waiting for stdout to be read (Ctrl-C to quit without the report)");
                 said = true;
             }
             std::thread::sleep(Duration::from_millis(20));

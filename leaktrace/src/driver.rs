@@ -138,7 +138,7 @@ pub(crate) async fn drive(mut mode: impl Mode, config: &Config, signals: &mut St
     let report = mode.report(true)?;
     console.finish(final_text(&report, stop, mode.exit_wording(), config.text));
     if console.skipped > 0 {
-        eprintln!("leaktrace: {} interval reports skipped: stdout was not being read", console.skipped);
+        crate::say!("leaktrace: {} interval reports skipped: stdout was not being read", console.skipped);
     }
     let exported = export(&report, &config.exports, &mut unwritten);
     // Whatever happened to the files, the probes come off and the targets are released.
@@ -226,13 +226,13 @@ fn export(report: &Report, exports: &[Export], unwritten: &mut Vec<String>) -> R
         let written = (renderer.render)(report).and_then(|bytes| render::output::write_atomic(&export.path, &bytes));
         match written {
             Ok(()) => {
-                eprintln!("Wrote {} report to {}", renderer.name, export.path.display());
+                crate::say!("Wrote {} report to {}", renderer.name, export.path.display());
                 let path = export.path.display().to_string();
                 unwritten.retain(|p| *p != path);
                 interrupt::not_written(unwritten);
             }
             Err(e) if first_error.is_none() => first_error = Some(e),
-            Err(e) => eprintln!("leaktrace: error: {e}"),
+            Err(e) => crate::say!("leaktrace: error: {e}"),
         }
     }
     first_error.map_or(Ok(()), Err)

@@ -125,7 +125,7 @@ pub fn run() -> Result<()> {
         }
     }
     for tgid in resumed {
-        eprintln!("leaktrace: ended abnormally; resumed pid {tgid}, which its probe had stopped");
+        crate::say!("leaktrace: ended abnormally; resumed pid {tgid}, which its probe had stopped");
     }
     Ok(())
 }

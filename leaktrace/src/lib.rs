@@ -12,6 +12,17 @@
 //! [`render`]ers turn into text, JSON, folded stacks, a flame graph or a pprof profile.
 #![deny(missing_docs)]
 
+/// A line on stderr that never panics. `eprintln!` panics when stderr is a pipe whose reader
+/// left (`2>&1 | head`, a closed SSH session): that would end a trace without its final
+/// report, exports or detach. A message nobody can read is dropped instead.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod aggregate;
 pub mod allocator;
 pub mod app;

@@ -25,11 +25,11 @@ fn exit_code(outcome: Result<Verdict, Error>) -> ExitCode {
     match outcome {
         Ok(Verdict::Done) => ExitCode::SUCCESS,
         Ok(Verdict::Grown(growth)) => {
-            eprintln!("leaktrace: {growth}");
+            leaktrace::say!("leaktrace: {growth}");
             ExitCode::from(EXIT_GROWTH)
         }
         Err(e) => {
-            eprintln!("leaktrace: error: {e}");
+            leaktrace::say!("leaktrace: error: {e}");
             match e {
                 Error::Usage(_) => ExitCode::from(EXIT_USAGE),
                 _ => ExitCode::FAILURE,

@@ -165,6 +165,44 @@ fn mimalloc_linked_program_is_traced_exactly() {
     assert_family_exact("mimalloc", "FAMILY_MIMALLOC", "-lmimalloc", "libmimalloc-dev", "libmimalloc.so.2");
 }
 
+/// A program linked with a stand-in for Google's tcmalloc (its exported names, aliases at
+/// one address as its libc_override.h makes them): the family is named `google-tcmalloc`,
+/// each alias group is one probe, and every leak site, through the C API, `new`, `new[]`,
+/// the size-returning `new` extensions and the aligned functions, is exact, once.
+#[test]
+fn google_tcmalloc_names_are_one_family_probed_once_per_alias_group() {
+    require_root();
+    let lib_dir = leaktrace_integration_tests::workspace_root().join("target/fixtures/google-tcmalloc-lib");
+    std::fs::create_dir_all(&lib_dir).unwrap();
+    let lib_source = leaktrace_integration_tests::workspace_root().join("tests/fixtures/google_tcmalloc_lib.c");
+    shell(&lib_dir, &format!("cc {} -shared -fPIC -o libtcmalloc_google.so {}", FLAGS.join(" "), lib_source.display()));
+    let link =
+        [format!("-L{}", lib_dir.display()), "-ltcmalloc_google".into(), format!("-Wl,-rpath,{}", lib_dir.display())];
+    let link: Vec<&str> = link.iter().map(String::as_str).collect();
+    let fixture = build_linked_fixture("cc", "google_tcmalloc_main.c", "google-tcmalloc", FLAGS, &link);
+    // Every leaking stack in the text report too.
+    let traced = trace_attached(&fixture, &[], &["--top", "100"]);
+    assert_exact(&traced);
+    assert_new_callers_first(&traced);
+    let found = families(&traced.report);
+    assert!(found.contains(&("google-tcmalloc".into(), "libtcmalloc_google.so".into())), "{found:?}");
+    assert!(!found.iter().any(|(f, _)| f == "tcmalloc"), "not gperftools: {found:?}");
+    // One probe per address, under the C or C++ name, the internal name as its alias.
+    let probes = traced.report["probes"].as_array().unwrap();
+    let aliases_of = |function: &str| -> Vec<&str> {
+        let probe =
+            probes.iter().find(|p| p["function"] == function).unwrap_or_else(|| panic!("{function}: {probes:#?}"));
+        probe["aliases"].as_array().map_or(Vec::new(), |a| a.iter().filter_map(Value::as_str).collect())
+    };
+    assert_eq!(aliases_of("malloc"), ["TCMallocInternalMalloc"]);
+    assert_eq!(aliases_of("free"), ["TCMallocInternalFree"]);
+    assert_eq!(aliases_of("TCMallocInternalNew"), ["_Znwm"]);
+    assert_eq!(aliases_of("TCMallocInternalDeleteSized"), ["_ZdlPvm"]);
+    assert!(probes.iter().any(|p| p["function"] == "tcmalloc_size_returning_operator_new"), "{probes:#?}");
+    assert!(!probes.iter().any(|p| p["function"] == "TCMallocInternalMalloc"), "{probes:#?}");
+    assert!(traced.stdout.contains("Allocators: google-tcmalloc in "), "{}", traced.stdout);
+}
+
 /// Each block is attributed to the stack of `new`'s caller: the first frame of every stack
 /// that holds memory is a leak site, not `operator new` or `malloc`.
 fn assert_new_callers_first(traced: &Traced) {

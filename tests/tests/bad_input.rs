@@ -96,3 +96,18 @@ fn not_root() {
         .expect("setpriv runs");
     assert_one_line_error(&output, "needs root");
 }
+
+#[test]
+fn php_heap_alone_in_a_program_without_php() {
+    require_root();
+    let output = run_leaktrace(&["--heap", "php", "--", "true"]);
+    assert_one_line_error(&output, "--heap php: it maps no PHP binary");
+}
+
+#[test]
+fn unknown_heap() {
+    let output = run_leaktrace(&["--heap", "jvm", "--", "true"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("invalid value 'jvm' for '--heap <HEAP>'") && !stderr.contains("panicked"), "{stderr}");
+}

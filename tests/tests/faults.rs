@@ -610,3 +610,30 @@ fn sigint_with_a_stalled_stdout_then_a_second_sigint() {
     assert_eq!(last, "leaktrace: stopped during the final report; not written: the final report", "{stderr}");
     assert_eq!(totals_for(&read_report(&json), "hold_blocks"), (5000 * 64, 5000));
 }
+
+/// stderr a pipe whose reader left (`2>&1 | head` that ended, a closed SSH session): the
+/// messages leaktrace writes there are lost, but the trace runs to its end, exact, with its
+/// report written and a clean exit (a panic on the first message would end it with none).
+#[test]
+fn a_closed_stderr_loses_the_messages_and_nothing_else() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let mut fds = [0; 2];
+    // SAFETY: pipe writes two descriptors into `fds`.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: the read end is ours and closed once; the write end is handed to the child.
+    unsafe { libc::close(fds[0]) };
+    // SAFETY: fds[1] is an open descriptor that nothing else owns.
+    let stderr = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fds[1]) };
+    let output = Command::new(leaktrace_bin())
+        .args(["--json", json.to_str().unwrap(), "--"])
+        .arg(leaky())
+        .stderr(Stdio::from(stderr))
+        .output()
+        .expect("leaktrace runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("Final report"), "{stdout}");
+    assert_matches_truth(&read_report(&json), &parse_truth(&stdout), leaky());
+}

@@ -280,3 +280,190 @@ fn php_chains_deeper_than_the_limit_are_cut_and_counted() {
     assert!(truncated >= 1100, "{}", report["lost"]);
     assert!(stdout.contains(&format!("PHP frames missing: {truncated} PHP frame chains cut at 32 frames")), "{stdout}");
 }
+
+/// The line of `script` that carries `// line: MARK`.
+fn line_in(script: &Path, mark: &str) -> u64 {
+    let text = std::fs::read_to_string(script).unwrap();
+    let needle = format!("// line: {mark}");
+    let index = text.lines().position(|l| l.trim_end().ends_with(&needle)).unwrap_or_else(|| panic!("no {needle}"));
+    index as u64 + 1
+}
+
+/// The stacks of `heap` that run PHP function `function`.
+fn heap_stacks<'a>(report: &'a Value, heap: &str, function: &str) -> Vec<&'a Value> {
+    report["stacks"].as_array().unwrap().iter().filter(|s| s["heap"] == heap && php_calls(s, function)).collect()
+}
+
+/// Whether `stack` runs PHP function `function`.
+fn php_calls(stack: &Value, function: &str) -> bool {
+    stack["frames"].as_array().unwrap().iter().any(|f| is_php(f) && f["symbol"] == function)
+}
+
+/// Runs `leaktrace args…` on a growth worker until the worker says `done`, then ends the
+/// trace with SIGINT while the worker lingers with its caches, as on a resident worker (at a
+/// normal exit PHP would reset its heap first). Returns the worker's `zend`/`malloc` lines
+/// and leaktrace's stdout after them.
+fn trace_lingering_worker(args: &[String]) -> (String, String) {
+    let mut tracer =
+        Command::new(leaktrace_bin()).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = tracer.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let mut lines = BufReader::new(tracer.stdout.take().unwrap()).lines();
+    let mut printed = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line == "done" {
+            break;
+        }
+        if line.starts_with("zend ") || line.starts_with("malloc ") {
+            printed.push_str(&line);
+            printed.push('\n');
+        }
+    }
+    assert!(Command::new("kill").args(["-INT", &tracer.id().to_string()]).status().unwrap().success());
+    let stdout: String = lines.map(|l| l.unwrap() + "\n").collect();
+    let status = tracer.wait().unwrap();
+    let stderr = stderr.join().unwrap();
+    assert!(status.success() && printed.lines().count() == 2, "{printed}{stderr}");
+    (printed, stdout)
+}
+
+/// The two figures after `key` on the worker's line that starts with it.
+fn figures_of(printed: &str, key: &str) -> (u64, u64) {
+    let line = printed.lines().find_map(|l| l.strip_prefix(key)).unwrap_or_else(|| panic!("{key}: {printed}"));
+    let f: Vec<u64> = line.split_whitespace().map(|v| v.parse().unwrap()).collect();
+    (f[0], f[1])
+}
+
+/// PHP's own heap beside the C one, in one launched worker: static arrays that grow on every
+/// iteration are `growing` stacks on the `php` heap, with the exact bytes and count of the
+/// strings and tables kept (a size-specialised `_emalloc_56` included), named after the PHP
+/// functions that keep them, and together as large as what the script saw
+/// `memory_get_usage()` grow by (within 10 %); a malloc leak through FFI in the same process
+/// is on the `malloc` heap, exact. Text, folded and pprof output say each stack's heap.
+#[test]
+fn zend_heap_growth_and_a_malloc_leak_are_reported_on_their_own_heaps() {
+    require_root();
+    require_php();
+    let dir = tempfile::tempdir().unwrap();
+    let (json, folded, pprof) =
+        (dir.path().join("report.json"), dir.path().join("report.folded"), dir.path().join("report.pb.gz"));
+    let script = workspace_root().join("tests/fixtures/php_zend_growth.php");
+    // 300 iterations 10 ms apart, sampled every 0.5 s: more intervals than growth classes need.
+    let mut args: Vec<String> =
+        ["--older", "0", "--json", json.to_str().unwrap(), "--folded", folded.to_str().unwrap()]
+            .map(String::from)
+            .to_vec();
+    args.extend(
+        ["--pprof", pprof.to_str().unwrap(), "0.5", "--", "php", script.to_str().unwrap(), "300", "10"]
+            .map(String::from),
+    );
+    let (printed, stdout) = trace_lingering_worker(&args);
+    let figures = |key: &str| figures_of(&printed, key);
+    let ((zend_bytes, iterations), (malloc_bytes, malloc_count)) = (figures("zend "), figures("malloc "));
+    let report = read_report(&json);
+
+    // The Zend heap. The strings kept: each a block `str_repeat` asked for in `remember`, as
+    // many as iterations. The first call of a function may be a stack of its own (its first
+    // run binds its static array), so stacks are summed; the largest is growing.
+    let strings: Vec<&Value> =
+        heap_stacks(&report, "php", "remember").into_iter().filter(|s| php_calls(s, "str_repeat")).collect();
+    let sum = |stacks: &[&Value], key: &str| stacks.iter().map(|s| s[key].as_u64().unwrap()).sum::<u64>();
+    assert_eq!((sum(&strings, "bytes"), sum(&strings, "count")), (1024 * iterations, iterations), "{strings:#?}");
+    let stack = strings.iter().max_by_key(|s| s["bytes"].as_u64()).unwrap();
+    assert_eq!(stack["trend"]["class"], "growing", "{}", stack["trend"]);
+    // The rows' HashTables, from `_emalloc_56`, whose size is only in its name: one stack,
+    // the array's constructor called from `remember_row`.
+    let rows = heap_stacks(&report, "php", "remember_row");
+    let tables: Vec<&Value> = rows.iter().copied().filter(|s| stack_symbols(s)[0] == "_zend_new_array").collect();
+    assert_eq!((sum(&tables, "bytes"), sum(&tables, "count")), (56 * iterations, iterations), "{rows:#?}");
+    // Everything both functions keep, against what memory_get_usage() saw (within 10 %: the
+    // arrays' own tables grow by doubling, in steps the samples do not see alike).
+    let kept = sum(&heap_stacks(&report, "php", "remember"), "bytes") + sum(&rows, "bytes");
+    assert!(
+        kept.abs_diff(zend_bytes) * 10 <= zend_bytes,
+        "php heap: {kept} bytes kept, memory_get_usage() grew by {zend_bytes}"
+    );
+    let line = line_in(&script, "grow");
+    let remember = stack["frames"].as_array().unwrap().iter().find(|f| is_php(f) && f["symbol"] == "remember").unwrap();
+    assert_eq!((remember["file"].as_str(), remember["line"].as_u64()), (script.to_str(), Some(line)), "{remember}");
+
+    // The C heap: FFI's malloc blocks, exactly, and on no stack of the other heap.
+    let native = heap_stacks(&report, "malloc", "native_leak");
+    assert_eq!((sum(&native, "bytes"), sum(&native, "count")), (malloc_bytes, malloc_count), "{native:#?}");
+    assert!(heap_stacks(&report, "php", "native_leak").iter().all(|s| s["count"] != malloc_count));
+    assert_eq!(report["incomplete"], false, "{}", report["lost"]);
+
+    // The header names the Zend heap's family and object; text, folded and pprof say the heap.
+    let families = report["allocators"].as_array().unwrap();
+    assert!(families.iter().any(|f| f["family"] == "zend" && f["object"].as_str().unwrap().contains("php")));
+    let text = final_text(&stdout);
+    let top = (stack["bytes"].as_u64().unwrap(), stack["count"].as_u64().unwrap());
+    assert!(text.contains(&format!("{} bytes in {} allocations from stack on the php heap", top.0, top.1)), "{text}");
+    assert!(text.contains("Allocators: glibc in libc.so.6") && text.contains("zend in php"), "{text}");
+    // Folded output merges stacks whose frames read the same: the strings' stacks are one line.
+    let folded_text = std::fs::read_to_string(&folded).unwrap();
+    assert!(
+        folded_text.lines().any(|l| l.starts_with("[php heap];")
+            && l.contains(";remember;str_repeat;")
+            && l.ends_with(&format!(" {}", 1024 * iterations))),
+        "{folded_text}"
+    );
+    assert!(folded_text.lines().any(|l| l.starts_with("[malloc heap];") && l.contains(";native_leak;")));
+    let tags = go_pprof(&["-tags"], &pprof);
+    assert!(tags.contains("heap") && tags.contains("php") && tags.contains("malloc"), "{tags}");
+}
+
+/// At the end of the script PHP gives its heap's chunks back whole (`zend_mm_shutdown`)
+/// without freeing each block: a report taken after the worker exits holds nothing on the
+/// php heap, says how much went with the reset in text and JSON alike, and keeps the malloc
+/// leak exact.
+#[test]
+fn blocks_held_when_php_resets_its_heap_are_released_with_it() {
+    require_root();
+    require_php();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let script = workspace_root().join("tests/fixtures/php_zend_growth.php");
+    let output =
+        run_leaktrace(&["--json", json.to_str().unwrap(), "--", "php", script.to_str().unwrap(), "50", "1", "exit"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report = read_report(&json);
+    let php_heap: Vec<&Value> = report["stacks"].as_array().unwrap().iter().filter(|s| s["heap"] == "php").collect();
+    assert!(php_heap.iter().all(|s| s["count"] == 0), "{php_heap:#?}");
+    let native = heap_stacks(&report, "malloc", "native_leak");
+    let sum = |key: &str| native.iter().map(|s| s[key].as_u64().unwrap()).sum::<u64>();
+    assert_eq!((sum("bytes"), sum("count")), (200 * 50, 50), "{native:#?}");
+    let (blocks, bytes) =
+        (&report["activity"]["php_heap_released_blocks"], &report["activity"]["php_heap_released_bytes"]);
+    assert!(blocks.as_u64().is_some_and(|b| b > 0), "{}", report["activity"]);
+    let line = format!("PHP heap resets: {bytes} bytes in {blocks} allocations still held when PHP reset its heap");
+    assert!(final_text(&stdout).contains(&line), "{line}: {stdout}");
+}
+
+/// A worker started through a shell that execs php (a start script): the php binary appears
+/// only after the exec, beside a C library probed already; its Zend heap is probed then, and
+/// the strings it keeps are exact on the php heap.
+#[test]
+fn zend_heap_is_traced_in_php_a_shell_execs() {
+    require_root();
+    require_php();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let script = workspace_root().join("tests/fixtures/php_zend_growth.php");
+    let command = format!("exec php {} 40 5", script.display());
+    let args = ["--older", "0", "--json", json.to_str().unwrap(), "--", "sh", "-c", &command].map(String::from);
+    let (printed, _) = trace_lingering_worker(&args);
+    let (_, iterations) = figures_of(&printed, "zend ");
+    let report = read_report(&json);
+    let strings: Vec<&Value> =
+        heap_stacks(&report, "php", "remember").into_iter().filter(|s| php_calls(s, "str_repeat")).collect();
+    let sum = |key: &str| strings.iter().map(|s| s[key].as_u64().unwrap()).sum::<u64>();
+    assert_eq!((sum("bytes"), sum("count")), (1024 * iterations, iterations), "{strings:#?}");
+    assert_eq!(report["target"]["exe"], "/usr/bin/php8.2");
+}

@@ -77,6 +77,8 @@ pub enum Mode {
         follow: bool,
         /// `--comm NAME`: processes of that name are traced too (the name NUL-padded).
         comm: Option<[u8; 16]>,
+        /// `--cgroup PATH`: its cgroup id and depth; processes in it or below are traced too.
+        cgroup: Option<(u64, u32)>,
         /// Field offsets of the process tracepoints: (global name, offset).
         offsets: Vec<(&'static str, u32)>,
     },
@@ -182,6 +184,7 @@ impl Tracer {
         let tables: u8;
         let follow: u8;
         let comm: [u64; 2];
+        let (cgroup_id, cgroup_level): (u64, u32);
         match &options.mode {
             Mode::User {
                 freeze_at_exit,
@@ -189,9 +192,11 @@ impl Tracer {
                 sample_period,
                 follow: follow_children,
                 comm: name,
+                cgroup,
                 offsets,
                 ..
             } => {
+                (cgroup_id, cgroup_level) = cgroup.unwrap_or_default();
                 freeze = u8::from(*freeze_at_exit);
                 tables = u8::from(*unwind_rows > 0);
                 follow = u8::from(*follow_children);
@@ -202,6 +207,8 @@ impl Tracer {
                 loader
                     .override_global(names::GLOBAL_FOLLOW_FORKS, &follow, true)
                     .override_global(names::GLOBAL_TRACE_COMM, &comm, true)
+                    .override_global(names::GLOBAL_TRACE_CGROUP, &cgroup_id, true)
+                    .override_global(names::GLOBAL_TRACE_CGROUP_LEVEL, &cgroup_level, true)
                     .override_global(names::GLOBAL_SAMPLE_PERIOD, sample_period, true)
                     .override_global(names::GLOBAL_FREEZE_AT_EXIT, &freeze, true)
                     .override_global(names::GLOBAL_UNWIND_TABLES, &tables, true)
@@ -278,6 +285,7 @@ impl Tracer {
         path: &Path,
         offset: u64,
         pid: u32,
+        cookie: u64,
     ) -> Result<()> {
         let attach_error = |reason: String| Error::Attach {
             program: entry_program.to_string(),
@@ -288,7 +296,7 @@ impl Tracer {
         if let Some(reason) = &self.sessions_refused {
             return Err(attach_error(reason.clone()));
         }
-        match self.try_attach_session(entry_program, path, offset, pid) {
+        match self.try_attach_session(entry_program, path, offset, pid, cookie) {
             Ok(()) => Ok(()),
             Err(SessionFailure::Refused(reason)) => {
                 self.sessions_refused = Some(reason.clone());
@@ -339,6 +347,7 @@ impl Tracer {
         path: &Path,
         offset: u64,
         pid: u32,
+        cookie: u64,
     ) -> std::result::Result<(), SessionFailure> {
         let (_, session) = names::SESSION_PROGRAMS
             .iter()
@@ -346,7 +355,7 @@ impl Tracer {
             .ok_or_else(|| SessionFailure::Refused("no session form of this program".to_string()))?;
         let sessions = self.prepared_sessions().map_err(SessionFailure::Refused)?;
         sessions.load(session).map_err(SessionFailure::Refused)?;
-        sessions.attach(session, path, offset, pid).map_err(SessionFailure::Link)
+        sessions.attach(session, path, offset, pid, cookie).map_err(SessionFailure::Link)
     }
 
     /// Adds a process to the traced set.
@@ -382,16 +391,19 @@ impl Tracer {
         Ok(events)
     }
 
-    /// Removes the outstanding blocks of process `tgid` recorded before `before_ns` (the old
-    /// image's, after an exec). Returns how many blocks and bytes went.
-    pub fn drop_blocks(&mut self, tgid: u32, before_ns: u64) -> Result<(u64, u64)> {
+    /// Removes the outstanding blocks of process `tgid` recorded before `before_ns`: the old
+    /// image's after an exec (every heap), or those of a heap that was reset (`heap`, a
+    /// `Heap` value). Returns how many blocks and bytes went.
+    pub fn drop_blocks(&mut self, tgid: u32, before_ns: u64, heap: Option<u32>) -> Result<(u64, u64)> {
         let map = self.ebpf.map_mut(names::ALLOCS).ok_or_else(|| missing_map(names::ALLOCS))?;
         let mut allocs: HashMap<_, AllocKey, AllocInfo> =
             HashMap::try_from(map).map_err(|e| map_error(names::ALLOCS, e))?;
         let doomed: Vec<(AllocKey, u64)> = allocs
             .iter()
             .filter_map(|entry| entry.ok())
-            .filter(|(key, info)| key.tgid == tgid && info.timestamp_ns < before_ns)
+            .filter(|(key, info)| {
+                key.tgid == tgid && info.timestamp_ns < before_ns && heap.is_none_or(|h| h == info.heap)
+            })
             .map(|(key, info)| (key, info.size))
             .collect();
         let (mut count, mut bytes) = (0, 0);
@@ -405,9 +417,19 @@ impl Tracer {
         Ok((count, bytes))
     }
 
-    /// Attaches `program` at file offset `offset` of `path`, firing only in process `pid`
-    /// (in every process mapping the file when `pid` is 0: the programs keep to `TARGETS`).
-    pub fn attach_uprobe(&mut self, program: &str, symbol: &str, path: &Path, offset: u64, pid: u32) -> Result<()> {
+    /// Attaches `program` at `place` (file offset in `path`, attach cookie), firing only in
+    /// process `pid` (in every process mapping the file when `pid` is 0: the programs keep to
+    /// `TARGETS`). The cookie tells the entry programs the heap and a size that is not an
+    /// argument (`allocator::AllocatorFn::cookie`).
+    pub fn attach_uprobe(
+        &mut self,
+        program: &str,
+        symbol: &str,
+        path: &Path,
+        place: (u64, u64),
+        pid: u32,
+    ) -> Result<()> {
+        let (offset, cookie) = place;
         let attach_error = |source: Cause| Error::Attach {
             program: program.to_string(),
             symbol: symbol.to_string(),
@@ -423,7 +445,8 @@ impl Tracer {
             uprobe.load().map_err(|e| load_error(program, e))?;
         }
         let scope = NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
-        let link = uprobe.attach(offset, path, scope).map_err(|e| attach_error(e.into()))?;
+        let point = aya::programs::uprobe::UProbeAttachPoint { location: offset.into(), cookie: Some(cookie) };
+        let link = uprobe.attach(point, path, scope).map_err(|e| attach_error(e.into()))?;
         self.links.push(uprobe.take_link(link).map_err(|e| attach_error(e.into()))?);
         Ok(())
     }

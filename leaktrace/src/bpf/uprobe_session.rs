@@ -278,17 +278,19 @@ impl SessionPrograms {
     }
 
     /// Loads `name` if needed and attaches it at file offset `offset` of `path`, firing only
-    /// in process `pid`. The error keeps the kernel's errno (EINVAL: another probe holds the
+    /// in process `pid`, with `cookie` for `bpf_get_attach_cookie`. The error keeps the kernel's errno (EINVAL: another probe holds the
     /// place with a different ref_ctr_offset).
-    pub fn attach(&mut self, name: &str, path: &Path, offset: u64, pid: u32) -> std::io::Result<()> {
+    pub fn attach(&mut self, name: &str, path: &Path, offset: u64, pid: u32, cookie: u64) -> std::io::Result<()> {
         let program = self.load(name).map_err(std::io::Error::other)?.as_raw_fd();
         let path_c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
         let offsets: [u64; 1] = [offset];
+        let cookies: [u64; 1] = [cookie];
         let attr = LinkCreateUprobeMulti {
             prog_fd: program as u32,
             attach_type: BPF_TRACE_UPROBE_SESSION,
             path: path_c.as_ptr() as u64,
             offsets: offsets.as_ptr() as u64,
+            cookies: cookies.as_ptr() as u64,
             cnt: 1,
             pid,
             ..Default::default()

@@ -215,7 +215,7 @@ impl KernelTrace {
     }
 
     fn announce(&self) {
-        eprintln!(
+        crate::say!(
             "Tracing kernel allocations ({}){}. Ctrl-C to end.",
             self.events.join(", "),
             match (&self.options.run, self.options.pids.as_slice()) {
@@ -226,7 +226,7 @@ impl KernelTrace {
             }
         );
         if !self.kernel_symbols.visible() {
-            eprintln!("leaktrace: kernel addresses are hidden (kernel.kptr_restrict); kernel frames will be shown as addresses");
+            crate::say!("leaktrace: kernel addresses are hidden (kernel.kptr_restrict); kernel frames will be shown as addresses");
         }
     }
 

@@ -26,7 +26,7 @@ pub fn ensure_mounted() -> Result<PathBuf> {
     if rc != 0 {
         return Err(Error::Tracefs(std::io::Error::last_os_error()));
     }
-    eprintln!("leaktrace: mounted tracefs at {TRACEFS}");
+    crate::say!("leaktrace: mounted tracefs at {TRACEFS}");
     Ok(PathBuf::from(TRACEFS))
 }
 

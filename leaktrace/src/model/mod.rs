@@ -17,7 +17,7 @@ pub use kernel::{
 };
 pub use trend::{Class, Sample, Trend, MIN_INTERVALS};
 pub use user::{
-    Estimate, FamilyReport, Handling, NotAttached, ProbeReport, ProcessSummary, SamplingSection, StackEnding,
+    Estimate, FamilyReport, Handling, Heap, NotAttached, ProbeReport, ProcessSummary, SamplingSection, StackEnding,
     UnwindMode, UnwindModule, UnwindSection, Unwinder, UserSection,
 };
 
@@ -345,6 +345,14 @@ pub struct Activity {
     /// Their bytes.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub exec_dropped_bytes: u64,
+    /// Blocks of PHP's heap still held when PHP reset the heap (`zend_mm_shutdown`, at the
+    /// end of each request and of the script): released with its chunks, never freed one by
+    /// one, so dropped from the figures.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub php_heap_released_blocks: u64,
+    /// Their bytes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub php_heap_released_bytes: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -387,6 +395,9 @@ pub struct StackReport {
     /// and the 95 % interval of the bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimate: Option<Estimate>,
+    /// User mode, when more than the C heap was traced (PHP's): the heap its blocks are on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap: Option<Heap>,
 }
 
 /// A process holding memory from a stack.

@@ -32,7 +32,7 @@ pub struct UserSection {
 /// An allocator family found in one object of the target.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FamilyReport {
-    /// `glibc`, `jemalloc`, `tcmalloc`, `mimalloc`, `musl`, `c++`, `custom` (`--alloc-fn`),
+    /// `glibc`, `jemalloc`, `tcmalloc`, `google-tcmalloc`, `mimalloc`, `musl`, `c++`, `custom` (`--alloc-fn`),
     /// or `c` (the C API of an object of no known family).
     pub family: String,
     /// The object, as leaktrace opened it.
@@ -75,6 +75,26 @@ pub struct ProcessSummary {
     pub allocator: String,
     /// Outstanding bytes and blocks it holds.
     pub totals: super::Totals,
+}
+
+/// A heap of a user process: where a stack's blocks come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Heap {
+    /// The C allocator: malloc and its replacements, C++'s new.
+    Malloc,
+    /// PHP's Zend memory manager (`_emalloc` and its variants).
+    Php,
+}
+
+impl Heap {
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Malloc => "malloc",
+            Self::Php => "php",
+        }
+    }
 }
 
 /// How user stacks are unwound.

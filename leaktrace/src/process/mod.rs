@@ -1,8 +1,12 @@
 //! The traced process: validating a pid, launching a command, and finding its allocator.
 
+pub mod cgroup;
 pub mod launch;
 
-use std::path::{Path, PathBuf};
+use std::{
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
 
 use procfs::process::Process;
 
@@ -92,12 +96,52 @@ pub fn is_alive(pid: u32) -> bool {
     Process::new(pid as i32).and_then(|p| p.stat()).is_ok_and(|s| s.state != 'Z' && s.state != 'X')
 }
 
+/// A file a process maps: the path it mapped it by (what reports show), and the path
+/// leaktrace opens to read it and place probes on it.
+#[derive(Clone, Debug)]
+struct Mapped {
+    name: PathBuf,
+    open: PathBuf,
+}
+
+/// The files process `pid` maps, each once. A file is opened through /proc/PID/root when the
+/// path there is the very file mapped (same device and inode as /proc/PID/maps says), else
+/// through /proc/PID/map_files: the paths in /proc/PID/maps are not relative to the
+/// process's root when it is chrooted, and a path there may name another file than the one
+/// mapped (an overlay, a file replaced since).
+fn mapped_files(pid: u32) -> Result<Vec<Mapped>> {
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    let maps = mappings::read_maps(pid).map_err(|e| Error::io(format!("reading /proc/{pid}/maps"), e))?;
+    let mut mapped: Vec<Mapped> = Vec::new();
+    for map in maps {
+        if mapped.iter().any(|m| m.name == map.path) {
+            continue;
+        }
+        let in_root = under_root(&root, &map.path);
+        let same = std::fs::metadata(&in_root).is_ok_and(|m| (m.dev(), m.ino()) == (map.device, map.inode));
+        let open =
+            if same { in_root } else { PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", map.start, map.end)) };
+        mapped.push(Mapped { name: map.path, open });
+    }
+    Ok(mapped)
+}
+
+/// The executable of process `pid` (as it names it) and the path to open it by.
+fn executable(pid: u32, process: &Process, mapped: &[Mapped]) -> Result<(PathBuf, PathBuf)> {
+    let exe = process.exe().map_err(|e| Error::io(format!("reading /proc/{pid}/exe"), std::io::Error::other(e)))?;
+    let open = mapped
+        .iter()
+        .find(|m| m.name == exe)
+        .map_or_else(|| PathBuf::from(format!("/proc/{pid}/exe")), |m| m.open.clone());
+    Ok((exe, open))
+}
+
 /// Finds the allocators of a running process: the object that provides malloc (an explicit
 /// `-O` object, else the executable when it defines malloc itself, static or interposing,
 /// else a malloc replacement library, else libc), then every other allocator object it maps
 /// (a C++ runtime's new/delete, a prefixed jemalloc, mimalloc's `mi_*`), then the functions
-/// added with `--alloc-fn`. Paths go through /proc/PID/root so a process in a container is
-/// probed in its own files.
+/// added with `--alloc-fn`. Each file is read, and probed, as the process maps it (see
+/// [`mapped_files`]), so a process in a container is probed in its own files.
 pub fn find_allocator(
     pid: u32,
     object: Option<&Path>,
@@ -105,23 +149,15 @@ pub fn find_allocator(
     custom: &[AllocatorFn],
 ) -> Result<AllocatorObject> {
     let process = open(pid)?;
-    let root = PathBuf::from(format!("/proc/{pid}/root"));
-    let maps = mappings::read_maps(pid).map_err(|e| Error::io(format!("reading /proc/{pid}/maps"), e))?;
-    let mut mapped: Vec<PathBuf> = Vec::new();
-    for map in maps {
-        if !mapped.contains(&map.path) {
-            mapped.push(map.path);
-        }
-    }
-    let exe = process.exe().map_err(|e| Error::io(format!("reading /proc/{pid}/exe"), std::io::Error::other(e)))?;
-    let exe_in_root = under_root(&root, &exe);
+    let mapped = mapped_files(pid)?;
+    let (exe, exe_open) = executable(pid, &process, &mapped)?;
     let mut plan = match object {
-        Some(object) => from_explicit_object(object, Some((&process, &root)), prefix)?,
-        None => malloc_provider(pid, &root, &exe, &mapped, prefix)?,
+        Some(object) => from_explicit_object(object, Some(&mapped), prefix)?,
+        None => malloc_provider(pid, (&exe, &exe_open), &mapped, prefix)?,
     };
-    let mut companions: Vec<PathBuf> = vec![exe_in_root.clone()];
+    let mut companions: Vec<PathBuf> = vec![exe_open.clone()];
     companions.extend(
-        mapped.iter().filter(|p| allocator::looks_like_allocator_library(&file_name(p))).map(|p| under_root(&root, p)),
+        mapped.iter().filter(|m| allocator::looks_like_allocator_library(&file_name(&m.name))).map(|m| m.open.clone()),
     );
     for path in companions {
         if path == plan.path {
@@ -133,38 +169,45 @@ pub fn find_allocator(
             Err(e) => log::debug!("{e}"),
         }
     }
-    add_custom(
-        &mut plan,
-        custom,
-        std::iter::once(exe_in_root).chain(mapped.iter().map(|p| under_root(&root, p))),
-        pid,
-    )?;
+    add_custom(&mut plan, custom, std::iter::once(exe_open).chain(mapped.iter().map(|m| m.open.clone())), pid)?;
     Ok(plan)
+}
+
+/// Whether process `pid` runs with the Zend memory manager off: PHP reads `USE_ZEND_ALLOC`
+/// with `atol`, so a value whose leading digits make 0 (or none) hands every `_emalloc` to
+/// malloc. False when its environment cannot be read.
+pub fn zend_alloc_disabled(pid: u32) -> bool {
+    let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { return false };
+    environ.split(|&b| b == 0).filter_map(|v| v.strip_prefix(b"USE_ZEND_ALLOC=")).any(|value| {
+        let text = String::from_utf8_lossy(value);
+        let digits: String = text.trim_start().chars().take_while(char::is_ascii_digit).collect();
+        digits.trim_start_matches('0').is_empty()
+    })
 }
 
 fn file_name(path: &Path) -> String {
     path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string()
 }
 
-/// The object whose malloc the process calls.
-fn malloc_provider(pid: u32, root: &Path, exe: &Path, mapped: &[PathBuf], prefix: &str) -> Result<AllocatorObject> {
-    let exe_in_root = under_root(root, exe);
-    let exe_facts = allocator::inspect(&exe_in_root, prefix)?;
+/// The object whose malloc the process calls. `exe`: the executable as named and as opened.
+fn malloc_provider(pid: u32, exe: (&Path, &Path), mapped: &[Mapped], prefix: &str) -> Result<AllocatorObject> {
+    let (exe, exe_open) = exe;
+    let exe_facts = allocator::inspect(exe_open, prefix)?;
     if exe_facts.defined.iter().any(|f| f.covers("malloc", prefix)) {
-        return allocator::plan(&exe_in_root, exe_facts, prefix);
+        return allocator::plan(exe_open, exe_facts, prefix);
     }
-    let mut libraries: Vec<&PathBuf> = mapped
+    let mut libraries: Vec<&Mapped> = mapped
         .iter()
-        .filter(|p| {
-            let name = file_name(p);
+        .filter(|m| {
+            let name = file_name(&m.name);
             allocator::looks_like_allocator_library(&name) && !allocator::is_cxx_runtime(&name)
         })
         .collect();
-    libraries.sort_by_key(|p| allocator::allocator_rank(&file_name(p)));
+    libraries.sort_by_key(|m| allocator::allocator_rank(&file_name(&m.name)));
     let mut tried = Vec::new();
     for library in &libraries {
-        let in_root = under_root(root, library);
-        match allocator::inspect(&in_root, prefix).and_then(|facts| allocator::plan(&in_root, facts, prefix)) {
+        let open = &library.open;
+        match allocator::inspect(open, prefix).and_then(|facts| allocator::plan(open, facts, prefix)) {
             Ok(plan) => return Ok(plan),
             Err(e) => tried.push(e.to_string()),
         }
@@ -203,13 +246,18 @@ fn add_custom(
     }
 }
 
-/// The dynamic linker of a running process (from its executable's `.interp`, through
-/// /proc/PID/root), or None for a static executable.
+/// The dynamic linker of a running process (from its executable's `.interp`), as the path
+/// to open it by: the mapped file of that name (see [`mapped_files`]), else the `.interp`
+/// path through /proc/PID/root. None for a static executable.
 pub fn dynamic_linker_of_pid(pid: u32) -> Result<Option<PathBuf>> {
     let process = open(pid)?;
+    let mapped = mapped_files(pid)?;
+    let (_, exe_open) = executable(pid, &process, &mapped)?;
+    let Some(interp) = allocator::interpreter(&exe_open)? else { return Ok(None) };
+    // `.interp` often names a symlink (/lib64/ld-linux-x86-64.so.2) to the file mapped.
+    let mapped_linker = mapped.iter().find(|m| m.name.file_name() == interp.file_name());
     let root = PathBuf::from(format!("/proc/{pid}/root"));
-    let exe = process.exe().map_err(|e| Error::io(format!("reading /proc/{pid}/exe"), std::io::Error::other(e)))?;
-    Ok(allocator::interpreter(&under_root(&root, &exe))?.map(|interp| under_root(&root, &interp)))
+    Ok(Some(mapped_linker.map_or_else(|| under_root(&root, &interp), |m| m.open.clone())))
 }
 
 /// The dynamic linker a command about to be launched will run under: its `.interp`, or for
@@ -255,7 +303,13 @@ pub fn find_allocator_for_program(program: &Path, object: Option<&Path>, prefix:
     }
     let own_libc = own_c_library()?;
     let facts = allocator::inspect(&own_libc, prefix)?;
-    allocator::plan(&own_libc, facts, prefix)
+    let mut plan = allocator::plan(&own_libc, facts, prefix)?;
+    if !is_script {
+        // The program's own entry points beside the C library's (PHP's heap in the php
+        // executable), probed before it runs like the rest.
+        plan.add(allocator::inspect_companion(program)?);
+    }
+    Ok(plan)
 }
 
 /// The allocator of the C library leaktrace itself runs on: the one processes started later
@@ -266,22 +320,18 @@ pub fn own_allocator(prefix: &str) -> Result<AllocatorObject> {
     allocator::plan(&own_libc, facts, prefix)
 }
 
-fn from_explicit_object(object: &Path, process: Option<(&Process, &Path)>, prefix: &str) -> Result<AllocatorObject> {
+fn from_explicit_object(object: &Path, mapped: Option<&[Mapped]>, prefix: &str) -> Result<AllocatorObject> {
     let path = if object.exists() {
         object.to_path_buf()
-    } else if let Some((process, root)) = process.filter(|_| object.components().count() == 1) {
+    } else if let Some(mapped) = mapped.filter(|_| object.components().count() == 1) {
         // A bare name such as "libjemalloc.so.2": look for it among the target's mappings.
-        let wanted = object.as_os_str();
-        mappings::read_maps(process.pid as u32)
-            .ok()
-            .into_iter()
-            .flatten()
-            .map(|m| m.path)
-            .find(|p| {
-                p.file_name()
-                    .is_some_and(|n| n == wanted || n.to_string_lossy().starts_with(&*wanted.to_string_lossy()))
+        let wanted = object.as_os_str().to_string_lossy();
+        mapped
+            .iter()
+            .find(|m| {
+                m.name.file_name().is_some_and(|n| n == object.as_os_str() || n.to_string_lossy().starts_with(&*wanted))
             })
-            .map(|p| under_root(root, &p))
+            .map(|m| m.open.clone())
             .ok_or_else(|| Error::BadElf {
                 path: object.to_path_buf(),
                 source: "no such file, and the target maps no library of that name".into(),

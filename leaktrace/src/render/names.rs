@@ -38,9 +38,16 @@ pub fn export_frames(stack: &StackReport) -> Vec<Frame> {
     frames
 }
 
-/// The stack as `root;…;leaf` (outermost frame first, as flame graphs draw it).
+/// The stack as `root;…;leaf` (outermost frame first, as flame graphs draw it). A stack
+/// that names its heap (PHP's traced beside the C one) has it as its root, `[php heap]`, so
+/// that each heap is one tower of the flame graph.
 pub fn folded_path(stack: &StackReport) -> String {
-    export_frames(stack).iter().rev().map(frame_name).collect::<Vec<_>>().join(";")
+    let frames = export_frames(stack).iter().rev().map(frame_name).collect::<Vec<_>>().join(";");
+    match stack.heap {
+        Some(heap) if frames.is_empty() => format!("[{} heap]", heap.name()),
+        Some(heap) => format!("[{} heap];{frames}", heap.name()),
+        None => frames,
+    }
 }
 
 /// Who a report is about, for titles: `pid 42 (app)`, `command `…`` (kernel mode with

@@ -257,21 +257,24 @@ pub fn render(report: &Report) -> Vec<u8> {
         let frames = export_frames(stack);
         let location_id: Vec<u64> =
             by_address(&frames).into_iter().map(|group| b.location_id(group, &report.build_ids)).collect();
+        // PHP's heap traced beside the C one: each sample says its heap (`-tagfocus heap=php`).
+        let heap: Vec<Label> = stack
+            .heap
+            .map(|h| Label { key: b.strings.id("heap"), str: b.strings.id(h.name()), num: 0 })
+            .into_iter()
+            .collect();
         if stack.holders.is_empty() {
-            samples.push(Sample {
-                location_id,
-                value: vec![stack.bytes as i64, stack.count as i64],
-                label: Vec::new(),
-            });
+            samples.push(Sample { location_id, value: vec![stack.bytes as i64, stack.count as i64], label: heap });
             continue;
         }
         // Several processes: one sample per holder, labelled, so that pprof can filter and
         // group by process (`-tagfocus pid=…`, `-tags`).
         for holder in &stack.holders {
-            let label = vec![
+            let mut label = vec![
                 Label { key: b.strings.id("pid"), str: 0, num: i64::from(holder.pid) },
                 Label { key: b.strings.id("comm"), str: b.strings.id(&holder.comm), num: 0 },
             ];
+            label.extend(heap.iter().cloned());
             let value = vec![holder.bytes as i64, holder.count as i64];
             samples.push(Sample { location_id: location_id.clone(), value, label });
         }

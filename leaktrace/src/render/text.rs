@@ -163,6 +163,10 @@ fn render_stack(out: &mut String, stack: &StackReport, style: Styles) {
         Some(key) if !key.is_empty() => format!("from {key}"),
         _ => "from stack".to_string(),
     };
+    let source = match stack.heap {
+        Some(heap) => format!("{source} on the {} heap", heap.name()),
+        None => source,
+    };
     match &stack.estimate {
         Some(e) => {
             let _ = writeln!(
@@ -377,6 +381,15 @@ fn render_activity(out: &mut String, report: &Report) {
             counted(a.exec_dropped_blocks, "allocation")
         );
     }
+    if a.php_heap_released_blocks > 0 {
+        let _ = writeln!(
+            out,
+            "PHP heap resets: {} bytes in {} still held when PHP reset its heap (end of a request or of the script) \
+             were released with it",
+            a.php_heap_released_bytes,
+            counted(a.php_heap_released_blocks, "allocation")
+        );
+    }
     if let Some(user) = report.user().filter(|u| !u.processes.is_empty()) {
         render_processes(out, &user.processes);
     }
@@ -425,7 +438,12 @@ fn render_allocators(out: &mut String, families: &[FamilyReport], not_attached: 
         let found: Vec<String> = families
             .iter()
             .map(|f| {
-                let name = f.object.rsplit('/').next().unwrap_or(&f.object);
+                // An object opened through /proc/PID/map_files is named by that whole path:
+                // its last part is an address range.
+                let name = match f.object.contains("/map_files/") {
+                    true => &f.object,
+                    false => f.object.rsplit('/').next().unwrap_or(&f.object),
+                };
                 format!("{} in {name} ({} functions)", f.family, f.functions.len())
             })
             .collect();

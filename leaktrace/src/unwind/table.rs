@@ -391,8 +391,8 @@ mod tests {
         let elapsed = started.elapsed();
         let (rows, bytes, functions) = (table.rows.len(), table.rows.len() * 8, table.functions);
         let (fp, unsupported) = (table.frame_pointer_functions, table.unsupported_rows);
-        eprintln!("libc: {rows} rows, {bytes} bytes, {functions} functions ({fp} with frame pointer)");
-        eprintln!("libc: {unsupported} unsupported rows, compiled in {elapsed:?}");
+        crate::say!("libc: {rows} rows, {bytes} bytes, {functions} functions ({fp} with frame pointer)");
+        crate::say!("libc: {unsupported} unsupported rows, compiled in {elapsed:?}");
         assert_eq!(table.source, UnwindSource::EhFrame);
         assert!(table.functions > 1000, "{} functions", table.functions);
         assert!(table.rows.windows(2).all(|w| w[0].pc < w[1].pc));
@@ -486,7 +486,7 @@ mod tests {
             Ok(s) if s.success() => Some(out),
             Ok(s) => panic!("cc failed: {s}"),
             Err(e) => {
-                eprintln!("skipped: cannot run cc: {e}");
+                crate::say!("skipped: cannot run cc: {e}");
                 None
             }
         }
@@ -534,7 +534,7 @@ mod tests {
         let objcopy = |args: &[&std::ffi::OsStr]| Command::new("objcopy").args(args).status().map(|s| s.success());
         let kept = objcopy(&["--only-keep-debug".as_ref(), lib.as_os_str(), debug.as_os_str()]);
         if !matches!(kept, Ok(true)) {
-            eprintln!("skipped: objcopy unavailable");
+            crate::say!("skipped: objcopy unavailable");
             return;
         }
         let link = format!("--add-gnu-debuglink={}", debug.display());

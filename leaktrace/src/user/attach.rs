@@ -41,6 +41,8 @@ struct Spot<'a> {
     path: &'a Path,
     /// File offset of the probed instruction.
     offset: u64,
+    /// The attach cookie (heap and fixed size, see `AllocatorFn::cookie`).
+    cookie: u64,
 }
 
 /// How probes are attached to one process.
@@ -65,9 +67,9 @@ impl Attach {
         spot: Spot<'_>,
         session: bool,
     ) -> Result<()> {
-        let Spot { symbol, path, offset } = spot;
+        let Spot { symbol, path, offset, cookie } = spot;
         if session {
-            match tracer.attach_session(entry_program, symbol, path, offset, self.pid) {
+            match tracer.attach_session(entry_program, symbol, path, offset, self.pid, cookie) {
                 Ok(()) => return Ok(()),
                 Err(e) => log::debug!("{e}; using a uprobe and a uretprobe"),
             }
@@ -77,9 +79,9 @@ impl Attach {
         // later call from deeper in the stack would be taken as nested in it and ignored (a
         // busy process attached with -p lost every allocation that way).
         if returns {
-            tracer.attach_uprobe(names::PROG_ALLOC_RETURN, symbol, path, offset, self.pid)?;
+            tracer.attach_uprobe(names::PROG_ALLOC_RETURN, symbol, path, (offset, cookie), self.pid)?;
         }
-        tracer.attach_uprobe(entry_program, symbol, path, offset, self.pid)
+        tracer.attach_uprobe(entry_program, symbol, path, (offset, cookie), self.pid)
     }
 
     /// Attaches the allocator's probes. With `sampling`, a function that calls another probed
@@ -98,11 +100,11 @@ impl Attach {
         let mut not_attached = Vec::new();
         for f in &allocator.functions {
             let session = self.sessions && !(sampling && f.function.calls_allocator);
-            let spot = Spot { symbol: &f.symbol, path: &f.object, offset: f.probe_offset() };
+            let spot = Spot { symbol: &f.symbol, path: &f.object, offset: f.probe_offset(), cookie: f.function.cookie };
             match self.probe(tracer, f.function.entry_program, f.function.returns_block, spot, session) {
                 Ok(()) => {}
                 Err(e) if is_conflict(&e) => {
-                    eprintln!(
+                    crate::say!(
                         "leaktrace: warning: {} in {} (file offset {:#x}) is not traced: the kernel refused its \
                          uprobe (EINVAL), most likely because another tool (bcc's memleak, a USDT tracer) holds a \
                          uprobe at the same place with a different ref_ctr_offset",
@@ -123,6 +125,7 @@ impl Attach {
             }
         }
         allocator.not_attached = not_attached;
+        self.heap_reset_hooks(tracer, allocator)?;
         // The first refusal turns sessions off for every later probe (`Tracer::attach_session`).
         if let Some(reason) = tracer.sessions_refused() {
             log::debug!("uprobe sessions refused: {reason}");
@@ -135,8 +138,31 @@ impl Attach {
     /// read (see `UserTrace::poll`).
     pub fn exit_hooks(self, tracer: &mut Tracer, allocator: &AllocatorObject) -> Result<()> {
         for hook in allocator::exit_functions(&allocator.path)? {
-            let spot = Spot { symbol: hook.symbol, path: &allocator.path, offset: hook.probe_offset() };
+            let spot = Spot { symbol: hook.symbol, path: &allocator.path, offset: hook.probe_offset(), cookie: 0 };
             self.probe(tracer, names::PROG_EXIT, false, spot, self.sessions)?;
+        }
+        Ok(())
+    }
+
+    /// Puts a probe on `zend_mm_shutdown` in each object whose Zend functions are probed:
+    /// blocks PHP's heap still holds when it is reset go with its chunks, never through
+    /// `_efree`. Without the symbol, such blocks stay outstanding (said in the log).
+    fn heap_reset_hooks(self, tracer: &mut Tracer, allocator: &AllocatorObject) -> Result<()> {
+        let mut objects: Vec<&Path> = allocator
+            .functions
+            .iter()
+            .filter(|f| f.family == allocator::ZEND_FAMILY)
+            .map(|f| f.object.as_path())
+            .collect();
+        objects.dedup();
+        for object in objects {
+            match allocator::heap_reset_hook(object)? {
+                Some(hook) => {
+                    let spot = Spot { symbol: hook.symbol, path: object, offset: hook.probe_offset(), cookie: 0 };
+                    self.probe(tracer, names::PROG_HEAP_RESET, false, spot, false)?;
+                }
+                None => log::warn!("{} has no zend_mm_shutdown: PHP's heap resets are not seen", object.display()),
+            }
         }
         Ok(())
     }
@@ -147,7 +173,7 @@ impl Attach {
     pub fn library_hook(self, tracer: &mut Tracer, linker: &Path) -> Result<()> {
         match allocator::library_change_hook(linker)? {
             Some(hook) => {
-                let spot = Spot { symbol: hook.symbol, path: linker, offset: hook.probe_offset() };
+                let spot = Spot { symbol: hook.symbol, path: linker, offset: hook.probe_offset(), cookie: 0 };
                 self.probe(tracer, names::PROG_DL_STATE, false, spot, self.sessions)
             }
             None => {

@@ -42,6 +42,8 @@ pub struct Snapshot<'a> {
     pub top: Option<usize>,
     /// With several traced processes, each one's name: every stack then lists its holders.
     pub holders: Option<&'a BTreeMap<u32, String>>,
+    /// More than the C heap is traced (PHP's): every stack names its heap.
+    pub tag_heaps: bool,
 }
 
 /// Every group, in report order, before its stack is named.
@@ -73,6 +75,12 @@ pub fn rank(snapshot: &Snapshot<'_>) -> Ranked {
     let aggregate =
         aggregate::by_stack(snapshot.outstanding, now, snapshot.min_age_ns, snapshot.show_allocs, snapshot.sampler);
     let owners: HashMap<u64, u32> = snapshot.outstanding.iter().map(|o| (o.info.stack_id, o.info.tgid)).collect();
+    // A stack's blocks are all on one heap: the heap is part of its key.
+    let heaps: HashMap<u64, u32> = if snapshot.tag_heaps {
+        snapshot.outstanding.iter().map(|o| (o.info.stack_id, o.info.heap)).collect()
+    } else {
+        HashMap::new()
+    };
     let mut stacks: Vec<(u64, StackReport)> = aggregate
         .groups
         .iter()
@@ -100,6 +108,10 @@ pub fn rank(snapshot: &Snapshot<'_>) -> Ranked {
                         Some(vec![Holder { pid, comm, bytes: g.totals.bytes, count: g.totals.count }])
                     })
                     .unwrap_or_default(),
+                heap: heaps
+                    .get(&g.stack_id)
+                    .and_then(|&h| leaktrace_common::Heap::from_u32(h))
+                    .map(crate::allocator::model_heap),
                 ..StackReport::default()
             };
             (g.stack_id, report)
@@ -164,6 +176,8 @@ pub struct Context {
     pub not_attached: Vec<NotAttached>,
     /// Blocks and bytes dropped because their process ran a new program.
     pub exec_dropped: (u64, u64),
+    /// Blocks and bytes of PHP's heap still held when the heap was reset.
+    pub php_heap_released: (u64, u64),
     /// Every process, when there were several.
     pub processes: Vec<ProcessSummary>,
     /// `--by process`: the same stack in two processes stays two stacks.
@@ -242,6 +256,8 @@ pub fn build_report(ranked: Ranked, named: &NamedStacks, context: Context) -> Re
         stacks_cut_short: cut_short,
         exec_dropped_blocks: context.exec_dropped.0,
         exec_dropped_bytes: context.exec_dropped.1,
+        php_heap_released_blocks: context.php_heap_released.0,
+        php_heap_released_bytes: context.php_heap_released.1,
         ..from_counters(c, ACTIVITY)
     };
     let used: BTreeSet<&str> = stacks.iter().flat_map(|s| &s.frames).filter_map(|f| f.module.as_deref()).collect();
@@ -332,7 +348,7 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     fn alloc(address: u64, size: u64, timestamp_ns: u64, stack_id: u64) -> Outstanding {
-        Outstanding { address, info: AllocInfo { size, timestamp_ns, stack_id, tgid: 7, _pad: 0 } }
+        Outstanding { address, info: AllocInfo { size, timestamp_ns, stack_id, tgid: 7, heap: 0 } }
     }
 
     fn frame(address: u64, module: &str, symbol: &str) -> Frame {
@@ -357,6 +373,7 @@ mod tests {
             allocators: Vec::new(),
             not_attached: Vec::new(),
             exec_dropped: (0, 0),
+            php_heap_released: (0, 0),
             processes: Vec::new(),
             by_process: false,
         }
@@ -372,17 +389,7 @@ mod tests {
             alloc(0x50, 70, 0, 0),
         ];
         let series = SeriesBook::new(Sample::default());
-        let snapshot = Snapshot {
-            outstanding: &outstanding,
-            now_ns: 10 * MS,
-            min_age_ns: 5 * MS,
-            show_allocs: false,
-            sampler: None,
-            series: &series,
-            sort: SortBy::Bytes,
-            top: None,
-            holders: None,
-        };
+        let snapshot = Snapshot { now_ns: 10 * MS, min_age_ns: 5 * MS, ..snapshot(&outstanding, &series) };
         let ranked = rank(&snapshot);
         assert_eq!(ranked.stack_ids().collect::<Vec<_>>(), [1, 2]);
         let mut named = NamedStacks::default();
@@ -481,5 +488,35 @@ mod tests {
         assert!(!self::report([0; Counter::LEN as usize], 0).incomplete);
         // A skipped probe hit alone makes the figures incomplete.
         assert!(self::report([0; Counter::LEN as usize], 1).incomplete);
+    }
+
+    /// A snapshot of `outstanding` at time 0, by bytes, with nothing left out.
+    fn snapshot<'a>(outstanding: &'a [Outstanding], series: &'a SeriesBook<u64>) -> Snapshot<'a> {
+        Snapshot {
+            outstanding,
+            now_ns: 0,
+            min_age_ns: 0,
+            show_allocs: false,
+            sampler: None,
+            series,
+            sort: SortBy::Bytes,
+            top: None,
+            holders: None,
+            tag_heaps: false,
+        }
+    }
+
+    #[test]
+    fn each_stack_names_its_heap_when_php_heap_is_traced() {
+        let mut outstanding = vec![alloc(0x10, 100, 0, 1), alloc(0x20, 40, 0, 2)];
+        outstanding[1].info.heap = leaktrace_common::Heap::Php as u32;
+        let series = SeriesBook::new(Sample::default());
+        let heaps_of = |tag_heaps: bool| {
+            let snapshot = Snapshot { tag_heaps, ..snapshot(&outstanding, &series) };
+            rank(&snapshot).stacks.iter().map(|(id, r)| (*id, r.heap)).collect::<Vec<_>>()
+        };
+        assert_eq!(heaps_of(true), [(1, Some(model::Heap::Malloc)), (2, Some(model::Heap::Php))]);
+        // A trace of the C heap alone keeps its reports as they were.
+        assert_eq!(heaps_of(false), [(1, None), (2, None)]);
     }
 }

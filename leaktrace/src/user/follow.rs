@@ -25,6 +25,13 @@ impl UserTrace {
     /// Puts the allocator's probes, and the library-load hook of `linker`, on process `pid`;
     /// with `everywhere`, on every process mapping the files, once per file.
     pub(super) fn probe(&mut self, pid: u32, allocator: &mut AllocatorObject, linker: Option<&Path>) -> Result<()> {
+        allocator.keep_heaps(&self.config.heaps);
+        if self.config.heaps == [crate::model::Heap::Php] && !allocator.has_php_heap() && pid != 0 {
+            return Err(Error::NoAllocator {
+                target: format!("pid {pid}"),
+                detail: "--heap php: it maps no PHP binary (no _emalloc in its executable or a libphp)".to_string(),
+            });
+        }
         let attach = Attach { pid: if self.everywhere { 0 } else { pid }, sessions: self.config.sessions };
         if !self.everywhere || self.probed.insert(file_id(&allocator.path)) {
             let sessions = attach.allocator(&mut self.tracer, allocator, self.sampling.is_some())?;
@@ -34,11 +41,23 @@ impl UserTrace {
                 attach.exit_hooks(&mut self.tracer, allocator)?;
             }
         }
-        let linker = linker.filter(|_| self.rows.is_some());
-        if let Some(linker) = linker.filter(|l| !self.everywhere || self.hooked.insert(file_id(l))) {
-            attach.library_hook(&mut self.tracer, linker)?;
+        if self.everywhere {
+            self.companions.extend(allocator.functions.iter().map(|f| file_id(&f.object)));
         }
-        Ok(())
+        match linker {
+            Some(linker) => self.hook_linker(pid, linker),
+            None => Ok(()),
+        }
+    }
+
+    /// Puts the library-load hook on `linker` for process `pid` (on every process mapping it,
+    /// with `everywhere`), once per file and scope.
+    fn hook_linker(&mut self, pid: u32, linker: &Path) -> Result<()> {
+        let attach = Attach { pid: if self.everywhere { 0 } else { pid }, sessions: self.config.sessions };
+        if self.rows.is_none() || !self.hooked.insert((attach.pid, file_id(linker))) {
+            return Ok(());
+        }
+        attach.library_hook(&mut self.tracer, linker)
     }
 
     /// Attaches to running processes: `pids`, with `comm` every process of that name, and
@@ -49,13 +68,25 @@ impl UserTrace {
         let mut all: Vec<(u32, Option<u32>)> = pids.iter().map(|&p| (p, None)).collect();
         if let Some(comm) = comm {
             all.extend(process::pids_named(comm).into_iter().filter(|p| !pids.contains(p)).map(|p| (p, None)));
-            // Processes of that name started later are first probed in the C library
-            // leaktrace runs on (they usually share it), so that their first allocations count.
+        }
+        if let Some(cgroup) = &self.cgroup {
+            let me = std::process::id();
+            let members = cgroup.pids().into_iter().filter(|&p| p != me && !all.iter().any(|&(q, _)| q == p));
+            all.extend(members.collect::<Vec<_>>().into_iter().map(|p| (p, None)));
+        }
+        if comm.is_some() || self.cgroup.is_some() {
+            // Processes started later are first probed in the C library leaktrace runs on
+            // (they usually share it), so that their first allocations count.
             let mut own = process::own_allocator(&self.config.symbol_prefix)?;
             let linker = process::dynamic_linker_of_program(Path::new("/proc/self/exe"))?;
             self.probe(0, &mut own, linker.as_deref())?;
-            if all.is_empty() {
-                eprintln!("leaktrace: no process is named {comm} yet: waiting for one");
+            match (comm, &self.cgroup) {
+                _ if !all.is_empty() => {}
+                (Some(comm), _) => crate::say!("leaktrace: no process is named {comm} yet: waiting for one"),
+                (None, Some(cgroup)) => {
+                    crate::say!("leaktrace: no process is in cgroup {} yet: waiting for one", cgroup.path.display())
+                }
+                (None, None) => {}
             }
         }
         // With --follow, the children already running are traced too, and theirs.
@@ -67,7 +98,10 @@ impl UserTrace {
             if self.processes.contains(pid) {
                 continue;
             }
-            self.add_running(pid, comm.is_none() && parent.is_none(), parent)?;
+            let strict = comm.is_none() && parent.is_none() && pids.contains(&pid);
+            if !self.add_running(pid, strict, parent)? {
+                self.cgroup_skipped.insert(pid);
+            }
             if self.config.follow && self.processes.contains(pid) {
                 all.extend(process::children_of(pid).into_iter().map(|child| (child, Some(pid))));
             }
@@ -77,8 +111,9 @@ impl UserTrace {
 
     /// Starts tracing running process `pid` (a child of `parent`, when found under it). A pid
     /// given by the user that cannot be traced is an error (`strict`); a process found by name
-    /// or as a child that vanished meanwhile is skipped.
-    fn add_running(&mut self, pid: u32, strict: bool, parent: Option<u32>) -> Result<()> {
+    /// or as a child that vanished meanwhile is skipped (returns false).
+    fn add_running(&mut self, pid: u32, strict: bool, parent: Option<u32>) -> Result<bool> {
+        // Everything read from the process first: one that exits meanwhile fails here.
         let found = process::inspect_pid(pid).and_then(|info| {
             let allocator = process::find_allocator(
                 pid,
@@ -86,13 +121,16 @@ impl UserTrace {
                 &self.config.symbol_prefix,
                 &self.config.alloc_fns,
             )?;
-            Ok((info, allocator))
+            let linker = if self.rows.is_some() { process::dynamic_linker_of_pid(pid)? } else { None };
+            Ok((info, allocator, linker))
         });
-        let (info, mut allocator) = match found {
+        let (info, mut allocator, linker) = match found {
             Ok(found) => found,
+            // A cgroup's kernel threads (the root cgroup has them) have no allocator to trace.
+            Err(Error::KernelThread { .. }) if !strict => return Ok(false),
             Err(e) if !strict => {
                 log::warn!("pid {pid} not traced: {e}");
-                return Ok(());
+                return Ok(false);
             }
             Err(e) => return Err(e),
         };
@@ -100,12 +138,31 @@ impl UserTrace {
         let mut traced = TracedProcess::new(info, allocator.clone(), pair, self.config.php_frames);
         traced.parent = parent;
         traced.refresh(self.rows.as_mut(), &mut self.tracer)?;
-        let linker = if self.rows.is_some() { process::dynamic_linker_of_pid(pid)? } else { None };
         self.tracer.add_target(pid)?;
         self.probe(pid, &mut allocator, linker.as_deref())?;
         // With what the probes found (refused ones).
         traced.allocator = allocator;
         self.processes.insert(traced);
+        Ok(true)
+    }
+
+    /// `--cgroup`: starts tracing the processes in the cgroup that are not traced yet: those
+    /// that joined since the last look and have not allocated since (the programs take a
+    /// process in at its first allocation in the cgroup, where its allocator is probed
+    /// already), and those whose allocator is a file not probed yet (a container's own libc).
+    pub(super) fn scan_cgroup(&mut self) -> Result<()> {
+        let Some(cgroup) = self.cgroup.as_ref() else { return Ok(()) };
+        let me = std::process::id();
+        let new: Vec<u32> = cgroup
+            .pids()
+            .into_iter()
+            .filter(|&p| p != me && !self.processes.contains(p) && !self.cgroup_skipped.contains(&p))
+            .collect();
+        for pid in new {
+            if !self.add_running(pid, false, None)? {
+                self.cgroup_skipped.insert(pid);
+            }
+        }
         Ok(())
     }
 
@@ -141,6 +198,32 @@ impl UserTrace {
         Ok(())
     }
 
+    /// Probes the functions of `found` that are in objects process `tgid`'s allocator does not
+    /// cover yet (the php executable a shell exec'd, whose C library was probed already), and
+    /// adds them to it. With `everywhere`, an object probed for another process is not
+    /// probed again.
+    fn probe_new_objects(&mut self, tgid: u32, found: &AllocatorObject) -> Result<()> {
+        let Some(traced) = self.processes.get(tgid) else { return Ok(()) };
+        let known: Vec<(u64, u64)> = traced.allocator.functions.iter().map(|f| file_id(&f.object)).collect();
+        let mut fresh = found.clone();
+        fresh.functions.retain(|f| !known.contains(&file_id(&f.object)));
+        fresh.keep_heaps(&self.config.heaps);
+        if self.everywhere {
+            fresh.functions.retain(|f| !self.companions.contains(&file_id(&f.object)));
+            self.companions.extend(fresh.functions.iter().map(|f| file_id(&f.object)));
+        }
+        if fresh.functions.is_empty() {
+            return Ok(());
+        }
+        let attach = Attach { pid: if self.everywhere { 0 } else { tgid }, sessions: self.config.sessions };
+        attach.allocator(&mut self.tracer, &mut fresh, self.sampling.is_some())?;
+        if let Some(traced) = self.processes.get_mut(tgid) {
+            traced.allocator.functions.extend(fresh.functions);
+            traced.allocator.not_attached.extend(fresh.not_attached);
+        }
+        Ok(())
+    }
+
     /// Chooses process `tgid`'s allocator among the libraries its program maps, once they are
     /// mapped, and probes it when it is a file not probed yet (a malloc replacement).
     pub(super) fn settle_allocator(&mut self, tgid: u32) -> Result<()> {
@@ -159,6 +242,8 @@ impl UserTrace {
             if self.processes.primary().is_some_and(|p| p.pid() == tgid) {
                 self.probes = super::probe_reports(&allocator);
             }
+        } else {
+            self.probe_new_objects(tgid, &allocator)?;
         }
         if let Some(traced) = self.processes.get_mut(tgid) {
             if changed {
@@ -181,7 +266,14 @@ impl UserTrace {
                         traced.exited = true;
                     }
                 }
-                Some(ProcessEventKind::None) | None => {}
+                // With the Zend heap off, its blocks are malloc's, which a reset leaves alone.
+                Some(ProcessEventKind::HeapReset) if !process::zend_alloc_disabled(event.tgid) => {
+                    let php = Some(leaktrace_common::Heap::Php as u32);
+                    let (blocks, bytes) = self.tracer.drop_blocks(event.tgid, event.time_ns, php)?;
+                    self.php_heap_released.0 += blocks;
+                    self.php_heap_released.1 += bytes;
+                }
+                Some(ProcessEventKind::HeapReset | ProcessEventKind::None) | None => {}
             }
         }
         Ok(())
@@ -215,12 +307,18 @@ impl UserTrace {
     /// Process `tgid` ran a new program at `time_ns`: its blocks of the old image are gone
     /// with it (dropped and counted); its mappings, table and allocator are taken again.
     fn exec_seen(&mut self, tgid: u32, time_ns: u64) -> Result<()> {
-        let (blocks, bytes) = self.tracer.drop_blocks(tgid, time_ns)?;
+        let (blocks, bytes) = self.tracer.drop_blocks(tgid, time_ns, None)?;
         self.exec_dropped.0 += blocks;
         self.exec_dropped.1 += bytes;
         if let Some(traced) = self.processes.get_mut(tgid) {
             traced.exec_seen();
             traced.refresh(self.rows.as_mut(), &mut self.tracer)?;
+        }
+        // The new program may run under a dynamic linker not hooked yet (a container's own):
+        // hooked now, its library loads stop a launched command before their code runs, and
+        // the allocator is chosen at the first of them, among the libraries it maps.
+        if let Ok(Some(linker)) = process::dynamic_linker_of_pid(tgid) {
+            self.hook_linker(tgid, &linker)?;
         }
         self.settle_allocator(tgid)
     }

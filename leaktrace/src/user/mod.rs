@@ -49,7 +49,7 @@ pub async fn run(mut config: Config) -> Result<Outcome> {
 /// Applies the fallbacks of a kernel that lacks a feature, saying so once.
 fn adapt_to_kernel(config: &mut Config, support: &Support) {
     for feature in &support.fallbacks {
-        eprintln!(
+        crate::say!(
             "leaktrace: this kernel lacks {} (Linux {}): {}",
             feature.name,
             feature.since,
@@ -86,18 +86,27 @@ struct UserTrace {
     /// traced set (`--follow`, `--comm`): a child is then traced from its first instruction,
     /// where a probe scoped to a process would have to be attached after it runs.
     everywhere: bool,
-    /// With `everywhere`: the files (device, inode) already probed, and already hooked for
-    /// library loads.
+    /// With `everywhere`: the files (device, inode) already probed.
     probed: BTreeSet<(u64, u64)>,
-    hooked: BTreeSet<(u64, u64)>,
+    /// The dynamic linkers hooked for library loads: (pid the hook is scoped to, 0 for
+    /// every process; the file's device and inode).
+    hooked: BTreeSet<(u32, (u64, u64))>,
+    /// With `everywhere`: objects beside the malloc provider (a PHP binary) probed since.
+    companions: BTreeSet<(u64, u64)>,
     /// Launched commands (and their followed children) stop at exit for a last mappings read.
     freeze_at_exit: bool,
     /// Whether the allocator probes are session links (unsampled calls skip their return).
     sessions: bool,
     /// Blocks and bytes dropped because their process ran a new program.
     exec_dropped: (u64, u64),
+    /// Blocks and bytes of PHP's heap still held when the heap was reset (released whole).
+    php_heap_released: (u64, u64),
     /// Resumes what the probes stopped should leaktrace die (launched commands only).
     guardian: Option<Guardian>,
+    /// `--cgroup`: the cgroup whose processes are traced, and those of its processes that
+    /// could not be (said once, not tried again).
+    cgroup: Option<process::cgroup::Cgroup>,
+    cgroup_skipped: BTreeSet<u32>,
 }
 
 impl UserTrace {
@@ -105,7 +114,7 @@ impl UserTrace {
     fn start(config: Config) -> Result<Self> {
         let mut trace = Self::load(config)?;
         match trace.config.target.clone() {
-            Target::Processes { pids, comm } => trace.attach_running(&pids, comm.as_deref())?,
+            Target::Processes { pids, comm, .. } => trace.attach_running(&pids, comm.as_deref())?,
             Target::Launch { program, args } => trace.launch_command(&program, &args)?,
             Target::Kernel(_) => unreachable!("kernel traces are run by kernel::run"),
         }
@@ -119,17 +128,22 @@ impl UserTrace {
     fn load(config: Config) -> Result<Self> {
         let unwind_rows = if config.unwind == UnwindMode::Fp { 0 } else { config.unwind_rows };
         let sampler = config.sample_bytes.map(Sampler::new);
-        let comm = match &config.target {
-            Target::Processes { comm, .. } => comm.clone(),
-            _ => None,
+        let (comm, cgroup) = match &config.target {
+            Target::Processes { comm, cgroup, .. } => {
+                (comm.clone(), cgroup.as_deref().map(process::cgroup::resolve).transpose()?)
+            }
+            _ => (None, None),
         };
-        let everywhere = config.follow || comm.is_some();
+        let everywhere = config.follow || comm.is_some() || cgroup.is_some();
         let tracefs = crate::kernel::tracefs::ensure_mounted();
         let offsets = match (&tracefs, everywhere) {
             (Ok(tracefs), true) => crate::kernel::events::offsets_of(tracefs, &crate::kernel::events::NEW_TASK)?,
             _ => Vec::new(),
         };
-        let load = load_options(&config, unwind_rows, sampler.as_ref(), comm.as_deref(), offsets);
+        let mut load = load_options(&config, unwind_rows, sampler.as_ref(), comm.as_deref(), offsets);
+        if let (Some(cgroup), crate::bpf::Mode::User { cgroup: wanted, .. }) = (&cgroup, &mut load.mode) {
+            *wanted = Some((cgroup.id, cgroup.level));
+        }
         let mut tracer = Tracer::load(&load)?;
         attach_process_events(&mut tracer, tracefs, everywhere)?;
         Ok(Self {
@@ -146,10 +160,14 @@ impl UserTrace {
             everywhere,
             probed: BTreeSet::new(),
             hooked: BTreeSet::new(),
+            companions: BTreeSet::new(),
             freeze_at_exit: matches!(config.target, Target::Launch { .. }),
             sessions: false,
             exec_dropped: (0, 0),
+            php_heap_released: (0, 0),
             guardian: None,
+            cgroup,
+            cgroup_skipped: BTreeSet::new(),
             config,
         })
     }
@@ -158,7 +176,7 @@ impl UserTrace {
     fn announce(&self) {
         for p in self.processes.iter() {
             let absent = &p.allocator.absent;
-            eprintln!(
+            crate::say!(
                 "Tracing pid {} ({}): {} allocator functions in {}{}. Ctrl-C to end.",
                 p.pid(),
                 p.info.command,
@@ -167,7 +185,14 @@ impl UserTrace {
                 if absent.is_empty() { String::new() } else { format!(" (absent: {})", absent.join(", ")) },
             );
             if let Some(notice) = p.php.as_ref().and_then(|php| php.notice()) {
-                eprintln!("{notice}");
+                crate::say!("{notice}");
+            }
+            if p.allocator.has_php_heap() && process::zend_alloc_disabled(p.pid()) {
+                crate::say!(
+                    "PHP's heap in pid {} is served by malloc (USE_ZEND_ALLOC=0): each of its blocks is counted \
+                     once, on the php heap, at the _emalloc call that asked for it",
+                    p.pid()
+                );
             }
         }
         for p in self.processes.iter() {
@@ -177,14 +202,21 @@ impl UserTrace {
                 .iter()
                 .map(|f| format!("{} in {} ({})", f.family, f.object, f.functions.join(", ")))
                 .collect();
-            eprintln!("Allocators: {}", families.join("; "));
+            crate::say!("Allocators: {}", families.join("; "));
         }
         if let Target::Processes { comm: Some(comm), .. } = &self.config.target {
-            eprintln!("Tracing every process named {comm}, now and as they start. Ctrl-C to end.");
+            crate::say!("Tracing every process named {comm}, now and as they start. Ctrl-C to end.");
         }
-        eprintln!("Probes: {}", ProbeReport::summary(&self.probes));
+        if let Some(cgroup) = &self.cgroup {
+            crate::say!(
+                "Tracing every process in cgroup {} (id {}), now and as they join. Ctrl-C to end.",
+                cgroup.path.display(),
+                cgroup.id
+            );
+        }
+        crate::say!("Probes: {}", ProbeReport::summary(&self.probes));
         if let Some((sampler, _)) = &self.sampling {
-            eprintln!(
+            crate::say!(
                 "Sampling: one allocation per {} bytes on average (figures are estimates with 95 % intervals); {}",
                 sampler.period(),
                 if self.sessions {
@@ -250,6 +282,7 @@ impl UserTrace {
             allocators: distinct(self.processes.iter().flat_map(|p| p.allocator.families())),
             not_attached: distinct(self.processes.iter().flat_map(|p| p.allocator.not_attached.iter().cloned())),
             exec_dropped: self.exec_dropped,
+            php_heap_released: self.php_heap_released,
             processes: Vec::new(),
             by_process: self.config.by_process,
         }
@@ -305,6 +338,7 @@ impl UserTrace {
 impl Mode for UserTrace {
     fn poll(&mut self) -> Result<bool> {
         self.take_process_events()?;
+        self.scan_cgroup()?;
         let mut any_alive = false;
         let tgids: Vec<u32> = self.processes.iter().map(TracedProcess::pid).collect();
         for tgid in tgids {
@@ -321,8 +355,8 @@ impl Mode for UserTrace {
                 processes::resume_held(&mut self.tracer, tgid);
             }
         }
-        // With --comm, processes of that name may still come: only the user ends the trace.
-        let waiting = matches!(self.config.target, Target::Processes { comm: Some(_), .. });
+        // With --comm or --cgroup, processes may still come: only the user ends the trace.
+        let waiting = matches!(self.config.target, Target::Processes { comm: Some(_), .. }) || self.cgroup.is_some();
         self.exited = !any_alive && !waiting;
         Ok(any_alive || waiting)
     }
@@ -379,6 +413,7 @@ impl Mode for UserTrace {
             sort: self.config.sort.resolve(self.series.samples()),
             top: (!final_report).then_some(self.config.top),
             holders: (self.processes.len() > 1).then_some(&comms),
+            tag_heaps: self.processes.iter().any(|p| p.allocator.has_php_heap()),
         };
         let ranked = build::rank(&snapshot);
         let mut named = self.name_stacks(&ranked)?;
@@ -489,6 +524,7 @@ fn load_options(
             sample_period: sampler.map_or(0, Sampler::period),
             sample_table: sampler.map(|s| s.table().to_vec()).unwrap_or_default(),
             follow: config.follow,
+            cgroup: None,
             comm: comm.map(|name| {
                 let mut bytes = [0u8; 16];
                 bytes[..name.len()].copy_from_slice(name.as_bytes());
@@ -507,7 +543,7 @@ fn attach_process_events(tracer: &mut Tracer, tracefs: Result<std::path::PathBuf
         if everywhere {
             return Err(e);
         }
-        eprintln!("leaktrace: {e}: a traced process that runs a new program keeps its old blocks in the report");
+        crate::say!("leaktrace: {e}: a traced process that runs a new program keeps its old blocks in the report");
         return Ok(());
     }
     let exec = crate::kernel::events::EXEC;
