@@ -7,10 +7,13 @@
 //! (default target/bench).
 //!
 //! `--soak MINUTES` runs the soak alone instead (bench/src/soak.rs): soak.json and soak.md.
+//! `--only fleet` runs one section alone (bench/src/fleet.rs): many processes, allocator
+//! families and system-wide probes.
 //!
-//! Usage: leaktrace-bench [--quick] [--soak MINUTES] [--out DIR] [--leaktrace PATH]
+//! Usage: leaktrace-bench [--quick] [--soak MINUTES] [--only fleet] [--out DIR] [--leaktrace PATH]
 
 mod cost;
+mod fleet;
 mod proc;
 mod real;
 mod soak;
@@ -116,6 +119,8 @@ struct Options {
     soak: Option<f64>,
     out: PathBuf,
     leaktrace: PathBuf,
+    /// One section alone (`fleet`).
+    only: Option<String>,
 }
 
 fn workspace_root() -> PathBuf {
@@ -129,6 +134,7 @@ fn parse_options() -> Result<Options> {
         soak: None,
         out: root.join("target/bench"),
         leaktrace: root.join("target/release/leaktrace"),
+        only: None,
     };
     let mut argv = std::env::args().skip(1);
     while let Some(arg) = argv.next() {
@@ -140,12 +146,18 @@ fn parse_options() -> Result<Options> {
             }
             "--out" => options.out = argv.next().context("--out needs a directory")?.into(),
             "--leaktrace" => options.leaktrace = argv.next().context("--leaktrace needs a path")?.into(),
+            "--only" => match argv.next().as_deref() {
+                Some("fleet") => options.only = Some("fleet".into()),
+                other => bail!("--only takes a section name: fleet (got {:?})", other.unwrap_or("nothing")),
+            },
             "-h" | "--help" => {
-                println!("usage: leaktrace-bench [--quick] [--soak MINUTES] [--out DIR] [--leaktrace PATH]");
+                println!(
+                    "usage: leaktrace-bench [--quick] [--soak MINUTES] [--only fleet] [--out DIR] [--leaktrace PATH]"
+                );
                 std::process::exit(0);
             }
             other => {
-                bail!("unknown argument {other:?} (usage: leaktrace-bench [--quick] [--soak MINUTES] [--out DIR] [--leaktrace PATH])")
+                bail!("unknown argument {other:?} (usage: leaktrace-bench [--quick] [--soak MINUTES] [--only fleet] [--out DIR] [--leaktrace PATH])")
             }
         }
     }
@@ -198,6 +210,9 @@ fn run() -> Result<()> {
     let mut machine = machine(&plan)?;
     machine["bpf_stats_enabled_before"] = json!(quiet.previous() == "1");
     result.insert("machine".into(), machine);
+    if options.only.is_some() {
+        return fleet::run_alone(&env, &fleet::FleetPlan::new(plan.quick), result, &options.out, started);
+    }
     result.insert("commands".into(), commands(&env, &plan));
     result.insert("oneshot".into(), oneshot(&env, &plan)?);
     result.insert("floor_per_site".into(), cost::floor_per_site(&env, &plan)?);
@@ -209,6 +224,7 @@ fn run() -> Result<()> {
     result.insert("kernel".into(), kernel(&env, &plan)?);
     result.insert("real_program".into(), real_program(&env, &plan)?);
     result.insert("bpf_stats".into(), where_the_time_goes(&env, &plan)?);
+    result.insert("fleet".into(), fleet::run(&env, &fleet::FleetPlan::new(plan.quick))?);
     drop(quiet);
     let mut result = Value::Object(result);
     derived(&mut result);
@@ -216,7 +232,7 @@ fn run() -> Result<()> {
     result["machine"]["bench_seconds"] = json!(round(started.elapsed().as_secs_f64(), 1));
     let json_path = options.out.join("bench.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&result)? + "\n")?;
-    let table = markdown(&result);
+    let table = markdown(&result) + &fleet::markdown(&result["fleet"]);
     std::fs::write(options.out.join("bench.md"), &table)?;
     println!("{table}");
     eprintln!("bench: wrote {} and bench.md in {:.0} s", json_path.display(), started.elapsed().as_secs_f64());

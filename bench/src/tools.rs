@@ -121,11 +121,16 @@ pub fn floor(env: &Env, a: &[String]) -> Result<Output> {
 /// only while `kernel.bpf_stats_enabled` is on, 0 otherwise).
 pub fn floor_at(env: &Env, a: &[String], offset: u64) -> Result<(Output, f64)> {
     let allocator = process::find_allocator_for_program(&env.workload, None, "")?;
-    let mut command = env.workload_command(a);
+    floor_at_in(env.workload_command(a), &allocator.path, offset)
+}
+
+/// [`floor_at`] for any workload command, with the probe at file offset `offset` of `object`
+/// (an allocator library the command loads).
+pub fn floor_at_in(mut command: Command, object: &Path, offset: u64) -> Result<(Output, f64)> {
     command.stdout(Stdio::piped()).stdin(Stdio::null());
     let held = launch::hold_command(command)?;
     let mut tracer = Tracer::load_floor()?;
-    tracer.attach_uprobe(names::PROG_FLOOR_ENTER, "site", &allocator.path, (offset, 0), held.pid)?;
+    tracer.attach_uprobe(names::PROG_FLOOR_ENTER, "site", object, (offset, 0), held.pid)?;
     let before = crate::stats::snapshot(std::process::id());
     let child = held.release()?;
     let out = child.wait_with_output()?;

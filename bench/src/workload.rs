@@ -13,7 +13,7 @@ use crate::proc;
 
 /// Compiler flags: frame pointers (leaktrace and bpftrace walk stacks with them), debug info
 /// for names and lines, and no tail calls so every named function keeps its frame.
-const CFLAGS: &[&str] = &["-O1", "-g", "-fno-omit-frame-pointer", "-fno-optimize-sibling-calls"];
+pub const CFLAGS: &[&str] = &["-O1", "-g", "-fno-omit-frame-pointer", "-fno-optimize-sibling-calls"];
 
 /// Generates stacks.c: `sites` distinct functions, each allocating one block of 32 + i % 64
 /// bytes and keeping it, so each is a unique call stack.

@@ -16,6 +16,8 @@
  *   syscalls N               N eventfd()+close() pairs (kernel slab traffic, no malloc)
  *   soak RATE SECONDS PERIOD steady mode for a long run, pausing one second around every
  *                            PERIOD-th second with its exact state printed (see run_soak)
+ *   fleet WORKERS N          WORKERS forked processes, each the one-shot loop of N operations
+ *                            and its leaks, released together (see run_fleet)
  *   --wait                   print "ready PID", wait for a line on stdin before working,
  *                            print "done" after the results, then wait for stdin to close
  *
@@ -32,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -353,8 +356,54 @@ NOINLINE void run_syscalls(long n) {
     printf("ELAPSED_NS %llu\nOPS %ld\n", (unsigned long long)(now_ns() - start), n);
 }
 
+/* Fleet mode: a master forks N workers that run the one-shot loop of N_OPS operations at the
+ * same moment (released together through a pipe) and each make the one-shot leaks. With more
+ * workers than CPUs wall time says little, so each worker also times its loop in CPU time
+ * (CLOCK_PROCESS_CPUTIME_ID: user and system, which includes the kernel's uprobe traps).
+ * Each worker prints "WORKER pid elapsed_ns cpu_ns ops alloc_calls" in one write; the master
+ * prints the fleet's wall time from release to the last exit, and the truth of one worker
+ * (every worker leaks the same; the master allocates nothing). */
+static uint64_t cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+NOINLINE void fleet_worker(int go_fd, long n) {
+    char byte, line[160];
+    if (read(go_fd, &byte, 1) != 1) _exit(1);
+    uint64_t start = now_ns(), cpu_start = cpu_ns();
+    for (long i = 0; i < n; i++) release(one_op((unsigned)i));
+    uint64_t cpu = cpu_ns() - cpu_start, elapsed = now_ns() - start;
+    make_leaks();
+    /* One write per line: workers share the pipe and must not interleave. */
+    int len = snprintf(line, sizeof line, "WORKER %d %llu %llu %ld %llu\n", (int)getpid(), (unsigned long long)elapsed,
+                       (unsigned long long)cpu, n, (unsigned long long)alloc_calls);
+    if (write(1, line, (size_t)len) != len) _exit(1);
+    _exit(0);
+}
+
+NOINLINE void run_fleet(long workers, long n) {
+    int go[2];
+    if (workers < 1 || pipe(go) < 0) { fprintf(stderr, "workload: fleet needs 1 or more workers\n"); exit(2); }
+    for (long w = 0; w < workers; w++) {
+        pid_t pid = fork();
+        if (pid < 0) { perror("fork"); exit(1); }
+        if (pid == 0) { close(go[1]); fleet_worker(go[0], n); }
+    }
+    close(go[0]);
+    uint64_t start = now_ns();
+    for (long w = 0; w < workers; w++)
+        if (write(go[1], "g", 1) != 1) exit(1);
+    int failed = 0, status;
+    while (wait(&status) > 0) failed |= !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+    if (failed) { fprintf(stderr, "workload: a fleet worker failed\n"); exit(1); }
+    printf("ELAPSED_NS %llu\nOPS %ld\nWORKERS %ld\n", (unsigned long long)(now_ns() - start), n, workers);
+    print_truth();
+}
+
 static void usage(void) {
-    fprintf(stderr, "usage: workload [--wait] oneshot N [OUTSTANDING] | sampled N | steady RATE SECONDS | stacks N | syscalls N | soak RATE SECONDS PERIOD\n");
+    fprintf(stderr, "usage: workload [--wait] oneshot N [OUTSTANDING] | sampled N | steady RATE SECONDS | stacks N | syscalls N | soak RATE SECONDS PERIOD | fleet WORKERS N\n");
     exit(2);
 }
 
@@ -378,6 +427,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(mode, "stacks")) run_stacks(n);
     else if (!strcmp(mode, "syscalls")) run_syscalls(n);
     else if (!strcmp(mode, "soak") && a + 3 < argc) run_soak(n, atof(argv[a + 2]), atof(argv[a + 3]));
+    else if (!strcmp(mode, "fleet") && a + 2 < argc) run_fleet(n, atol(argv[a + 2]));
     else usage();
     if (wait) {
         printf("done\n");

@@ -163,6 +163,7 @@ fn quick_bench_produces_every_figure() {
             number(p, "/run_cnt");
         }
     }
+    fleet_figures(&r["fleet"]);
     let targets = r["targets"].as_array().expect("targets");
     assert_eq!(targets.len(), 11);
     for t in targets {
@@ -188,5 +189,55 @@ fn short_soak_is_exact_at_every_report() {
     for row in r["series"].as_array().unwrap() {
         number(row, "/leaktrace_rss_mib");
         assert_eq!(row["tracked_allocations"], row["truth_allocations"], "{row}");
+    }
+}
+
+/// The many-processes, allocator-family and system-wide-probe figures (`leaktrace-bench
+/// --only fleet` runs them alone).
+fn fleet_figures(fleet: &Value) {
+    let counts = fleet["processes"]["counts"].as_array().expect("fleet sizes");
+    assert_eq!(counts.iter().map(|c| c["processes"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 4, 16]);
+    for row in counts {
+        for figure in ["untraced_cpu_ns_per_op", "traced_cpu_ns_per_op", "added_cpu_ns_per_op", "ratio"] {
+            number(row, &format!("/{figure}"));
+        }
+        for bound in ["/untraced_worker_spread/0", "/traced_worker_spread/1"] {
+            number(row, bound);
+        }
+        // Every worker and the master are in the report; each worker's leaks, and N times
+        // one worker's combined, are exact.
+        assert_eq!(row["processes_in_report"].as_f64(), Some(row["processes"].as_f64().unwrap() + 1.0), "{row}");
+        assert_eq!(row["combined"]["leaks_exact"], true, "{row}");
+        assert_eq!(row["per_process"]["leaks_exact"], true, "{row}");
+    }
+    let families = fleet["families"]["families"].as_array().expect("allocator families");
+    let names: Vec<&str> = families.iter().map(|f| f["family"].as_str().unwrap()).collect();
+    assert_eq!(names, ["glibc", "jemalloc", "tcmalloc", "mimalloc", "c++ new/delete"]);
+    for row in families {
+        for figure in ["untraced_ns_per_op", "traced_ns_per_op", "added_ns_per_op", "ratio"] {
+            number(row, &format!("/{figure}"));
+        }
+        // The family's own functions were probed (for C++, the operators in libstdc++, so
+        // that aligned new counts the size asked, not the one rounded up to the alignment),
+        // and every leak site is exact.
+        assert_eq!(row["family_probed"], true, "{row}");
+        assert_eq!(row["leaks"]["leaks_exact"], true, "{row}");
+    }
+    let sites = fleet["family_probe_sites"]["sites"].as_array().expect("probe sites per family");
+    for family in ["glibc", "jemalloc", "tcmalloc", "mimalloc"] {
+        assert_eq!(sites.iter().filter(|s| s["family"] == family).count(), 2, "{family}: malloc and free");
+    }
+    for site in sites {
+        for figure in ["hits_per_op", "added_ns_per_op", "ns_per_hit"] {
+            number(site, &format!("/{figure}"));
+        }
+        assert!(["emulated", "single_stepped"].contains(&site["handling"].as_str().unwrap()), "{site}");
+    }
+    let runs = &fleet["system_wide"]["runs"];
+    number(runs, "/none/ns_per_op");
+    for run in ["followed", "no_follow"] {
+        for figure in ["ns_per_op", "added_ns_per_op", "ratio", "added_ns_per_allocator_call"] {
+            number(runs, &format!("/{run}/{figure}"));
+        }
     }
 }

@@ -55,6 +55,10 @@ enum Task {
         /// Output directory (default target/bench).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// Run one section alone: `fleet` (many processes, allocator families, the cost of
+        /// launch mode's system-wide probes to other processes).
+        #[arg(long, value_name = "SECTION", value_parser = ["fleet"], conflicts_with = "soak")]
+        only: Option<String>,
     },
     /// Build the Debian package: target/package/leaktrace_<version>_amd64.deb with the binary,
     /// man pages, shell completions, README and copyright.
@@ -93,7 +97,7 @@ fn run() -> Result<()> {
             setup::ensure_test_tools()?;
             test(&root, filter.as_deref())
         }
-        Task::Bench { quick, soak, out } => {
+        Task::Bench { quick, soak, out, only } => {
             setup::run(&root)?;
             let mut args = Vec::new();
             if quick {
@@ -104,6 +108,9 @@ fn run() -> Result<()> {
             }
             if let Some(out) = out {
                 args.extend(["--out".to_string(), out.display().to_string()]);
+            }
+            if let Some(only) = only {
+                args.extend(["--only".to_string(), only]);
             }
             bench::run(&root, &args)
         }
