@@ -281,3 +281,16 @@ fn comm_before_any_process_reports_whom_it_waits_for() {
     assert_eq!(report["target"]["command"], "every process named no-such-worker");
     assert_eq!(report["totals"]["count"], 0);
 }
+
+/// Following a launched command puts the probes on every process that maps the C library:
+/// leaktrace says so, and says nothing of it with `--no-follow`.
+#[test]
+fn a_followed_launch_says_what_it_costs_other_processes() {
+    require_root();
+    let followed = run_leaktrace(&["--", "/bin/true"]);
+    let alone = run_leaktrace(&["--no-follow", "--", "/bin/true"]);
+    let (followed, alone) = (String::from_utf8_lossy(&followed.stderr), String::from_utf8_lossy(&alone.stderr));
+    assert!(followed.contains("untraced ones pay a trap"), "{followed}");
+    assert!(followed.contains("--no-follow traces the command alone"), "{followed}");
+    assert!(!alone.contains("untraced ones pay a trap"), "{alone}");
+}

@@ -215,6 +215,20 @@ impl UserTrace {
             );
         }
         crate::say!("Probes: {}", ProbeReport::summary(&self.probes));
+        if self.everywhere {
+            // The price of tracing children from their first instruction falls on processes
+            // that did not ask for it: they are told (docs/benchmarks.md measures it).
+            let alone = if matches!(self.config.target, Target::Launch { .. }) {
+                " (--no-follow traces the command alone, without this)"
+            } else {
+                ""
+            };
+            crate::say!(
+                "Note: to follow processes, the probes are on every process that maps these files: untraced ones \
+                 pay a trap (about 1 µs) per allocator call while leaktrace runs, and programs under valgrind \
+                 die of SIGTRAP{alone}"
+            );
+        }
         if let Some((sampler, _)) = &self.sampling {
             crate::say!(
                 "Sampling: one allocation per {} bytes on average (figures are estimates with 95 % intervals); {}",
