@@ -29,11 +29,25 @@ fn exit_code(outcome: Result<Verdict, Error>) -> ExitCode {
             ExitCode::from(EXIT_GROWTH)
         }
         Err(e) => {
-            leaktrace::say!("leaktrace: error: {e}");
+            leaktrace::say!("leaktrace: error: {}", one_line(&e.to_string()));
             match e {
                 Error::Usage(_) => ExitCode::from(EXIT_USAGE),
                 _ => ExitCode::FAILURE,
             }
         }
     }
+}
+
+/// An error on one line, whatever it quotes (a malformed file's error may quote a string value
+/// from it, newlines and all): control characters are escaped.
+fn one_line(message: &str) -> String {
+    let mut line = String::with_capacity(message.len());
+    for c in message.chars() {
+        if c.is_control() {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
+        }
+    }
+    line
 }

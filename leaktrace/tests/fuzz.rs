@@ -681,7 +681,7 @@ fn report_whose_figures_overflow_is_refused() {
     let mut edited = golden_reports()[0].clone();
     edited["stacks"][0]["bytes"] = serde_json::json!(u64::MAX);
     let error = render::json::parse(&edited.to_string()).map(|_| ()).unwrap_err().to_string();
-    assert!(error.contains("past 2^63"), "{error}");
+    assert!(error.contains("past 2^54"), "{error}");
     let mut edited = golden_reports()[0].clone();
     edited["totals"]["count"] = serde_json::json!(u64::MAX);
     assert!(render::json::parse(&edited.to_string()).is_err());
@@ -690,7 +690,34 @@ fn report_whose_figures_overflow_is_refused() {
     for stack in edited["stacks"].as_array_mut().unwrap() {
         stack["bytes"] = serde_json::json!(0);
     }
-    edited["stacks"][0]["bytes"] = serde_json::json!(i64::MAX);
+    edited["stacks"][0]["bytes"] = serde_json::json!(1u64 << 54);
     let report = render::json::parse(&edited.to_string()).unwrap();
     render_everything(&report, &report);
+    // Found by fuzz_report_and_diff_on_edited_json (100× run): a stack that went from the
+    // limit to nothing, beside one that went from nothing to the limit, overflowed the
+    // differential flame graph's colour scale (150 × the change).
+    let mut before = edited.clone();
+    before["stacks"][0]["bytes"] = serde_json::json!(0);
+    before["stacks"][1]["bytes"] = serde_json::json!(1u64 << 54);
+    let before = render::json::parse(&before.to_string()).unwrap();
+    render_everything(&before, &report);
+    render_everything(&report, &before);
+    edited["stacks"][0]["bytes"] = serde_json::json!((1u64 << 54) + 1);
+    assert!(render::json::parse(&edited.to_string()).is_err());
+}
+
+#[test]
+fn an_error_quoting_a_newline_is_still_one_line() {
+    // Found by fuzz_report_and_diff_commands_on_edited_files (100× run): the error for an
+    // unknown `filters.sort` quoted the edited value, whose newline broke the error line.
+    let dir = tempfile::tempdir().unwrap();
+    let mut edited = golden_reports()[0].clone();
+    edited["filters"]["sort"] = serde_json::json!("x;y\n<&> ");
+    let path = dir.path().join("edited.json");
+    std::fs::write(&path, edited.to_string()).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_leaktrace")).arg("report").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("leaktrace: error: ") && stderr.contains(r"x;y\n<&>"), "{stderr}");
 }

@@ -26,23 +26,24 @@ pub fn parse(text: &str) -> serde_json::Result<Report> {
     Ok(report)
 }
 
-/// leaktrace never writes a figure past 2^63 (a diff subtracts them as signed numbers) nor
-/// stacks whose bytes or counts add up past it (the renderers add them): such a file was
-/// edited or corrupted, and rendering it would overflow.
+/// leaktrace never writes a figure past 2^54 (16 PiB, more than any machine holds) nor stacks
+/// whose bytes or counts add up past it: such a file was edited or corrupted. The renderers
+/// add the figures, a diff subtracts them as signed numbers, and the differential flame graph
+/// multiplies a difference by 150 to colour it: below 2^54 none of that can overflow.
 fn check_figures(report: &Report) -> std::result::Result<(), String> {
-    const LIMIT: u64 = i64::MAX as u64;
+    const LIMIT: u64 = 1 << 54;
     let (mut bytes, mut count) = (0u64, 0u64);
     for stack in &report.stacks {
         bytes = bytes.saturating_add(stack.bytes);
         count = count.saturating_add(stack.count);
     }
     if bytes > LIMIT || count > LIMIT {
-        return Err("the stacks' bytes or counts add up past 2^63".into());
+        return Err("the stacks' bytes or counts add up past 2^54".into());
     }
     let sections =
         [("totals", &report.totals), ("too_young", &report.too_young), ("without_stack", &report.without_stack)];
     match sections.iter().find(|(_, t)| t.bytes > LIMIT || t.count > LIMIT) {
-        Some((name, _)) => Err(format!("{name} past 2^63")),
+        Some((name, _)) => Err(format!("{name} past 2^54")),
         None => Ok(()),
     }
 }
