@@ -29,10 +29,10 @@ indexed_enum! {
 }
 
 impl Heap {
-    /// The heap of a probe's attach cookie: its upper 32 bits (see [`Heap::cookie`]).
+    /// The heap of a probe's attach cookie: bits 32 to 47 (see [`Heap::cookie`]).
     #[inline(always)]
     pub const fn of_cookie(cookie: u64) -> u32 {
-        (cookie >> 32) as u32
+        ((cookie >> 32) & 0xffff) as u32
     }
 
     /// The attach cookie of a probe on this heap, with `size` in its lower 32 bits for a
@@ -163,3 +163,13 @@ unsafe impl aya::Pod for StackStats {}
 #[cfg(feature = "user")]
 // SAFETY: as above.
 unsafe impl aya::Pod for StackRecord {}
+
+/// Bit of a probe's attach cookie where the argument registers start: from there, 4 bits per
+/// argument (argument 0 lowest) say where the entry program finds it at the probe's site. 0 is
+/// its own System V register; a code `c` is `ARG_REGISTERS[c - 1]`. A probe moved past the
+/// function's first instructions to one the kernel emulates may find an argument copied to
+/// another register there (`mov %rdi,%rsi` before the first branch, as in mimalloc).
+pub const ARG_REGISTERS_SHIFT: u64 = 48;
+
+/// The registers an argument may be found in, by code minus one (x86-64 `pt_regs` fields).
+pub const ARG_REGISTERS: [&str; 7] = ["rdi", "rsi", "rdx", "rcx", "r8", "r9", "rax"];

@@ -6,7 +6,7 @@
 //! at entry the unwinder would start from the caller's caller and drop the direct caller.
 //! At return the instruction pointer is already inside the caller.
 
-use core::ffi::c_void;
+use core::{ffi::c_void, ptr::read_volatile};
 
 use aya_ebpf::{
     bindings::{pt_regs, BPF_F_USER_STACK},
@@ -19,8 +19,8 @@ use aya_ebpf::{
     EbpfContext,
 };
 use leaktrace_common::{
-    AllocInfo, AllocKey, Counter, Heap, HoldReason, PendingCall, PendingKind, ProcessEventKind, StackEnd, StackRecord,
-    UnwindEvent, UnwindEventKind, MAX_STACK_DEPTH,
+    alloc::ARG_REGISTERS_SHIFT, AllocInfo, AllocKey, Counter, Heap, HoldReason, PendingCall, PendingKind,
+    ProcessEventKind, StackEnd, StackRecord, UnwindEvent, UnwindEventKind, MAX_STACK_DEPTH,
 };
 
 use crate::{
@@ -98,6 +98,42 @@ fn stack_pointer(ctx: &ProbeContext) -> u64 {
     // SAFETY: a uprobe program's context is the probed task's `pt_regs`, saved by the kernel;
     // the verifier checks the read of this field.
     unsafe { (*(ctx.as_ptr() as *const pt_regs)).rsp }
+}
+
+/// Argument `n` of the probed call, from the register the probe's site finds it in (see
+/// `ARG_REGISTERS_SHIFT`: a probe moved to an emulated instruction may see it copied away from
+/// its own register, which the instructions before then reused).
+#[inline(always)]
+fn arg(ctx: &ProbeContext, n: usize) -> u64 {
+    // SAFETY: the helper reads the cookie of the link that ran this program (0 when none).
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let code = (cookie >> (ARG_REGISTERS_SHIFT + 4 * n as u64)) & 0xf;
+    if code == 0 {
+        return ctx.arg(n).unwrap_or(0);
+    }
+    let regs = ctx.as_ptr() as *const pt_regs;
+    // Each register is read at its own constant offset: the verifier refuses a read of the
+    // context at a computed one, which the compiler would make of a `match` of field reads.
+    // SAFETY: as in `stack_pointer`: reads of fields of the saved `pt_regs`.
+    let held = unsafe {
+        [
+            read_volatile(&(*regs).rdi),
+            read_volatile(&(*regs).rsi),
+            read_volatile(&(*regs).rdx),
+            read_volatile(&(*regs).rcx),
+            read_volatile(&(*regs).r8),
+            read_volatile(&(*regs).r9),
+            read_volatile(&(*regs).rax),
+        ]
+    };
+    // The order of `ARG_REGISTERS`.
+    let mut value = 0;
+    for (i, v) in held.into_iter().enumerate() {
+        if code == i as u64 + 1 {
+            value = v;
+        }
+    }
+    value
 }
 
 /// Records a call's entry. Returns whether its return must be seen (a session program's
@@ -188,13 +224,13 @@ fn enter(ctx: &ProbeContext, size: u64, kind: PendingKind, aux_ptr: u64, session
 /// The arguments each entry program reads, shared by its uprobe and its session form.
 #[inline(always)]
 fn size_arg0(ctx: &ProbeContext, session: bool) -> bool {
-    let size: u64 = ctx.arg(0).unwrap_or(0);
+    let size = arg(ctx, 0);
     enter(ctx, size, PendingKind::Plain, 0, session)
 }
 
 #[inline(always)]
 fn size_arg1(ctx: &ProbeContext, session: bool) -> bool {
-    let size: u64 = ctx.arg(1).unwrap_or(0);
+    let size = arg(ctx, 1);
     enter(ctx, size, PendingKind::Plain, 0, session)
 }
 
@@ -209,39 +245,39 @@ fn fixed_size(ctx: &ProbeContext, session: bool) -> bool {
 
 #[inline(always)]
 fn calloc(ctx: &ProbeContext, session: bool) -> bool {
-    let nmemb: u64 = ctx.arg(0).unwrap_or(0);
-    let size: u64 = ctx.arg(1).unwrap_or(0);
+    let nmemb = arg(ctx, 0);
+    let size = arg(ctx, 1);
     // An overflowing product makes calloc fail (NULL), which is counted, not recorded.
     enter(ctx, nmemb.wrapping_mul(size), PendingKind::Plain, 0, session)
 }
 
 #[inline(always)]
 fn realloc(ctx: &ProbeContext, session: bool) -> bool {
-    let old: u64 = ctx.arg(0).unwrap_or(0);
-    let size: u64 = ctx.arg(1).unwrap_or(0);
+    let old = arg(ctx, 0);
+    let size = arg(ctx, 1);
     enter(ctx, size, PendingKind::Realloc, old, session)
 }
 
 #[inline(always)]
 fn reallocarray(ctx: &ProbeContext, session: bool) -> bool {
-    let old: u64 = ctx.arg(0).unwrap_or(0);
-    let nmemb: u64 = ctx.arg(1).unwrap_or(0);
-    let size: u64 = ctx.arg(2).unwrap_or(0);
+    let old = arg(ctx, 0);
+    let nmemb = arg(ctx, 1);
+    let size = arg(ctx, 2);
     enter(ctx, nmemb.wrapping_mul(size), PendingKind::Realloc, old, session)
 }
 
 #[inline(always)]
 fn posix_memalign(ctx: &ProbeContext, session: bool) -> bool {
-    let out: u64 = ctx.arg(0).unwrap_or(0);
-    let size: u64 = ctx.arg(2).unwrap_or(0);
+    let out = arg(ctx, 0);
+    let size = arg(ctx, 2);
     enter(ctx, size, PendingKind::OutPointer, out, session)
 }
 
 #[inline(always)]
 fn resize(ctx: &ProbeContext, session: bool) -> bool {
-    let ptr: u64 = ctx.arg(0).unwrap_or(0);
-    let size: u64 = ctx.arg(1).unwrap_or(0);
-    let extra: u64 = ctx.arg(2).unwrap_or(0);
+    let ptr = arg(ctx, 0);
+    let size = arg(ctx, 1);
+    let extra = arg(ctx, 2);
     if !enter(ctx, size.saturating_add(extra), PendingKind::Resize, ptr, session) {
         return false;
     }
@@ -545,7 +581,7 @@ pub fn free_enter(ctx: ProbeContext) -> u32 {
 #[inline(always)]
 fn freed(ctx: &ProbeContext) {
     let Some((tgid, tid)) = traced_thread() else { return };
-    let addr: u64 = ctx.arg(0).unwrap_or(0);
+    let addr = arg(ctx, 0);
     if addr == 0 {
         return;
     }

@@ -564,7 +564,7 @@ fn place(file: &object::File<'_>, functions: &[(&Defined, Needs)]) -> Vec<Site> 
                 Some(code) => {
                     probe_site::choose(code, *needs, |offset| targets.contains(&d.address.wrapping_add(offset)))
                 }
-                None => Site { offset: 0, handling: Handling::SingleStepped, stack_delta: 0 },
+                None => Site { offset: 0, handling: Handling::SingleStepped, stack_delta: 0, args_in: 0 },
             }
         })
         .collect()
@@ -873,7 +873,7 @@ mod tests {
                 // `mov %rsi,%rax; mul %rdx; mov %rax,%rsi; jo`: the multiply overwrites the
                 // size arguments before the first emulated instruction, so the probe stays
                 // at the entry, where the kernel steps it.
-                assert_eq!(f.site, Site { offset: 0, handling: Handling::SingleStepped, stack_delta: 0 });
+                assert_eq!(f.site, Site { offset: 0, handling: Handling::SingleStepped, stack_delta: 0, args_in: 0 });
                 continue;
             }
             assert_eq!(f.site.handling, Handling::Emulated, "{} at +{}: {:02x?}", f.symbol, f.site.offset, &at[..8]);

@@ -9,10 +9,13 @@
 //! followed by `je` (emulated), `memalign` with a `cmpb` followed by `je`.
 //!
 //! [`choose`] walks the function's entry block and picks the first emulated instruction that
-//! every call passes exactly once, where the registers the eBPF program reads still hold the
-//! arguments, and, when a return probe shares the site, where the stack pointer still points at
-//! the return address (the kernel hijacks the word at `%rsp` when the probe fires). Anything it
-//! cannot prove keeps the probe at the function's first instruction.
+//! every call passes exactly once, where every argument the eBPF program reads is still in a
+//! register (its own, or one a 64-bit `mov` copied it to: mimalloc's `malloc` moves its size to
+//! `%rsi` and reuses `%rdi` before its first branch; the site then tells the program where to
+//! read it, through the attach cookie), and, when a return probe shares the site, where the
+//! stack pointer still points at the return address (the kernel hijacks the word at `%rsp`
+//! when the probe fires). Anything it cannot prove keeps the probe at the function's first
+//! instruction.
 
 use std::collections::BTreeSet;
 
@@ -41,11 +44,48 @@ pub struct Site {
     /// Bytes the instructions before the site moved the stack pointer down (pushes, `sub $n,%rsp`):
     /// the caller's return address is at `%rsp + stack_delta` there.
     pub stack_delta: u64,
+    /// Where each argument is at the site, 4 bits per argument (0: its own register), as the
+    /// entry programs read them from the attach cookie (`leaktrace_common::alloc::ARG_REGISTERS`).
+    pub args_in: u16,
+}
+
+impl Site {
+    /// The bits this site adds to its probe's attach cookie.
+    pub fn cookie_bits(&self) -> u64 {
+        u64::from(self.args_in) << leaktrace_common::alloc::ARG_REGISTERS_SHIFT
+    }
 }
 
 /// The System V argument registers, in order.
 const ARG_REGISTERS: [Register; 6] =
     [Register::RDI, Register::RSI, Register::RDX, Register::RCX, Register::R8, Register::R9];
+
+/// The registers an entry program can read an argument from, in the order of their codes
+/// (`leaktrace_common::alloc::ARG_REGISTERS`).
+const READABLE: [Register; 7] =
+    [Register::RDI, Register::RSI, Register::RDX, Register::RCX, Register::R8, Register::R9, Register::RAX];
+
+/// `mov %src,%dst` between 64-bit registers: (dst, src). A narrower move truncates, so it is
+/// no copy of a 64-bit argument.
+fn register_copy(instruction: &Instruction) -> Option<(Register, Register)> {
+    let is_mov = matches!(instruction.code(), Code::Mov_r64_rm64 | Code::Mov_rm64_r64);
+    let registers = instruction.op0_kind() == OpKind::Register && instruction.op1_kind() == OpKind::Register;
+    (is_mov && registers).then(|| (instruction.op0_register(), instruction.op1_register()))
+}
+
+/// The cookie bits saying where each argument is, given the registers holding each: its own
+/// when it still holds it, else the first readable one. None when one is in none of them.
+fn args_in(holders: &[Vec<Register>]) -> Option<u16> {
+    let mut bits = 0u16;
+    for (n, held) in holders.iter().enumerate() {
+        if held.contains(&ARG_REGISTERS[n]) {
+            continue;
+        }
+        let code = held.iter().find_map(|r| READABLE.iter().position(|x| x == r))? + 1;
+        bits |= (code as u16) << (4 * n);
+    }
+    Some(bits)
+}
 
 /// Instructions looked at before giving up (entry blocks of allocator functions are short).
 const MAX_INSTRUCTIONS: usize = 16;
@@ -127,11 +167,13 @@ pub fn kernel_handling(bytes: &[u8]) -> Handling {
 /// the function: the site must be passed exactly once per call, so the walk stops before such
 /// an instruction.
 pub fn choose(code: &[u8], needs: Needs, is_branch_target: impl Fn(u64) -> bool) -> Site {
-    let entry = Site { offset: 0, handling: kernel_handling(code), stack_delta: 0 };
+    let entry = Site { offset: 0, handling: kernel_handling(code), stack_delta: 0, args_in: 0 };
     if entry.handling == Handling::Emulated {
         return entry;
     }
-    let watched: Vec<Register> = ARG_REGISTERS.iter().take(needs.args as usize).copied().collect();
+    // The registers holding each argument the programs read, as the walk goes: its own at
+    // first, and those it is copied to.
+    let mut holders: Vec<Vec<Register>> = ARG_REGISTERS.iter().take(needs.args as usize).map(|r| vec![*r]).collect();
     let mut decoder = Decoder::with_ip(64, code, 0, DecoderOptions::NONE);
     let mut factory = InstructionInfoFactory::new();
     let mut instruction = Instruction::default();
@@ -151,7 +193,10 @@ pub fn choose(code: &[u8], needs: Needs, is_branch_target: impl Fn(u64) -> bool)
             }
             let handling = kernel_handling(&code[offset as usize..]);
             if handling == Handling::Emulated {
-                return Site { offset, handling, stack_delta };
+                match args_in(&holders) {
+                    Some(args_in) => return Site { offset, handling, stack_delta, args_in },
+                    None => break,
+                }
             }
         }
         // Not emulated: the walk may continue past it only if it cannot change what the
@@ -163,9 +208,17 @@ pub fn choose(code: &[u8], needs: Needs, is_branch_target: impl Fn(u64) -> bool)
         let writes = |access: OpAccess| {
             matches!(access, OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite)
         };
-        let clobbers_argument =
-            info.used_registers().iter().any(|r| writes(r.access()) && watched.contains(&r.register().full_register()));
-        if clobbers_argument {
+        let written: Vec<Register> =
+            info.used_registers().iter().filter(|r| writes(r.access())).map(|r| r.register().full_register()).collect();
+        let copy = register_copy(&instruction);
+        for held in &mut holders {
+            let copied = copy.filter(|(_, src)| held.contains(src));
+            held.retain(|r| !written.contains(r));
+            if let Some((dst, _)) = copied {
+                held.push(dst);
+            }
+        }
+        if holders.iter().any(Vec::is_empty) {
             break;
         }
         let moves_stack =
@@ -248,6 +301,53 @@ mod tests {
     const NONE: fn(u64) -> bool = |_| false;
     const FREE_LIKE: Needs = Needs { args: 1, return_probe: false };
     const MALLOC_LIKE: Needs = Needs { args: 1, return_probe: true };
+    const TWO_ARGS: Needs = Needs { args: 2, return_probe: true };
+
+    /// Debian's mimalloc 2.0.9: `malloc`, `calloc` and `realloc` copy their arguments to other
+    /// registers and reuse theirs before the first instruction the kernel emulates.
+    #[test]
+    fn arguments_copied_away_are_read_where_they_went() {
+        let malloc = [
+            0x48, 0x8b, 0x05, 0x49, 0xb4, 0x00, 0x00, // mov 0xb449(%rip),%rax
+            0x48, 0x89, 0xfe, // mov %rdi,%rsi
+            0x64, 0x48, 0x8b, 0x38, // mov %fs:(%rax),%rdi
+            0x48, 0x81, 0xfe, 0x00, 0x04, 0x00, 0x00, // cmp $0x400,%rsi
+            0x77, 0x29, // ja
+        ];
+        // The size is in %rsi (code 2) at the `ja`.
+        let site = choose(&malloc, MALLOC_LIKE, NONE);
+        assert_eq!(site, Site { offset: 21, handling: Handling::Emulated, stack_delta: 0, args_in: 2 });
+        assert_eq!(site.cookie_bits(), 2 << 48);
+        let calloc = [
+            0x48, 0x8b, 0x15, 0xc9, 0xad, 0x00, 0x00, // mov 0xadc9(%rip),%rdx
+            0x48, 0x89, 0xf8, // mov %rdi,%rax
+            0x64, 0x48, 0x8b, 0x3a, // mov %fs:(%rdx),%rdi
+            0x48, 0x83, 0xf8, 0x01, // cmp $0x1,%rax
+            0x74, 0x08, // je
+        ];
+        // The count in %rax (code 7), the size still in %rsi.
+        assert_eq!(
+            choose(&calloc, TWO_ARGS, NONE),
+            Site { offset: 18, handling: Handling::Emulated, stack_delta: 0, args_in: 7 }
+        );
+        let realloc = [
+            0x48, 0x8b, 0x05, 0x49, 0xa9, 0x00, 0x00, // mov 0xa949(%rip),%rax
+            0x48, 0x89, 0xf2, // mov %rsi,%rdx
+            0x48, 0x89, 0xfe, // mov %rdi,%rsi
+            0x64, 0x48, 0x8b, 0x00, // mov %fs:(%rax),%rax
+            0x48, 0x89, 0xc7, // mov %rax,%rdi
+            0xe9, 0xf7, 0x4e, 0xff, 0xff, // jmp mi_heap_realloc
+        ];
+        // The old block in %rsi (code 2), the size in %rdx (code 3).
+        let args_in = 2 | (3 << 4);
+        assert_eq!(
+            choose(&realloc, TWO_ARGS, NONE),
+            Site { offset: 20, handling: Handling::Emulated, stack_delta: 0, args_in }
+        );
+        // A 32-bit copy truncates: no copy of a 64-bit argument, so the probe stays at the entry.
+        let narrow = [&malloc[..7], &[0x89, 0xfe], &malloc[10..]].concat(); // mov %edi,%esi
+        assert_eq!(choose(&narrow, MALLOC_LIKE, NONE).offset, 0);
+    }
 
     #[test]
     fn the_kernels_emulated_forms() {
@@ -286,14 +386,17 @@ mod tests {
     fn an_emulated_first_instruction_stays_at_the_entry() {
         // malloc: push %r12; push %rbp
         let site = choose(&[0x41, 0x54, 0x55, 0x53], MALLOC_LIKE, NONE);
-        assert_eq!(site, Site { offset: 0, handling: Handling::Emulated, stack_delta: 0 });
+        assert_eq!(site, Site { offset: 0, handling: Handling::Emulated, stack_delta: 0, args_in: 0 });
     }
 
     #[test]
     fn frees_test_moves_to_its_je() {
         // free: test %rdi,%rdi; je …; push %rbp
         let code = [0x48, 0x85, 0xff, 0x0f, 0x84, 0xbf, 0, 0, 0, 0x55];
-        assert_eq!(choose(&code, FREE_LIKE, NONE), Site { offset: 3, handling: Handling::Emulated, stack_delta: 0 });
+        assert_eq!(
+            choose(&code, FREE_LIKE, NONE),
+            Site { offset: 3, handling: Handling::Emulated, stack_delta: 0, args_in: 0 }
+        );
     }
 
     #[test]
@@ -311,7 +414,7 @@ mod tests {
         let code = [0x48, 0x89, 0xf7, 0x53];
         assert_eq!(
             choose(&code, FREE_LIKE, NONE),
-            Site { offset: 0, handling: Handling::SingleStepped, stack_delta: 0 }
+            Site { offset: 0, handling: Handling::SingleStepped, stack_delta: 0, args_in: 0 }
         );
         // The same mov is harmless when only rdi's old value is not needed.
         assert_eq!(choose(&code, Needs { args: 0, return_probe: false }, NONE).offset, 3);
@@ -344,7 +447,7 @@ mod tests {
         // Entry-only (exit-like): the site is the call, 0x18 bytes below the return address.
         assert_eq!(
             choose(&code, Needs { args: 2, return_probe: false }, NONE),
-            Site { offset: 9, handling: Handling::Emulated, stack_delta: 0x18 }
+            Site { offset: 9, handling: Handling::Emulated, stack_delta: 0x18, args_in: 0 }
         );
         // With a return probe the kernel would hijack the wrong word: stay at the entry.
         assert_eq!(choose(&code, Needs { args: 2, return_probe: true }, NONE).offset, 0);

@@ -100,7 +100,12 @@ impl Attach {
         let mut not_attached = Vec::new();
         for f in &allocator.functions {
             let session = self.sessions && !(sampling && f.function.calls_allocator);
-            let spot = Spot { symbol: &f.symbol, path: &f.object, offset: f.probe_offset(), cookie: f.function.cookie };
+            let spot = Spot {
+                symbol: &f.symbol,
+                path: &f.object,
+                offset: f.probe_offset(),
+                cookie: f.function.cookie | f.site.cookie_bits(),
+            };
             match self.probe(tracer, f.function.entry_program, f.function.returns_block, spot, session) {
                 Ok(()) => {}
                 Err(e) if is_conflict(&e) => {
