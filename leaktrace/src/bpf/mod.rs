@@ -877,9 +877,11 @@ fn first_use(loaded: &mut Vec<String>, program: &str) -> bool {
     true
 }
 
-/// A load failure; a refusal for want of privileges is told apart by its errno.
+/// A load failure; a refusal for want of privileges is told apart by its errno, when the
+/// process really lacks them (the verifier also refuses a program with EACCES: then its log is
+/// what the user needs, not "needs root").
 fn load_error(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
-    if is_permission_denied(&e) {
+    if is_permission_denied(&e) && !crate::privileges::can_trace() {
         Error::NotPrivileged
     } else {
         Error::Load { what: what.to_string(), source: Box::new(e) }
