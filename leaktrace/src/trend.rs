@@ -62,9 +62,13 @@ pub fn classify(series: &[Sample]) -> Trend {
     let recent_deltas = &deltas[deltas.len().saturating_sub(recent.len().saturating_sub(1))..];
     let up: i128 = recent_deltas.iter().filter(|&&d| d > 0).sum();
     let down: i128 = -recent_deltas.iter().filter(|&&d| d < 0).sum::<i128>();
+    // A leak reaches new heights: a stack that only climbs back to where it was before the
+    // last half (a held few caught with one in flight or one short) is not growing.
+    let earlier_peak = series[..series.len() - recent.len()].iter().map(|s| s.bytes).max().unwrap_or(0);
+    let new_height = series.last().is_some_and(|s| s.bytes > earlier_peak);
     let class = if intervals < MIN_INTERVALS {
         Class::Unclear
-    } else if up > 0 && (down as f64) <= MAX_GIVE_BACK * up as f64 && up - down > 0 {
+    } else if new_height && up > 0 && (down as f64) <= MAX_GIVE_BACK * up as f64 && up - down > 0 {
         Class::Growing
     } else if allocated.is_some_and(|a| a as f64 >= CHURN_TURNOVER * peak.max(1) as f64) {
         Class::Churn
@@ -220,6 +224,21 @@ mod tests {
         let points: Vec<(u64, u64)> =
             (0..13).map(|i| (if i % 2 == 0 { 200 } else { 0 }, 200 + i * 1_000_000)).collect();
         assert_eq!(classify(&series(&points)).class, Class::Churn);
+    }
+
+    #[test]
+    fn a_held_few_caught_one_short_then_back_is_churn_not_growing() {
+        // Kernel mode, 4 eventfds held while 491,339 were opened and closed: a sample caught
+        // one of the 4 in flight, and the next ones saw 4 again.
+        let points: Vec<(u64, u64)> = [0, 256, 256, 192, 256, 256, 256]
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| (b, 256 + i as u64 * 5_000_000))
+            .collect();
+        assert_eq!(classify(&series(&points)).class, Class::Churn);
+        // The same climb to a new height is growth.
+        let points: Vec<(u64, u64)> = [0, 256, 256, 192, 256, 320, 384].iter().map(|&b| (b, b)).collect();
+        assert_eq!(classify(&series(&points)).class, Class::Growing);
     }
 
     #[test]
